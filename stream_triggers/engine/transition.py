@@ -1,0 +1,322 @@
+"""The rules of the Triggers framework: ``step(state, input) -> (state, effects)``.
+
+Pure: no I/O, no clock (inputs carry ``at``), no mutation of the given state.
+Every shell - the in-process ``TriggerManager`` and the Kafka stream worker - calls
+this one function, so both follow exactly the same rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from stream_triggers.engine.effects import (
+    Cascade,
+    Effect,
+    Fired,
+    Ignored,
+    InstanceChanged,
+    Replayed,
+    RunInstance,
+    Skipped,
+)
+from stream_triggers.engine.errors import OperationNotAllowed, UnknownInstance
+from stream_triggers.engine.inputs import (
+    ConfigurationUpdated,
+    Input,
+    LogsResolved,
+    MetadataUpdated,
+    ReplayRequested,
+    RetryRequested,
+    SkipRequested,
+    StatusReported,
+    StatusUpdated,
+    TriggerFired,
+)
+from stream_triggers.engine.state import Draft, SessionState
+from stream_triggers.engine.validation import build_task_configs
+from stream_triggers.types import Status, TaskConfig, TaskInstance
+
+__all__ = ["step", "new_instance"]
+
+_META_TIMESTAMPS = TaskInstance.META_TIMESTAMPS
+_CREATED = TaskInstance.TIMESTAMP_CREATED
+_LAST_MODIFIED = TaskInstance.TIMESTAMP_LAST_MODIFIED
+
+# Statuses a runner's report may move an instance out of; anything else is late.
+_REPORTABLE = {
+    Status.RUNNING: frozenset({Status.SCHEDULED}),
+    Status.FINISHED: frozenset({Status.SCHEDULED, Status.RUNNING}),
+    Status.FAILED: frozenset({Status.SCHEDULED, Status.RUNNING}),
+    Status.SKIPPED: frozenset({Status.SCHEDULED, Status.RUNNING}),
+}
+
+
+def step(state: SessionState, event: Input) -> tuple[SessionState, list[Effect]]:
+    """Apply one input; return the new state and what the shell must do or announce.
+
+    Raises an :class:`~stream_triggers.engine.errors.EngineError` (and leaves nothing
+    changed, since ``state`` is never mutated) when the input cannot be applied.
+    """
+    draft = state.edit()
+    effects: list[Effect] = []
+    _HANDLERS[type(event)](draft, event, effects)
+    return draft.finish(), effects
+
+
+# -- handlers ----------------------------------------------------------------------
+
+
+def _configure(draft: Draft, event: ConfigurationUpdated, effects: list[Effect]) -> None:
+    # Previously fired triggers are deliberately not re-applied (as in the original):
+    # a task added mid-session only reacts to triggers fired from now on.
+    configs = build_task_configs(event.configuration)
+    draft.set_tasks(configs)
+    for name, config in configs.items():
+        for instance_name in draft.names_of(name):
+            instance = draft.get(instance_name)
+            if instance is not None and instance.config is not config:
+                draft.put(instance.evolve(config=config))
+
+
+def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
+    trigger, kwargs, at = event.trigger, event.kwargs, event.at
+    scheduled: list[TaskInstance] = []
+    for config in draft.task_configs().values():
+        if trigger not in config.after and trigger not in config.unless:
+            continue
+        task = config.name
+        if draft.names_of(task):
+            # ``andEvery`` makes a new instance only when no open one took the trigger,
+            # so each firing adds exactly one instance.
+            create = trigger == config.and_every
+            for name in draft.unresolved_of(task):
+                updated = _with_trigger(draft.get(name), trigger, kwargs)
+                if updated is not None:
+                    draft.put(updated)
+                    create = False
+        else:
+            create = True
+        if create:
+            _create_for_trigger(draft, config, trigger, kwargs, at, effects)
+        for name in draft.unresolved_of(task):
+            instance = draft.get(name)
+            if instance.status != Status.UNSTARTED:
+                continue
+            if instance.can_abandon:
+                _set_status(draft, instance, Status.ABANDONED, None, at, effects)
+            elif instance.can_run:
+                ready = _set_status(draft, instance, Status.SCHEDULED, None, at, effects)
+                effects.append(RunInstance(ready))
+                scheduled.append(ready)
+    draft.set_latest(trigger, kwargs)
+    effects.append(Fired(trigger, tuple(scheduled)))
+
+
+def _create_for_trigger(
+    draft: Draft,
+    config: TaskConfig,
+    trigger: str,
+    kwargs: Mapping[str, Any],
+    at: datetime,
+    effects: list[Effect],
+) -> None:
+    # A new instance inherits every earlier-fired trigger it waits for (or is
+    # abandoned by), so instance kwargs hold only triggers that really fired.
+    latest = draft.latest()
+    instance = new_instance(
+        draft,
+        config,
+        at,
+        kwargs={t: latest[t] for t in config.after if t != trigger and t in latest},
+        abandon_state=frozenset(t for t in config.unless if t != trigger and t in latest),
+    )
+    instance = _with_trigger(instance, trigger, kwargs) or instance
+    draft.put(instance)
+    effects.append(InstanceChanged(instance, None))
+
+
+def _with_trigger(instance: TaskInstance, trigger: str, kwargs: Mapping[str, Any]) -> TaskInstance | None:
+    """``instance`` with ``trigger`` applied, or None if it does not apply."""
+    if instance.status != Status.UNSTARTED:
+        return None
+    config = instance.config
+    new_kwargs = None
+    new_abandon = None
+    if trigger in config.after and trigger not in instance.kwargs:
+        new_kwargs = {**instance.kwargs, trigger: kwargs}
+    if trigger in config.unless and trigger not in instance.abandon_state:
+        new_abandon = frozenset(instance.abandon_state) | {trigger}
+    if new_kwargs is None and new_abandon is None:
+        return None
+    return instance.evolve(
+        kwargs=instance.kwargs if new_kwargs is None else new_kwargs,
+        abandon_state=instance.abandon_state if new_abandon is None else new_abandon,
+    )
+
+
+def _status_updated(draft: Draft, event: StatusUpdated, effects: list[Effect]) -> None:
+    instance = _existing(draft, event.instance)
+    _set_status(draft, instance, Status(event.status), event.metadata, event.at, effects)
+    if event.cascade:
+        effects.append(Cascade(instance.config.name, event.cascade_kwargs or {}))
+
+
+def _status_reported(draft: Draft, event: StatusReported, effects: list[Effect]) -> None:
+    instance = _existing(draft, event.instance)
+    status = Status(event.status)
+    allowed = _REPORTABLE.get(status)
+    if allowed is None:
+        raise OperationNotAllowed(f"A task runner cannot report status {status!r}.")
+    if instance.status not in allowed:
+        effects.append(Ignored(instance.name, f"reported {status} while {instance.status}"))
+        return
+    _set_status(draft, instance, status, event.metadata, event.at, effects)
+    if status == Status.FINISHED:
+        effects.append(Cascade(instance.config.name, event.result or {}))
+
+
+def _retry(draft: Draft, event: RetryRequested, effects: list[Effect]) -> None:
+    instance = _existing(draft, event.instance)
+    if instance.status not in _REPORTABLE[Status.FAILED]:
+        effects.append(Ignored(instance.name, f"retry reported while {instance.status}"))
+        return
+    failed = _set_status(draft, instance, Status.FAILED, event.metadata, event.at, effects)
+    _replay(draft, failed, event.replacement_kwargs, event.cooldown, event.at, effects)
+
+
+def _replay_requested(draft: Draft, event: ReplayRequested, effects: list[Effect]) -> None:
+    instance = _existing(draft, event.instance)
+    if not instance.can_replay:
+        raise OperationNotAllowed(f'Instance "{instance.name}" in {instance.status} state cannot be replayed!')
+    _replay(draft, instance, event.replacement_kwargs, None, event.at, effects)
+
+
+def _replay(
+    draft: Draft,
+    failed: TaskInstance,
+    replacement_kwargs: Mapping[str, Any] | None,
+    cooldown: float | None,
+    at: datetime,
+    effects: list[Effect],
+) -> None:
+    # The failed instance keeps its exception details; a clone runs instead.
+    replayed = _set_status(draft, failed, Status.REPLAYED, None, at, effects)
+    metadata: dict[str, Any] = {
+        TaskInstance.META_DEPTH: failed.depth + 1,
+        TaskInstance.META_PARENT: failed.name,
+    }
+    if cooldown:
+        metadata[TaskInstance.META_COOLDOWN] = cooldown
+    clone = new_instance(
+        draft,
+        failed.config,
+        at,
+        kwargs=dict(failed.kwargs) if replacement_kwargs is None else dict(replacement_kwargs),
+        abandon_state=frozenset(failed.abandon_state),
+        metadata=metadata,
+    )
+    draft.put(clone)
+    effects.append(InstanceChanged(clone, None))
+    clone = _set_status(draft, clone, Status.SCHEDULED, None, at, effects)
+    effects.append(RunInstance(clone))
+    effects.append(Replayed(replayed, clone))
+
+
+def _skip(draft: Draft, event: SkipRequested, effects: list[Effect]) -> None:
+    instance = _existing(draft, event.instance)
+    if not instance.can_skip:
+        raise OperationNotAllowed(f'Instance "{instance.name}" in {instance.status} state cannot be skipped!')
+    result = dict(event.result or {})
+    skipped = _set_status(
+        draft, instance, Status.SKIPPED, {"cascade": event.cascade, "result": result}, event.at, effects
+    )
+    if event.cascade:
+        effects.append(Cascade(instance.config.name, result))
+    effects.append(Skipped(skipped, event.cascade))
+
+
+def _metadata_updated(draft: Draft, event: MetadataUpdated, effects: list[Effect]) -> None:
+    instance = _existing(draft, event.instance)
+    draft.put(instance.evolve(metadata=_stamped({**instance.metadata, **event.metadata}, None, event.at)))
+
+
+def _logs_resolved(draft: Draft, event: LogsResolved, effects: list[Effect]) -> None:
+    instance = _existing(draft, event.instance)
+    metadata = {**instance.metadata, TaskInstance.META_LOGS_RESOLVED: True}
+    draft.put(instance.evolve(metadata=_stamped(metadata, None, event.at)))
+
+
+_HANDLERS: dict[type, Callable[[Draft, Any, list[Effect]], None]] = {
+    ConfigurationUpdated: _configure,
+    TriggerFired: _fire,
+    StatusUpdated: _status_updated,
+    StatusReported: _status_reported,
+    RetryRequested: _retry,
+    ReplayRequested: _replay_requested,
+    SkipRequested: _skip,
+    MetadataUpdated: _metadata_updated,
+    LogsResolved: _logs_resolved,
+}
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def new_instance(
+    draft: Draft,
+    config: TaskConfig,
+    at: datetime,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    abandon_state: frozenset[str] = frozenset(),
+    metadata: dict[str, Any] | None = None,
+    status: Status = Status.UNSTARTED,
+) -> TaskInstance:
+    """A new unstarted instance named ``<task>#<n>`` (not yet put into the draft)."""
+    name = f"{config.name}#{len(draft.names_of(config.name))}"
+    while draft.get(name) is not None:  # names taken by hand-made instances
+        name = f"{name}'"
+    return TaskInstance(
+        name=name,
+        config=config,
+        status=status,
+        metadata=_stamped(dict(metadata or {}), None, at, created=True),
+        kwargs=kwargs if kwargs is not None else {},
+        abandonState=abandon_state,
+    )
+
+
+def _existing(draft: Draft, name: str) -> TaskInstance:
+    instance = draft.get(name)
+    if instance is None:
+        raise UnknownInstance(name)
+    return instance
+
+
+def _set_status(
+    draft: Draft,
+    instance: TaskInstance,
+    status: Status,
+    metadata: Mapping[str, Any] | None,
+    at: datetime,
+    effects: list[Effect],
+) -> TaskInstance:
+    merged = {**instance.metadata, **metadata} if metadata else dict(instance.metadata)
+    updated = instance.evolve(status=status, metadata=_stamped(merged, status, at))
+    draft.put(updated)
+    effects.append(InstanceChanged(updated, instance.status))
+    return updated
+
+
+def _stamped(metadata: dict[str, Any], status: Status | None, at: datetime, created: bool = False) -> dict[str, Any]:
+    """``metadata`` with its timestamps bumped (mutates and returns the fresh dict)."""
+    timestamps = dict(metadata.get(_META_TIMESTAMPS) or {})
+    if created or _CREATED not in timestamps:
+        timestamps.setdefault(_CREATED, at)
+    timestamps[_LAST_MODIFIED] = at
+    if status is not None:
+        timestamps[str(status)] = at
+    metadata[_META_TIMESTAMPS] = timestamps
+    return metadata

@@ -1,0 +1,126 @@
+"""Checks at the edge: configurations and JSON payloads, with messages that name the culprit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from stream_triggers.engine.errors import InvalidConfiguration, InvalidPayload
+from stream_triggers.types import TaskConfig
+
+__all__ = ["build_task_configs", "json_mapping"]
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def build_task_configs(configuration: Any) -> dict[str, TaskConfig]:
+    """Validate a whole ``update_configuration`` payload and build its TaskConfigs.
+
+    Either every task is valid or :class:`InvalidConfiguration` is raised before
+    anything is built, so a bad payload never half-applies.
+    """
+    if not isinstance(configuration, Mapping):
+        raise InvalidPayload(
+            f"A configuration must be a mapping of task name to directives, not {type(configuration).__name__}."
+        )
+    configs = {}
+    for name, directives in configuration.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidConfiguration(repr(name), "<name>", "task names must be non-empty strings")
+        configs[name] = build_task_config(name, directives)
+    return configs
+
+
+def build_task_config(name: str, directives: Any) -> TaskConfig:
+    if not isinstance(directives, Mapping):
+        raise InvalidConfiguration(name, "<task>", f"must be a mapping of directives, not {type(directives).__name__}")
+    for required in ("after", "run"):
+        if required not in directives:
+            raise InvalidConfiguration(name, required, "is required")
+    after = _trigger_list(name, "after", directives["after"])
+    if not after and not directives.get("andEvery"):
+        raise InvalidConfiguration(name, "after", "must name at least one trigger")
+    run = directives["run"]
+    if not isinstance(run, str) or not run:
+        raise InvalidConfiguration(name, "run", f"must be a task name (string), not {run!r}")
+    unless = directives.get("unless")
+    unless = _trigger_list(name, "unless", unless) if unless is not None else []
+    and_every = directives.get("andEvery")
+    if and_every is not None and (not isinstance(and_every, str) or not and_every):
+        raise InvalidConfiguration(name, "andEvery", f"must be a single trigger name (string), not {and_every!r}")
+    using = directives.get("using")
+    if using is not None and (not isinstance(using, str) or not using):
+        raise InvalidConfiguration(name, "using", f"must be a task runner name, not {using!r}")
+    with_params = directives.get("withParams")
+    if with_params is not None:
+        if not isinstance(with_params, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, Mapping) for k, v in with_params.items()
+        ):
+            raise InvalidConfiguration(
+                name,
+                "withParams",
+                "must be a dict of dicts (trigger name -> kwargs), e.g. {'scoring': {'model': 'Psych 01'}}",
+            )
+        with_params = {k: json_mapping(v, f"task {name!r} withParams[{k!r}]") for k, v in with_params.items()}
+    extras = {}
+    for key, value in directives.items():
+        if key in ("after", "run", "unless", "andEvery", "using", "withParams"):
+            continue
+        if not isinstance(key, str):
+            raise InvalidConfiguration(name, repr(key), "directive names must be strings")
+        extras[key] = _json_value(value, f"task {name!r} directive {key!r}")
+    return TaskConfig(
+        name=name,
+        after=after,
+        run=run,
+        unless=unless,
+        using=using,
+        withParams=with_params,
+        andEvery=and_every,
+        **extras,
+    )
+
+
+def _trigger_list(task: str, directive: str, value: Any) -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise InvalidConfiguration(
+            task, directive, f"must be a list of trigger names, not {type(value).__name__} {value!r}"
+        )
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise InvalidConfiguration(task, directive, f"must contain only non-empty strings; found {item!r}")
+    return list(value)
+
+
+def json_mapping(value: Any, what: str) -> dict[str, Any]:
+    """A deep copy of ``value`` if it is a JSON-serialisable mapping, else InvalidPayload.
+
+    Copying protects the session state from a caller that later mutates its dict.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidPayload(f"{what} must be a mapping (dict), not {type(value).__name__}: {value!r}")
+    return _json_dict(value, what)
+
+
+def _json_dict(value: Mapping[Any, Any], what: str) -> dict[str, Any]:
+    out = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise InvalidPayload(f"{what} must have string keys; found {key!r}")
+        out[key] = _json_value(item, f"{what}[{key!r}]")
+    return out
+
+
+def _json_value(value: Any, what: str) -> Any:
+    if isinstance(value, _SCALARS):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidPayload(f"{what} is {value!r}, which JSON cannot carry")
+        return value
+    if isinstance(value, Mapping):
+        return _json_dict(value, what)
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item, f"{what}[{i}]") for i, item in enumerate(value)]
+    raise InvalidPayload(f"{what} is a {type(value).__name__} ({value!r}), which is not JSON-serialisable")

@@ -1,0 +1,283 @@
+"""The trigger manager: the in-process shell around the engine.
+
+Each public method turns its arguments into one engine input, applies it to the
+session under the storage's lock, saves, hands ready instances to their task
+runners, and only then - lock released - follows up: cascades fire as the next
+inputs and the ``_post_*`` hooks run.  Follow-ups go through a work stack (depth
+first, so hooks see the same order the original framework's recursion gave them)
+instead of recursing, however long a cascade chain is.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from stream_triggers.engine import (
+    Cascade,
+    ConfigurationUpdated,
+    Effect,
+    Fired,
+    Input,
+    LogsResolved,
+    MetadataUpdated,
+    Replayed,
+    ReplayRequested,
+    RunInstance,
+    Skipped,
+    SkipRequested,
+    StatusReported,
+    StatusUpdated,
+    TriggerFired,
+    json_mapping,
+)
+from stream_triggers.registry import PluginRegistry
+from stream_triggers.storages.base import BaseTriggerStorage, utc_now
+from stream_triggers.types import Status, TaskConfig, TaskInstance
+
+if TYPE_CHECKING:
+    from stream_triggers.runners.base import BaseTaskRunner
+
+__all__ = ["TriggerManager", "FinalizingTriggerManager", "trigger_managers"]
+
+log = logging.getLogger(__name__)
+
+_Work = Input | Callable[[], None]
+
+
+class TriggerManager:
+    """Fires triggers, runs tasks, and lets subclasses react through hooks."""
+
+    name: str | None = None
+    """Registry key (set by ``trigger_managers``)."""
+
+    def __init__(
+        self,
+        storage: BaseTriggerStorage,
+        *,
+        runners: Mapping[str, BaseTaskRunner] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        """
+        :param storage: where the session lives.
+        :param runners: task runners to use instead of building them from
+            ``task_runners`` by name (the stream worker passes its Kafka runner).
+        :param clock: naive-UTC "now" for the timestamps of this manager's inputs.
+        """
+        self.storage = storage
+        self.runners: dict[str, BaseTaskRunner] = dict(runners or {})
+        self.clock = clock
+        self._inline: list[Input] = []
+
+    @property
+    def default_task_runner_name(self) -> str:
+        """Runner for tasks without ``using``; override in a subclass to change it.
+
+        The storage decides by default: ``threading`` in process, ``kafka`` in a
+        stream worker.
+        """
+        return self.storage.default_task_runner_name
+
+    # -- the original framework's API ----------------------------------------------------
+
+    def update_configuration(self, configuration: Mapping[str, Mapping[str, Any]]) -> None:
+        """Add or replace task configurations (earlier triggers are not re-applied)."""
+        self.submit(ConfigurationUpdated(configuration, self.clock()))
+
+    def fire(self, trigger_name: str, trigger_kwargs: Mapping[str, Any] | None = None) -> None:
+        """Fire a trigger; tasks whose ``after`` triggers have all fired get scheduled."""
+        if not isinstance(trigger_name, str) or not trigger_name:
+            raise ValueError(f"A trigger name must be a non-empty string, not {trigger_name!r}.")
+        kwargs = json_mapping(trigger_kwargs, f"Kwargs of trigger {trigger_name!r}")
+        self.submit(TriggerFired(trigger_name, kwargs, self.clock()))
+
+    def replay_failed_instance(
+        self,
+        failed_instance: TaskInstance | str,
+        replacement_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Mark a failed instance ``replayed`` and run a clone (with other kwargs, if given)."""
+        name = _instance_name(failed_instance)
+        replacement = (
+            None if replacement_kwargs is None else json_mapping(replacement_kwargs, f"Replacement kwargs for {name!r}")
+        )
+        self.submit(ReplayRequested(name, replacement, self.clock()))
+
+    def skip_failed_instance(
+        self,
+        failed_instance: TaskInstance | str,
+        cascade: bool = False,
+        result: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Mark a failed instance ``skipped``; with ``cascade``, fire its name with ``result``."""
+        name = _instance_name(failed_instance)
+        fake_result = json_mapping(result, f"Result for skipped {name!r}")
+        self.submit(SkipRequested(name, bool(cascade), fake_result, self.clock()))
+
+    def update_instance_status(
+        self,
+        task_instance: TaskInstance | str,
+        status: str,
+        metadata: Mapping[str, Any] | None = None,
+        cascade: bool = False,
+        cascade_kwargs: Mapping[str, Any] | None = None,
+    ) -> TaskInstance:
+        """Set an instance's status by hand (optionally cascading); returns the instance."""
+        name = _instance_name(task_instance)
+        try:
+            status = Status(status)
+        except ValueError:
+            raise ValueError(
+                f"Unknown status {status!r}; expected one of {', '.join(s.value for s in Status)}."
+            ) from None
+        kwargs = json_mapping(cascade_kwargs, f"Cascade kwargs for {name!r}") if cascade else None
+        self.submit(StatusUpdated(name, status, dict(metadata or {}), bool(cascade), kwargs, self.clock()))
+        return self.storage.instances.get(name)
+
+    def update_instance_metadata(self, task_instance: TaskInstance | str, metadata: Mapping[str, Any]) -> None:
+        """Merge ``metadata`` into an instance's metadata (status unchanged)."""
+        self.submit(MetadataUpdated(_instance_name(task_instance), dict(metadata or {}), self.clock()))
+
+    def mark_instance_logs_resolved(self, task_instance: TaskInstance | str) -> None:
+        self.submit(LogsResolved(_instance_name(task_instance), self.clock()))
+
+    def get_unresolved_tasks(self) -> list[TaskConfig]:
+        return self.storage.get_unresolved_tasks()
+
+    def get_unresolved_instances(self) -> list[TaskInstance]:
+        return self.storage.get_unresolved_instances()
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def _post_fire(self, trigger_name: str, tasks_scheduled: list[TaskInstance]) -> None:
+        """After a trigger fired (lock released); ``tasks_scheduled`` were made ready by it."""
+
+    def _post_replay(self, task_instance: TaskInstance) -> None:
+        """After an instance was replayed; receives the instance now in ``replayed`` status."""
+
+    def _post_skip(self, task_instance: TaskInstance, cascade: bool) -> None:
+        """After an instance was skipped, and after its cascade (if any) was processed."""
+
+    # -- the shell -------------------------------------------------------------------------
+
+    def submit(self, event: Input) -> None:
+        """Apply one engine input and everything that follows from it."""
+        stack: list[_Work] = [event]
+        while stack:
+            work = stack.pop()
+            if callable(work):
+                work()
+            else:
+                stack.extend(reversed(self._apply(work)))
+
+    def run_inline(self, event: Input) -> None:
+        """For runners that finish a task at once: apply ``event`` after the current input."""
+        self._inline.append(event)
+
+    def rebuild(self) -> TriggerManager:
+        """The same kind of manager over a fresh storage object (for a task's context)."""
+        return type(self)(self.storage.fresh(), runners=self.runners, clock=self.clock)
+
+    def _apply(self, event: Input) -> list[_Work]:
+        with self.storage.acquire_lock() as storage:
+            effects = storage.apply(event)
+            storage.save()
+            for effect in effects:
+                if type(effect) is RunInstance:
+                    self._start(storage, effect.instance)
+        return self._follow_ups(effects)
+
+    def _start(self, storage: BaseTriggerStorage, instance: TaskInstance) -> None:
+        """Hand an instance to its runner; a runner that refuses fails the instance."""
+        runner_name = instance.config.using or self.default_task_runner_name
+        try:
+            self._runner(runner_name).run(self, instance)
+        except Exception as exc:
+            log.warning("could not start %s with runner %r: %s", instance.name, runner_name, exc)
+            storage.apply(StatusReported(instance.name, Status.FAILED, failure_metadata(exc), self.clock()))
+            storage.save()
+
+    def _runner(self, name: str) -> BaseTaskRunner:
+        runner = self.runners.get(name)
+        if runner is None:
+            from stream_triggers.runners import task_runners
+
+            runner = task_runners.get(name)
+        return runner
+
+    def _follow_ups(self, effects: list[Effect]) -> list[_Work]:
+        work: list[_Work] = []
+        for effect in effects:
+            kind = type(effect)
+            if kind is Cascade:
+                work.append(TriggerFired(effect.trigger, effect.kwargs, self.clock()))
+            elif kind is Fired:
+                work.append(partial(self._post_fire, effect.trigger, [i.copy() for i in effect.scheduled]))
+            elif kind is Replayed:
+                work.append(partial(self._post_replay, effect.failed.copy()))
+            elif kind is Skipped:
+                work.append(partial(self._post_skip, effect.instance.copy(), effect.cascade))
+        if self._inline:
+            work.extend(self._inline)
+            self._inline = []
+        return work
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.storage!r}>"
+
+
+class FinalizingTriggerManager(TriggerManager):
+    """Fires ``sessionFinalized`` once, when every task is resolved.
+
+    Tasks that wait for ``sessionFinalized`` themselves are ignored by the check
+    (the cookbook's "Finalizing a Session" recipe).
+    """
+
+    TRIGGER_SESSION_FINALIZED = "sessionFinalized"
+
+    def _post_fire(self, trigger_name: str, tasks_scheduled: list[TaskInstance]) -> None:
+        if trigger_name == self.TRIGGER_SESSION_FINALIZED:
+            return
+        if self.TRIGGER_SESSION_FINALIZED in self.storage.latest_kwargs:
+            return
+        for config in self.get_unresolved_tasks():
+            if self.TRIGGER_SESSION_FINALIZED not in config.after:
+                return
+        self.fire(self.TRIGGER_SESSION_FINALIZED)
+
+
+def failure_metadata(exc: BaseException, log_level: int | None = None) -> dict[str, Any]:
+    """Instance metadata describing an exception (type as ``module.ClassName``)."""
+    metadata = {
+        TaskInstance.META_EXCEPTION_CONTEXT: _jsonable_context(getattr(exc, "context", {})),
+        TaskInstance.META_EXCEPTION_INFO: "".join(traceback.format_exception(exc)),
+        TaskInstance.META_EXCEPTION_TYPE: f"{type(exc).__module__}.{type(exc).__name__}",
+    }
+    if log_level is not None:
+        metadata[TaskInstance.META_LOG_LEVEL] = log_level
+    return metadata
+
+
+def _jsonable_context(context: Any) -> Any:
+    """Exception context as JSON-friendly data (reprs for what JSON cannot carry)."""
+    if isinstance(context, Mapping):
+        return {str(k): _jsonable_context(v) for k, v in context.items()}
+    if isinstance(context, (list, tuple)):
+        return [_jsonable_context(v) for v in context]
+    if isinstance(context, (str, int, float, bool)) or context is None:
+        return context
+    return repr(context)
+
+
+def _instance_name(instance: TaskInstance | str) -> str:
+    return instance.name if isinstance(instance, TaskInstance) else instance
+
+
+trigger_managers: PluginRegistry[TriggerManager] = PluginRegistry(
+    group="stream_triggers.managers", kind="trigger manager"
+)
+"""Trigger managers by name (entry-point group ``stream_triggers.managers``)."""

@@ -1,0 +1,54 @@
+"""What a task runner is: something that starts a scheduled instance somewhere."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from stream_triggers.registry import PluginRegistry
+from stream_triggers.types import TaskInstance
+
+if TYPE_CHECKING:
+    from stream_triggers.manager import TriggerManager
+
+__all__ = ["BaseTaskRunner", "task_runners", "task_kwargs", "merge_dict_recursive"]
+
+
+class BaseTaskRunner(ABC):
+    """Starts task instances; selected by a task's ``using`` or the manager's default."""
+
+    name: str | None = None
+    """Registry key (set by ``task_runners``)."""
+
+    @abstractmethod
+    def run(self, manager: TriggerManager, task_instance: TaskInstance) -> None:
+        """Start ``task_instance`` (already ``scheduled``); raise if it cannot be started.
+
+        Called with the session locked; the task must report back through the manager
+        (or the events topic), not from inside this call.
+        """
+
+
+def merge_dict_recursive(*dicts: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge mappings left to right; nested mappings merge, everything else is replaced."""
+    merged: dict[str, Any] = {}
+    for mapping in dicts:
+        for key, value in mapping.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+                merged[key] = merge_dict_recursive(merged[key], value)
+            else:
+                merged[key] = value
+    return merged
+
+
+def task_kwargs(task_instance: TaskInstance) -> dict[str, Any]:
+    """What the task receives as ``trigger_kwargs``: ``withParams`` under the instance kwargs."""
+    with_params = task_instance.config.with_params
+    if not with_params:
+        return dict(task_instance.kwargs)
+    return merge_dict_recursive(with_params, task_instance.kwargs)
+
+
+task_runners: PluginRegistry[BaseTaskRunner] = PluginRegistry(group="stream_triggers.runners", kind="task runner")
+"""Task runners by name (entry-point group ``stream_triggers.runners``)."""

@@ -1,0 +1,151 @@
+"""Compact, versioned binary encoding of a session state (RocksDB values, changelog).
+
+Layout: one format byte, then a msgpack array ``[tasks, instances, latest_kwargs,
+metadata]`` where ``tasks`` is ``[[name, directives], ...]`` and ``instances`` is
+``[[name, task, status, kwargs, metadata, abandon_state], ...]`` in creation order.
+Python values JSON lacks (datetime, date, time, timedelta, Decimal, UUID, set,
+frozenset, tuple, bytes) travel as msgpack extension types, so instance metadata
+such as the timestamps round-trips exactly (naive stays naive, tz-aware keeps its
+offset).
+
+Upgrade path: ``FORMAT`` is bumped whenever the layout changes; ``decode_state``
+keeps a reader per older format that converts to the current in-memory state, and
+``encode_state`` always writes the newest.  Stores therefore upgrade lazily, on the
+next save of each session (see docs/state-format.md).
+"""
+
+from __future__ import annotations
+
+import struct
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import msgpack
+
+from stream_triggers.engine.state import SessionState
+from stream_triggers.types import TaskConfig, TaskInstance
+
+__all__ = ["FORMAT", "StateFormatError", "encode_state", "decode_state", "pack", "unpack"]
+
+FORMAT = 1
+
+_DATETIME, _DATE, _TIME, _TIMEDELTA, _DECIMAL, _UUID, _SET, _FROZENSET, _TUPLE = range(1, 10)
+_NAIVE = -(2**31)  # utcoffset marker for naive datetimes / times
+_EPOCH = datetime(1970, 1, 1)
+_DT = struct.Struct(">qi")  # microseconds since epoch (wall clock), utcoffset seconds
+
+
+class StateFormatError(ValueError):
+    """Bytes that are not a session state this version can read."""
+
+
+def _default(value: Any) -> msgpack.ExtType:
+    if isinstance(value, datetime):
+        offset = value.utcoffset()
+        wall = value.replace(tzinfo=None) - _EPOCH
+        micros = (wall.days * 86400 + wall.seconds) * 1_000_000 + wall.microseconds
+        return msgpack.ExtType(_DATETIME, _DT.pack(micros, _NAIVE if offset is None else int(offset.total_seconds())))
+    if isinstance(value, date):
+        return msgpack.ExtType(_DATE, struct.pack(">i", value.toordinal()))
+    if isinstance(value, time):
+        offset = value.utcoffset()
+        micros = ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 + value.microsecond
+        return msgpack.ExtType(_TIME, _DT.pack(micros, _NAIVE if offset is None else int(offset.total_seconds())))
+    if isinstance(value, timedelta):
+        return msgpack.ExtType(_TIMEDELTA, struct.pack(">qii", value.days, value.seconds, value.microseconds))
+    if isinstance(value, Decimal):
+        return msgpack.ExtType(_DECIMAL, str(value).encode())
+    if isinstance(value, UUID):
+        return msgpack.ExtType(_UUID, value.bytes)
+    if isinstance(value, (set, frozenset, tuple)):
+        code = _TUPLE if isinstance(value, tuple) else _FROZENSET if isinstance(value, frozenset) else _SET
+        return msgpack.ExtType(code, pack(list(value)))
+    raise TypeError(f"cannot store a {type(value).__name__} ({value!r}) in session state")
+
+
+def _tz(offset: int) -> timezone | None:
+    if offset == _NAIVE:
+        return None
+    return UTC if offset == 0 else timezone(timedelta(seconds=offset))
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _DATETIME:
+        micros, offset = _DT.unpack(data)
+        return (_EPOCH + timedelta(microseconds=micros)).replace(tzinfo=_tz(offset))
+    if code == _DATE:
+        return date.fromordinal(struct.unpack(">i", data)[0])
+    if code == _TIME:
+        micros, offset = _DT.unpack(data)
+        seconds, micro = divmod(micros, 1_000_000)
+        return time(seconds // 3600, seconds // 60 % 60, seconds % 60, micro, tzinfo=_tz(offset))
+    if code == _TIMEDELTA:
+        days, seconds, micros = struct.unpack(">qii", data)
+        return timedelta(days=days, seconds=seconds, microseconds=micros)
+    if code == _DECIMAL:
+        return Decimal(data.decode())
+    if code == _UUID:
+        return UUID(bytes=data)
+    if code in (_SET, _FROZENSET, _TUPLE):
+        items = unpack(data)
+        return {_SET: set, _FROZENSET: frozenset, _TUPLE: tuple}[code](items)
+    return msgpack.ExtType(code, data)
+
+
+def pack(value: Any) -> bytes:
+    """msgpack with the extension types above (tuples kept as tuples)."""
+    return msgpack.packb(value, default=_default, strict_types=True, datetime=False)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+
+
+def encode_state(state: SessionState) -> bytes:
+    tasks = [[name, config.serialize()] for name, config in state.tasks.items()]
+    instances = [
+        [
+            name,
+            instance.config.name,
+            str(instance.status),
+            instance.kwargs,
+            instance.metadata,
+            sorted(instance.abandon_state),
+        ]
+        for name, instance in state.instances.items()
+    ]
+    body = [tasks, instances, dict(state.latest_kwargs), dict(state.metadata)]
+    return bytes((FORMAT,)) + pack(body)
+
+
+def decode_state(data: bytes) -> SessionState:
+    if not data:
+        raise StateFormatError("empty session state")
+    reader = _READERS.get(data[0])
+    if reader is None:
+        raise StateFormatError(
+            f"session state format {data[0]} is newer than this stream-triggers "
+            f"understands (it reads formats {sorted(_READERS)}); upgrade the package"
+        )
+    try:
+        return reader(unpack(data[1:]))
+    except StateFormatError:
+        raise
+    except Exception as exc:
+        raise StateFormatError(f"corrupt session state: {exc}") from exc
+
+
+def _read_v1(body: list[Any]) -> SessionState:
+    raw_tasks, raw_instances, latest_kwargs, metadata = body
+    tasks = {name: TaskConfig(name=name, **directives) for name, directives in raw_tasks}
+    instances = {}
+    for name, task, status, kwargs, meta, abandon in raw_instances:
+        instances[name] = TaskInstance(
+            name=name, config=tasks[task], status=status, metadata=meta, kwargs=kwargs, abandonState=abandon
+        )
+    return SessionState.build(tasks, instances, latest_kwargs, metadata)
+
+
+_READERS = {1: _read_v1}

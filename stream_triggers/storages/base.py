@@ -1,0 +1,280 @@
+"""What every storage backend offers: the session's state, its queries, and a lock.
+
+A backend only says how to load and save one session's :class:`SessionState` (with a
+version number, so a save that raced another writer is refused) and which lock
+guards a session; this base turns that into the original framework's storage API.
+
+Instances read through the storage are private copies: code written against the
+original framework may mutate them inside ``acquire_lock()`` and call ``save()``,
+and only then do the edits reach the stored state.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from stream_triggers.engine import (
+    EMPTY,
+    ConfigurationUpdated,
+    Effect,
+    Input,
+    SessionState,
+    UnknownInstance,
+    new_instance,
+    step,
+)
+from stream_triggers.registry import PluginRegistry
+from stream_triggers.types import Status, TaskConfig, TaskInstance
+
+__all__ = ["BaseTriggerStorage", "ConcurrentModification", "storage_backends", "utc_now"]
+
+
+def utc_now() -> datetime:
+    """Naive UTC, like the original framework's timestamps."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class ConcurrentModification(RuntimeError):
+    """The stored session changed since it was loaded; the save was refused."""
+
+
+class BaseTriggerStorage(ABC):
+    """Loads, caches, queries and saves one session's state."""
+
+    name: str | None = None
+    """Registry key of the backend (set by ``storage_backends``)."""
+
+    default_task_runner_name = "threading"
+    """Runner for tasks without ``using``, unless the manager overrides it."""
+
+    def __init__(self, uid: str) -> None:
+        if not isinstance(uid, str) or not uid:
+            raise ValueError(f"A session UID must be a non-empty string, not {uid!r}.")
+        self.uid = uid
+        self._state: SessionState | None = None
+        self._version: int = 0
+        self._views: dict[str, TaskInstance] = {}
+        self._lock_owner: int | None = None
+
+    # -- what a backend implements ----------------------------------------------------
+
+    @abstractmethod
+    def _load_state(self) -> tuple[SessionState | None, int]:
+        """The stored state (None if the session is new) and its version."""
+
+    @abstractmethod
+    def _save_state(self, state: SessionState, expected_version: int) -> int:
+        """Store ``state`` if the stored version is still ``expected_version``.
+
+        Returns the new version; raises :class:`ConcurrentModification` otherwise.
+        """
+
+    @abstractmethod
+    def _session_lock(self) -> AbstractContextManager[Any]:
+        """The lock that serialises writers of this session."""
+
+    def fresh(self) -> BaseTriggerStorage:
+        """A new storage object for the same session and backend (for task threads)."""
+        return type(self)(self.uid)
+
+    def close(self) -> None:
+        """Release backend resources (nothing by default)."""
+
+    # -- loading ----------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        if self._state is None:
+            loaded, self._version = self._load_state()
+            self._state = EMPTY if loaded is None else loaded
+        return self._state
+
+    def invalidate_cache(self) -> None:
+        """Forget the loaded state so the next read comes from the backend."""
+        self._state = None
+        self._views = {}
+
+    # -- the original framework's read API ---------------------------------------------
+
+    @property
+    def tasks(self) -> Mapping[str, TaskConfig]:
+        return MappingProxyType(self.state.tasks)
+
+    @property
+    def instances(self) -> Mapping[str, TaskInstance]:
+        return _InstancesView(self)
+
+    @property
+    def latest_kwargs(self) -> Mapping[str, Mapping[str, Any]]:
+        """The kwargs each trigger fired with most recently."""
+        return MappingProxyType(self.state.latest_kwargs)
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        state = self.state
+        return MappingProxyType({**state.metadata, "latest_kwargs": state.latest_kwargs})
+
+    def __getitem__(self, instance_name: str) -> TaskInstance:
+        return self.instances[instance_name]
+
+    def __iter__(self) -> Iterator[TaskInstance]:
+        return iter(list(self.instances.values()))
+
+    def iter_instances(self) -> Iterator[TaskInstance]:
+        return iter(self)
+
+    def _view(self, name: str) -> TaskInstance:
+        view = self._views.get(name)
+        if view is None:
+            instance = self.state.instances.get(name)
+            if instance is None:
+                raise UnknownInstance(name)
+            view = self._views[name] = instance.copy()
+        return view
+
+    def instances_of_task(self, task_config: TaskConfig | str) -> dict[str, TaskInstance]:
+        task = task_config.name if isinstance(task_config, TaskConfig) else task_config
+        return {name: self._view(name) for name in self.state.by_task.get(task, ())}
+
+    def get_unresolved_tasks(self) -> list[TaskConfig]:
+        """Tasks with no instance yet, or with an instance that is not resolved."""
+        return self.state.unresolved_tasks()
+
+    def get_unresolved_instances(self) -> list[TaskInstance]:
+        return [self._view(i.name) for i in self.state.unresolved_instances()]
+
+    def get_instances_with_unresolved_logs(self) -> list[TaskInstance]:
+        return [self._view(n) for n, i in self.state.instances.items() if not i.logs_resolved]
+
+    def debug_repr(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "tasks": {name: config.serialize() for name, config in state.tasks.items()},
+            "instances": {name: self._view(name).serialize() for name in state.instances},
+            "metas": dict(self.metadata),
+        }
+
+    # -- changing the state --------------------------------------------------------------
+
+    @property
+    def has_lock(self) -> bool:
+        return self._lock_owner == threading.get_ident()
+
+    @contextmanager
+    def acquire_lock(self, ttl: Any = True, block: bool = True) -> Iterator[BaseTriggerStorage]:
+        """Lock the session, reload it, and yield this storage for writing.
+
+        Re-entrant: a storage that already holds the lock just yields itself.
+        (``ttl`` and ``block`` are accepted for compatibility; the lock waits.)
+        """
+        if self.has_lock:
+            yield self
+            return
+        with self._session_lock():
+            self.invalidate_cache()
+            self._lock_owner = threading.get_ident()
+            try:
+                yield self
+            finally:
+                self._lock_owner = None
+
+    def apply(self, event: Input) -> list[Effect]:
+        """Run one engine transition on the loaded state (save() persists it)."""
+        self._state, effects = step(self.state, event)
+        self._views = {}
+        return effects
+
+    def save(self) -> None:
+        """Persist the loaded state, including edits made to instances read from here."""
+        if not self.has_lock:
+            raise RuntimeError("You must ``acquire_lock`` before saving!")
+        if self._state is None:
+            return
+        self._write_back_views()
+        self._version = self._save_state(self._state, self._version)
+
+    def _write_back_views(self) -> None:
+        state = self._state
+        dirty = [
+            view
+            for name, view in self._views.items()
+            if (stored := state.instances.get(name)) is None or not view.same_as(stored)
+        ]
+        if dirty:
+            draft = state.edit()
+            for view in dirty:
+                view.status = Status(view.status)
+                draft.put(view.copy())
+            self._state = draft.finish()
+
+    def update_configuration(self, configuration: Mapping[str, Mapping[str, Any]]) -> None:
+        """Add or replace task configurations (persisted by ``save()``)."""
+        self.apply(ConfigurationUpdated(configuration, utc_now()))
+
+    def create_instance(self, task_config: TaskConfig | str, **kwargs: Any) -> TaskInstance:
+        """Add a new unstarted instance of ``task_config``; extra kwargs go to TaskInstance."""
+        state = self.state
+        config = state.tasks[task_config] if isinstance(task_config, str) else task_config
+        draft = state.edit()
+        instance = new_instance(draft, config, utc_now())
+        if kwargs:
+            metadata = {**instance.metadata, **(kwargs.pop("metadata", None) or {})}
+            instance = TaskInstance(name=instance.name, config=config, metadata=metadata, **kwargs)
+        draft.put(instance)
+        self._state = draft.finish()
+        return self._view(instance.name)
+
+    def clone_instance(self, task_instance: TaskInstance | str) -> TaskInstance:
+        """Add a copy of an instance (as a replay would: depth + 1, parent set)."""
+        if not isinstance(task_instance, TaskInstance):
+            task_instance = self.instances[task_instance]
+        return self.create_instance(
+            task_instance.config,
+            kwargs=dict(task_instance.kwargs),
+            abandonState=set(task_instance.abandon_state),
+            metadata={
+                TaskInstance.META_DEPTH: task_instance.depth + 1,
+                TaskInstance.META_PARENT: task_instance.name,
+            },
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} uid={self.uid!r}>"
+
+
+class _InstancesView(Mapping[str, TaskInstance]):
+    """``storage.instances``: a mapping whose values are the storage's private copies."""
+
+    __slots__ = ("_storage",)
+
+    def __init__(self, storage: BaseTriggerStorage) -> None:
+        self._storage = storage
+
+    def __getitem__(self, name: str) -> TaskInstance:
+        if name not in self._storage.state.instances:
+            raise KeyError(name)
+        return self._storage._view(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._storage.state.instances))
+
+    def __len__(self) -> int:
+        return len(self._storage.state.instances)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._storage.state.instances
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(repr(n) for n in self)}}}"
+
+
+storage_backends: PluginRegistry[BaseTriggerStorage] = PluginRegistry(
+    group="stream_triggers.storages", kind="storage backend"
+)
+"""Storage backends by name (entry-point group ``stream_triggers.storages``)."""

@@ -1,0 +1,343 @@
+"""Trigger tasks: the user's code, its context, and how one run turns into a status.
+
+A ``TriggerTask`` subclass registers itself under its ``name`` (default
+``module.ClassName``) when its module is imported.  :func:`execute` runs one
+instance and returns an :data:`Outcome` instead of reporting it, so the in-process
+runner and the Kafka executor report the very same outcomes through their own
+channels (:func:`outcome_input` turns one into engine inputs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from stream_triggers.engine import Input, RetryRequested, StatusReported, StatusUpdated, json_mapping
+from stream_triggers.engine.errors import InvalidPayload
+from stream_triggers.exceptions import with_context
+from stream_triggers.types import Status, TaskInstance
+
+if TYPE_CHECKING:
+    from stream_triggers.manager import TriggerManager
+
+__all__ = [
+    "MaxRetriesExceeded",
+    "Retry",
+    "StatusChange",
+    "TaskContext",
+    "TaskRequest",
+    "TriggerTask",
+    "UnknownTask",
+    "execute",
+    "outcome_input",
+    "resolve_task",
+    "task_registry",
+]
+
+task_registry: dict[str, type[TriggerTask]] = {}
+"""Every imported TriggerTask subclass, by name."""
+
+_task_log = logging.getLogger("stream_triggers.tasks")
+
+
+class UnknownTask(LookupError):
+    """No TriggerTask is registered under the configured ``run`` name."""
+
+
+class MaxRetriesExceeded(Exception):
+    """A task asked to retry itself more than its ``max_retries``."""
+
+
+class StatusChange(Exception):
+    """Raised by a task to end in a status of its own choosing (see ``TriggerTask.skip``)."""
+
+    def __init__(self, status: str, metadata: Mapping[str, Any] | None = None) -> None:
+        super().__init__(status)
+        self.status = Status(status)
+        self.metadata = dict(metadata or {})
+
+
+class Retry(StatusChange):
+    """Raised (via ``TriggerTask.retry``) to fail this run and replay it after ``cooldown``."""
+
+    def __init__(
+        self,
+        metadata: Mapping[str, Any] | None = None,
+        replacement_kwargs: Mapping[str, Any] | None = None,
+        cooldown: float | None = None,
+    ) -> None:
+        metadata = dict(metadata or {})
+        metadata.setdefault(TaskInstance.META_COOLDOWN, cooldown)
+        super().__init__(Status.FAILED, metadata)
+        self.cooldown = cooldown
+        self.replacement_kwargs = replacement_kwargs
+
+
+@dataclass
+class TaskRequest:
+    """What the original exposed as Celery's ``self.request``: id and replay depth."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    retries: int = 0
+
+
+class TriggerTask:
+    """Base class for tasks run by the Triggers framework: implement ``_run(context)``."""
+
+    name: ClassVar[str]
+    max_retries: ClassVar[int] = 3
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = f"{cls.__module__}.{cls.__name__}"
+        task_registry[cls.name] = cls
+
+    def __init__(self, request: TaskRequest | None = None) -> None:
+        self.request = request or TaskRequest()
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any] | None:
+        """The task's work; the returned mapping becomes the cascade's kwargs."""
+        raise NotImplementedError(f"Not implemented in {type(self).__name__}.")
+
+    @staticmethod
+    def skip(metadata: Mapping[str, Any] | None = None) -> StatusChange:
+        """An exception that, raised, marks this instance ``skipped``."""
+        return StatusChange(Status.SKIPPED, metadata)
+
+    def retry(
+        self,
+        exc: BaseException | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        replacement_kwargs: Mapping[str, Any] | None = None,
+        cooldown: float | None = None,
+    ) -> Retry:
+        """An exception that, raised, fails this run and replays it after ``cooldown`` s.
+
+        Raises :class:`MaxRetriesExceeded` instead once ``request.retries`` (the replay
+        depth) has reached ``max_retries``.
+        """
+        metadata = dict(metadata or {})
+        if exc is not None:
+            from stream_triggers.manager import failure_metadata
+
+            metadata.update(failure_metadata(exc))
+        if self.request.retries >= self.max_retries:
+            raise with_context(
+                MaxRetriesExceeded(
+                    f"Attempting retry #{self.request.retries + 1}, but `self.max_retries` = {self.max_retries}."
+                ),
+                {"replay_metadata": metadata},
+            )
+        return Retry(metadata, replacement_kwargs, cooldown)
+
+
+def resolve_task(name: str) -> type[TriggerTask]:
+    """The TriggerTask class registered as ``name``, importing its module if needed."""
+    task = task_registry.get(name)
+    if task is None and "." in name:
+        module = name.rsplit(".", 1)[0]
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+        task = task_registry.get(name)
+    if task is None:
+        raise UnknownTask(
+            f"No TriggerTask named {name!r} is registered; import the module that defines "
+            f"it (executors: --import MODULE). Known tasks: {', '.join(sorted(task_registry)) or 'none'}."
+        )
+    return task
+
+
+class TaskContext:
+    """Everything a running task gets: its kwargs, its manager, a tracking logger."""
+
+    def __init__(
+        self,
+        instance_name: str,
+        trigger_kwargs: Mapping[str, Any],
+        manager_factory: Callable[[], TriggerManager],
+        *,
+        session_uid: str | None = None,
+    ) -> None:
+        self.instance_name = instance_name
+        self.trigger_kwargs = trigger_kwargs
+        self.session_uid = session_uid
+        self.log_level = logging.NOTSET
+        """Highest level logged inside ``get_logger_context`` blocks so far."""
+        self._manager_factory = manager_factory
+        self._manager: TriggerManager | None = None
+
+    @property
+    def manager(self) -> TriggerManager:
+        """A trigger manager for this task's session (e.g. to fire more triggers)."""
+        if self._manager is None:
+            self._manager = self._manager_factory()
+        return self._manager
+
+    @property
+    def task_instance(self) -> TaskInstance:
+        return self.manager.storage.instances[self.instance_name]
+
+    @contextmanager
+    def get_logger_context(
+        self, logger: logging.Logger | None = None, context: Mapping[str, Any] | None = None
+    ) -> Iterator[logging.LoggerAdapter]:
+        """A logger whose records carry ``context`` and whose max level is recorded.
+
+        An exception raised inside the block is logged (with its ``context``) and
+        re-raised.  Records also reach ``logger`` (default ``stream_triggers.tasks``)
+        at the levels it is configured for.
+        """
+        tracker = _LevelTracker()
+        local = _LocalLogger(f"stream_triggers.tasks.{self.instance_name}", logger or _task_log)
+        local.addHandler(tracker)
+        adapter = _ContextAdapter(local, {"context": dict(context or {})})
+        try:
+            yield adapter
+        except Exception as exc:
+            adapter.exception(str(exc), extra={"context": getattr(exc, "context", {})})
+            raise
+        finally:
+            self.log_level = max(self.log_level, tracker.max_level)
+
+
+class _LevelTracker(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.max_level = logging.NOTSET
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.max_level = max(self.max_level, record.levelno)
+
+
+class _LocalLogger(logging.Logger):
+    """Records every level (for tracking) and forwards what ``target`` would log."""
+
+    def __init__(self, name: str, target: logging.Logger) -> None:
+        super().__init__(name, logging.NOTSET)
+        self.propagate = False
+        self.target = target
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging API
+        return True
+
+    def callHandlers(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging API
+        super().callHandlers(record)
+        if self.target.isEnabledFor(record.levelno):
+            self.target.handle(record)
+
+
+class _ContextAdapter(logging.LoggerAdapter):
+    """Merges per-message ``extra`` (or ``extras``, as the original docs spell it)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = kwargs.pop("extras", None) or kwargs.get("extra") or {}
+        merged = dict(self.extra)
+        for key, value in extra.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+        kwargs["extra"] = merged
+        return msg, kwargs
+
+
+# -- running one instance -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finished:
+    result: dict[str, Any]
+    log_level: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Changed:
+    status: Status
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Retried:
+    metadata: dict[str, Any]
+    replacement_kwargs: dict[str, Any] | None
+    cooldown: float | None
+
+
+Outcome = Finished | Failed | Changed | Retried
+
+
+def execute(task_cls: type[TriggerTask], context: TaskContext, depth: int = 0) -> Outcome:
+    """Run ``task_cls`` once in ``context``; never raises (failures become ``Failed``)."""
+    from stream_triggers.manager import failure_metadata
+
+    task = task_cls(TaskRequest(retries=depth))
+    try:
+        result = task._run(context)
+        if result is None:
+            result = {}
+        if not isinstance(result, Mapping):
+            raise with_context(
+                ValueError(
+                    f"{task_cls.name} must return a Mapping (dict), so that it can be used "
+                    f"as kwargs for cascading triggers; it returned {type(result).__name__}."
+                ),
+                {"actual_result": repr(result)},
+            )
+        result = json_mapping(result, f"Result of {task_cls.name}")
+        return Finished(result, context.log_level)
+    except Retry as retry:
+        try:
+            replacement = (
+                None
+                if retry.replacement_kwargs is None
+                else json_mapping(retry.replacement_kwargs, "replacement_kwargs")
+            )
+        except InvalidPayload as exc:
+            return Failed(failure_metadata(exc, context.log_level))
+        return Retried(_plain(retry.metadata), replacement, retry.cooldown)
+    except StatusChange as change:
+        return Changed(change.status, _plain(change.metadata))
+    except Exception as exc:
+        _task_log.debug("task %s failed", context.instance_name, exc_info=True)
+        return Failed(failure_metadata(exc, context.log_level))
+
+
+def _plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return json_mapping(metadata, "task metadata")
+    except InvalidPayload:
+        from stream_triggers.manager import _jsonable_context
+
+        return _jsonable_context(metadata)
+
+
+def running_input(instance: str, kwargs: Mapping[str, Any], at: datetime) -> Input:
+    return StatusReported(instance, Status.RUNNING, {TaskInstance.META_ACTUAL_KWARGS: dict(kwargs)}, at)
+
+
+def outcome_input(instance: str, outcome: Outcome, at: datetime) -> Input:
+    """The engine input that reports ``outcome`` for ``instance``."""
+    if isinstance(outcome, Finished):
+        metadata = {TaskInstance.META_RESULT: outcome.result, TaskInstance.META_LOG_LEVEL: outcome.log_level}
+        return StatusReported(instance, Status.FINISHED, metadata, at, outcome.result)
+    if isinstance(outcome, Failed):
+        return StatusReported(instance, Status.FAILED, outcome.metadata, at)
+    if isinstance(outcome, Retried):
+        return RetryRequested(instance, outcome.metadata, outcome.replacement_kwargs, outcome.cooldown, at)
+    if outcome.status in (Status.SKIPPED, Status.FAILED):
+        return StatusReported(instance, outcome.status, outcome.metadata, at)
+    return StatusUpdated(instance, outcome.status, outcome.metadata, False, None, at)
