@@ -1,0 +1,119 @@
+"""Fixtures for the in-process suite: every scenario runs on the 'memory' and 'rocksdb' storages.
+
+Each test gets its own ``MemoryStore`` (memory) or its own RocksDB directory under
+``tmp_path`` (rocksdb), so no two tests share session state.  Tests that use the
+registries' default storages (``storage_backends.get(name, uid)``) get a unique uid and
+``$STREAM_TRIGGERS_ROCKSDB_PATH`` pointed at ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import unittest
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stream_triggers.manager import TriggerManager
+from stream_triggers.runners import ThreadingTaskRunner
+from stream_triggers.storages.base import BaseTriggerStorage
+from stream_triggers.storages.memory import MemoryStorage, MemoryStore
+from stream_triggers.storages.rocksdb import DEFAULT_PATH_ENV, RocksDBStorage, close_all
+from stream_triggers.testing import TriggerManagerTestCaseMixin
+
+BACKENDS = ("memory", "rocksdb")
+
+
+class Session(TriggerManagerTestCaseMixin, unittest.TestCase):
+    """The testing toolbox's assertions bound to one manager, for pytest-style tests."""
+
+    __test__ = False  # a helper, not a test case
+
+    def __init__(self, manager: TriggerManager) -> None:
+        super().__init__()  # TestCase's default method name needs no such method
+        self.manager = manager
+        self.maxDiff = None
+
+    @property
+    def storage(self) -> BaseTriggerStorage:
+        """The manager's storage, re-read from the backend (tasks wrote from other threads)."""
+        self.manager.storage.invalidate_cache()
+        return self.manager.storage
+
+    def fire(self, trigger: str, kwargs: dict | None = None) -> None:
+        """Fire, then wait for every task (and cascade) it caused."""
+        self.manager.fire(trigger, kwargs)
+        ThreadingTaskRunner.join_all()
+
+
+StorageFactory = Callable[[str], BaseTriggerStorage]
+SessionFactory = Callable[..., Session]
+
+
+@pytest.fixture(autouse=True)
+def _join_task_threads() -> Iterator[None]:
+    """No task thread outlives its test."""
+    yield
+    ThreadingTaskRunner.join_all()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def rocksdb_path(tmp_path: Path) -> Iterator[str]:
+    path = str(tmp_path / "rocksdb")
+    yield path
+    ThreadingTaskRunner.join_all()
+    close_all()
+
+
+@pytest.fixture
+def make_storage(backend: str, rocksdb_path: str) -> StorageFactory:
+    """Storage for a session uid on this test's backend (same uid -> same session)."""
+    store = MemoryStore()
+
+    def make(uid: str) -> BaseTriggerStorage:
+        if backend == "memory":
+            return MemoryStorage(uid, store)
+        return RocksDBStorage(uid, rocksdb_path)
+
+    return make
+
+
+@pytest.fixture
+def reopen(backend: str, make_storage: StorageFactory) -> StorageFactory:
+    """A storage for ``uid`` as a restarted process would get it (RocksDB closed and reopened)."""
+
+    def again(uid: str) -> BaseTriggerStorage:
+        ThreadingTaskRunner.join_all()
+        if backend == "rocksdb":
+            close_all()
+        return make_storage(uid)
+
+    return again
+
+
+@pytest.fixture
+def make_session(make_storage: StorageFactory) -> SessionFactory:
+    """``make_session(uid='session', manager_cls=TriggerManager)`` -> a Session."""
+
+    def make(uid: str = "session", manager_cls: type[TriggerManager] = TriggerManager) -> Session:
+        return Session(manager_cls(make_storage(uid)))
+
+    return make
+
+
+@pytest.fixture
+def session(make_session: SessionFactory) -> Session:
+    return make_session()
+
+
+@pytest.fixture
+def registry_env(backend: str, monkeypatch: pytest.MonkeyPatch, rocksdb_path: str) -> str:
+    """For code that builds storages by registry key alone: a unique uid, RocksDB under tmp_path."""
+    monkeypatch.setenv(DEFAULT_PATH_ENV, rocksdb_path)
+    return f"test-{uuid.uuid4().hex}"
