@@ -62,6 +62,10 @@ def _default(value: Any) -> msgpack.ExtType:
     if isinstance(value, (set, frozenset, tuple)):
         code = _TUPLE if isinstance(value, tuple) else _FROZENSET if isinstance(value, frozenset) else _SET
         return msgpack.ExtType(code, pack(list(value)))
+    if isinstance(value, (str, int)):
+        # str/int subclasses, e.g. StrEnum members such as ``TaskInstance.STATUS_FINISHED``
+        # used as a metadata key (strict_types sends them here): stored as plain values.
+        return str.__str__(value) if isinstance(value, str) else int(value)
     raise TypeError(f"cannot store a {type(value).__name__} ({value!r}) in session state")
 
 
