@@ -188,14 +188,20 @@ class TaskContext:
 
     @contextmanager
     def get_logger_context(
-        self, logger: logging.Logger | None = None, context: Mapping[str, Any] | None = None
+        self,
+        logger: logging.Logger | Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> Iterator[logging.LoggerAdapter]:
         """A logger whose records carry ``context`` and whose max level is recorded.
 
         An exception raised inside the block is logged (with its ``context``) and
         re-raised.  Records also reach ``logger`` (default ``stream_triggers.tasks``)
-        at the levels it is configured for.
+        at the levels it is configured for.  The original docs pass the context dict
+        positionally (``get_logger_context(extra_context)``), so a mapping given as
+        ``logger`` is taken as the context.
         """
+        if isinstance(logger, Mapping) and context is None:
+            logger, context = None, logger
         tracker = _LevelTracker()
         local = _LocalLogger(f"stream_triggers.tasks.{self.instance_name}", logger or _task_log)
         local.addHandler(tracker)
