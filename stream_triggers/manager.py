@@ -69,7 +69,7 @@ class TriggerManager:
         :param clock: naive-UTC "now" for the timestamps of this manager's inputs.
         """
         self.storage = storage
-        self.runners: dict[str, BaseTaskRunner] = dict(runners or {})
+        self.runners: Mapping[str, BaseTaskRunner] = runners if runners is not None else {}
         self.clock = clock
         self._inline: list[Input] = []
 
@@ -136,7 +136,10 @@ class TriggerManager:
             ) from None
         kwargs = json_mapping(cascade_kwargs, f"Cascade kwargs for {name!r}") if cascade else None
         self.submit(StatusUpdated(name, status, dict(metadata or {}), bool(cascade), kwargs, self.clock()))
-        return self.storage.instances.get(name)
+        try:
+            return self.storage.instances.get(name)
+        except LookupError:  # e.g. the kafka storage before a worker committed the session
+            return None
 
     def update_instance_metadata(self, task_instance: TaskInstance | str, metadata: Mapping[str, Any]) -> None:
         """Merge ``metadata`` into an instance's metadata (status unchanged)."""
@@ -242,12 +245,15 @@ class FinalizingTriggerManager(TriggerManager):
     def _post_fire(self, trigger_name: str, tasks_scheduled: list[TaskInstance]) -> None:
         if trigger_name == self.TRIGGER_SESSION_FINALIZED:
             return
-        if self.TRIGGER_SESSION_FINALIZED in self.storage.latest_kwargs:
-            return
-        for config in self.get_unresolved_tasks():
-            if self.TRIGGER_SESSION_FINALIZED not in config.after:
+        # Check and fire under the session lock, on freshly loaded state: tasks that
+        # finish together run this hook at the same time, and only one may finalize.
+        with self.storage.acquire_lock() as storage:
+            if self.TRIGGER_SESSION_FINALIZED in storage.latest_kwargs:
                 return
-        self.fire(self.TRIGGER_SESSION_FINALIZED)
+            for config in storage.get_unresolved_tasks():
+                if self.TRIGGER_SESSION_FINALIZED not in config.after:
+                    return
+            self.fire(self.TRIGGER_SESSION_FINALIZED)
 
 
 def failure_metadata(exc: BaseException, log_level: int | None = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ original framework's users also call ``registry.register(key)(cls)`` and
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
 from class_registry import RegistryKeyError
@@ -51,7 +52,19 @@ class PluginRegistry(EntryPointClassRegistry[T]):
         return cls
 
     def _get_cache(self) -> dict[Hashable, type[T]]:
-        cache = super()._get_cache()
+        if self._cache is None:
+            # Load plugin by plugin: one broken plugin must not hide the others.
+            self._cache, self._broken = {}, {}
+            for entry_point in entry_points(group=self.group):
+                try:
+                    cls = entry_point.load()
+                except Exception as exc:
+                    self._broken[entry_point.name] = f"{type(exc).__name__}: {exc}"
+                    continue
+                if isinstance(cls, type):
+                    setattr(cls, REGISTRY_KEY_ATTR, entry_point.name)
+                self._cache[entry_point.name] = cls
+        cache = self._cache
         if self._runtime or self._removed:
             cache = {k: v for k, v in cache.items() if k not in self._removed}
             cache.update(self._runtime)
@@ -63,5 +76,8 @@ class PluginRegistry(EntryPointClassRegistry[T]):
         self._removed.clear()
 
     def __missing__(self, key: Hashable) -> Any:
+        broken = getattr(self, "_broken", {}).get(key)
+        if broken is not None:
+            raise RegistryKeyError(f"The {self.kind} {key!r} is installed but failed to load: {broken}")
         known = ", ".join(sorted(map(str, self.keys()))) or "none"
         raise RegistryKeyError(f"Unknown {self.kind} {key!r}; registered {self.kind}s: {known}.")

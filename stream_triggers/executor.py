@@ -1,0 +1,352 @@
+"""Task executor: runs TriggerTasks requested on ``triggers.task-runs`` and reports back.
+
+The Kafka replacement for the original framework's Celery workers.  For each
+request routed to a runner this executor serves: report ``running`` (with the
+actual kwargs), run ``_run(context)`` in a thread pool, report the outcome
+(``finished`` with the cascade kwargs, ``failed`` with the exception, a status the
+task chose, or a retry) to ``triggers.events``, where the stream worker owning the
+session applies it.
+
+Offsets are committed only up to the lowest request whose outcome is not yet
+acknowledged by the broker, so a crash re-runs at most the requests in flight
+(at-least-once execution; the worker ignores a duplicate report).  A request whose
+``not_before`` is in the future waits in a timer heap, not in a pool thread, so a
+cooldown never blocks other tasks.  Executors serving different runners use
+different consumer groups (``stream-triggers-executor-<runner>`` by default), so
+each sees every request and takes only its own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import importlib
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from stream_triggers.engine import Input, StatusReported
+from stream_triggers.events import jsonx
+from stream_triggers.events.codec import CodecError, decode, encode
+from stream_triggers.manager import failure_metadata, trigger_managers
+from stream_triggers.registry import RegistryKeyError
+from stream_triggers.storages.kafka import KafkaStorage
+from stream_triggers.stream.records import datetime_from_us, record_from_input
+from stream_triggers.stream.topics import Topics
+from stream_triggers.task import TaskContext, UnknownTask, execute, outcome_input, resolve_task, running_input
+from stream_triggers.types import Status
+
+__all__ = ["ExecutorSettings", "TaskExecutor", "import_task_modules"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExecutorSettings:
+    bootstrap: str
+    imports: list[str] = field(default_factory=list)
+    runner: str = "kafka"
+    group: str | None = None
+    topic_prefix: str = "triggers"
+    concurrency: int = 4
+    session_timeout_ms: int = 6_000
+    fetch_wait_ms: int = 10
+    max_poll_interval_ms: int = 300_000
+    consumer_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group_id(self) -> str:
+        return self.group or f"stream-triggers-executor-{self.runner}"
+
+
+def import_task_modules(modules: Iterable[str]) -> dict[str, str]:
+    """Import the modules defining tasks; returns module -> error for those that failed."""
+    errors = {}
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            errors[module] = "".join(traceback.format_exception_only(exc)).strip()
+            log.error("cannot import task module %s: %s", module, errors[module])
+    return errors
+
+
+@dataclass
+class _Request:
+    partition: int
+    offset: int
+    record: dict[str, Any]
+
+
+class _OffsetTracker:
+    """Per partition: which requests are done, so commits never pass an unfinished one."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, set[int]] = {}
+        self._highest: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def started(self, partition: int, offset: int) -> None:
+        with self._lock:
+            self._pending.setdefault(partition, set()).add(offset)
+            self._highest[partition] = max(self._highest.get(partition, -1), offset)
+
+    def done(self, partition: int, offset: int) -> None:
+        with self._lock:
+            self._pending.get(partition, set()).discard(offset)
+
+    def in_flight(self, partitions: Iterable[int] | None = None) -> int:
+        with self._lock:
+            keys = self._pending.keys() if partitions is None else partitions
+            return sum(len(self._pending.get(p, ())) for p in keys)
+
+    def committable(self) -> dict[int, int]:
+        """Partition -> next offset to commit (lowest pending, or one past the highest seen)."""
+        with self._lock:
+            return {
+                p: (min(self._pending[p]) if self._pending.get(p) else highest + 1)
+                for p, highest in self._highest.items()
+            }
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        with self._lock:
+            for p in partitions:
+                self._pending.pop(p, None)
+                self._highest.pop(p, None)
+
+
+class TaskExecutor:
+    """Consumes task-run requests for one runner name and executes them in a pool."""
+
+    def __init__(self, settings: ExecutorSettings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.import_errors = import_task_modules(settings.imports)
+        self.ready = threading.Event()
+        self.stats: dict[str, int] = {"started": 0, "finished": 0, "failed": 0, "retried": 0, "other": 0}
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="task")
+        self._tracker = _OffsetTracker()
+        self._timers: list[tuple[float, int, _Request]] = []
+        self._timer_seq = 0
+        self._running = 0
+        self._running_lock = threading.Lock()
+        client = f"stream-triggers-executor-{os.getpid()}"
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap,
+                "client.id": client,
+                "group.id": settings.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": settings.session_timeout_ms,
+                "heartbeat.interval.ms": max(300, settings.session_timeout_ms // 6),
+                "max.poll.interval.ms": settings.max_poll_interval_ms,
+                "fetch.wait.max.ms": settings.fetch_wait_ms,
+                **settings.consumer_config,
+            }
+        )
+        self._producer = Producer(
+            {
+                "bootstrap.servers": settings.bootstrap,
+                "client.id": client,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 1,
+                "partitioner": "murmur2_random",
+            }
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def run(self) -> None:
+        """Consume until :meth:`stop`; then finish the tasks in flight, commit, leave."""
+        self._consumer.subscribe(
+            [self.topics.task_runs], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        log.info("executor started: runner=%s group=%s", self.settings.runner, self.settings.group_id)
+        try:
+            while not self._stop.is_set():
+                self._release_due_timers()
+                capacity = self.settings.concurrency * 2 - self._busy()
+                if capacity <= 0:
+                    self._consumer.poll(0.05)  # keep the group session alive
+                else:
+                    for message in self._consumer.consume(capacity, 0.05):
+                        self._take(message)
+                self._commit()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        # Requests still waiting for their cooldown are handed back (not committed).
+        self._timers.clear()
+        self._pool.shutdown(wait=True)
+        self._producer.flush(30)
+        self._commit(asynchronous=False)
+        self._consumer.close()
+        log.info("executor stopped")
+
+    def _busy(self) -> int:
+        with self._running_lock:
+            return self._running + len(self._timers)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.ready.set()
+        log.info("assigned task-runs partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Finish what runs for these partitions (bounded), commit, then let them go.
+        numbers = [tp.partition for tp in partitions]
+        self._timers = [t for t in self._timers if t[2].partition not in numbers]
+        heapq.heapify(self._timers)
+        deadline = time.monotonic() + 30
+        while self._tracker.in_flight(numbers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._producer.flush(30)
+        self._commit(asynchronous=False)
+        self._tracker.forget(numbers)
+
+    def _commit(self, asynchronous: bool = True) -> None:
+        offsets = [TopicPartition(self.topics.task_runs, p, o) for p, o in self._tracker.committable().items()]
+        if offsets:
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            except Exception as exc:  # nothing to commit / rebalancing: retried next loop
+                log.debug("commit skipped: %s", exc)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _take(self, message: Any) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", error)
+            return
+        partition, offset = message.partition(), message.offset()
+        self._tracker.started(partition, offset)
+        try:
+            type_name, record = decode(message.value() or b"")
+            if type_name != "TaskRunRequested":
+                raise CodecError("unexpected_record", f"{type_name} records do not belong on {self.topics.task_runs}")
+        except CodecError as exc:
+            self._dead_letter(message, exc.reason, str(exc))
+            self._tracker.done(partition, offset)
+            return
+        if record["runner"] != self.settings.runner:
+            self._tracker.done(partition, offset)  # another runner's executors take it
+            return
+        request = _Request(partition, offset, record)
+        due = record["not_before"] / 1e6
+        if due > time.time():
+            self._timer_seq += 1
+            heapq.heappush(self._timers, (due, self._timer_seq, request))
+        else:
+            self._submit(request)
+
+    def _release_due_timers(self) -> None:
+        now = time.time()
+        while self._timers and self._timers[0][0] <= now:
+            self._submit(heapq.heappop(self._timers)[2])
+
+    def _submit(self, request: _Request) -> None:
+        with self._running_lock:
+            self._running += 1
+        future: Future[None] = self._pool.submit(self._execute, request)
+        future.add_done_callback(lambda f: self._finished(request, f))
+
+    def _finished(self, request: _Request, future: Future[None]) -> None:
+        with self._running_lock:
+            self._running -= 1
+        if future.exception() is not None:
+            # Could not even report: leave the offset uncommitted so it is retried.
+            log.error("request %s:%d not reported: %s", request.partition, request.offset, future.exception())
+            return
+        self._tracker.done(request.partition, request.offset)
+
+    def _execute(self, request: _Request) -> None:
+        record = request.record
+        uid = record["session_uid"]
+        instance = record["instance"]
+        kwargs = jsonx.loads(record["kwargs_json"])
+        storage = KafkaStorage(uid, self.settings.bootstrap, self.topics.prefix, producer=self._producer)
+
+        def manager_factory() -> Any:
+            try:
+                return trigger_managers.get(record["manager"], storage=storage)
+            except RegistryKeyError:
+                return trigger_managers.get("default", storage=storage)
+
+        self._report(uid, running_input(instance, kwargs, _now()))
+        try:
+            task_cls = resolve_task(record["run"])
+        except UnknownTask as exc:
+            if self.import_errors:
+                exc = UnknownTask(f"{exc} Task modules that failed to import: {self.import_errors}")
+            self.stats["failed"] += 1
+            self._report(uid, StatusReported(instance, Status.FAILED, failure_metadata(exc), _now()))
+            return
+        self.stats["started"] += 1
+        context = TaskContext(instance, kwargs, manager_factory, session_uid=uid)
+        outcome = execute(task_cls, context, record["depth"])
+        kind = type(outcome).__name__
+        self.stats[{"Finished": "finished", "Failed": "failed", "Retried": "retried"}.get(kind, "other")] += 1
+        self._report(uid, outcome_input(instance, outcome, _now()))
+
+    def _report(self, uid: str, event: Input) -> None:
+        """Publish a status report to the events topic and wait for the broker's ack."""
+        type_name, fields = record_from_input(event)
+        record = {"event_id": uuid.uuid4().hex, "session_uid": uid, "produced_at": time.time_ns() // 1000, **fields}
+        errors: list[Any] = []
+        self._producer.produce(
+            self.topics.events,
+            encode(type_name, record),
+            uid.encode(),
+            on_delivery=lambda error, _m: errors.append(error) if error else None,
+        )
+        if self._producer.flush(30) or errors:
+            raise RuntimeError(f"report for {uid}/{event} not acknowledged: {errors}")
+
+    def _dead_letter(self, message: Any, reason: str, error: str) -> None:
+        key = message.key()
+        uid = None
+        if key is not None:
+            try:
+                uid = key.decode()
+            except UnicodeDecodeError:
+                uid = None
+        record = {
+            "event_id": f"executor:{message.partition()}:{message.offset()}:dead-letter",
+            "session_uid": uid,
+            "produced_at": time.time_ns() // 1000,
+            "reason": reason,
+            "error": error,
+            "topic": message.topic(),
+            "partition": message.partition(),
+            "offset": message.offset(),
+            "key": key,
+            "value": message.value(),
+        }
+        log.warning("dead letter %s at %s:%d: %s", reason, message.partition(), message.offset(), error)
+        self._producer.produce(self.topics.dead_letter, encode("DeadLetter", record), key)
+        self._producer.flush(30)
+
+
+def _now() -> Any:
+    return datetime_from_us(time.time_ns() // 1000)

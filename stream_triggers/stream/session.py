@@ -1,0 +1,182 @@
+"""A session as the worker sees it during a batch, and where its outputs go.
+
+The worker runs the configured trigger manager over a :class:`WorkerSessionStorage`
+whose "backend" is the batch's in-memory session entry, so custom managers' hooks
+run exactly as in process.  Every transition's effects pass through ``apply``, which
+turns them into output records; the ``kafka`` runner's requests arrive through
+:meth:`OutputSink.task_run`.  Outputs of one input are held until it has been
+applied completely, so an input that fails half-way emits nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from stream_triggers.engine import EMPTY, Effect, Fired, Input, InstanceChanged, SessionState
+from stream_triggers.events import jsonx
+from stream_triggers.events.codec import encode
+from stream_triggers.runners.base import BaseTaskRunner, task_kwargs
+from stream_triggers.runners.kafka import KafkaTaskRunner
+from stream_triggers.runners.noop import NoopTaskRunner
+from stream_triggers.storages.base import BaseTriggerStorage
+from stream_triggers.stream.records import PUBLISHED_STATUSES, us_from_datetime
+from stream_triggers.stream.topics import Topics
+from stream_triggers.types import TaskInstance
+
+if TYPE_CHECKING:
+    from stream_triggers.manager import TriggerManager
+
+__all__ = ["SessionEntry", "OutputSink", "WorkerSessionStorage", "WorkerRunners"]
+
+SESSION_FINALIZED = "sessionFinalized"
+
+Output = tuple[str, bytes, bytes]
+"""(topic, key, value) ready to produce."""
+
+
+class SessionEntry:
+    """A session's current state and the offset of the last input applied to it."""
+
+    __slots__ = ("state", "applied_offset")
+
+    def __init__(self, state: SessionState = EMPTY, applied_offset: int = -1) -> None:
+        self.state = state
+        self.applied_offset = applied_offset
+
+
+class OutputSink:
+    """Collects the output records of the input being applied."""
+
+    def __init__(self, topics: Topics) -> None:
+        self.topics = topics
+        self.outputs: list[Output] = []
+        self._key = b""
+        self._uid = ""
+        self._cause_id = ""
+        self._cause_at = 0
+        self._id_prefix = ""
+        self._now_us = 0
+
+    def begin(self, uid: str, key: bytes, cause_id: str, cause_at: int, id_prefix: str, now_us: int) -> None:
+        """Start collecting for one input; output ids are ``<id_prefix>:<n>``."""
+        self.outputs = []
+        self._uid, self._key = uid, key
+        self._cause_id, self._cause_at = cause_id, cause_at
+        self._id_prefix, self._now_us = id_prefix, now_us
+
+    def _envelope(self) -> dict[str, Any]:
+        return {
+            "event_id": f"{self._id_prefix}:{len(self.outputs)}",
+            "session_uid": self._uid,
+            "produced_at": self._now_us,
+            "cause_event_id": self._cause_id,
+            "cause_produced_at": self._cause_at,
+        }
+
+    def effects(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            kind = type(effect)
+            if kind is InstanceChanged:
+                instance = effect.instance
+                status = instance.status
+                if status in PUBLISHED_STATUSES and status != effect.previous:
+                    self._status_changed(instance, effect.previous)
+            elif kind is Fired and effect.trigger == SESSION_FINALIZED:
+                record = self._envelope()
+                record["kwargs_json"] = "{}"
+                self.outputs.append((self.topics.sessions, self._key, encode("SessionFinalized", record)))
+
+    def _status_changed(self, instance: TaskInstance, previous: str | None) -> None:
+        record = self._envelope()
+        metadata = {k: v for k, v in instance.metadata.items() if k != TaskInstance.META_TIMESTAMPS}
+        record["instance"] = instance.name
+        record["task"] = instance.config.name
+        record["status"] = str(instance.status)
+        record["previous_status"] = None if previous is None else str(previous)
+        record["metadata_json"] = jsonx.dumps(metadata)
+        self.outputs.append((self.topics.task_results, self._key, encode("InstanceStatusChanged", record)))
+
+    def task_run(self, manager: TriggerManager, task_instance: TaskInstance) -> None:
+        record = self._envelope()
+        config = task_instance.config
+        cooldown = task_instance.cooldown
+        record["instance"] = task_instance.name
+        record["task"] = config.name
+        record["run"] = config.run
+        record["runner"] = config.using or manager.default_task_runner_name
+        record["manager"] = manager_key(manager)
+        record["kwargs_json"] = jsonx.dumps(task_kwargs(task_instance))
+        record["depth"] = task_instance.depth
+        record["not_before"] = us_from_datetime(manager.clock() + timedelta(seconds=float(cooldown))) if cooldown else 0
+        self.outputs.append((self.topics.task_runs, self._key, encode("TaskRunRequested", record)))
+
+
+def manager_key(manager: TriggerManager) -> str:
+    """The registry key that rebuilds this manager's class (``default`` if unregistered)."""
+    return getattr(type(manager), "triggers__registry_key", None) or manager.name or "default"
+
+
+class WorkerRunners(Mapping[str, BaseTaskRunner]):
+    """Every runner name routes to the task-runs topic, except ``noop`` (finishes inline)."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        self._kafka = KafkaTaskRunner(sink)
+        self._noop = NoopTaskRunner()
+
+    def __getitem__(self, name: str) -> BaseTaskRunner:
+        return self._noop if name == "noop" else self._kafka
+
+    def get(self, name: str, default: Any = None) -> BaseTaskRunner:
+        return self[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("kafka", "noop"))
+
+    def __len__(self) -> int:
+        return 2
+
+
+class WorkerSessionStorage(BaseTriggerStorage):
+    """Storage over a batch's session entry: single-threaded, no reloads, effects to outputs."""
+
+    default_task_runner_name = "kafka"
+
+    def __init__(self, uid: str, entry: SessionEntry, sink: OutputSink) -> None:
+        super().__init__(uid)
+        self.entry = entry
+        self.sink = sink
+        self._state = entry.state
+
+    def fresh(self) -> WorkerSessionStorage:
+        return WorkerSessionStorage(self.uid, self.entry, self.sink)
+
+    def _load_state(self) -> tuple[SessionState | None, int]:
+        return self.entry.state, 0
+
+    def _save_state(self, state: SessionState, expected_version: int) -> int:
+        self.entry.state = state
+        return 0
+
+    def _session_lock(self) -> nullcontext[None]:
+        return nullcontext()
+
+    @contextmanager
+    def acquire_lock(self, ttl: Any = True, block: bool = True) -> Iterator[WorkerSessionStorage]:
+        # One thread owns the partition: nothing to wait for and nothing to reload.
+        if self.has_lock:
+            yield self
+            return
+        self._lock_owner = threading.get_ident()
+        try:
+            yield self
+        finally:
+            self._lock_owner = None
+
+    def apply(self, event: Input) -> list[Effect]:
+        effects = super().apply(event)
+        self.sink.effects(effects)
+        return effects
