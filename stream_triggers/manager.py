@@ -237,7 +237,9 @@ class FinalizingTriggerManager(TriggerManager):
     """Fires ``sessionFinalized`` once, when every task is resolved.
 
     Tasks that wait for ``sessionFinalized`` themselves are ignored by the check
-    (the cookbook's "Finalizing a Session" recipe).
+    (the cookbook's "Finalizing a Session" recipe).  Unlike the recipe, the check and
+    the firing hold the session lock, so tasks finishing together finalize only once
+    (``sessionFinalized``'s own follow-ups then run before that lock is released).
     """
 
     TRIGGER_SESSION_FINALIZED = "sessionFinalized"
