@@ -1,0 +1,1 @@
+"""The stream worker: poll loop, partition stores, changelog restore, topics."""
