@@ -210,7 +210,7 @@ class StreamWorker:
             if tp.partition not in self._partitions:
                 store = PartitionStore(self.settings.state_dir, self.topics.events, tp.partition)
                 self._partitions[tp.partition] = _Partition(tp.partition, store)
-            self._restore(self._partitions[tp.partition])
+        self._restore([self._partitions[tp.partition] for tp in assigned])
         if assigned:
             for tp in consumer.committed(assigned, timeout=30):
                 partition = self._partitions[tp.partition]
@@ -226,54 +226,57 @@ class StreamWorker:
                 partition.store.close()
         log.info("revoked partitions %s", sorted(tp.partition for tp in revoked))
 
-    def _restore(self, partition: _Partition) -> None:
-        """Bring the store up to the changelog partition's end (found by fetching to EOF)."""
+    def _restore(self, partitions: list[_Partition]) -> None:
+        """Bring each store up to its changelog partition's end (found by fetching to EOF).
+
+        Not ListOffsets: Tansu's high watermark can be wrong, a fetch's EOF is not.
+        """
+        if not partitions:
+            return
         started = time.monotonic()
-        store = partition.store
-        start = store.changelog_checkpoint + 1
-        tp = TopicPartition(self.topics.changelog, partition.number, start)
-        self._restorer.assign([tp])
+        by_number = {p.number: p for p in partitions}
+        last = {p.number: p.store.changelog_checkpoint for p in partitions}
+        pending = set(by_number)
+        self._restorer.assign([TopicPartition(self.topics.changelog, n, offset + 1) for n, offset in last.items()])
         restored = 0
         deadline = started + self.settings.restore_timeout_s
-        last = start - 1
         try:
-            while True:
+            while pending:
                 if time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"restoring {self.topics.changelog}[{partition.number}] did not reach the end "
-                        f"within {self.settings.restore_timeout_s} s"
+                        f"restoring {self.topics.changelog} partitions {sorted(pending)} did not reach "
+                        f"the end within {self.settings.restore_timeout_s} s"
                     )
-                messages = self._restorer.consume(10_000, 0.5)
-                rows = []
-                at_end = False
-                for message in messages:
+                rows: dict[int, list[tuple[str, int, bytes]]] = {}
+                for message in self._restorer.consume(10_000, 0.05):
+                    number = message.partition()
                     error = message.error()
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:
-                            at_end = True
+                            pending.discard(number)
                             continue
                         raise KafkaException(error)
-                    if message.offset() <= last:
+                    offset = message.offset()
+                    if offset <= last[number]:
                         continue
-                    last = message.offset()
+                    last[number] = offset
                     try:
                         _, snapshot = decode(message.value())
                     except CodecError as exc:
-                        log.error("skipping unreadable changelog record at %d: %s", last, exc)
+                        log.error("skipping unreadable changelog record %d:%d: %s", number, offset, exc)
                         continue
-                    rows.append((snapshot["session_uid"], snapshot["applied_offset"], snapshot["state"]))
-                    partition.sessions.pop(snapshot["session_uid"], None)
-                if rows:
-                    store.write(rows, last)
-                    restored += len(rows)
-                if at_end:
-                    break
+                    uid = snapshot["session_uid"]
+                    rows.setdefault(number, []).append((uid, snapshot["applied_offset"], snapshot["state"]))
+                    by_number[number].sessions.pop(uid, None)
+                for number, partition_rows in rows.items():
+                    by_number[number].store.write(partition_rows, last[number])
+                    restored += len(partition_rows)
         finally:
             self._restorer.unassign()
         elapsed = time.monotonic() - started
         self.stats.restored_records += restored
         self.stats.restore_seconds += elapsed
-        log.info("restored partition %d: %d changelog records in %.3f s", partition.number, restored, elapsed)
+        log.info("restored partitions %s: %d changelog records in %.3f s", sorted(by_number), restored, elapsed)
 
     # -- one batch ---------------------------------------------------------------------
 
