@@ -79,7 +79,8 @@ def topic_configs(topics: Topics, name: str) -> dict[str, str]:
 
 
 def _partition_counts(admin: AdminClient, timeout: float) -> dict[str, int]:
-    # Never list_topics(topic=...): Tansu auto-creates a topic a metadata request names.
+    # All topics, never list_topics(topic=...): a metadata request naming a missing topic
+    # auto-creates it (Tansu: 4 partitions, no configs) unless the client says otherwise.
     metadata = admin.list_topics(timeout=timeout)
     return {name: len(topic.partitions) for name, topic in metadata.topics.items() if topic.error is None}
 
@@ -100,7 +101,8 @@ def create_topics(
     """
     if partitions < 1 or replication < 1:
         raise ValueError(f"partitions ({partitions}) and replication ({replication}) must be at least 1")
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _log, **(admin_config or {})})
+    config = {"bootstrap.servers": bootstrap, "allow.auto.create.topics": "false", "logger": _log}
+    admin = AdminClient({**config, **(admin_config or {})})
     deadline = time.monotonic() + timeout
     try:
         existing = _partition_counts(admin, timeout)
