@@ -192,6 +192,12 @@ def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replicatio
     show_envvar=True,
     help="Serve /metrics, /healthz and /readyz on this port.",
 )
+@click.option(
+    "--stats-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="On exit, write the worker's counters (WorkerStats) here as JSON (benchmarks read it).",
+)
 def worker(
     bootstrap: str,
     topic_prefix: str,
@@ -203,6 +209,7 @@ def worker(
     fetch_wait_ms: int,
     session_timeout_ms: int,
     metrics_port: int | None,
+    stats_out: str | None,
 ) -> None:
     """Run a stream worker: apply trigger events to session state, publish outputs."""
     from stream_triggers.executor import import_task_modules
@@ -234,7 +241,14 @@ def worker(
         from stream_triggers.metrics import serve_worker_metrics
 
         serve_worker_metrics(instance, metrics_port)
-    instance.run()
+    try:
+        instance.run()
+    finally:
+        if stats_out is not None:
+            import dataclasses
+
+            with open(stats_out, "w", encoding="utf-8") as out:
+                json.dump(dataclasses.asdict(instance.stats), out)
 
 
 @cli.command()

@@ -79,6 +79,8 @@ class WorkerStats:
     restore_seconds: float = 0.0
     first_event_at: float | None = None
     last_event_at: float | None = None
+    cpu_first: float | None = None  # time.process_time() at first_event_at (benchmarks)
+    cpu_last: float | None = None  # time.process_time() at last_event_at
 
 
 class _Partition:
@@ -285,6 +287,7 @@ class StreamWorker:
         stats = self.stats
         if stats.first_event_at is None:
             stats.first_event_at = now
+            stats.cpu_first = time.process_time()
         partitions = self._partitions
         produce = self._producer.produce
         for message in messages:
@@ -312,6 +315,7 @@ class StreamWorker:
             for topic, key, value in self._apply(partition, offset, message.key(), message.value()):
                 produce(topic, value, key, partition.number if topic == self.topics.changelog else -1)
         stats.last_event_at = time.time()
+        stats.cpu_last = time.process_time()
         self._checkpoint()
         if self.on_batch is not None:
             self.on_batch(self)
