@@ -38,6 +38,38 @@ def now_works(session: Session) -> None:
     session.manager.update_configuration({"t_alpha": {"after": ["data"], "run": PassThruTask.name}})
 
 
+# -- update_configuration --------------------------------------------------------------------
+
+
+def test_a_task_added_mid_session_only_reacts_to_later_triggers(session: Session) -> None:
+    session.manager.update_configuration({"t_first": {"after": ["a"], "run": DevNullTask.name}})
+    session.fire("a", {"n": 1})
+    session.manager.update_configuration(
+        {
+            "t_late": {"after": ["a"], "run": PassThruTask.name},
+            "t_pair": {"after": ["a", "b"], "run": PassThruTask.name},
+        }
+    )
+    # Earlier firings are not replayed into the new tasks...
+    session.assertInstanceMissing("t_late#0")
+    session.assertInstanceMissing("t_pair#0")
+    session.assertUnresolvedTasks(["t_late", "t_pair"])
+
+    # ... but an instance created later starts from the latest kwargs of triggers that already fired.
+    session.fire("b")
+    session.assertInstanceFinished("t_pair#0", {"kwargs": {"a": {"n": 1}, "b": {}}})
+    session.fire("a", {"n": 2})
+    session.assertInstanceFinished("t_late#0", {"kwargs": {"a": {"n": 2}}})
+
+
+def test_a_reconfigured_task_applies_to_its_waiting_instance(session: Session) -> None:
+    session.manager.update_configuration({"t_x": {"after": ["a", "b"], "run": FailingTask.name}})
+    session.fire("a")
+    session.manager.update_configuration({"t_x": {"after": ["a", "b"], "run": PassThruTask.name}})
+    session.fire("b")
+    session.assertInstanceFinished("t_x#0", {"kwargs": {"a": {}, "b": {}}})
+
+
 # -- replay_failed_instance ------------------------------------------------------------------
 
 
