@@ -377,6 +377,7 @@ def hooked(make_storage: StorageFactory) -> Iterator[tuple[Session, Recorder]]:
             recorder.add("replay", task_instance.name, str(task_instance.status))
 
         def _post_skip(self, task_instance: TaskInstance, cascade: bool) -> None:
+            assert task_instance.status == "skipped"
             recorder.add("skip", task_instance.name, cascade)
 
     key = f"pirate-{uuid.uuid4().hex}"
