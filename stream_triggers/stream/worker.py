@@ -38,6 +38,7 @@ from stream_triggers.engine import EngineError
 from stream_triggers.events.codec import CodecError, decode, encode
 from stream_triggers.manager import TriggerManager, trigger_managers
 from stream_triggers.serialization import StateFormatError, decode_state, encode_state
+from stream_triggers.stats import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, Buckets
 from stream_triggers.stream.records import input_from_record
 from stream_triggers.stream.session import OutputSink, SessionEntry, WorkerRunners, WorkerSessionStorage
 from stream_triggers.stream.store import PartitionStore
@@ -81,6 +82,16 @@ class WorkerStats:
     last_event_at: float | None = None
     cpu_first: float | None = None  # time.process_time() at first_event_at (benchmarks)
     cpu_last: float | None = None  # time.process_time() at last_event_at
+    # For the metrics endpoint (stream_triggers.metrics reads these when scraped).
+    applied_by_type: dict[str, int] = field(default_factory=dict)  # events record type -> count
+    skipped_by_type: dict[str, int] = field(default_factory=dict)
+    dead_letters_by_type: dict[str, int] = field(default_factory=dict)  # "unknown" if undecodable
+    batch_size: Buckets = field(default_factory=lambda: Buckets(BATCH_SIZE_BUCKETS))
+    batch_seconds: Buckets = field(default_factory=lambda: Buckets(BATCH_SECONDS_BUCKETS))
+    event_latency: Buckets = field(default_factory=lambda: Buckets(LATENCY_BUCKETS))  # produced_at -> commit
+    restores: int = 0
+    rebalances: int = 0
+    owned_partitions: int = 0
 
 
 class _Partition:
@@ -128,6 +139,10 @@ class StreamWorker:
         self._runners = WorkerRunners(self._sink)
         self._delivery_errors: list[str] = []
         self._changelog_offsets: dict[int, int] = {}
+        self._produced_at: list[int] = []  # produced_at (us) of the inputs applied in this batch
+        self._client_lock = threading.Lock()  # consumer_lag() (metrics thread) vs close
+        self._closed = False
+        self.loop_at: float | None = None  # time.monotonic() of the last loop turn; None unless running
         os.makedirs(settings.state_dir, exist_ok=True)
         common = {"bootstrap.servers": settings.bootstrap, "client.id": f"stream-triggers-worker-{os.getpid()}"}
         self._consumer = Consumer(
@@ -187,20 +202,26 @@ class StreamWorker:
         log.info("worker started: group=%s topics=%s", settings.group, self.topics.events)
         try:
             while not self._stop.is_set():
+                self.loop_at = time.monotonic()
                 messages = self._consumer.consume(settings.batch_size, settings.batch_timeout_s)
                 if messages:
                     self._process(messages)
         finally:
+            self.loop_at = None
             self._close()
 
     def _close(self) -> None:
+        self.ready.clear()
         try:
             self._producer.flush(30)
         finally:
             for partition in self._partitions.values():
                 partition.store.close()
             self._partitions.clear()
-            self._consumer.close()
+            self.stats.owned_partitions = 0
+            with self._client_lock:
+                self._closed = True
+                self._consumer.close()
             self._restorer.close()
             log.info("worker stopped")
 
@@ -217,7 +238,10 @@ class StreamWorker:
             for tp in consumer.committed(assigned, timeout=30):
                 partition = self._partitions[tp.partition]
                 partition.next_offset = tp.offset if tp.offset >= 0 else None
-        log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+        self.stats.rebalances += 1
+        self.stats.owned_partitions = len(self._partitions)
+        numbers = sorted(tp.partition for tp in assigned)
+        log.info("assigned partitions %s", numbers, extra={"partitions": numbers})
         self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
@@ -226,7 +250,9 @@ class StreamWorker:
             partition = self._partitions.pop(tp.partition, None)
             if partition is not None:
                 partition.store.close()
-        log.info("revoked partitions %s", sorted(tp.partition for tp in revoked))
+        self.stats.owned_partitions = len(self._partitions)
+        numbers = sorted(tp.partition for tp in revoked)
+        log.info("revoked partitions %s", numbers, extra={"partitions": numbers})
 
     def _restore(self, partitions: list[_Partition]) -> None:
         """Bring each store up to its changelog partition's end (found by fetching to EOF).
@@ -244,6 +270,7 @@ class StreamWorker:
         deadline = started + self.settings.restore_timeout_s
         try:
             while pending:
+                self.loop_at = time.monotonic()  # restoring is progress too (liveness)
                 if time.monotonic() > deadline:
                     raise RuntimeError(
                         f"restoring {self.topics.changelog} partitions {sorted(pending)} did not reach "
@@ -276,13 +303,22 @@ class StreamWorker:
         finally:
             self._restorer.unassign()
         elapsed = time.monotonic() - started
+        self.stats.restores += 1
         self.stats.restored_records += restored
         self.stats.restore_seconds += elapsed
-        log.info("restored partitions %s: %d changelog records in %.3f s", sorted(by_number), restored, elapsed)
+        numbers = sorted(by_number)
+        log.info(
+            "restored partitions %s: %d changelog records in %.3f s",
+            numbers,
+            restored,
+            elapsed,
+            extra={"partitions": numbers, "records": restored, "seconds": round(elapsed, 6)},
+        )
 
     # -- one batch ---------------------------------------------------------------------
 
     def _process(self, messages: list[Any]) -> None:
+        started = time.perf_counter()
         now = time.time()
         stats = self.stats
         if stats.first_event_at is None:
@@ -317,8 +353,22 @@ class StreamWorker:
         stats.last_event_at = time.time()
         stats.cpu_last = time.process_time()
         self._checkpoint()
+        self._observe_batch(len(messages), started)
         if self.on_batch is not None:
             self.on_batch(self)
+
+    def _observe_batch(self, size: int, started: float) -> None:
+        """Per batch, after its commit: size, duration and each applied input's end-to-end latency."""
+        stats = self.stats
+        stats.batch_size.observe(size)
+        stats.batch_seconds.observe(time.perf_counter() - started)
+        produced = self._produced_at
+        if produced:
+            now = _now_us()
+            observe = stats.event_latency.observe
+            for at in produced:
+                observe((now - at) * 1e-6)
+            produced.clear()
 
     def _apply(self, partition: _Partition, offset: int, key: bytes | None, value: bytes | None) -> list:
         """Apply one input; return its output records (or a dead letter)."""
@@ -334,6 +384,8 @@ class StreamWorker:
             entry = partition.session(uid)
             if offset <= entry.applied_offset:
                 self.stats.events_skipped_applied += 1
+                skipped = self.stats.skipped_by_type
+                skipped[type_name] = skipped.get(type_name, 0) + 1
                 return []
             event = input_from_record(type_name, record)
         except _Rejected as exc:
@@ -354,21 +406,42 @@ class StreamWorker:
             return [self._dead_letter(partition, offset, key, value, _reason(exc), str(exc))]
         entry.applied_offset = offset
         partition.dirty[uid] = entry
-        self.stats.events_applied += 1
-        self.stats.outputs += len(sink.outputs)
+        stats = self.stats
+        stats.events_applied += 1
+        stats.outputs += len(sink.outputs)
+        applied = stats.applied_by_type
+        applied[type_name] = applied.get(type_name, 0) + 1
+        self._produced_at.append(record["produced_at"])
         return sink.outputs
 
     def _dead_letter(
         self, partition: _Partition, offset: int, key: bytes | None, value: bytes | None, reason: str, error: str
     ) -> tuple[str, bytes | None, bytes]:
-        self.stats.dead_letters[reason] = self.stats.dead_letters.get(reason, 0) + 1
-        log.warning("dead letter %s at %d:%d: %s", reason, partition.number, offset, error)
         uid = None
         if key is not None:
             try:
                 uid = key.decode()
             except UnicodeDecodeError:
                 uid = None
+        type_name, instance = _describe(value)
+        stats = self.stats
+        stats.dead_letters[reason] = stats.dead_letters.get(reason, 0) + 1
+        stats.dead_letters_by_type[type_name] = stats.dead_letters_by_type.get(type_name, 0) + 1
+        log.warning(
+            "dead letter %s at %d:%d: %s",
+            reason,
+            partition.number,
+            offset,
+            error,
+            extra={
+                "session_uid": uid,
+                "instance": instance,
+                "reason": reason,
+                "record_type": type_name,
+                "partition": partition.number,
+                "offset": offset,
+            },
+        )
         record = {
             "event_id": f"{partition.number}:{offset}:dead-letter",
             "session_uid": uid,
@@ -446,6 +519,30 @@ class StreamWorker:
             self._delivery_errors.clear()
             raise KafkaException(f"could not deliver {remaining} records; errors: {errors}")
 
+    def consumer_lag(self) -> dict[int, int]:
+        """Owned ``events`` partition -> records not yet committed (high watermark - commit position).
+
+        For the metrics thread: reads librdkafka's cached watermarks (no broker round
+        trip; they are updated by fetches, which Tansu reports correctly), and never
+        touches a closed consumer.  A partition whose watermark is not known yet is left out.
+        """
+        lag = {}
+        with self._client_lock:
+            if self._closed:
+                return lag
+            for number, partition in list(self._partitions.items()):
+                position = partition.commit_offset if partition.commit_offset is not None else partition.next_offset
+                try:
+                    low, high = self._consumer.get_watermark_offsets(
+                        TopicPartition(self.topics.events, number), cached=True
+                    )
+                except (KafkaException, RuntimeError):
+                    continue
+                if high < 0:
+                    continue
+                lag[number] = max(0, high - (low if position is None or position < 0 else position))
+        return lag
+
     def _trim_cache(self, partition: _Partition) -> None:
         limit = max(100, self.settings.session_cache_size // max(1, len(self._partitions)))
         sessions = partition.sessions
@@ -468,6 +565,16 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return "undecodable"
     return "apply_failed"
+
+
+def _describe(value: bytes | None) -> tuple[str, str | None]:
+    """Record type and instance of a rejected input, for counting and logging (error path only)."""
+    try:
+        type_name, record = decode(value or b"")
+    except CodecError:
+        return "unknown", None
+    instance = record.get("instance")
+    return type_name, instance if isinstance(instance, str) else None
 
 
 def _now_us() -> int:
