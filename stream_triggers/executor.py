@@ -39,13 +39,25 @@ from stream_triggers.events import jsonx
 from stream_triggers.events.codec import CodecError, decode, encode
 from stream_triggers.manager import failure_metadata, trigger_managers
 from stream_triggers.registry import RegistryKeyError
+from stream_triggers.stats import TASK_SECONDS_BUCKETS, Buckets
 from stream_triggers.storages.kafka import KafkaStorage
 from stream_triggers.stream.records import datetime_from_us, record_from_input
 from stream_triggers.stream.topics import Topics
-from stream_triggers.task import TaskContext, UnknownTask, execute, outcome_input, resolve_task, running_input
-from stream_triggers.types import Status
+from stream_triggers.task import (
+    Changed,
+    Failed,
+    Finished,
+    Retried,
+    TaskContext,
+    UnknownTask,
+    execute,
+    outcome_input,
+    resolve_task,
+    running_input,
+)
+from stream_triggers.types import Status, TaskInstance
 
-__all__ = ["ExecutorSettings", "TaskExecutor", "import_task_modules"]
+__all__ = ["ExecutorSettings", "ExecutorStats", "TaskExecutor", "import_task_modules"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +90,25 @@ def import_task_modules(modules: Iterable[str]) -> dict[str, str]:
             errors[module] = "".join(traceback.format_exception_only(exc)).strip()
             log.error("cannot import task module %s: %s", module, errors[module])
     return errors
+
+
+@dataclass
+class ExecutorStats:
+    """Per-task counters the metrics endpoint reads; pool threads update them under a lock.
+
+    ``outcomes``: TriggerTask name -> outcome (``finished``, ``failed``, ``retried``,
+    ``status_changed``, ``unknown_task``) -> count; ``durations``: TriggerTask name ->
+    seconds its ``_run`` took.
+    """
+
+    running: int = 0  # tasks inside _run right now
+    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
+    durations: dict[str, Buckets] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)  # reason -> count
+    report_errors: int = 0  # requests whose outcome could not be reported (left uncommitted)
+
+
+_OUTCOMES = {Finished: "finished", Failed: "failed", Retried: "retried", Changed: "status_changed"}
 
 
 @dataclass
@@ -133,6 +164,9 @@ class TaskExecutor:
         self.import_errors = import_task_modules(settings.imports)
         self.ready = threading.Event()
         self.stats: dict[str, int] = {"started": 0, "finished": 0, "failed": 0, "retried": 0, "other": 0}
+        self.task_stats = ExecutorStats()
+        self._stats_lock = threading.Lock()
+        self.loop_at: float | None = None  # time.monotonic() of the last loop turn; None unless running
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="task")
         self._tracker = _OffsetTracker()
@@ -183,6 +217,7 @@ class TaskExecutor:
         log.info("executor started: runner=%s group=%s", self.settings.runner, self.settings.group_id)
         try:
             while not self._stop.is_set():
+                self.loop_at = time.monotonic()
                 self._release_due_timers()
                 capacity = self.settings.concurrency * 2 - self._busy()
                 if capacity <= 0:
@@ -192,7 +227,17 @@ class TaskExecutor:
                         self._take(message)
                 self._commit()
         finally:
+            self.loop_at = None
+            self.ready.clear()
             self._shutdown()
+
+    def waiting(self) -> int:
+        """Requests held back until their cooldown ends (``not_before``)."""
+        return len(self._timers)
+
+    def in_flight(self) -> int:
+        """Requests taken and not yet reported: queued for the pool, running, or waiting."""
+        return self._busy()
 
     def _shutdown(self) -> None:
         # Requests still waiting for their cooldown are handed back (not committed).
@@ -209,11 +254,13 @@ class TaskExecutor:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.ready.set()
-        log.info("assigned task-runs partitions %s", sorted(tp.partition for tp in partitions))
+        numbers = sorted(tp.partition for tp in partitions)
+        log.info("assigned task-runs partitions %s", numbers, extra={"partitions": numbers})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish what runs for these partitions (bounded), commit, then let them go.
         numbers = [tp.partition for tp in partitions]
+        log.info("revoked task-runs partitions %s", sorted(numbers), extra={"partitions": sorted(numbers)})
         self._timers = [t for t in self._timers if t[2].partition not in numbers]
         heapq.heapify(self._timers)
         deadline = time.monotonic() + 30
@@ -276,7 +323,15 @@ class TaskExecutor:
             self._running -= 1
         if future.exception() is not None:
             # Could not even report: leave the offset uncommitted so it is retried.
-            log.error("request %s:%d not reported: %s", request.partition, request.offset, future.exception())
+            with self._stats_lock:
+                self.task_stats.report_errors += 1
+            log.error(
+                "request %s:%d not reported: %s",
+                request.partition,
+                request.offset,
+                future.exception(),
+                extra={"session_uid": request.record["session_uid"], "instance": request.record["instance"]},
+            )
             return
         self._tracker.done(request.partition, request.offset)
 
@@ -294,20 +349,50 @@ class TaskExecutor:
                 return trigger_managers.get("default", storage=storage)
 
         self._report(uid, running_input(instance, kwargs, _now()))
+        run = record["run"]
+        extra = {"session_uid": uid, "instance": instance, "task": run}
         try:
-            task_cls = resolve_task(record["run"])
+            task_cls = resolve_task(run)
         except UnknownTask as exc:
             if self.import_errors:
                 exc = UnknownTask(f"{exc} Task modules that failed to import: {self.import_errors}")
-            self.stats["failed"] += 1
+            self._count(run, "unknown_task", None)
+            log.error("task %s for %s failed: %s", run, instance, exc, extra=extra)
             self._report(uid, StatusReported(instance, Status.FAILED, failure_metadata(exc), _now()))
             return
-        self.stats["started"] += 1
+        with self._stats_lock:
+            self.stats["started"] += 1
+            self.task_stats.running += 1
         context = TaskContext(instance, kwargs, manager_factory, session_uid=uid)
-        outcome = execute(task_cls, context, record["depth"])
-        kind = type(outcome).__name__
-        self.stats[{"Finished": "finished", "Failed": "failed", "Retried": "retried"}.get(kind, "other")] += 1
+        started = time.perf_counter()
+        try:
+            outcome = execute(task_cls, context, record["depth"])
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._stats_lock:
+                self.task_stats.running -= 1
+        self._count(run, _OUTCOMES.get(type(outcome), "other"), elapsed)
+        if isinstance(outcome, Failed):
+            error = outcome.metadata.get(TaskInstance.META_EXCEPTION_TYPE)
+            log.warning("task %s for %s failed: %s", run, instance, error, extra=extra)
+        elif isinstance(outcome, Retried):
+            log.info("task %s for %s asked to retry (cooldown %s s)", run, instance, outcome.cooldown, extra=extra)
         self._report(uid, outcome_input(instance, outcome, _now()))
+
+    def _count(self, task: str, outcome: str, seconds: float | None) -> None:
+        legacy = outcome if outcome in ("finished", "failed", "retried") else "other"
+        if outcome == "unknown_task":
+            legacy = "failed"
+        with self._stats_lock:
+            stats = self.task_stats
+            self.stats[legacy] += 1
+            by_outcome = stats.outcomes.setdefault(task, {})
+            by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+            if seconds is not None:
+                durations = stats.durations.get(task)
+                if durations is None:
+                    durations = stats.durations[task] = Buckets(TASK_SECONDS_BUCKETS)
+                durations.observe(seconds)
 
     def _report(self, uid: str, event: Input) -> None:
         """Publish a status report to the events topic and wait for the broker's ack."""
@@ -343,7 +428,16 @@ class TaskExecutor:
             "key": key,
             "value": message.value(),
         }
-        log.warning("dead letter %s at %s:%d: %s", reason, message.partition(), message.offset(), error)
+        with self._stats_lock:
+            self.task_stats.dead_letters[reason] = self.task_stats.dead_letters.get(reason, 0) + 1
+        log.warning(
+            "dead letter %s at %s:%d: %s",
+            reason,
+            message.partition(),
+            message.offset(),
+            error,
+            extra={"session_uid": uid, "reason": reason, "partition": message.partition(), "offset": message.offset()},
+        )
         self._producer.produce(self.topics.dead_letter, encode("DeadLetter", record), key)
         self._producer.flush(30)
 
