@@ -214,10 +214,13 @@ class TriggerManager:
 
     def _follow_ups(self, effects: list[Effect]) -> list[_Work]:
         work: list[_Work] = []
+        hooks = _overridden_hooks(type(self))
         for effect in effects:
             kind = type(effect)
             if kind is Cascade:
                 work.append(TriggerFired(effect.trigger, effect.kwargs, self.clock()))
+            elif kind not in hooks:
+                continue  # the base class's hook does nothing: skip the call and the copies
             elif kind is Fired:
                 work.append(partial(self._post_fire, effect.trigger, [i.copy() for i in effect.scheduled]))
             elif kind is Replayed:
@@ -256,6 +259,22 @@ class FinalizingTriggerManager(TriggerManager):
                 if self.TRIGGER_SESSION_FINALIZED not in config.after:
                     return
             self.fire(self.TRIGGER_SESSION_FINALIZED)
+
+
+_HOOKS_BY_EFFECT = {Fired: "_post_fire", Replayed: "_post_replay", Skipped: "_post_skip"}
+_hooks_cache: dict[type, frozenset[type]] = {}
+
+
+def _overridden_hooks(manager_class: type[TriggerManager]) -> frozenset[type]:
+    """Effect types whose hook ``manager_class`` overrides (cached per class)."""
+    hooks = _hooks_cache.get(manager_class)
+    if hooks is None:
+        hooks = _hooks_cache[manager_class] = frozenset(
+            effect
+            for effect, name in _HOOKS_BY_EFFECT.items()
+            if getattr(manager_class, name) is not getattr(TriggerManager, name)
+        )
+    return hooks
 
 
 def failure_metadata(exc: BaseException, log_level: int | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "TASK_SECONDS_BUCKETS",
     "Buckets",
+    "OutputCounts",
 ]
 
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
@@ -103,3 +104,12 @@ class Buckets:
             out.append((float(bound), running))
         out.append((math.inf, running + counts[-1]))
         return out
+
+
+@dataclass(slots=True)
+class OutputCounts:
+    """What the worker published, by kind (counted by the output sink as records are built)."""
+
+    task_runs: int = 0  # TaskRunRequested records
+    sessions_finalized: int = 0  # SessionFinalized records
+    statuses: dict[str, int] = field(default_factory=dict)  # InstanceStatusChanged status -> count

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -166,23 +166,13 @@ class BaseTriggerStorage(ABC):
     def has_lock(self) -> bool:
         return self._lock_owner == threading.get_ident()
 
-    @contextmanager
-    def acquire_lock(self, ttl: Any = True, block: bool = True) -> Iterator[BaseTriggerStorage]:
+    def acquire_lock(self, ttl: Any = True, block: bool = True) -> AbstractContextManager[BaseTriggerStorage]:
         """Lock the session, reload it, and yield this storage for writing.
 
         Re-entrant: a storage that already holds the lock just yields itself.
         (``ttl`` and ``block`` are accepted for compatibility; the lock waits.)
         """
-        if self.has_lock:
-            yield self
-            return
-        with self._session_lock():
-            self.invalidate_cache()
-            self._lock_owner = threading.get_ident()
-            try:
-                yield self
-            finally:
-                self._lock_owner = None
+        return _Locked(self)
 
     def apply(self, event: Input) -> list[Effect]:
         """Run one engine transition on the loaded state (save() persists it)."""
@@ -246,6 +236,32 @@ class BaseTriggerStorage(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} uid={self.uid!r}>"
+
+
+class _Locked:
+    """``acquire_lock()``'s context manager (a class: it is on every operation's path)."""
+
+    __slots__ = ("_storage", "_lock")
+
+    def __init__(self, storage: BaseTriggerStorage) -> None:
+        self._storage = storage
+        self._lock: AbstractContextManager[Any] | None = None
+
+    def __enter__(self) -> BaseTriggerStorage:
+        storage = self._storage
+        if storage._lock_owner == threading.get_ident():
+            return storage  # re-entered: the outer holder reloads and releases
+        lock = storage._session_lock()
+        lock.__enter__()
+        self._lock = lock
+        storage.invalidate_cache()
+        storage._lock_owner = threading.get_ident()
+        return storage
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._lock is not None:
+            self._storage._lock_owner = None
+            self._lock.__exit__(*exc_info)
 
 
 class _InstancesView(Mapping[str, TaskInstance]):

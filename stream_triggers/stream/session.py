@@ -10,18 +10,19 @@ applied completely, so an input that fails half-way emits nothing.
 
 from __future__ import annotations
 
-import threading
+import json
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from stream_triggers.engine import EMPTY, Effect, Fired, Input, InstanceChanged, SessionState
 from stream_triggers.events import jsonx
-from stream_triggers.events.codec import encode
+from stream_triggers.events.codec import decode, encode
 from stream_triggers.runners.base import BaseTaskRunner, task_kwargs
 from stream_triggers.runners.kafka import KafkaTaskRunner
 from stream_triggers.runners.noop import NoopTaskRunner
+from stream_triggers.stats import OutputCounts
 from stream_triggers.storages.base import BaseTriggerStorage
 from stream_triggers.stream.records import PUBLISHED_STATUSES, us_from_datetime
 from stream_triggers.stream.topics import Topics
@@ -51,8 +52,9 @@ class SessionEntry:
 class OutputSink:
     """Collects the output records of the input being applied."""
 
-    def __init__(self, topics: Topics) -> None:
+    def __init__(self, topics: Topics, counts: OutputCounts | None = None) -> None:
         self.topics = topics
+        self.counts = OutputCounts() if counts is None else counts
         self.outputs: list[Output] = []
         self._key = b""
         self._uid = ""
@@ -89,6 +91,7 @@ class OutputSink:
                 record = self._envelope()
                 record["kwargs_json"] = "{}"
                 self.outputs.append((self.topics.sessions, self._key, encode("SessionFinalized", record)))
+                self.counts.sessions_finalized += 1
 
     def _status_changed(self, instance: TaskInstance, previous: str | None) -> None:
         record = self._envelope()
@@ -97,8 +100,10 @@ class OutputSink:
         record["task"] = instance.config.name
         record["status"] = str(instance.status)
         record["previous_status"] = None if previous is None else str(previous)
-        record["metadata_json"] = jsonx.dumps(metadata)
+        record["metadata_json"] = _metadata_json(metadata)
         self.outputs.append((self.topics.task_results, self._key, encode("InstanceStatusChanged", record)))
+        statuses = self.counts.statuses
+        statuses[record["status"]] = statuses.get(record["status"], 0) + 1
 
     def task_run(self, manager: TriggerManager, task_instance: TaskInstance) -> None:
         record = self._envelope()
@@ -113,6 +118,31 @@ class OutputSink:
         record["depth"] = task_instance.depth
         record["not_before"] = us_from_datetime(manager.clock() + timedelta(seconds=float(cooldown))) if cooldown else 0
         self.outputs.append((self.topics.task_runs, self._key, encode("TaskRunRequested", record)))
+        self.counts.task_runs += 1
+
+    def discard(self) -> None:
+        """Drop the outputs of an input that failed half-way, and take them off the counts."""
+        counts = self.counts
+        for topic, _key, value in self.outputs:
+            if topic == self.topics.task_runs:
+                counts.task_runs -= 1
+            elif topic == self.topics.sessions:
+                counts.sessions_finalized -= 1
+            elif topic == self.topics.task_results:
+                status = decode(value)[1]["status"]
+                counts.statuses[status] -= 1
+        self.outputs = []
+
+
+def _metadata_json(metadata: dict[str, Any]) -> str:
+    """Plain JSON when it can be (most metadata is), jsonx for datetimes and friends."""
+    try:
+        return _plain_dumps(metadata)
+    except (TypeError, ValueError):
+        return jsonx.dumps(metadata)
+
+
+_plain_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def manager_key(manager: TriggerManager) -> str:
@@ -164,17 +194,10 @@ class WorkerSessionStorage(BaseTriggerStorage):
     def _session_lock(self) -> nullcontext[None]:
         return nullcontext()
 
-    @contextmanager
-    def acquire_lock(self, ttl: Any = True, block: bool = True) -> Iterator[WorkerSessionStorage]:
-        # One thread owns the partition: nothing to wait for and nothing to reload.
-        if self.has_lock:
-            yield self
-            return
-        self._lock_owner = threading.get_ident()
-        try:
-            yield self
-        finally:
-            self._lock_owner = None
+    def invalidate_cache(self) -> None:
+        # Nothing to reload: the batch's entry is the only copy, kept current by save().
+        self._state = self.entry.state
+        self._views = {}
 
     def apply(self, event: Input) -> list[Effect]:
         effects = super().apply(event)

@@ -38,7 +38,7 @@ from stream_triggers.engine import EngineError
 from stream_triggers.events.codec import CodecError, decode, encode
 from stream_triggers.manager import TriggerManager, trigger_managers
 from stream_triggers.serialization import StateFormatError, decode_state, encode_state
-from stream_triggers.stats import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, Buckets
+from stream_triggers.stats import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, Buckets, OutputCounts
 from stream_triggers.stream.records import input_from_record
 from stream_triggers.stream.session import OutputSink, SessionEntry, WorkerRunners, WorkerSessionStorage
 from stream_triggers.stream.store import PartitionStore
@@ -92,6 +92,7 @@ class WorkerStats:
     restores: int = 0
     rebalances: int = 0
     owned_partitions: int = 0
+    produced: OutputCounts = field(default_factory=OutputCounts)  # task runs, statuses, finalized sessions
 
 
 class _Partition:
@@ -135,7 +136,7 @@ class StreamWorker:
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._partitions: dict[int, _Partition] = {}
-        self._sink = OutputSink(self.topics)
+        self._sink = OutputSink(self.topics, self.stats.produced)
         self._runners = WorkerRunners(self._sink)
         self._delivery_errors: list[str] = []
         self._changelog_offsets: dict[int, int] = {}
@@ -401,6 +402,7 @@ class StreamWorker:
             manager.submit(event)
         except Exception as exc:
             entry.state = before
+            sink.discard()
             if not isinstance(exc, EngineError):
                 log.exception("applying %s at %d:%d failed", type_name, partition.number, offset)
             return [self._dead_letter(partition, offset, key, value, _reason(exc), str(exc))]
