@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from stream_triggers.engine.effects import (
@@ -83,30 +84,23 @@ def _configure(draft: Draft, event: ConfigurationUpdated, effects: list[Effect])
 def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
     trigger, kwargs, at = event.trigger, event.kwargs, event.at
     scheduled: list[TaskInstance] = []
+    take = partial(_take_trigger, trigger, kwargs)
     for config in draft.task_configs().values():
         if trigger not in config.after and trigger not in config.unless:
             continue
         task = config.name
-        if draft.names_of(task):
+        # Only the instances the ``accepting`` index lists can take the trigger, so a
+        # fire does not scan the instances that already have it (andEvery piles).
+        if not draft.take(task, trigger, take) and (trigger == config.and_every or not draft.names_of(task)):
             # ``andEvery`` makes a new instance only when no open one took the trigger,
             # so each firing adds exactly one instance.
-            create = trigger == config.and_every
-            for name in draft.unresolved_of(task):
-                updated = _with_trigger(draft.get(name), trigger, kwargs)
-                if updated is not None:
-                    draft.put(updated)
-                    create = False
-        else:
-            create = True
-        if create:
             _create_for_trigger(draft, config, trigger, kwargs, at, effects)
-        for name in draft.unresolved_of(task):
-            instance = draft.get(name)
-            if instance.status != Status.UNSTARTED:
-                continue
+        # The unstarted instances now due: those that took the trigger or were created,
+        # plus any left due by an edit outside ``fire`` (the ``ready`` index).
+        for instance in draft.pop_ready(task):
             if instance.can_abandon:
                 _set_status(draft, instance, Status.ABANDONED, None, at, effects)
-            elif instance.can_run:
+            else:
                 ready = _set_status(draft, instance, Status.SCHEDULED, None, at, effects)
                 effects.append(RunInstance(ready))
                 scheduled.append(ready)
@@ -132,28 +126,21 @@ def _create_for_trigger(
         kwargs={t: latest[t] for t in config.after if t != trigger and t in latest},
         abandon_state=frozenset(t for t in config.unless if t != trigger and t in latest),
     )
-    instance = _with_trigger(instance, trigger, kwargs) or instance
+    instance = _take_trigger(trigger, kwargs, instance)
     draft.put(instance)
     effects.append(InstanceChanged(instance, None))
 
 
-def _with_trigger(instance: TaskInstance, trigger: str, kwargs: Mapping[str, Any]) -> TaskInstance | None:
-    """``instance`` with ``trigger`` applied, or None if it does not apply."""
-    if instance.status != Status.UNSTARTED:
-        return None
+def _take_trigger(trigger: str, kwargs: Mapping[str, Any], instance: TaskInstance) -> TaskInstance:
+    """``instance`` (unstarted, waiting for or abandoned by ``trigger``) with ``trigger`` recorded."""
     config = instance.config
-    new_kwargs = None
-    new_abandon = None
-    if trigger in config.after and trigger not in instance.kwargs:
-        new_kwargs = {**instance.kwargs, trigger: kwargs}
-    if trigger in config.unless and trigger not in instance.abandon_state:
-        new_abandon = frozenset(instance.abandon_state) | {trigger}
-    if new_kwargs is None and new_abandon is None:
-        return None
-    return instance.evolve(
-        kwargs=instance.kwargs if new_kwargs is None else new_kwargs,
-        abandon_state=instance.abandon_state if new_abandon is None else new_abandon,
-    )
+    new_kwargs = instance.kwargs
+    new_abandon = instance.abandon_state
+    if trigger in config.after and trigger not in new_kwargs:
+        new_kwargs = {**new_kwargs, trigger: kwargs}
+    if trigger in config.unless and trigger not in new_abandon:
+        new_abandon = frozenset(new_abandon) | {trigger}
+    return instance.evolve(kwargs=new_kwargs, abandon_state=new_abandon)
 
 
 def _status_updated(draft: Draft, event: StatusUpdated, effects: list[Effect]) -> None:
