@@ -194,9 +194,15 @@ def _decode_object(obj: dict[str, Any]) -> Any:
         raise CodecError("invalid_payload", f"jsonx: bad {tag} value {obj['v']!r:.80}: {exc}") from None
 
 
+_plain_loads = json.JSONDecoder().decode
+
+
 def loads(text: str | bytes) -> Any:
     """The value :func:`dumps` encoded; :class:`CodecError` (``invalid_payload``) if ``text`` is not one."""
     try:
+        if isinstance(text, str) and TAG not in text:
+            # No tagged object inside: the C decoder alone, without a per-object hook.
+            return _plain_loads(text)
         return json.loads(text, object_hook=_decode_object)
     except CodecError:
         raise
