@@ -559,13 +559,13 @@ class _Rejected(Exception):
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeDecodeError):  # its own ``reason`` is prose ("invalid start byte"), not a code
+        return "undecodable"
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str):
         return reason
     if isinstance(exc, StateFormatError):
         return "corrupt_state"
-    if isinstance(exc, UnicodeDecodeError):
-        return "undecodable"
     return "apply_failed"
 
 
