@@ -63,6 +63,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -794,6 +795,26 @@ def report(summary: dict[str, Any], ours: dict[str, Any], quix: dict[str, Any] |
 # -- main ----------------------------------------------------------------------------------------------
 
 
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One figure per key over repeated runs: the median of numbers; booleans must all hold."""
+    out: dict[str, Any] = {}
+    for key in {k for run in runs for k in run}:
+        values = [run.get(key) for run in runs]
+        if any(isinstance(v, bool) for v in values):
+            out[key] = all(v is True for v in values)
+            continue
+        numbers = [v for v in values if isinstance(v, (int, float))]
+        out[key] = round(statistics.median(numbers), 3) if numbers else None
+    return out
+
+
+def _details(run: dict[str, Any]) -> dict[str, Any]:
+    details = {k: v for k, v in run.items() if k != "figures"}
+    if details.get("checker"):
+        details["checker"] = {k: v for k, v in run["checker"].items() if k != "gaps"}
+    return details
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sessions", type=int, default=None, help="sessions (8 events each) [default: 20000]")
@@ -819,6 +840,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=None, help="our worker --batch-size [its default]")
     ap.add_argument("--checker-fetch-wait-ms", type=int, default=10)
     ap.add_argument("--latency-skip-s", type=float, default=5.0, help="warm-up left out of the steady latency")
+    ap.add_argument("--repeat", type=int, default=1, help="alternate ours/peer N times; figures = medians")
     ap.add_argument("--timeout", type=float, default=900.0, help="per run")
     ap.add_argument("--run-dir", default=None, help="keep logs, stats and peer results here [default: a temp dir]")
     ap.add_argument("--py-spy", default=None, metavar="FILE", help="profile worker0 with py-spy (.svg/.txt/.json)")
@@ -833,8 +855,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.sessions = max(1, math.ceil(a.rate * duration / EVENTS_PER_SESSION)) if a.rate > 0 else 20_000
     elif a.duration is not None:
         ap.error("give --sessions or --duration, not both")
-    if a.workers < 1:
-        ap.error("--workers must be at least 1")
+    if a.workers < 1 or a.repeat < 1:
+        ap.error("--workers and --repeat must be at least 1")
     if (a.join_at is not None or a.kill_at is not None) and a.workers < 2:
         ap.error("--join-at and --kill-at need --workers 2 (or more)")
     if a.join_at is not None and a.kill_at is not None:
@@ -852,32 +874,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     gen_workload = import_gen_workload(peers_dir)
     keep = a.run_dir is not None
-    run_dir = Path(a.run_dir) if keep else Path(tempfile.mkdtemp(prefix="stream-bench-"))
+    run_dir = Path(a.run_dir).resolve() if keep else Path(tempfile.mkdtemp(prefix="stream-bench-"))
     run_dir.mkdir(parents=True, exist_ok=True)
     n_events = a.sessions * EVENTS_PER_SESSION
     mode = "paced" if a.rate > 0 else "preload"
     _log(f"{mode}: {a.sessions} sessions, {n_events} events, {a.workers} worker(s); run dir {run_dir}")
 
     ok = True
-    ours_dir = run_dir / "ours"
-    ours_dir.mkdir(exist_ok=True)
-    try:
-        ours = run_ours(a, gen_workload, peers_dir, ours_dir)
-    except Exception as exc:
-        _log(f"our run failed: {exc}")
-        ours = {"error": f"{type(exc).__name__}: {exc}", "figures": {"outputs_correct": False}}
-        ok = False
-    quix: dict[str, Any] | None = None
+    runs_ours: list[dict[str, Any]] = []
+    runs_quix: list[dict[str, Any]] = []
     quix_error = None
-    if a.compare_quix:
+    for r in range(a.repeat):
+        # Alternate ours and the peer's, so that both see the machine's load alike.
+        here = run_dir / f"run{r}" if a.repeat > 1 else run_dir
+        (here / "ours").mkdir(parents=True, exist_ok=True)
         try:
-            quix = run_quix(a, peers_dir, run_dir)
-        except RuntimeError as exc:
-            quix_error = str(exc)
-            _log(f"peer figures are null: {quix_error}")
-
-    mine = ours["figures"]
-    theirs = quix["figures"] if quix else {}
+            ours = run_ours(a, gen_workload, peers_dir, here / "ours")
+        except Exception as exc:
+            _log(f"our run failed: {exc}")
+            ours = {"error": f"{type(exc).__name__}: {exc}", "figures": {"outputs_correct": False}}
+            ok = False
+        runs_ours.append(ours)
+        if a.compare_quix and quix_error is None:
+            try:
+                runs_quix.append(run_quix(a, peers_dir, here))
+            except RuntimeError as exc:
+                quix_error = str(exc)
+                _log(f"peer figures are null: {quix_error}")
+    quix = runs_quix[-1] if runs_quix and quix_error is None else None
+    ours = runs_ours[-1]
+    mine = combine([o["figures"] for o in runs_ours])
+    theirs = combine([q["figures"] for q in runs_quix]) if quix else {}
     summary: dict[str, Any] = {
         "command": command,
         "mode": mode,
@@ -891,6 +918,8 @@ def main(argv: list[str] | None = None) -> int:
         "join_at": a.join_at,
         "kill_at": a.kill_at,
         "checker_fetch_wait_ms": a.checker_fetch_wait_ms,
+        "repeat": a.repeat,
+        "figures_are": "medians of the runs" if a.repeat > 1 else "one run",
         "cpus": os.cpu_count(),
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
@@ -910,15 +939,14 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("events_per_s", "cpu_us_per_event", "peak_rss_mb", "outputs_correct"):
             summary[f"quix_{key}"] = None
         summary["quix_error"] = "not run (--compare-quix not given)"
-    summary["error"] = ours.get("error")
-    summary["ours"] = {k: v for k, v in ours.items() if k != "figures"}
-    if summary["ours"].get("checker"):
-        summary["ours"]["checker"] = {k: v for k, v in ours["checker"].items() if k != "gaps"}
-    summary["quix"] = quix["summary"] if quix else None
+    summary["error"] = "; ".join(o["error"] for o in runs_ours if o.get("error")) or None
+    summary["ours"] = [_details(o) for o in runs_ours]
+    summary["quix"] = [q["summary"] for q in runs_quix] if quix else None
     summary["run_dir"] = str(run_dir) if keep or not mine.get("outputs_correct") else None
 
     print()
-    print(f"stream-triggers vs Quix Streams peer - {mode}, {a.sessions:,} sessions / {n_events:,} events")
+    what = f"medians of {a.repeat} alternating runs" if a.repeat > 1 else "one run each"
+    print(f"stream-triggers vs Quix Streams peer - {mode}, {a.sessions:,} sessions / {n_events:,} events ({what})")
     print(report(summary, mine, theirs if quix else None))
     chk = ours.get("checker") or {}
     if chk:

@@ -29,7 +29,7 @@ def test_quick_run_outputs_every_expected_record_exactly_once(tmp_path: Path) ->
     )
     assert out.exists(), f"no figures written (exit {run.returncode}):\n{run.stdout}\n{run.stderr[-3000:]}"
     figures = json.loads(out.read_text())
-    checker = figures["ours"].get("checker", {})
+    checker = figures["ours"][0].get("checker", {})
     assert figures["outputs_correct"] is True, f"{figures.get('error')}\n{json.dumps(checker, indent=1)[:3000]}"
     assert run.returncode == 0, run.stderr[-3000:]
     assert figures["input_events"] == 1600
