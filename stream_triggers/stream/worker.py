@@ -48,6 +48,9 @@ __all__ = ["StreamWorker", "WorkerSettings", "WorkerStats"]
 
 log = logging.getLogger(__name__)
 
+LAG_INTERVAL_S = 1.0
+"""How often the loop refreshes ``WorkerStats.consumer_lag`` (a local lookup per owned partition)."""
+
 
 @dataclass
 class WorkerSettings:
@@ -92,6 +95,7 @@ class WorkerStats:
     restores: int = 0
     rebalances: int = 0
     owned_partitions: int = 0
+    consumer_lag: dict[int, int] = field(default_factory=dict)  # owned partition -> records behind, ~1 s old
     produced: OutputCounts = field(default_factory=OutputCounts)  # task runs, statuses, finalized sessions
 
 
@@ -141,8 +145,6 @@ class StreamWorker:
         self._delivery_errors: list[str] = []
         self._changelog_offsets: dict[int, int] = {}
         self._produced_at: list[int] = []  # produced_at (us) of the inputs applied in this batch
-        self._client_lock = threading.Lock()  # consumer_lag() (metrics thread) vs close
-        self._closed = False
         self.loop_at: float | None = None  # time.monotonic() of the last loop turn; None unless running
         os.makedirs(settings.state_dir, exist_ok=True)
         common = {"bootstrap.servers": settings.bootstrap, "client.id": f"stream-triggers-worker-{os.getpid()}"}
@@ -201,9 +203,13 @@ class StreamWorker:
             [self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
         log.info("worker started: group=%s topics=%s", settings.group, self.topics.events)
+        lag_due = 0.0
         try:
             while not self._stop.is_set():
-                self.loop_at = time.monotonic()
+                self.loop_at = now = time.monotonic()
+                if now >= lag_due:
+                    self.stats.consumer_lag = self.consumer_lag()
+                    lag_due = now + LAG_INTERVAL_S
                 messages = self._consumer.consume(settings.batch_size, settings.batch_timeout_s)
                 if messages:
                     self._process(messages)
@@ -220,9 +226,8 @@ class StreamWorker:
                 partition.store.close()
             self._partitions.clear()
             self.stats.owned_partitions = 0
-            with self._client_lock:
-                self._closed = True
-                self._consumer.close()
+            self.stats.consumer_lag = {}
+            self._consumer.close()
             self._restorer.close()
             log.info("worker stopped")
 
@@ -524,25 +529,23 @@ class StreamWorker:
     def consumer_lag(self) -> dict[int, int]:
         """Owned ``events`` partition -> records not yet committed (high watermark - commit position).
 
-        For the metrics thread: reads librdkafka's cached watermarks (no broker round
-        trip; they are updated by fetches, which Tansu reports correctly), and never
-        touches a closed consumer.  A partition whose watermark is not known yet is left out.
+        Reads librdkafka's cached watermarks (no broker round trip; fetches keep them
+        current, and Tansu reports them right there).  Only the loop's thread may call
+        it: ``get_watermark_offsets`` blocks while another thread is inside ``consume()``,
+        so the loop refreshes ``stats.consumer_lag`` every ``LAG_INTERVAL_S`` and the
+        metrics thread reads that.  A partition whose watermark is not known yet is left out.
         """
         lag = {}
-        with self._client_lock:
-            if self._closed:
-                return lag
-            for number, partition in list(self._partitions.items()):
-                position = partition.commit_offset if partition.commit_offset is not None else partition.next_offset
-                try:
-                    low, high = self._consumer.get_watermark_offsets(
-                        TopicPartition(self.topics.events, number), cached=True
-                    )
-                except (KafkaException, RuntimeError):
-                    continue
-                if high < 0:
-                    continue
-                lag[number] = max(0, high - (low if position is None or position < 0 else position))
+        for number, partition in self._partitions.items():
+            position = partition.commit_offset if partition.commit_offset is not None else partition.next_offset
+            tp = TopicPartition(self.topics.events, number)
+            try:
+                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except (KafkaException, RuntimeError):
+                continue
+            if high < 0:
+                continue
+            lag[number] = max(0, high - (low if position is None or position < 0 else position))
         return lag
 
     def _trim_cache(self, partition: _Partition) -> None:

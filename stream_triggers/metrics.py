@@ -1,0 +1,377 @@
+"""Prometheus metrics and health endpoints for a worker or an executor process.
+
+Why a custom collector: the worker's hot loop only bumps plain integers, dicts and
+bucket lists (:class:`~stream_triggers.stream.worker.WorkerStats`,
+:class:`~stream_triggers.executor.ExecutorStats`); this module reads them when
+Prometheus scrapes and builds the metric families then, so a busy worker pays no
+per-event price for being observable.
+
+Why an explicit registry: nothing here touches prometheus-client's global
+``REGISTRY`` and importing the module has no side effect, so tests (and a process
+embedding two workers) build as many independent registries as they like.
+
+One small HTTP server per process (a daemon thread, stdlib ``http.server``) serves
+
+* ``/metrics`` - the Prometheus text format;
+* ``/healthz`` - 200 while the process loop is turning (or still starting), 503 once it
+  has stalled for ``stall_after`` seconds or stopped: a liveness probe;
+* ``/readyz`` - 503 until the process owns its partitions (a worker: and has restored
+  their state; ``ready`` is set), 200 from then on while alive: a readiness probe.
+
+Every metric name starts with ``stream_triggers_worker_`` or ``stream_triggers_executor_``;
+:data:`WORKER_METRICS` and :data:`EXECUTOR_METRICS` list them (the Grafana dashboard
+under ``deploy/grafana`` is tested against these lists).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from stream_triggers.stats import Buckets
+
+if TYPE_CHECKING:
+    from stream_triggers.executor import TaskExecutor
+    from stream_triggers.stream.worker import StreamWorker
+
+__all__ = [
+    "EXECUTOR_METRICS",
+    "WORKER_METRICS",
+    "ExecutorCollector",
+    "Health",
+    "MetricsServer",
+    "WorkerCollector",
+    "executor_registry",
+    "serve_executor_metrics",
+    "serve_worker_metrics",
+    "worker_registry",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STALL_AFTER = 180.0
+"""Seconds without a loop turn after which ``/healthz`` fails (a batch flush may take 60 s)."""
+
+_W = "stream_triggers_worker_"
+_E = "stream_triggers_executor_"
+
+WORKER_METRICS: Mapping[str, tuple[str, str]] = {
+    _W + "events": (
+        "counter",
+        "Input events by record type and outcome: applied, skipped_already_applied, dead_letter.",
+    ),
+    _W + "batches": ("counter", "Batches processed (one RocksDB write batch and one offset commit each)."),
+    _W + "batch_size": ("histogram", "Input events per batch."),
+    _W + "batch_duration_seconds": ("histogram", "Seconds from taking a batch to committing it."),
+    _W + "event_latency_seconds": (
+        "histogram",
+        "Seconds from an applied event's produced_at to the commit of its batch (end-to-end).",
+    ),
+    _W + "outputs": ("counter", "Output records produced (task-runs, task-results, sessions; not changelog)."),
+    _W + "task_runs_requested": ("counter", "TaskRunRequested records produced (instances handed to executors)."),
+    _W + "instance_outcomes": ("counter", "InstanceStatusChanged records produced, by new status."),
+    _W + "sessions_finalized": ("counter", "SessionFinalized records produced."),
+    _W + "dead_letters": ("counter", "Inputs sent to the dead-letter topic, by reason."),
+    _W + "restores": ("counter", "Changelog restore passes (one per partition assignment)."),
+    _W + "restored_records": ("counter", "Changelog records replayed into RocksDB while restoring."),
+    _W + "restore_seconds": ("counter", "Seconds spent restoring partitions from the changelog."),
+    _W + "rebalances": ("counter", "Partition assignments received from the consumer group."),
+    _W + "owned_partitions": ("gauge", "Events partitions this worker owns now."),
+    _W + "consumer_lag": ("gauge", "Events records not yet committed, per owned partition (high watermark - commit)."),
+    _W + "offset_gaps": ("counter", "Fetches that skipped events offsets and were re-read from the gap."),
+    _W + "ready": ("gauge", "1 once the worker owns its partitions and has restored them, else 0."),
+    _W + "last_event_timestamp_seconds": ("gauge", "Unix time the worker last finished applying a batch."),
+}
+"""Metric name (as in PromQL, without ``_total``/``_bucket`` suffixes) -> (type, help)."""
+
+EXECUTOR_METRICS: Mapping[str, tuple[str, str]] = {
+    _E + "tasks_running": ("gauge", "Tasks inside their _run now."),
+    _E + "requests_in_flight": ("gauge", "Requests taken and not yet reported (queued, running or cooling down)."),
+    _E + "requests_waiting": ("gauge", "Requests waiting for their cooldown (not_before) to pass."),
+    _E + "tasks_started": ("counter", "Tasks started."),
+    _E + "task_outcomes": (
+        "counter",
+        "Task outcomes by TriggerTask name: finished, failed, retried, status_changed, unknown_task.",
+    ),
+    _E + "task_duration_seconds": ("histogram", "Seconds a task's _run took, by TriggerTask name."),
+    _E + "dead_letters": ("counter", "task-runs records sent to the dead-letter topic, by reason."),
+    _E + "report_errors": ("counter", "Outcomes that could not be reported (left uncommitted, run again)."),
+    _E + "import_errors": ("gauge", "Task modules (--import) that failed to import."),
+    _E + "ready": ("gauge", "1 once the executor owns task-runs partitions, else 0."),
+}
+
+
+def _counter(metrics: Mapping[str, tuple[str, str]], name: str, labels: list[str] | None = None) -> CounterMetricFamily:
+    return CounterMetricFamily(name, metrics[name][1], labels=labels)
+
+
+def _gauge(metrics: Mapping[str, tuple[str, str]], name: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, metrics[name][1], labels=labels)
+
+
+def _histogram(
+    metrics: Mapping[str, tuple[str, str]], name: str, labels: list[str] | None = None
+) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, metrics[name][1], labels=labels)
+
+
+def _add_buckets(family: HistogramMetricFamily, labels: list[str], buckets: Buckets) -> None:
+    cumulative = buckets.cumulative()
+    family.add_metric(labels, [(floatToGoString(le), count) for le, count in cumulative], buckets.total)
+
+
+def _single(family: CounterMetricFamily | GaugeMetricFamily, value: float) -> Metric:
+    family.add_metric([], value)
+    return family
+
+
+class WorkerCollector(Collector):
+    """Reads a :class:`StreamWorker`'s stats at scrape time.
+
+    ``worker`` needs ``stats`` (a ``WorkerStats``) and ``ready`` (an event); tests pass a
+    stand-in.  It never calls the worker's Kafka clients: the consumer lag is the one the
+    worker's loop refreshes every second (librdkafka blocks a watermark lookup from
+    another thread while the loop is inside ``consume()``).
+    """
+
+    def __init__(self, worker: StreamWorker | Any) -> None:
+        self.worker = worker
+
+    def describe(self) -> list[Metric]:
+        return []  # names are fixed (WORKER_METRICS); no need to collect at registration
+
+    def collect(self) -> Iterator[Metric]:
+        m = WORKER_METRICS
+        stats = self.worker.stats
+        events = _counter(m, _W + "events", ["type", "outcome"])
+        for outcome, counts in (
+            ("applied", stats.applied_by_type),
+            ("skipped_already_applied", stats.skipped_by_type),
+            ("dead_letter", stats.dead_letters_by_type),
+        ):
+            for type_name, count in sorted(counts.copy().items()):
+                events.add_metric([type_name, outcome], count)
+        yield events
+        yield _single(_counter(m, _W + "batches"), stats.batches)
+        for name, buckets in (
+            ("batch_size", stats.batch_size),
+            ("batch_duration_seconds", stats.batch_seconds),
+            ("event_latency_seconds", stats.event_latency),
+        ):
+            family = _histogram(m, _W + name)
+            _add_buckets(family, [], buckets)
+            yield family
+        yield _single(_counter(m, _W + "outputs"), stats.outputs)
+        produced = stats.produced
+        yield _single(_counter(m, _W + "task_runs_requested"), produced.task_runs)
+        outcomes = _counter(m, _W + "instance_outcomes", ["status"])
+        for status, count in sorted(produced.statuses.copy().items()):
+            outcomes.add_metric([status], count)
+        yield outcomes
+        yield _single(_counter(m, _W + "sessions_finalized"), produced.sessions_finalized)
+        dead = _counter(m, _W + "dead_letters", ["reason"])
+        for reason, count in sorted(stats.dead_letters.copy().items()):
+            dead.add_metric([reason], count)
+        yield dead
+        yield _single(_counter(m, _W + "restores"), stats.restores)
+        yield _single(_counter(m, _W + "restored_records"), stats.restored_records)
+        yield _single(_counter(m, _W + "restore_seconds"), stats.restore_seconds)
+        yield _single(_counter(m, _W + "rebalances"), stats.rebalances)
+        yield _single(_gauge(m, _W + "owned_partitions"), stats.owned_partitions)
+        lag = _gauge(m, _W + "consumer_lag", ["partition"])
+        for partition, value in sorted(stats.consumer_lag.copy().items()):
+            lag.add_metric([str(partition)], value)
+        yield lag
+        yield _single(_counter(m, _W + "offset_gaps"), stats.offset_gaps)
+        yield _single(_gauge(m, _W + "ready"), 1 if self.worker.ready.is_set() else 0)
+        if stats.last_event_at is not None:
+            yield _single(_gauge(m, _W + "last_event_timestamp_seconds"), stats.last_event_at)
+
+
+class ExecutorCollector(Collector):
+    """Reads a :class:`TaskExecutor`'s stats at scrape time.
+
+    ``executor`` needs ``stats`` (the started/finished/... dict), ``task_stats`` (an
+    ``ExecutorStats``), ``ready``, ``import_errors``, ``in_flight()`` and ``waiting()``.
+    """
+
+    def __init__(self, executor: TaskExecutor | Any) -> None:
+        self.executor = executor
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        m = EXECUTOR_METRICS
+        executor = self.executor
+        stats = executor.task_stats
+        yield _single(_gauge(m, _E + "tasks_running"), stats.running)
+        yield _single(_gauge(m, _E + "requests_in_flight"), executor.in_flight())
+        yield _single(_gauge(m, _E + "requests_waiting"), executor.waiting())
+        yield _single(_counter(m, _E + "tasks_started"), executor.stats.get("started", 0))
+        outcomes = _counter(m, _E + "task_outcomes", ["task", "outcome"])
+        for task, by_outcome in sorted(stats.outcomes.copy().items()):
+            for outcome, count in sorted(by_outcome.copy().items()):
+                outcomes.add_metric([task, outcome], count)
+        yield outcomes
+        durations = _histogram(m, _E + "task_duration_seconds", ["task"])
+        for task, buckets in sorted(stats.durations.copy().items()):
+            _add_buckets(durations, [task], buckets)
+        yield durations
+        dead = _counter(m, _E + "dead_letters", ["reason"])
+        for reason, count in sorted(stats.dead_letters.copy().items()):
+            dead.add_metric([reason], count)
+        yield dead
+        yield _single(_counter(m, _E + "report_errors"), stats.report_errors)
+        yield _single(_gauge(m, _E + "import_errors"), len(executor.import_errors))
+        yield _single(_gauge(m, _E + "ready"), 1 if executor.ready.is_set() else 0)
+
+
+def worker_registry(worker: StreamWorker | Any, *, process: bool = True) -> CollectorRegistry:
+    """A fresh registry with the worker's collector (and ``process_*`` metrics from /proc)."""
+    registry = CollectorRegistry()
+    registry.register(WorkerCollector(worker))
+    if process:
+        ProcessCollector(registry=registry)
+    return registry
+
+
+def executor_registry(executor: TaskExecutor | Any, *, process: bool = True) -> CollectorRegistry:
+    """A fresh registry with the executor's collector (and ``process_*`` metrics from /proc)."""
+    registry = CollectorRegistry()
+    registry.register(ExecutorCollector(executor))
+    if process:
+        ProcessCollector(registry=registry)
+    return registry
+
+
+class Health:
+    """Liveness and readiness of a process whose loop stamps ``loop_at`` (monotonic seconds).
+
+    Alive: the loop turned within ``stall_after`` seconds, or it has not started yet and
+    the process is younger than that.  Once the loop has run and stopped (``loop_at``
+    back to None), the process is shutting down: not alive.  Ready: alive and ``ready``.
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        stall_after: float = DEFAULT_STALL_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.target = target
+        self.stall_after = stall_after
+        self.clock = clock
+        self.created = clock()
+        self._seen_running = False
+
+    def alive(self) -> tuple[bool, str]:
+        now = self.clock()
+        loop_at = self.target.loop_at
+        if loop_at is None:
+            if self._seen_running:
+                return False, "stopped"
+            if now - self.created < self.stall_after:
+                return True, "starting"
+            return False, f"loop not started after {now - self.created:.0f} s"
+        self._seen_running = True
+        age = now - loop_at
+        if age > self.stall_after:
+            return False, f"loop stalled for {age:.0f} s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        alive, why = self.alive()
+        if not alive:
+            return False, why
+        if not self.target.ready.is_set():
+            return False, "partitions not assigned and restored yet"
+        return True, "ready"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: MetricsServer
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
+        elif path == "/healthz":
+            self._status(*self.server.health.alive())
+        elif path == "/readyz":
+            self._status(*self.server.health.ready())
+        else:
+            self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /readyz\n")
+
+    def _status(self, ok: bool, why: str) -> None:
+        body = json.dumps({"status": "ok" if ok else "unavailable", "detail": why}).encode() + b"\n"
+        self._send(200 if ok else 503, "application/json", body)
+
+    def _send(self, code: int, content_type: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics http: " + format, *args)
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """``/metrics``, ``/healthz`` and ``/readyz`` on a daemon thread; :meth:`close` stops it."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, registry: CollectorRegistry, health: Health, port: int, host: str = "0.0.0.0") -> None:
+        self.registry = registry
+        self.health = health
+        try:
+            super().__init__((host, port), _Handler)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
+        self.thread = threading.Thread(target=self.serve_forever, name="metrics-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def start(self) -> MetricsServer:
+        self.thread.start()
+        log.info("serving /metrics, /healthz and /readyz on port %d", self.port, extra={"port": self.port})
+        return self
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(5)
+
+
+def serve_worker_metrics(
+    worker: StreamWorker, port: int, host: str = "0.0.0.0", stall_after: float = DEFAULT_STALL_AFTER
+) -> MetricsServer:
+    """Serve a worker's metrics and probes on ``port`` (0: a free one; see ``.port``)."""
+    return MetricsServer(worker_registry(worker), Health(worker, stall_after), port, host).start()
+
+
+def serve_executor_metrics(
+    executor: TaskExecutor, port: int, host: str = "0.0.0.0", stall_after: float = DEFAULT_STALL_AFTER
+) -> MetricsServer:
+    """Serve an executor's metrics and probes on ``port`` (0: a free one; see ``.port``)."""
+    return MetricsServer(executor_registry(executor), Health(executor, stall_after), port, host).start()
