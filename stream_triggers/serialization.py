@@ -112,10 +112,48 @@ def unpack(data: bytes) -> Any:
 
 
 def encode_state(state: SessionState) -> bytes:
-    tasks = [[name, config.serialize()] for name, config in state.tasks.items()]
-    instances = [_instance_row(name, instance) for name, instance in state.instances.items()]
-    body = [tasks, instances, dict(state.latest_kwargs), dict(state.metadata)]
-    return bytes((FORMAT,)) + pack(body)
+    # msgpack values concatenate: the array is written as a header plus its elements,
+    # and the task list and each instance come from a cache keyed by the (immutable)
+    # object, so a session's unchanged parts are packed once, not at every save.
+    instances = state.instances
+    parts = [_FORMAT_AND_BODY_HEADER, _packed(state.tasks, _pack_tasks), _array_header(len(instances))]
+    parts.extend(_packed(instance, _pack_instance) for instance in instances.values())
+    parts.append(pack(dict(state.latest_kwargs)))
+    parts.append(pack(dict(state.metadata)))
+    return b"".join(parts)
+
+
+_FORMAT_AND_BODY_HEADER = bytes((FORMAT, 0x94))  # format byte, then a 4-element array
+_PACKED_LIMIT = 200_000
+_packed_cache: dict[int, tuple[Any, bytes]] = {}
+
+
+def _packed(obj: Any, packer: Any) -> bytes:
+    """``packer(obj)``, remembered for as long as ``obj`` is (ids are checked by identity)."""
+    hit = _packed_cache.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    data = packer(obj)
+    if len(_packed_cache) >= _PACKED_LIMIT:
+        _packed_cache.clear()
+    _packed_cache[id(obj)] = (obj, data)
+    return data
+
+
+def _pack_tasks(tasks: Any) -> bytes:
+    return pack([[name, config.serialize()] for name, config in tasks.items()])
+
+
+def _pack_instance(instance: TaskInstance) -> bytes:
+    return pack(_instance_row(instance.name, instance))
+
+
+def _array_header(length: int) -> bytes:
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length < 0x10000:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
 
 
 def _instance_row(name: str, instance: TaskInstance) -> list[Any]:
