@@ -53,6 +53,7 @@ def shared_producer(bootstrap: str) -> Producer:
                     "acks": "all",
                     "linger.ms": 1,
                     "partitioner": "murmur2_random",
+                    "allow.auto.create.topics": False,
                     "client.id": f"stream-triggers-app-{os.getpid()}",
                 }
             )

@@ -181,6 +181,7 @@ class StreamWorker:
                 "batch.num.messages": 10_000,
                 "queue.buffering.max.messages": 2_000_000,
                 "partitioner": "murmur2_random",
+                "allow.auto.create.topics": False,
                 "on_delivery": self._on_output_delivery,
                 **settings.producer_config,
             }
@@ -520,11 +521,21 @@ class StreamWorker:
                 self._changelog_offsets[partition] = message.offset()
 
     def _flush(self) -> None:
-        remaining = self._producer.flush(60)
-        if remaining or self._delivery_errors:
-            errors = self._delivery_errors[:3]
-            self._delivery_errors.clear()
-            raise KafkaException(f"could not deliver {remaining} records; errors: {errors}")
+        """Wait until every record produced so far is acknowledged.
+
+        A slow broker is waited for (librdkafka keeps retrying); a record that failed for
+        good stops the worker before anything is committed, so a restart re-applies the
+        batch from the changelog and the committed offsets - nothing is lost.
+        """
+        while True:
+            remaining = self._producer.flush(30)
+            if self._delivery_errors:
+                errors = self._delivery_errors[:3]
+                self._delivery_errors.clear()
+                raise KafkaException(f"could not deliver records; errors: {errors}")
+            if not remaining:
+                return
+            log.warning("still waiting for the broker to acknowledge %d records", remaining)
 
     def consumer_lag(self) -> dict[int, int]:
         """Owned ``events`` partition -> records not yet committed (high watermark - commit position).
