@@ -509,7 +509,15 @@ def run_ours(a: argparse.Namespace, gen_workload: Any, peers_dir: Path, run_dir:
             w.stop()
         sampler.stop()
         if profiler is not None:
-            stop_process(profiler, 60)
+            # py-spy writes its file when the target exits (or on SIGINT), not on SIGTERM.
+            try:
+                profiler.wait(30)
+            except subprocess.TimeoutExpired:
+                profiler.send_signal(signal.SIGINT)
+                try:
+                    profiler.wait(30)
+                except subprocess.TimeoutExpired:
+                    stop_process(profiler, 10)
             res["py_spy"] = a.py_spy
         try:
             res["checker"] = json.loads(check_out.read_text())
@@ -607,7 +615,7 @@ def start_profiler(out: str, pid: int) -> subprocess.Popen[bytes] | None:
     if binary is None:
         _log("py-spy not found (pip install py-spy); no profile")
         return None
-    cmd = [binary, "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "-o", out]
+    cmd = [binary, "record", "--pid", str(pid), "--rate", "100", "-o", out]
     if out.endswith((".txt", ".folded")):
         cmd += ["--format", "raw"]
     elif out.endswith(".json"):
