@@ -70,6 +70,9 @@ class ExecutorSettings:
     group: str | None = None
     topic_prefix: str = "triggers"
     concurrency: int = 4
+    max_in_flight: int = 1_000
+    """Requests taken and not yet reported (queued for the pool, running, cooling down)
+    beyond which fetching pauses; queued ones are handed back on revoke and shutdown."""
     session_timeout_ms: int = 6_000
     fetch_wait_ms: int = 10
     max_poll_interval_ms: int = 300_000
@@ -135,11 +138,6 @@ class _OffsetTracker:
         with self._lock:
             self._pending.get(partition, set()).discard(offset)
 
-    def in_flight(self, partitions: Iterable[int] | None = None) -> int:
-        with self._lock:
-            keys = self._pending.keys() if partitions is None else partitions
-            return sum(len(self._pending.get(p, ())) for p in keys)
-
     def committable(self) -> dict[int, int]:
         """Partition -> next offset to commit (lowest pending, or one past the highest seen)."""
         with self._lock:
@@ -172,7 +170,10 @@ class TaskExecutor:
         self._tracker = _OffsetTracker()
         self._timers: list[tuple[float, int, _Request]] = []
         self._timer_seq = 0
+        self._paused = False
+        self._committed: dict[int, int] = {}  # partition -> offset last committed
         self._running = 0
+        self._futures: dict[tuple[int, int], Future[None]] = {}  # (partition, offset) -> submitted
         self._running_lock = threading.Lock()
         client = f"stream-triggers-executor-{os.getpid()}"
         self._consumer = Consumer(
@@ -219,12 +220,12 @@ class TaskExecutor:
             while not self._stop.is_set():
                 self.loop_at = time.monotonic()
                 self._release_due_timers()
-                capacity = self.settings.concurrency * 2 - self._busy()
-                if capacity <= 0:
-                    self._consumer.poll(0.05)  # keep the group session alive
-                else:
-                    for message in self._consumer.consume(capacity, 0.05):
-                        self._take(message)
+                capacity = self.settings.max_in_flight - self._busy()
+                self._throttle(capacity <= 0)
+                # Every record consume() returns is taken, even past capacity: a record
+                # dropped here would be committed past by the next ones, and never run.
+                for message in self._consumer.consume(max(1, min(capacity, 500)), 0.05):
+                    self._take(message)
                 self._commit()
         finally:
             self.loop_at = None
@@ -240,13 +241,27 @@ class TaskExecutor:
         return self._busy()
 
     def _shutdown(self) -> None:
-        # Requests still waiting for their cooldown are handed back (not committed).
+        # Requests waiting for their cooldown or for a pool thread are handed back (not
+        # committed); the running ones finish and report.
         self._timers.clear()
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self._producer.flush(30)
         self._commit(asynchronous=False)
         self._consumer.close()
         log.info("executor stopped")
+
+    def _throttle(self, full: bool) -> None:
+        """At capacity, pause fetching (consume() still serves the group); resume when a slot frees.
+
+        Paused again on every turn while full, so partitions assigned meanwhile are paused too.
+        Rarely hit: the pool's queue takes up to ``max_in_flight`` requests, because a resumed
+        partition is fetched again only after a delay (about 0.7 s measured on Tansu).
+        """
+        if full:
+            self._consumer.pause(self._consumer.assignment())
+        elif self._paused:
+            self._consumer.resume(self._consumer.assignment())
+        self._paused = full
 
     def _busy(self) -> int:
         with self._running_lock:
@@ -261,20 +276,37 @@ class TaskExecutor:
         # Finish what runs for these partitions (bounded), commit, then let them go.
         numbers = [tp.partition for tp in partitions]
         log.info("revoked task-runs partitions %s", sorted(numbers), extra={"partitions": sorted(numbers)})
+        # Requests waiting for their cooldown or for a pool thread are handed back: they
+        # stay pending in the tracker, so the commit stops before them and the next owner
+        # runs them.  Only the running ones are waited for.
         self._timers = [t for t in self._timers if t[2].partition not in numbers]
         heapq.heapify(self._timers)
+        for future in self._futures_of(numbers):
+            future.cancel()
         deadline = time.monotonic() + 30
-        while self._tracker.in_flight(numbers) and time.monotonic() < deadline:
+        while self._futures_of(numbers) and time.monotonic() < deadline:
             time.sleep(0.05)
         self._producer.flush(30)
         self._commit(asynchronous=False)
         self._tracker.forget(numbers)
+        for number in numbers:
+            self._committed.pop(number, None)
+
+    def _futures_of(self, partitions: list[int]) -> list[Future[None]]:
+        """Submitted requests of these partitions not finished yet (queued or running)."""
+        with self._running_lock:
+            return [f for (partition, _), f in self._futures.items() if partition in partitions]
 
     def _commit(self, asynchronous: bool = True) -> None:
-        offsets = [TopicPartition(self.topics.task_runs, p, o) for p, o in self._tracker.committable().items()]
+        """Commit the committable offsets; the loop's asynchronous commits skip unchanged ones."""
+        positions = self._tracker.committable()
+        if asynchronous:
+            positions = {p: o for p, o in positions.items() if self._committed.get(p) != o}
+        offsets = [TopicPartition(self.topics.task_runs, p, o) for p, o in positions.items()]
         if offsets:
             try:
                 self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+                self._committed.update(positions)
             except Exception as exc:  # nothing to commit / rebalancing: retried next loop
                 log.debug("commit skipped: %s", exc)
 
@@ -313,14 +345,18 @@ class TaskExecutor:
             self._submit(heapq.heappop(self._timers)[2])
 
     def _submit(self, request: _Request) -> None:
+        future: Future[None] = self._pool.submit(self._execute, request)
         with self._running_lock:
             self._running += 1
-        future: Future[None] = self._pool.submit(self._execute, request)
+            self._futures[request.partition, request.offset] = future
         future.add_done_callback(lambda f: self._finished(request, f))
 
     def _finished(self, request: _Request, future: Future[None]) -> None:
         with self._running_lock:
             self._running -= 1
+            self._futures.pop((request.partition, request.offset), None)
+        if future.cancelled():
+            return  # handed back before it started: stays pending, never committed past
         if future.exception() is not None:
             # Could not even report: leave the offset uncommitted so it is retried.
             with self._stats_lock:
