@@ -278,6 +278,15 @@ def worker(
     help="Consumer group [default: stream-triggers-executor-RUNNER].",
 )
 @click.option("--concurrency", envvar=_ENV + "CONCURRENCY", type=int, default=4, show_default=True, show_envvar=True)
+@click.option(
+    "--session-timeout-ms",
+    envvar=_ENV + "SESSION_TIMEOUT_MS",
+    type=int,
+    default=6000,
+    show_default=True,
+    show_envvar=True,
+    help="How soon the group notices a dead executor (joins take about half of it).",
+)
 @click.option("--metrics-port", envvar=_ENV + "METRICS_PORT", type=int, default=None, show_envvar=True)
 def executor(
     bootstrap: str,
@@ -286,6 +295,7 @@ def executor(
     runner: str,
     group: str | None,
     concurrency: int,
+    session_timeout_ms: int,
     metrics_port: int | None,
 ) -> None:
     """Run a task executor: run requested TriggerTasks and report their outcome."""
@@ -299,6 +309,7 @@ def executor(
         group=group,
         topic_prefix=topic_prefix,
         concurrency=concurrency,
+        session_timeout_ms=session_timeout_ms,
     )
     instance = TaskExecutor(settings)
     instance.install_signal_handlers()
