@@ -345,7 +345,7 @@ def drain(bootstrap: str, topic: str, n: int, timeout: float = OUTPUT_TIMEOUT) -
 
 
 def latest_snapshots(bootstrap: str, topics: Topics, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
-    """The newest changelog snapshot of every session, with its decoded ``SessionState`` as ``state``."""
+    """The newest changelog snapshot of every session: ``state`` decoded, ``state_bytes`` as stored."""
     reader = TopicReader(bootstrap, topics.changelog)
     try:
         records = reader.read_to_end(timeout)
@@ -355,8 +355,31 @@ def latest_snapshots(bootstrap: str, topics: Topics, timeout: float = 30.0) -> d
     for record in records:
         assert record.type == "SessionSnapshot", record
         assert record.key == record["session_uid"].encode()
-        latest[record["session_uid"]] = {**record.value, "state": decode_state(record["state"])}
+        latest[record["session_uid"]] = {
+            **record.value,
+            "state": decode_state(record["state"]),
+            "state_bytes": record["state"],
+            "changelog_offset": (record.partition, record.offset),
+        }
     return latest
+
+
+def committed_offsets(bootstrap: str, topic: str, group: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The offsets ``group`` committed on ``topic`` (negative: none), read without joining the group."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=15)
+        return {tp.partition: tp.offset for tp in committed}
+    finally:
+        consumer.close()
+
+
+def end_offsets(records: Iterable[Record]) -> dict[int, int]:
+    """Per partition, the offset after the last of ``records`` (what a consumer that read them all commits)."""
+    ends: dict[int, int] = {}
+    for record in records:
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    return ends
 
 
 # -- the application side ----------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""A worker killed with SIGKILL mid-stream, restarted on its state dir and on an empty one.
+
+The restarted worker must go on from the committed offsets with the state the
+changelog holds (its RocksDB store is only a cache, written without a WAL, so a
+SIGKILL may take its newest writes with it): every session ends exactly as an
+uninterrupted run would leave it, and the outputs are the same set, re-sent at most
+with identical event ids.
+
+The events are published at a steady rate for about as long as the four workers take
+to come and go, so each one is stopped while events are still arriving.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from . import workload
+from .conftest import (
+    App,
+    Readers,
+    WorkerProcess,
+    Workers,
+    committed_offsets,
+    end_offsets,
+    latest_snapshots,
+    wait_until,
+)
+
+SESSIONS = 300
+RATE = 100.0  # events/s: 2100 events last about 20 s, while the workers come and go
+BATCH = ["--batch-size", "64"]  # many small batches: many points to be killed between
+PROGRESS = 100  # task-results records a worker produces before it is stopped
+
+
+def restored(worker: WorkerProcess) -> int:
+    log = worker.log()
+    return sum(int(n) for n in re.findall(r"restored partitions \[[0-9, ]*\]: (\d+) changelog records", log))
+
+
+@pytest.mark.broker
+def test_kill_9_mid_stream_then_restart_on_the_same_and_on_an_empty_state_dir(
+    workers: Workers, readers: Readers, app: App
+) -> None:
+    results, finalized = readers["task-results"], readers["sessions"]
+    expected = sum(len(workload.expected_results(i)) for i in range(SESSIONS))
+    stopped_at: list[int] = []
+
+    def run_until_progress(worker: WorkerProcess) -> None:
+        worker.wait_assigned()
+        results.wait_count(len(results.records) + PROGRESS, timeout=60)
+
+    first = workers.start("first", extra=BATCH)
+    first.wait_assigned()
+    publisher = workload.Publisher(app, workload.schedule(SESSIONS), RATE)
+    results.wait_count(PROGRESS, timeout=60)
+    assert first.terminate() == 0  # clean: its stores are flushed, with their changelog checkpoints
+    stopped_at.append(len(results.records))
+
+    # (a) The same state dir, after a clean stop: the stores are up to date, nothing to restore.
+    second = workers.start("same-dir", state_dir=first.state_dir, extra=BATCH)
+    run_until_progress(second)
+    assert restored(second) == 0, "a clean restart on its own state dir should restore nothing"
+    second.kill()
+    stopped_at.append(len(results.records))
+
+    # (a') The same state dir after SIGKILL: the stores are at an older checkpoint (or lost their
+    # unflushed writes); the changelog from there on brings them up to date.
+    third = workers.start("same-dir-again", state_dir=first.state_dir, extra=BATCH)
+    run_until_progress(third)
+    third.kill()
+    stopped_at.append(len(results.records))
+
+    # (b) An empty state dir: everything must come back from the changelog.
+    empty = workers.start("empty-dir", extra=BATCH)
+    assert empty.state_dir != first.state_dir
+    empty.wait_assigned()
+    assert restored(empty) > 0, "the worker on an empty state dir restored nothing"
+    publisher.finish()
+
+    results.wait_count(expected, timeout=90)
+    finalized.wait_count(SESSIONS, timeout=60)
+    for reader in (results, finalized):
+        reader.settle(quiet_s=1.0)
+    assert empty.terminate() == 0  # a clean stop: its last changelog round is in
+
+    duplicates = workload.check_outputs(SESSIONS, results.records, finalized.records)
+    events = readers["events"].read_to_end()
+    snapshots = latest_snapshots(app.bootstrap, app.topics)
+    workload.check_state(SESSIONS, snapshots, events)
+    assert not readers["dead-letter"].read_to_end()
+    print(f"stopped at {stopped_at} of {expected} results; duplicates re-sent: {duplicates}")
+
+    # (c) Committed offsets lost: a worker of a new group reads every event again from the start.
+    # The restored state knows which inputs it reflects, so none of them may apply twice.
+    replay_group = f"{workers.group}-replay"
+    replay = workers.start("offsets-lost", group=replay_group, extra=BATCH)
+    replay.wait_assigned()
+    ends = end_offsets(events)
+    wait_until(
+        lambda: committed_offsets(app.bootstrap, app.topics.events, replay_group, ends) == ends,
+        "the new group to commit the end of every events partition",
+    )
+    outputs = (len(results.records), len(finalized.records))
+    for reader in (results, finalized):
+        reader.settle(quiet_s=1.0)
+    assert replay.terminate() == 0
+    assert (len(results.records), len(finalized.records)) == outputs, "re-read events produced outputs"
+    after = latest_snapshots(app.bootstrap, app.topics)
+    assert {uid: s["changelog_offset"] for uid, s in after.items()} == {
+        uid: s["changelog_offset"] for uid, s in snapshots.items()
+    }, "re-read events changed the state"
