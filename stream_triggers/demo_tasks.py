@@ -136,7 +136,7 @@ class FailsOnce(TriggerTask):
     def _run(self, context: TaskContext) -> Mapping[str, Any]:
         if self.request.retries == 0:
             raise ValueError(f"{context.instance_name} fails on its first attempt.")
-        return {"attempt": self.request.retries + 1, "kwargs": sorted(context.trigger_kwargs)}
+        return {"attempt": self.request.retries + 1, "kwargs": dict(context.trigger_kwargs)}
 
 
 class RetriesThenSucceeds(TriggerTask):
