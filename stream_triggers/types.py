@@ -33,6 +33,8 @@ class Status(StrEnum):
 RESOLVED_STATUSES = frozenset({Status.ABANDONED, Status.FINISHED, Status.SKIPPED, Status.REPLAYED})
 _LOGS_IRRELEVANT = frozenset({Status.ABANDONED, Status.REPLAYED, Status.SKIPPED})
 
+_NO_TRIGGERS: frozenset[str] = frozenset()
+
 KNOWN_DIRECTIVES = frozenset({"after", "run", "unless", "using", "withParams", "andEvery"})
 
 
@@ -149,10 +151,12 @@ class TaskInstance:
     ) -> None:
         self.name = name
         self.config = config
-        self.status = Status(status) if status else Status.UNSTARTED
+        # (The engine creates instances on the hot path: skip the Enum lookup for a
+        # Status and share one empty abandon state.)
+        self.status = status if type(status) is Status else Status(status) if status else Status.UNSTARTED
         self.metadata: dict[str, Any] = metadata if metadata is not None else {}
         self.kwargs: dict[str, Any] = kwargs if kwargs is not None else {}
-        self.abandon_state: frozenset[str] | set[str] = frozenset(abandonState or ())
+        self.abandon_state: frozenset[str] | set[str] = frozenset(abandonState) if abandonState else _NO_TRIGGERS
 
     # -- the engine's copy-on-write constructor ---------------------------------------
 
@@ -165,6 +169,27 @@ class TaskInstance:
         new.metadata = changes.get("metadata", self.metadata)
         new.kwargs = changes.get("kwargs", self.kwargs)
         new.abandon_state = changes.get("abandon_state", self.abandon_state)
+        return new
+
+    def with_trigger(self, trigger_name: str, kwargs: Mapping[str, Any]) -> TaskInstance:
+        """A new instance with ``trigger_name`` recorded as fired; ``self`` is left untouched.
+
+        The copy-on-write twin of :meth:`apply_trigger`, used by the engine on the
+        unstarted instances a trigger changes.  (Built directly rather than through
+        :meth:`evolve`: this runs for every instance every fire updates.)
+        """
+        config = self.config
+        new = object.__new__(TaskInstance)
+        new.name = self.name
+        new.config = config
+        new.status = self.status
+        new.metadata = self.metadata
+        new.kwargs = self.kwargs
+        new.abandon_state = self.abandon_state
+        if trigger_name in config.after and trigger_name not in self.kwargs:
+            new.kwargs = {**self.kwargs, trigger_name: kwargs}
+        if trigger_name in config.unless and trigger_name not in self.abandon_state:
+            new.abandon_state = frozenset(self.abandon_state) | {trigger_name}
         return new
 
     def copy(self) -> TaskInstance:
@@ -258,8 +283,8 @@ class TaskInstance:
     def apply_trigger(self, trigger_name: str, kwargs: Mapping[str, Any]) -> bool:
         """Record a fired trigger on this (mutable) instance; returns whether it applied.
 
-        The engine uses the non-mutating twin :func:`stream_triggers.engine.transition`;
-        this method is kept for code written against the original framework.
+        The engine uses the non-mutating twin :meth:`with_trigger`; this method is
+        kept for code written against the original framework.
         """
         if not self.can_schedule:
             return False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from functools import partial
+from operator import methodcaller
 from typing import Any
 
 from stream_triggers.engine.effects import (
@@ -84,7 +84,7 @@ def _configure(draft: Draft, event: ConfigurationUpdated, effects: list[Effect])
 def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
     trigger, kwargs, at = event.trigger, event.kwargs, event.at
     scheduled: list[TaskInstance] = []
-    take = partial(_take_trigger, trigger, kwargs)
+    take = methodcaller("with_trigger", trigger, kwargs)
     for config in draft.task_configs().values():
         if trigger not in config.after and trigger not in config.unless:
             continue
@@ -126,21 +126,9 @@ def _create_for_trigger(
         kwargs={t: latest[t] for t in config.after if t != trigger and t in latest},
         abandon_state=frozenset(t for t in config.unless if t != trigger and t in latest),
     )
-    instance = _take_trigger(trigger, kwargs, instance)
+    instance = instance.with_trigger(trigger, kwargs)
     draft.put(instance)
     effects.append(InstanceChanged(instance, None))
-
-
-def _take_trigger(trigger: str, kwargs: Mapping[str, Any], instance: TaskInstance) -> TaskInstance:
-    """``instance`` (unstarted, waiting for or abandoned by ``trigger``) with ``trigger`` recorded."""
-    config = instance.config
-    new_kwargs = instance.kwargs
-    new_abandon = instance.abandon_state
-    if trigger in config.after and trigger not in new_kwargs:
-        new_kwargs = {**new_kwargs, trigger: kwargs}
-    if trigger in config.unless and trigger not in new_abandon:
-        new_abandon = frozenset(new_abandon) | {trigger}
-    return instance.evolve(kwargs=new_kwargs, abandon_state=new_abandon)
 
 
 def _status_updated(draft: Draft, event: StatusUpdated, effects: list[Effect]) -> None:
