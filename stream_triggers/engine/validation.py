@@ -102,7 +102,43 @@ def json_mapping(value: Any, what: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidPayload(f"{what} must be a mapping (dict), not {type(value).__name__}: {value!r}")
-    return _json_dict(value, what)
+    try:
+        return _plain_dict(value)
+    except _Unusual:
+        # Something other than plain JSON types: the thorough copy below accepts it
+        # (subclasses, other mappings) or names the culprit in its error.
+        return _json_dict(value, what)
+
+
+# The fast path (every fire() copies its kwargs): exact built-in types only, and no
+# per-value description strings - those are built only when something is unusual.
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+class _Unusual(Exception):
+    """Not plain JSON types: let the thorough copy decide."""
+
+
+def _plain_dict(value: Mapping[Any, Any]) -> dict[str, Any]:
+    out = {}
+    for key, item in value.items():
+        if type(key) is not str:
+            raise _Unusual
+        out[key] = _plain_value(item)
+    return out
+
+
+def _plain_value(value: Any) -> Any:
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return value
+    if kind is dict:
+        return _plain_dict(value)
+    if kind is list or kind is tuple:
+        return [_plain_value(item) for item in value]
+    if kind is float and math.isfinite(value):
+        return value
+    raise _Unusual
 
 
 def _json_dict(value: Mapping[Any, Any], what: str) -> dict[str, Any]:
