@@ -1,0 +1,143 @@
+"""Executors as processes: crashes, shutdown, sharing the load, and runner routing.
+
+Each test runs its own worker and executors (consumer groups of their own) on its own topics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from harness import Pipeline, Proc, read_topic, uid_on_partition, wait_until
+
+from stream_triggers.demo_tasks import Sleep, WhoRunsMe
+from stream_triggers.events import jsonx
+from stream_triggers.stream.records import datetime_from_us
+from stream_triggers.types import TaskInstance
+
+from .conftest import PARTITIONS
+
+pytestmark = pytest.mark.broker
+
+ALL = set(range(PARTITIONS))
+
+
+def nap(seconds: float) -> dict[str, Any]:
+    return {"t_nap": {"after": ["go"], "run": Sleep.name, "withParams": {"nap": {"seconds": seconds}}}}
+
+
+def sharing(*executors: Proc) -> list[set[int]]:
+    """Wait until the executors (one group) each own some partitions, together all of them."""
+
+    def split() -> list[set[int]] | None:
+        owned = [e.owned() or set() for e in executors]
+        if all(owned) and set().union(*owned) == ALL and sum(map(len, owned)) == len(ALL):
+            return owned
+        for e in executors:
+            assert e.running, f"{e.name} exited:\n{e.tail()}"
+        return None
+
+    return wait_until(split, "executors sharing the partitions")
+
+
+def reports(app: Pipeline, uid: str, instance: str, status: str) -> list[Any]:
+    """The status reports for ``instance`` on the events topic."""
+    return [
+        r
+        for r in read_topic(app.bootstrap, app.topics.events)
+        if r.type == "InstanceStatusReported" and r.key == uid.encode() and r["instance"] == instance
+        if r["status"] == status
+    ]
+
+
+def committed(app: Pipeline, group: str, partition: int) -> int:
+    consumer = Consumer({"bootstrap.servers": app.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        [tp] = consumer.committed([TopicPartition(app.topics.task_runs, partition)], timeout=15)
+        return tp.offset
+    finally:
+        consumer.close()
+
+
+def test_kill_9_mid_task_another_executor_runs_it_and_the_worker_ignores_the_duplicate(pipeline: Pipeline) -> None:
+    pipeline.worker()
+    first = pipeline.executor(name="executor-a")
+    second = pipeline.executor(name="executor-b")
+    owned_by_first, _ = sharing(first, second)
+    uid = uid_on_partition("nap", PARTITIONS, owned_by_first)
+    pipeline.manager(uid).update_configuration(nap(3))
+    pipeline.manager(uid).fire("go")
+    running = pipeline.wait_status(uid, "t_nap#0", "running")
+
+    first.kill()  # mid-task: the nap takes 3 s, its outcome is never reported
+    state = pipeline.wait_finalized(uid)
+
+    instance = state.instances["t_nap#0"]
+    assert list(state.instances) == ["t_nap#0"]  # no replay: the same instance ran again
+    assert instance.status == "finished"
+    assert instance.metadata[TaskInstance.META_RESULT] == {"pid": second.pid, "slept": 3.0}
+    # Both executors reported "running"; the worker applied the first and ignored the second.
+    started = reports(pipeline, uid, "t_nap#0", "running")
+    assert len(started) == 2
+    stamps = instance.metadata[TaskInstance.META_TIMESTAMPS]
+    assert stamps["running"] == running.metadata[TaskInstance.META_TIMESTAMPS]["running"]
+    assert stamps["running"] == datetime_from_us(started[0]["produced_at"])
+    # One announcement of the outcome, and nothing dead-lettered.
+    finished = [
+        r
+        for r in read_topic(pipeline.bootstrap, pipeline.topics.task_results)
+        if r.key == uid.encode() and r["instance"] == "t_nap#0" and r["status"] == "finished"
+    ]
+    assert len(finished) == 1
+    assert not [r for r in read_topic(pipeline.bootstrap, pipeline.topics.dead_letter) if r.key == uid.encode()]
+    assert second.running
+
+
+def test_two_executors_share_the_load_and_another_runner_takes_only_its_tasks(pipeline: Pipeline) -> None:
+    pipeline.worker()
+    first = pipeline.executor(name="executor-a")
+    second = pipeline.executor(name="executor-b")
+    other = pipeline.executor(name="executor-other", runner="other")
+    sharing(first, second)
+    other.wait_owning()
+    configuration = {
+        "t_default": {"after": ["go"], "run": WhoRunsMe.name},
+        "t_other": {"after": ["go"], "run": WhoRunsMe.name, "using": "other"},
+    }
+    uids = [uid_on_partition(f"load-{p}", PARTITIONS, {p}) for p in sorted(ALL) for _ in range(2)]
+    for uid in uids:
+        pipeline.manager(uid).update_configuration(configuration)
+        pipeline.manager(uid).fire("go")
+
+    ran: dict[str, set[int]] = {"t_default": set(), "t_other": set()}
+    for uid in uids:
+        state = pipeline.wait_finalized(uid)
+        for task in ran:
+            instance = state.instances[f"{task}#0"]
+            assert instance.status == "finished", (uid, task)
+            ran[task].add(instance.metadata[TaskInstance.META_RESULT]["pid"])
+    assert ran["t_default"] == {first.pid, second.pid}  # both took a share
+    assert ran["t_other"] == {other.pid}  # only the 'other' runner ran 'using: other' tasks
+    # Every request went to task-runs tagged with its runner.
+    runners = {(r["task"], r["runner"]) for r in read_topic(pipeline.bootstrap, pipeline.topics.task_runs)}
+    assert runners == {("t_default", "kafka"), ("t_other", "other")}
+
+
+def test_sigterm_finishes_the_task_in_flight_commits_and_exits_0(pipeline: Pipeline) -> None:
+    pipeline.worker()
+    executor = pipeline.executor()
+    uid = "sigterm"
+    pipeline.manager(uid).update_configuration(nap(2))
+    pipeline.manager(uid).fire("go")
+    pipeline.wait_status(uid, "t_nap#0", "running")
+
+    assert executor.terminate(timeout=30) == 0
+    assert "executor stopped" in executor.log()
+
+    instance = pipeline.wait_status(uid, "t_nap#0", "finished")
+    assert instance.metadata[TaskInstance.META_RESULT] == {"pid": executor.pid, "slept": 2.0}
+    # The request is committed: a new executor of the group would not run it again.
+    [request] = [r for r in read_topic(pipeline.bootstrap, pipeline.topics.task_runs) if r.key == uid.encode()]
+    assert jsonx.loads(request["kwargs_json"])["nap"] == {"seconds": 2}
+    assert committed(pipeline, executor.args[executor.args.index("--group") + 1], request.partition) > request.offset
