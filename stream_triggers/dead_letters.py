@@ -1,0 +1,253 @@
+"""List dead letters, and re-publish chosen ones to the topic they came from.
+
+    python -m stream_triggers.dead_letters list   [--reason R] [--session S]
+    python -m stream_triggers.dead_letters replay [--reason R] [--session S] [--after P:O] [--dry-run]
+
+(``--bootstrap`` / ``$STREAM_TRIGGERS_BOOTSTRAP`` and ``--topic-prefix`` as for
+``stream-triggers``.)  Each dead letter carries the rejected record's key and value
+byte for byte, and the topic, partition and offset it had.  Replaying produces that
+key and value again to the same topic and partition, where it gets a new offset and is applied
+like any new input - so replay a dead letter once the reason it was rejected for is
+gone (a missing configuration published, a manager bug fixed and deployed), and only
+once: replaying it twice applies it twice.  ``replay`` prints the position of the
+last dead letter it handled per partition (``--after`` takes them) so a later run
+can carry on from there.
+
+Only ``events`` records are replayed unless ``--topic task-runs`` is given (a
+``task-runs`` dead letter is a request no executor could decode; replaying it would
+run a task).  Records without a value (there is nothing to re-publish) are skipped.
+Reading never joins a consumer group and commits nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from stream_triggers.events.codec import CodecError, decode
+from stream_triggers.stream.topics import Topics
+
+__all__ = ["DeadLetter", "read_dead_letters", "replay_dead_letters", "select"]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of the dead-letter topic, where it sits, and what it says."""
+
+    partition: int
+    offset: int
+    record: dict[str, Any]
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    def describe(self) -> str:
+        r = self.record
+        return (
+            f"{self.position} {r['reason']} session={r.get('session_uid')} "
+            f"from={r['topic']}[{r['partition']}]@{r['offset']}: {r['error']}"
+        )
+
+
+def read_dead_letters(bootstrap: str, topics: Topics, timeout_s: float = 30.0) -> Iterator[DeadLetter]:
+    """Every record of the dead-letter topic, from the beginning to the end each partition has now."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "stream-triggers-dead-letters",  # required by the client; never joined
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "allow.auto.create.topics": False,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topics.dead_letter, timeout=timeout_s).topics.get(topics.dead_letter)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise LookupError(f"no topic {topics.dead_letter} on {bootstrap}")
+        pending = set(metadata.partitions)
+        consumer.assign([TopicPartition(topics.dead_letter, p, OFFSET_BEGINNING) for p in pending])
+        idle_rounds = 0
+        while pending:
+            messages = consumer.consume(1000, 1.0)
+            idle_rounds = 0 if messages else idle_rounds + 1
+            if idle_rounds * 1.0 > timeout_s:
+                raise TimeoutError(f"no end of {topics.dead_letter} partitions {sorted(pending)} in {timeout_s} s")
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(message.partition())
+                        continue
+                    raise KafkaException(error)
+                try:
+                    type_name, record = decode(message.value() or b"")
+                except CodecError:
+                    continue  # not a dead letter we wrote
+                if type_name == "DeadLetter":
+                    yield DeadLetter(message.partition(), message.offset(), record)
+    finally:
+        consumer.close()
+
+
+def select(
+    letters: Iterable[DeadLetter],
+    *,
+    reasons: Iterable[str] = (),
+    sessions: Iterable[str] = (),
+    source_topics: Iterable[str] = (),
+    after: dict[int, int] | None = None,
+) -> Iterator[DeadLetter]:
+    """The dead letters matching every filter given (an empty filter matches all).
+
+    ``after`` maps a dead-letter partition to the last offset already handled there.
+    """
+    reasons, sessions, source_topics = set(reasons), set(sessions), set(source_topics)
+    after = after or {}
+    for letter in letters:
+        r = letter.record
+        if letter.offset <= after.get(letter.partition, -1):
+            continue
+        if reasons and r["reason"] not in reasons:
+            continue
+        if sessions and r.get("session_uid") not in sessions:
+            continue
+        if source_topics and r["topic"] not in source_topics:
+            continue
+        yield letter
+
+
+def replay_dead_letters(
+    bootstrap: str,
+    letters: Iterable[DeadLetter],
+    *,
+    dry_run: bool = False,
+    echo: Callable[[str], Any] = print,
+) -> dict[int, int]:
+    """Produce each letter's original key and value to its original topic (in order).
+
+    Returns dead-letter partition -> offset of the last letter handled, for ``after``.
+    """
+    producer = None if dry_run else Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    errors: list[str] = []
+    last: dict[int, int] = {}
+    for letter in letters:
+        r = letter.record
+        if r.get("value") is None:
+            echo(f"skip {letter.describe()} (no value to re-publish)")
+            continue
+        echo(f"{'would replay' if dry_run else 'replay'} {letter.describe()}")
+        if producer is not None:
+            producer.produce(
+                r["topic"],
+                r["value"],
+                r.get("key"),
+                r["partition"],  # the session's partition, whatever partitioner produced it first
+                on_delivery=lambda error, _m: errors.append(str(error)) if error else None,
+            )
+            producer.poll(0)
+        last[letter.partition] = max(letter.offset, last.get(letter.partition, -1))
+    if producer is not None:
+        remaining = producer.flush(30)
+        if remaining or errors:
+            raise KafkaException(f"{remaining} records not delivered; errors: {errors[:3]}")
+    return last
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def _positions(values: tuple[str, ...]) -> dict[int, int]:
+    after = {}
+    for value in values:
+        partition, _, offset = value.partition(":")
+        if not (partition.isdigit() and offset.lstrip("-").isdigit()):
+            raise click.BadParameter(f"{value!r} is not PARTITION:OFFSET", param_hint="--after")
+        after[int(partition)] = int(offset)
+    return after
+
+
+_common = [
+    click.option("--bootstrap", envvar="STREAM_TRIGGERS_BOOTSTRAP", required=True, show_envvar=True),
+    click.option("--topic-prefix", envvar="STREAM_TRIGGERS_TOPIC_PREFIX", default="triggers", show_default=True),
+    click.option("--reason", "reasons", multiple=True, help="Only this reason (repeatable)."),
+    click.option("--session", "sessions", multiple=True, help="Only this session UID (repeatable)."),
+    click.option("--after", "after", multiple=True, help="PARTITION:OFFSET of the dead-letter topic already handled."),
+]
+
+
+def _options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_common):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Inspect and replay the dead-letter topic."""
+
+
+@cli.command("list")
+@_options
+def list_command(
+    bootstrap: str, topic_prefix: str, reasons: tuple[str, ...], sessions: tuple[str, ...], after: tuple[str, ...]
+) -> None:
+    """Print the dead letters (position, reason, session, origin, error)."""
+    topics = Topics(topic_prefix)
+    letters = select(read_dead_letters(bootstrap, topics), reasons=reasons, sessions=sessions, after=_positions(after))
+    count = 0
+    for letter in letters:
+        click.echo(letter.describe())
+        count += 1
+    click.echo(f"{count} dead letter(s)", err=True)
+
+
+@cli.command()
+@_options
+@click.option(
+    "--topic",
+    "source",
+    type=click.Choice(["events", "task-runs"]),
+    default="events",
+    show_default=True,
+    help="Replay dead letters that came from this topic.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would be replayed; publish nothing.")
+def replay(
+    bootstrap: str,
+    topic_prefix: str,
+    reasons: tuple[str, ...],
+    sessions: tuple[str, ...],
+    after: tuple[str, ...],
+    source: str,
+    dry_run: bool,
+) -> None:
+    """Re-publish the selected dead letters' original records to their topic."""
+    topics = Topics(topic_prefix)
+    source_topic = topics.events if source == "events" else topics.task_runs
+    letters = select(
+        read_dead_letters(bootstrap, topics),
+        reasons=reasons,
+        sessions=sessions,
+        source_topics=[source_topic],
+        after=_positions(after),
+    )
+    last = replay_dead_letters(bootstrap, letters, dry_run=dry_run, echo=click.echo)
+    if last:
+        resume = " ".join(f"--after {p}:{o}" for p, o in sorted(last.items()))
+        click.echo(f"done; to carry on later without repeating these: {resume}", err=True)
+    else:
+        click.echo("nothing to replay", err=True)
+
+
+def main() -> None:
+    cli(prog_name="python -m stream_triggers.dead_letters")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
