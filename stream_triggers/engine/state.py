@@ -21,7 +21,7 @@ instance left and re-joined), like ``unresolved`` always has.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,8 +230,8 @@ class Draft:
         names = accepting.get(key)
         if not names:
             return False
-        instances = self._own_instances()
         del self._own_accepting()[key]
+        instances = self.instances if self.instances is not None else self._own_instances()
         newly_ready = []
         for name in names:
             instance = instances[name] = apply(instances[name])
@@ -243,7 +243,7 @@ class Draft:
             ready[task] = already + tuple(n for n in newly_ready if n not in already)
         return True
 
-    def pop_ready(self, task: str) -> list[TaskInstance]:
+    def pop_ready(self, task: str) -> Sequence[TaskInstance]:
         """Take the instances of ``task`` due to run or be abandoned off the ``ready`` index.
 
         They come in the order a scan of the task's unresolved instances would meet
@@ -252,7 +252,7 @@ class Draft:
         """
         ready = self.ready if self.ready is not None else self.base.ready
         if task not in ready:  # the usual case: one dict lookup
-            return []
+            return ()
         names = ready[task]
         del self._own_ready()[task]
         if len(names) > 1:
