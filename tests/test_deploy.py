@@ -528,3 +528,10 @@ def test_dashboard_uses_its_datasource_variable() -> None:
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
     provisioned = load_yaml(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")
     assert provisioned["datasources"][0]["type"] == "prometheus"
+
+
+def test_operating_docs_list_every_metric() -> None:
+    text = (ROOT / "docs" / "operating.md").read_text(encoding="utf-8")
+    for family, (kind, _) in {**WORKER_METRICS, **EXECUTOR_METRICS}.items():
+        name = f"{family}_total" if kind == "counter" else family
+        assert f"`{name}`" in text, f"docs/operating.md does not describe {name}"
