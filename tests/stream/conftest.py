@@ -22,7 +22,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from stream_triggers.events import jsonx
 from stream_triggers.events.codec import CodecError, decode, encode
 from stream_triggers.manager import TriggerManager
 from stream_triggers.serialization import decode_state
+from stream_triggers.storages.base import utc_now
 from stream_triggers.storages.kafka import KafkaStorage
 from stream_triggers.stream.records import record_from_input
 from stream_triggers.stream.topics import Topics
@@ -45,10 +45,6 @@ JOIN_TIMEOUT = 45.0
 """Seconds for a worker to get partitions (process start + group join / rebalance)."""
 OUTPUT_TIMEOUT = 45.0
 """Seconds for expected outputs to show up."""
-
-
-def utc_now() -> datetime:
-    return datetime.utcfromtimestamp(time.time())
 
 
 # -- worker processes ----------------------------------------------------------------------
