@@ -803,6 +803,26 @@ def report(summary: dict[str, Any], ours: dict[str, Any], quix: dict[str, Any] |
 # -- main ----------------------------------------------------------------------------------------------
 
 
+def git_describe() -> dict[str, Any]:
+    """The commit measured, and whether the work tree differed from it (the editable install runs the tree)."""
+    repo = HERE.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "stream_triggers"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "stream_triggers_modified": None}
+    return {
+        "commit": head.stdout.strip() or None,
+        "stream_triggers_modified": sorted(line[3:] for line in dirty.stdout.splitlines()),
+    }
+
+
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One figure per key over repeated runs: the median of numbers; booleans must all hold."""
     out: dict[str, Any] = {}
@@ -928,6 +948,7 @@ def main(argv: list[str] | None = None) -> int:
         "checker_fetch_wait_ms": a.checker_fetch_wait_ms,
         "repeat": a.repeat,
         "figures_are": "medians of the runs" if a.repeat > 1 else "one run",
+        "git": git_describe(),
         "cpus": os.cpu_count(),
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
