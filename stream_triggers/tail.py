@@ -20,7 +20,6 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 
 from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.serialization import StateFormatError, decode_state
-from stream_triggers.stream.topics import Topics
 
 __all__ = ["SHORT_NAMES", "format_record", "resolve_topic", "tail_topic"]
 
@@ -33,7 +32,7 @@ def resolve_topic(topic: str, prefix: str, existing: set[str]) -> str:
 
     Raises :class:`LookupError` naming what exists when the topic is not on the broker.
     """
-    full = f"{Topics(prefix).prefix}.{topic}" if topic in SHORT_NAMES else topic
+    full = f"{prefix}.{topic}" if topic in SHORT_NAMES else topic
     if full in existing:
         return full
     ours = sorted(name for name in existing if name.startswith(f"{prefix}."))
