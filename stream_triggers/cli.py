@@ -56,7 +56,8 @@ def _check_broker(bootstrap: str, timeout: float = 8.0) -> None:
     from confluent_kafka.admin import AdminClient
 
     try:
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout)
+        # librdkafka's own connection errors (log_level 0: none) would bury the one line below.
+        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=timeout)
     except Exception as exc:
         _fail(f"cannot reach the Kafka broker at {bootstrap} ({exc}); is it running?", EXIT_BROKER)
 
