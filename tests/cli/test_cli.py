@@ -258,6 +258,7 @@ def test_unreachable_broker_exits_3(tmp_path: Path) -> None:
     for command, proc in zip(commands, procs, strict=True):
         assert proc.process.wait(60) == EXIT_BROKER, (command, proc.log())
         assert f"cannot reach the Kafka broker at {address}" in proc.log(), (command, proc.log())
+        assert "%3|" not in proc.log()  # one clear line, no librdkafka noise
 
 
 # -- processes and environment variables ---------------------------------------------------------

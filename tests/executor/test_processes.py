@@ -5,14 +5,17 @@ Each test runs its own worker and executors (consumer groups of their own) on it
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from harness import Pipeline, Proc, read_topic, uid_on_partition, wait_until
 
-from stream_triggers.demo_tasks import Sleep, WhoRunsMe
+from stream_triggers.demo_tasks import RetriesThenSucceeds, Sleep, WhoRunsMe
 from stream_triggers.events import jsonx
+from stream_triggers.executor import ExecutorSettings, TaskExecutor
 from stream_triggers.stream.records import datetime_from_us
 from stream_triggers.types import TaskInstance
 
@@ -141,3 +144,58 @@ def test_sigterm_finishes_the_task_in_flight_commits_and_exits_0(pipeline: Pipel
     [request] = [r for r in read_topic(pipeline.bootstrap, pipeline.topics.task_runs) if r.key == uid.encode()]
     assert jsonx.loads(request["kwargs_json"])["nap"] == {"seconds": 2}
     assert committed(pipeline, executor.args[executor.args.index("--group") + 1], request.partition) > request.offset
+
+
+def test_sigterm_hands_back_a_request_waiting_for_its_cooldown(pipeline: Pipeline) -> None:
+    pipeline.worker()
+    first = pipeline.executor(name="executor-a")
+    uid = "cooldown"
+    retry = {"times": 1, "cooldown": 5}
+    pipeline.manager(uid).update_configuration(
+        {"t_retry": {"after": ["go"], "run": RetriesThenSucceeds.name, "withParams": {"retry": retry}}}
+    )
+    pipeline.manager(uid).fire("go")
+    pipeline.wait_status(uid, "t_retry#1", "scheduled")  # its request waits 5 s before it may run
+
+    started = time.monotonic()
+    assert first.terminate() == 0
+    assert time.monotonic() - started < 4  # neither waited for the cooldown nor for a rebalance timeout
+    [request] = [r for r in read_topic(pipeline.bootstrap, pipeline.topics.task_runs) if r["instance"] == "t_retry#1"]
+    group = first.args[first.args.index("--group") + 1]
+    assert committed(pipeline, group, request.partition) <= request.offset  # handed back, not committed
+
+    second = pipeline.executor(name="executor-b")
+    instance = pipeline.wait_status(uid, "t_retry#1", "finished")
+    assert instance.metadata[TaskInstance.META_RESULT] == {"attempts": 2}
+    stamps = instance.metadata[TaskInstance.META_TIMESTAMPS]
+    assert (stamps["running"] - stamps["created"]).total_seconds() >= 5
+    assert second.running
+
+
+def test_an_executor_at_capacity_pauses_and_loses_no_request(pipeline: Pipeline) -> None:
+    """More requests than ``max_in_flight`` at once: fetching pauses, nothing is dropped."""
+    pipeline.worker()
+    settings = ExecutorSettings(
+        bootstrap=pipeline.bootstrap,
+        topic_prefix=pipeline.topics.prefix,
+        group=f"executors-capacity-{pipeline.id}",
+        concurrency=1,
+        max_in_flight=2,
+        session_timeout_ms=3000,
+    )
+    executor = TaskExecutor(settings)
+    thread = threading.Thread(target=executor.run, name="executor")
+    uids = [f"capacity-{n}" for n in range(12)]
+    for uid in uids:
+        pipeline.manager(uid).update_configuration({"t_who": {"after": ["go"], "run": WhoRunsMe.name}})
+        pipeline.manager(uid).fire("go")
+    thread.start()
+    try:
+        for uid in uids:
+            state = pipeline.wait_finalized(uid)
+            assert state.instances["t_who#0"].status == "finished"
+    finally:
+        executor.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert executor.task_stats.outcomes[WhoRunsMe.name] == {"finished": len(uids)}
