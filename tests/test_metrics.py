@@ -499,7 +499,12 @@ def test_worker_and_executor_processes_expose_moving_metrics(
     assert value(found, w + "batches_total") > value(before, w + "batches_total")
     assert value(found, w + "event_latency_seconds_count") >= 8
     assert value(found, w + "batch_size_sum") >= 9
-    assert sum(v for (name, _), v in found.items() if name == w + "consumer_lag") == 0
+
+    def caught_up() -> bool:
+        lags = [v for (name, _), v in worker.metrics().items() if name == w + "consumer_lag"]
+        return len(lags) == 4 and sum(lags) == 0
+
+    wait_for(caught_up, 10, "the consumer lag (refreshed every second) to reach 0 on all 4 partitions")
 
     e = "stream_triggers_executor_"
     ran = executor.metrics()
