@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -325,10 +326,24 @@ def test_broker_prints_its_bootstrap_and_stops_on_sigterm(tmp_path: Path) -> Non
     assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
 
 
+def two_free_ports() -> int:
+    """A port P such that P and P + 1 are free now (the demo's worker and executor metrics)."""
+    while True:
+        port = free_port()
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+
+
 def test_demo_runs_to_success() -> None:
-    done = run_cli("demo", "--sessions", "2", "--seed", "3", timeout=120)
+    port = two_free_ports()
+    done = run_cli("demo", "--sessions", "2", "--seed", "3", "--metrics-port", str(port), timeout=120)
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     out = done.stdout
+    assert f"metrics   http://127.0.0.1:{port}/metrics (worker), :{port + 1} (executor)" in out
     assert "all 5 sessions finalized (5 SessionFinalized events)" in out
     for session in ("questionnaire-1", "questionnaire-2", "applicant:"):
         assert f"FINALIZED {session}" in out

@@ -185,7 +185,7 @@ def test_an_executor_at_capacity_pauses_and_loses_no_request(pipeline: Pipeline)
     )
     executor = TaskExecutor(settings)
     thread = threading.Thread(target=executor.run, name="executor")
-    uids = [f"capacity-{n}" for n in range(12)]
+    uids = [f"capacity-{n}" for n in range(8)]
     for uid in uids:
         pipeline.manager(uid).update_configuration({"t_who": {"after": ["go"], "run": WhoRunsMe.name}})
         pipeline.manager(uid).fire("go")
