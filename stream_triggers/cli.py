@@ -52,14 +52,16 @@ def _setup_logging(level: str, json_logs: bool = False) -> None:
     configure_logging(level, json_logs)
 
 
-def _check_broker(bootstrap: str, timeout: float = 8.0) -> None:
+def _check_broker(bootstrap: str, timeout: float = 8.0) -> set[str]:
+    """The broker's topic names; exit 3 when it does not answer."""
     from confluent_kafka.admin import AdminClient
 
     try:
         # librdkafka's own connection errors (log_level 0: none) would bury the one line below.
-        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=timeout)
+        metadata = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=timeout)
     except Exception as exc:
         _fail(f"cannot reach the Kafka broker at {bootstrap} ({exc}); is it running?", EXIT_BROKER)
+    return set(metadata.topics)
 
 
 def _json_arg(text: str | None, what: str) -> Any:
@@ -75,17 +77,27 @@ def _manager(bootstrap: str, prefix: str, session: str) -> Any:
     from stream_triggers.manager import TriggerManager
     from stream_triggers.storages.kafka import KafkaStorage
 
-    _check_broker(bootstrap)
+    events = f"{prefix}.events"
+    if events not in _check_broker(bootstrap):  # else a publish waits 30 s for a topic that never comes
+        _fail(
+            f"topic {events!r} does not exist on {bootstrap}: create the topics first "
+            f"(stream-triggers topics create), or check --topic-prefix",
+            EXIT_INPUT,
+        )
     return TriggerManager(KafkaStorage(session, bootstrap, prefix))
 
 
 def _submit(action: Callable[[], Any]) -> None:
+    from confluent_kafka import KafkaException
+
     from stream_triggers.engine import EngineError
 
     try:
         action()
     except (EngineError, ValueError, TypeError) as exc:
         _fail(str(exc), EXIT_INPUT)
+    except KafkaException as exc:
+        _fail(f"the broker did not take the event: {exc}", EXIT_FAILURE)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
