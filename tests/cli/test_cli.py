@@ -231,6 +231,14 @@ def test_bad_input_exits_5_and_publishes_nothing(
     assert app.state("s") is None  # nothing reached the session
 
 
+def test_publishing_without_the_topics_exits_5_at_once(broker: EmbeddedBroker) -> None:
+    for command in (["fire", "s", "go"], ["replay", "s", "t_a#0"], ["skip", "s", "t_a#0"]):
+        done = run_cli(*command, "--bootstrap", broker.bootstrap, "--topic-prefix", "no-topics-here", timeout=20)
+        assert done.returncode == EXIT_INPUT, (command, done.stderr)
+        assert "topic 'no-topics-here.events' does not exist" in done.stderr
+        assert "stream-triggers topics create" in done.stderr
+
+
 def test_unknown_manager_on_worker_exits_5(app: Pipeline, tmp_path: Path) -> None:
     error = cli(app, "worker", "--state-dir", str(tmp_path / "state"), "--manager", "nope", expect=EXIT_INPUT)
     assert "Unknown trigger manager 'nope'; registered trigger managers: default, finalizing." in error
