@@ -119,6 +119,7 @@ class _Request:
     partition: int
     offset: int
     record: dict[str, Any]
+    kwargs: dict[str, Any]
 
 
 class _OffsetTracker:
@@ -324,6 +325,10 @@ class TaskExecutor:
             type_name, record = decode(message.value() or b"")
             if type_name != "TaskRunRequested":
                 raise CodecError("unexpected_record", f"{type_name} records do not belong on {self.topics.task_runs}")
+            # Read here, not in the pool: a request that cannot be run must not hold back commits.
+            kwargs = jsonx.loads(record["kwargs_json"])
+            if not isinstance(kwargs, dict):
+                raise CodecError("invalid_payload", f"kwargs_json must be a JSON object, not {type(kwargs).__name__}")
         except CodecError as exc:
             self._dead_letter(message, exc.reason, str(exc))
             self._tracker.done(partition, offset)
@@ -331,7 +336,7 @@ class TaskExecutor:
         if record["runner"] != self.settings.runner:
             self._tracker.done(partition, offset)  # another runner's executors take it
             return
-        request = _Request(partition, offset, record)
+        request = _Request(partition, offset, record, kwargs)
         due = record["not_before"] / 1e6
         if due > time.time():
             self._timer_seq += 1
@@ -375,7 +380,7 @@ class TaskExecutor:
         record = request.record
         uid = record["session_uid"]
         instance = record["instance"]
-        kwargs = jsonx.loads(record["kwargs_json"])
+        kwargs = request.kwargs
         storage = KafkaStorage(uid, self.settings.bootstrap, self.topics.prefix, producer=self._producer)
 
         def manager_factory() -> Any:
