@@ -35,7 +35,17 @@ from stream_triggers.stream.partitioning import partition_for
 from stream_triggers.stream.topics import Topics
 from stream_triggers.types import TaskInstance
 
-__all__ = ["CLI", "Pipeline", "Proc", "Record", "read_topic", "run_cli", "uid_on_partition", "wait_until"]
+__all__ = [
+    "CLI",
+    "Pipeline",
+    "Proc",
+    "Record",
+    "committed_offset",
+    "read_topic",
+    "run_cli",
+    "uid_on_partition",
+    "wait_until",
+]
 
 WAIT_S = 45.0
 """Default deadline for anything the pipeline must do (start-up and group joins included)."""
@@ -131,6 +141,10 @@ class Proc:
             elif owned is not None:
                 owned -= parts
         return owned
+
+    def option(self, name: str) -> str:
+        """The value the process was started with for ``name`` (e.g. ``--group``)."""
+        return self.args[self.args.index(name) + 1]
 
     def wait_log(self, text: str, timeout: float = WAIT_S) -> None:
         """Wait until the log contains ``text`` (AssertionError with the log's tail otherwise)."""
@@ -349,3 +363,13 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Record
     finally:
         consumer.close()
     return records
+
+
+def committed_offset(bootstrap: str, topic: str, group: str, partition: int) -> int:
+    """The offset ``group`` committed on ``topic[partition]`` (negative: none), without joining it."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        [committed] = consumer.committed([TopicPartition(topic, partition)], timeout=15)
+        return committed.offset
+    finally:
+        consumer.close()

@@ -10,8 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from harness import Pipeline, Proc, read_topic, uid_on_partition, wait_until
+from harness import Pipeline, Proc, committed_offset, read_topic, uid_on_partition, wait_until
 
 from stream_triggers.demo_tasks import RetriesThenSucceeds, Sleep, WhoRunsMe
 from stream_triggers.events import jsonx
@@ -54,13 +53,8 @@ def reports(app: Pipeline, uid: str, instance: str, status: str) -> list[Any]:
     ]
 
 
-def committed(app: Pipeline, group: str, partition: int) -> int:
-    consumer = Consumer({"bootstrap.servers": app.bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        [tp] = consumer.committed([TopicPartition(app.topics.task_runs, partition)], timeout=15)
-        return tp.offset
-    finally:
-        consumer.close()
+def committed(app: Pipeline, executor: Proc, partition: int) -> int:
+    return committed_offset(app.bootstrap, app.topics.task_runs, executor.option("--group"), partition)
 
 
 def test_kill_9_mid_task_another_executor_runs_it_and_the_worker_ignores_the_duplicate(pipeline: Pipeline) -> None:
@@ -143,7 +137,7 @@ def test_sigterm_finishes_the_task_in_flight_commits_and_exits_0(pipeline: Pipel
     # The request is committed: a new executor of the group would not run it again.
     [request] = [r for r in read_topic(pipeline.bootstrap, pipeline.topics.task_runs) if r.key == uid.encode()]
     assert jsonx.loads(request["kwargs_json"])["nap"] == {"seconds": 2}
-    assert committed(pipeline, executor.args[executor.args.index("--group") + 1], request.partition) > request.offset
+    assert committed(pipeline, executor, request.partition) > request.offset
 
 
 def test_sigterm_hands_back_a_request_waiting_for_its_cooldown(pipeline: Pipeline) -> None:
@@ -161,8 +155,7 @@ def test_sigterm_hands_back_a_request_waiting_for_its_cooldown(pipeline: Pipelin
     assert first.terminate() == 0
     assert time.monotonic() - started < 4  # neither waited for the cooldown nor for a rebalance timeout
     [request] = [r for r in read_topic(pipeline.bootstrap, pipeline.topics.task_runs) if r["instance"] == "t_retry#1"]
-    group = first.args[first.args.index("--group") + 1]
-    assert committed(pipeline, group, request.partition) <= request.offset  # handed back, not committed
+    assert committed(pipeline, first, request.partition) <= request.offset  # handed back, not committed
 
     second = pipeline.executor(name="executor-b")
     instance = pipeline.wait_status(uid, "t_retry#1", "finished")

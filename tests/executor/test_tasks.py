@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from harness import Pipeline, Proc, read_topic, wait_until
+from harness import Pipeline, Proc, committed_offset, read_topic, wait_until
 
 from stream_triggers.demo_tasks import (
     QUESTIONNAIRE,
@@ -234,16 +234,38 @@ def test_an_undecodable_task_run_goes_to_dead_letter_and_the_executor_carries_on
     topics = app.topics
     garbage = b"\x00not avro at all"
     wrong = encode("TriggerFired", event_record("TriggerFired", "poison", trigger="x", kwargs_json=jsonx.dumps({})))
-    app.produce_raw(topics.task_runs, b"poison", garbage)
-    app.produce_raw(topics.task_runs, b"poison", wrong)
+    bad_kwargs = encode(
+        "TaskRunRequested",
+        event_record(
+            "TaskRunRequested",
+            "poison",
+            cause_event_id="-",
+            cause_produced_at=0,
+            instance="t_x#0",
+            task="t_x",
+            run=WhoRunsMe.name,
+            runner="kafka",
+            manager="default",
+            kwargs_json="{not json",
+            depth=0,
+            not_before=0,
+        ),
+    )
+    for value in (garbage, wrong, bad_kwargs):
+        app.produce_raw(topics.task_runs, b"poison", value)
 
     def dead_letters() -> list[Any]:
         return [r for r in read_topic(app.bootstrap, topics.dead_letter) if r.key == b"poison"]
 
-    letters = wait_until(lambda: len(dead_letters()) >= 2 and dead_letters(), "two dead letters")
+    letters = wait_until(lambda: len(dead_letters()) >= 3 and dead_letters(), "three dead letters")
     by_value = {letter["value"]: letter for letter in letters}
     assert by_value[garbage]["reason"] == "undecodable"
     assert by_value[wrong]["reason"] == "unexpected_record"
+    assert by_value[bad_kwargs]["reason"] == "invalid_payload"
+    # Dead-lettered requests are committed past, like any other.
+    group, poisoned = executor.option("--group"), by_value[bad_kwargs]["partition"]
+    last = max(letter["offset"] for letter in letters)
+    wait_until(lambda: committed_offset(app.bootstrap, topics.task_runs, group, poisoned) > last, "commit past them")
     for letter in letters:
         assert letter.type == "DeadLetter"
         assert letter["topic"] == topics.task_runs
