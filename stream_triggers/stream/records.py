@@ -27,6 +27,7 @@ from stream_triggers.engine import (
     TriggerFired,
 )
 from stream_triggers.events import jsonx
+from stream_triggers.types import Status
 
 __all__ = [
     "EPOCH",
@@ -62,10 +63,19 @@ def _mapping(text: str | None, what: str) -> dict[str, Any] | None:
     return value
 
 
+def _status(value: str) -> Status:
+    """A record's status name; an unknown one is the sender's error (``invalid_payload``), not the worker's."""
+    try:
+        return Status(value)
+    except ValueError:
+        known = ", ".join(s.value for s in Status)
+        raise InvalidPayload(f"unknown status {value!r}; expected one of {known}") from None
+
+
 def _status_reported(r: dict[str, Any], at: datetime) -> Input:
     return StatusReported(
         r["instance"],
-        r["status"],
+        _status(r["status"]),
         _mapping(r["metadata_json"], "metadata_json"),
         at,
         _mapping(r.get("result_json"), "result_json"),
@@ -93,7 +103,7 @@ _TO_INPUT: dict[str, Callable[[dict[str, Any], datetime], Input]] = {
     ),
     "InstanceStatusUpdateRequested": lambda r, at: StatusUpdated(
         r["instance"],
-        r["status"],
+        _status(r["status"]),
         _mapping(r.get("metadata_json") or "{}", "metadata_json"),
         bool(r.get("cascade")),
         _mapping(r.get("cascade_kwargs_json"), "cascade_kwargs_json"),
