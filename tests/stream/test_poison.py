@@ -93,6 +93,13 @@ def test_poison_input_goes_to_dead_letter_and_the_session_carries_on(
             "offset": skip_record.offset,
         }
     )
+    # A status that does not exist (the runners' reports carry an Avro enum; admin updates a string).
+    bogus = encode(
+        "InstanceStatusUpdateRequested",
+        event_record("InstanceStatusUpdateRequested", UID, instance="t_a#0", status="bogus"),
+    )
+    partition, offset = app.produce_raw(key, bogus)
+    sent.append({"reason": "invalid_payload", "key": key, "value": bogus, "partition": partition, "offset": offset})
     app.finished(UID, "t_a#0", {"done": True})
     runs = readers["task-runs"].wait_count(2)
     assert [(r["instance"], kwargs_of(r)) for r in runs][1] == ("t_b#0", {"t_a": {"done": True}})
