@@ -452,6 +452,15 @@ def demo(sessions: int, seed: int, metrics_port: int | None) -> None:
     sys.exit(run_demo(sessions=sessions, seed=seed, metrics_port=metrics_port, echo=click.echo))
 
 
+def _add_dead_letters() -> None:
+    from stream_triggers.dead_letters import cli as dead_letters
+
+    cli.add_command(dead_letters, name="dead-letters")
+
+
+_add_dead_letters()
+
+
 def main() -> None:
     logging.captureWarnings(True)
     cli()
