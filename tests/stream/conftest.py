@@ -59,6 +59,7 @@ def _worker_command() -> list[str]:
 
 
 _PARTITIONS_LINE = re.compile(r"\b(assigned|revoked) partitions \[([0-9, ]*)\]")
+_RESTORED_LINE = re.compile(r"\brestored partitions \[[0-9, ]*\]: (\d+) changelog records")
 
 
 class WorkerProcess:
@@ -98,6 +99,10 @@ class WorkerProcess:
             elif owned is not None:
                 owned -= parts
         return owned
+
+    def restored(self) -> int:
+        """Changelog records restored so far, by the worker's log."""
+        return sum(int(n) for n in _RESTORED_LINE.findall(self.log()))
 
     def assignments(self) -> int:
         """How many times the worker was assigned partitions so far."""

@@ -8,8 +8,6 @@ and committed state are those of an uninterrupted run on one worker.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from . import workload
@@ -27,11 +25,6 @@ from .conftest import (
 SESSIONS = 200
 RATE = 100.0  # events/s
 ALL = {0, 1, 2, 3}  # the partitions of every topic the ``topics`` fixture creates
-
-
-def restored(worker: WorkerProcess) -> int:
-    log = worker.log()
-    return sum(int(n) for n in re.findall(r"restored partitions \[[0-9, ]*\]: (\d+) changelog records", log))
 
 
 def split_between(group: list[WorkerProcess], since: dict[str, int] | None = None) -> bool:
@@ -79,7 +72,7 @@ def test_a_worker_joins_and_one_leaves_mid_stream(workers: Workers, readers: Rea
     assert committed == ends, "a worker stopped by SIGTERM left part of what it applied uncommitted"
     workload.check_state(SESSIONS, latest_snapshots(app.bootstrap, app.topics), events)
     assert not readers["dead-letter"].read_to_end()
-    moved = {w.name: restored(w) for w in (first, second, third)}
+    moved = {w.name: w.restored() for w in (first, second, third)}
     assert moved["w1"] + moved["w2"] > 0, f"no state moved through the changelog: {moved}"
     assert left_at < expected, "w0 left after the stream ended"
     print(f"w0 left at {left_at} of {expected} results; restored {moved}; duplicates re-sent: {duplicates}")
