@@ -651,7 +651,7 @@ def ensure_peer_venv(venv: Path) -> str:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise RuntimeError(f"{shlex.join(cmd)}: {exc}") from exc
         if r.returncode != 0:
-            raise RuntimeError(f"{shlex.join(cmd)} failed ({r.returncode}): {(r.stderr or r.stdout)[-800:]}")
+            raise RuntimeError(f"{shlex.join(cmd)} failed ({r.returncode}): {(r.stderr or r.stdout)[-800:].strip()}")
     if not ok():
         raise RuntimeError(f"{venv} was made but cannot import quixstreams 3.28.1 and psutil")
     return str(python)
@@ -690,14 +690,11 @@ def run_quix(a: argparse.Namespace, peers_dir: Path, run_dir: Path) -> dict[str,
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             proc.wait(a.timeout + 300)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            raise RuntimeError(f"the peer bench did not finish within {a.timeout + 300:g} s") from None
+        except BaseException as exc:  # timeout, or Ctrl-C: end the peer's run and what it started
+            _stop_group(proc)
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise RuntimeError(f"the peer bench did not finish within {a.timeout + 300:g} s") from None
+            raise
     try:
         result = json.loads(out.read_text())
         summary = result["summary"]
@@ -705,6 +702,19 @@ def run_quix(a: argparse.Namespace, peers_dir: Path, run_dir: Path) -> dict[str,
         tail = (qdir / "bench.log").read_text(errors="replace")[-800:]
         raise RuntimeError(f"the peer bench exited {proc.returncode} without a summary ({exc}): {tail}") from None
     return {"command": shlex.join(cmd), "figures": quix_figures(a, result), "summary": summary}
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group we started ``proc`` in (its id is ``proc.pid``), SIGKILL after 30 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    except ProcessLookupError:
+        pass
 
 
 def quix_figures(a: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
