@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from stream_triggers.engine import (
     Replayed,
     ReplayRequested,
     RunInstance,
+    SessionState,
     Skipped,
     SkipRequested,
     StatusReported,
@@ -222,7 +223,7 @@ class TriggerManager:
             elif kind not in hooks:
                 continue  # the base class's hook does nothing: skip the call and the copies
             elif kind is Fired:
-                work.append(partial(self._post_fire, effect.trigger, [i.copy() for i in effect.scheduled]))
+                work.append(partial(self._post_fire, effect.trigger, _Copies(effect.scheduled)))
             elif kind is Replayed:
                 work.append(partial(self._post_replay, effect.failed.copy()))
             elif kind is Skipped:
@@ -250,15 +251,50 @@ class FinalizingTriggerManager(TriggerManager):
     def _post_fire(self, trigger_name: str, tasks_scheduled: list[TaskInstance]) -> None:
         if trigger_name == self.TRIGGER_SESSION_FINALIZED:
             return
-        # Check and fire under the session lock, on freshly loaded state: tasks that
-        # finish together run this hook at the same time, and only one may finalize.
+        # Cheap look at the state in hand first: most firings leave work unresolved.
+        if not self._ready_to_finalize(self.storage.state):
+            return
+        # Check again and fire under the session lock, on freshly loaded state: tasks
+        # that finish together run this hook at the same time, and only one may finalize.
         with self.storage.acquire_lock() as storage:
-            if self.TRIGGER_SESSION_FINALIZED in storage.latest_kwargs:
-                return
-            for config in storage.get_unresolved_tasks():
-                if self.TRIGGER_SESSION_FINALIZED not in config.after:
-                    return
-            self.fire(self.TRIGGER_SESSION_FINALIZED)
+            if self._ready_to_finalize(storage.state):
+                self.fire(self.TRIGGER_SESSION_FINALIZED)
+
+    def _ready_to_finalize(self, state: SessionState) -> bool:
+        finalized = self.TRIGGER_SESSION_FINALIZED
+        if finalized in state.latest_kwargs:
+            return False
+        return all(finalized in config.after for config in state.unresolved_tasks())
+
+
+class _Copies(Sequence[TaskInstance]):
+    """The instances a hook receives: private copies, made only if the hook looks."""
+
+    __slots__ = ("_instances", "_copies")
+
+    def __init__(self, instances: tuple[TaskInstance, ...]) -> None:
+        self._instances = instances
+        self._copies: list[TaskInstance] | None = None
+
+    def _materialise(self) -> list[TaskInstance]:
+        if self._copies is None:
+            self._copies = [instance.copy() for instance in self._instances]
+        return self._copies
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._materialise()[index]
+
+    def __len__(self) -> int:
+        return len(self._instances)
+
+    def __iter__(self) -> Iterator[TaskInstance]:
+        return iter(self._materialise())
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == other if isinstance(other, (list, Sequence)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._materialise())
 
 
 _HOOKS_BY_EFFECT = {Fired: "_post_fire", Replayed: "_post_replay", Skipped: "_post_skip"}

@@ -124,7 +124,7 @@ def encode_state(state: SessionState) -> bytes:
 
 
 _FORMAT_AND_BODY_HEADER = bytes((FORMAT, 0x94))  # format byte, then a 4-element array
-_PACKED_LIMIT = 200_000
+_PACKED_LIMIT = 10_000  # bounded: each entry keeps its object (and superseded ones) alive
 _packed_cache: dict[int, tuple[Any, bytes]] = {}
 
 
