@@ -63,17 +63,17 @@ def test_kill_9_mid_task_another_executor_runs_it_and_the_worker_ignores_the_dup
     second = pipeline.executor(name="executor-b")
     owned_by_first, _ = sharing(first, second)
     uid = uid_on_partition("nap", PARTITIONS, owned_by_first)
-    pipeline.manager(uid).update_configuration(nap(3))
+    pipeline.manager(uid).update_configuration(nap(4))
     pipeline.manager(uid).fire("go")
     running = pipeline.wait_status(uid, "t_nap#0", "running")
 
-    first.kill()  # mid-task: the nap takes 3 s, its outcome is never reported
+    first.kill()  # mid-task: the nap takes 4 s, its outcome is never reported
     state = pipeline.wait_finalized(uid)
 
     instance = state.instances["t_nap#0"]
     assert list(state.instances) == ["t_nap#0"]  # no replay: the same instance ran again
     assert instance.status == "finished"
-    assert instance.metadata[TaskInstance.META_RESULT] == {"pid": second.pid, "slept": 3.0}
+    assert instance.metadata[TaskInstance.META_RESULT] == {"pid": second.pid, "slept": 4.0}
     # Both executors reported "running"; the worker applied the first and ignored the second.
     started = reports(pipeline, uid, "t_nap#0", "running")
     assert len(started) == 2
@@ -144,16 +144,16 @@ def test_sigterm_hands_back_a_request_waiting_for_its_cooldown(pipeline: Pipelin
     pipeline.worker()
     first = pipeline.executor(name="executor-a")
     uid = "cooldown"
-    retry = {"times": 1, "cooldown": 5}
+    retry = {"times": 1, "cooldown": 8}
     pipeline.manager(uid).update_configuration(
         {"t_retry": {"after": ["go"], "run": RetriesThenSucceeds.name, "withParams": {"retry": retry}}}
     )
     pipeline.manager(uid).fire("go")
-    pipeline.wait_status(uid, "t_retry#1", "scheduled")  # its request waits 5 s before it may run
+    pipeline.wait_status(uid, "t_retry#1", "scheduled")  # its request waits 8 s before it may run
 
     started = time.monotonic()
     assert first.terminate() == 0
-    assert time.monotonic() - started < 4  # neither waited for the cooldown nor for a rebalance timeout
+    assert time.monotonic() - started < 6  # waited neither for the cooldown nor 30 s for the waiting request
     [request] = [r for r in read_topic(pipeline.bootstrap, pipeline.topics.task_runs) if r["instance"] == "t_retry#1"]
     assert committed(pipeline, first, request.partition) <= request.offset  # handed back, not committed
 
@@ -161,7 +161,7 @@ def test_sigterm_hands_back_a_request_waiting_for_its_cooldown(pipeline: Pipelin
     instance = pipeline.wait_status(uid, "t_retry#1", "finished")
     assert instance.metadata[TaskInstance.META_RESULT] == {"attempts": 2}
     stamps = instance.metadata[TaskInstance.META_TIMESTAMPS]
-    assert (stamps["running"] - stamps["created"]).total_seconds() >= 5
+    assert (stamps["running"] - stamps["created"]).total_seconds() >= 8
     assert second.running
 
 
