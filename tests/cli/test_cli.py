@@ -202,6 +202,13 @@ def test_tail_decodes_every_topic_and_shows_undecodable_records(app: Pipeline) -
     error = cli(app, "tail", "no-such-topic", "--max", "1", expect=EXIT_INPUT)
     assert "no topic 'no-such-topic'" in error and "task-runs" in error
 
+    listed = run_cli(
+        "dead-letters", "list", "--bootstrap", app.bootstrap, "--topic-prefix", app.topics.prefix,
+        "--session", "cli-garbage",
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "cli-garbage" in listed.stdout and "undecodable" in listed.stdout
+
 
 # -- error paths ---------------------------------------------------------------------------------
 
