@@ -193,6 +193,8 @@ class BaseTriggerStorage(ABC):
         self._version = self._save_state(self._state, self._version)
 
     def _write_back_views(self) -> None:
+        if not self._views:
+            return
         state = self._state
         dirty = [
             view

@@ -42,11 +42,12 @@ Output = tuple[str, bytes, bytes]
 class SessionEntry:
     """A session's current state and the offset of the last input applied to it."""
 
-    __slots__ = ("state", "applied_offset")
+    __slots__ = ("state", "applied_offset", "manager")
 
     def __init__(self, state: SessionState = EMPTY, applied_offset: int = -1) -> None:
         self.state = state
         self.applied_offset = applied_offset
+        self.manager: TriggerManager | None = None
 
 
 class OutputSink:

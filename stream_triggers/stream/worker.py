@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -63,7 +64,7 @@ class WorkerSettings:
     batch_timeout_s: float = 0.01
     fetch_wait_ms: int = 10
     session_timeout_ms: int = 6_000
-    session_cache_size: int = 50_000
+    session_cache_size: int = 5_000
     restore_timeout_s: float = 120.0
     consumer_config: dict[str, Any] = field(default_factory=dict)
     producer_config: dict[str, Any] = field(default_factory=dict)
@@ -141,6 +142,7 @@ class StreamWorker:
         self._stop = threading.Event()
         self._partitions: dict[int, _Partition] = {}
         self._sink = OutputSink(self.topics, self.stats.produced)
+        self._event_at = datetime(1970, 1, 1)
         self._runners = WorkerRunners(self._sink)
         self._delivery_errors: list[str] = []
         self._changelog_offsets: dict[int, int] = {}
@@ -157,7 +159,7 @@ class StreamWorker:
                 "session.timeout.ms": settings.session_timeout_ms,
                 "heartbeat.interval.ms": max(300, settings.session_timeout_ms // 6),
                 "fetch.wait.max.ms": settings.fetch_wait_ms,
-                "queued.min.messages": 200_000,
+                "queued.min.messages": 20_000,
                 "enable.partition.eof": False,
                 **settings.consumer_config,
             }
@@ -402,8 +404,12 @@ class StreamWorker:
         sink = self._sink
         sink.begin(uid, key, record["event_id"], record["produced_at"], f"{partition.number}:{offset}", _now_us())
         before = entry.state
-        at = event.at
-        manager = self.manager_class(WorkerSessionStorage(uid, entry, sink), runners=self._runners, clock=lambda: at)
+        self._event_at = event.at
+        manager = entry.manager
+        if manager is None:  # one manager per cached session, reused by its later inputs
+            manager = entry.manager = self.manager_class(
+                WorkerSessionStorage(uid, entry, sink), runners=self._runners, clock=self._clock
+            )
         try:
             manager.submit(event)
         except Exception as exc:
@@ -421,6 +427,10 @@ class StreamWorker:
         applied[type_name] = applied.get(type_name, 0) + 1
         self._produced_at.append(record["produced_at"])
         return sink.outputs
+
+    def _clock(self) -> datetime:
+        """Inputs are stamped with their event's ``produced_at``: replays stay deterministic."""
+        return self._event_at
 
     def _dead_letter(
         self, partition: _Partition, offset: int, key: bytes | None, value: bytes | None, reason: str, error: str
