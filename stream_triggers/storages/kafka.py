@@ -34,6 +34,7 @@ __all__ = ["KafkaStorage", "SessionNotFound", "BOOTSTRAP_ENV", "shared_producer"
 BOOTSTRAP_ENV = "STREAM_TRIGGERS_BOOTSTRAP"
 
 _producers: dict[str, Producer] = {}
+_partition_counts: dict[tuple[str, str], int] = {}
 _producers_guard = threading.Lock()
 
 
@@ -104,7 +105,13 @@ class KafkaStorage(BaseTriggerStorage):
             if error is not None:
                 errors.append(error)
 
-        self._producer.produce(self.topics.events, encode(type_name, record), self._key, on_delivery=delivered)
+        self._producer.produce(
+            self.topics.events,
+            encode(type_name, record),
+            self._key,
+            self._events_partition(),
+            on_delivery=delivered,
+        )
         remaining = self._producer.flush(self.timeout_s)
         if remaining or errors:
             raise KafkaException(
@@ -112,6 +119,21 @@ class KafkaStorage(BaseTriggerStorage):
             )
         self._state = None  # the committed state will change
         return []
+
+    def _events_partition(self) -> int:
+        """The session's partition, computed here so any producer (whatever its partitioner)
+        puts the session's events where the worker, the executors and the changelog expect."""
+        count = _partition_counts.get((self.bootstrap, self.topics.events))
+        if count is None:
+            metadata = self._producer.list_topics(self.topics.events, timeout=self.timeout_s)
+            topic = metadata.topics.get(self.topics.events)
+            if topic is None or topic.error is not None or not topic.partitions:
+                raise SessionNotFound(
+                    f"Topic {self.topics.events!r} does not exist on {self.bootstrap} "
+                    f"(run `stream-triggers topics create`)."
+                )
+            count = _partition_counts[(self.bootstrap, self.topics.events)] = len(topic.partitions)
+        return partition_for(self._key, count)
 
     def save(self) -> None:
         """Nothing to save: every operation was published (and acknowledged) by ``apply``."""
