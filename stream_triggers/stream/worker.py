@@ -418,6 +418,7 @@ class StreamWorker:
             manager.submit(event)
         except Exception as exc:
             entry.state = before
+            entry.manager = None  # it may hold half-done follow-ups; the next input gets a fresh one
             sink.discard()
             if not isinstance(exc, EngineError):
                 log.exception("applying %s at %d:%d failed", type_name, partition.number, offset)
