@@ -22,6 +22,7 @@ __all__ = ["PartitionStore", "SessionRecord"]
 _OFFSET = struct.Struct(">q")
 _SESSION = b"s:"
 _CHECKPOINT = b"m:changelog-offset"
+_MEMTABLE_BYTES = 4 * 1024 * 1024
 
 SessionRecord = tuple[int, bytes]
 """(applied input offset, encoded session state)."""
@@ -36,6 +37,10 @@ class PartitionStore:
         os.makedirs(self.path, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        # Small memtables: a worker opens one store per partition, and without a WAL a
+        # memtable only protects restore time, which the changelog bounds anyway.
+        options.set_write_buffer_size(_MEMTABLE_BYTES)
+        options.set_max_write_buffer_number(2)
         self._db = Rdict(self.path, options)
         self._write_options = WriteOptions()
         self._write_options.disable_wal = True

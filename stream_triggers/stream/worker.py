@@ -263,6 +263,8 @@ class StreamWorker:
             partition = self._partitions.pop(tp.partition, None)
             if partition is not None:
                 partition.store.close()
+                for entry in partition.sessions.values():
+                    entry.manager = None  # break entry -> manager -> storage -> entry
         self.stats.owned_partitions = len(self._partitions)
         numbers = sorted(tp.partition for tp in revoked)
         log.info("revoked partitions %s", numbers, extra={"partitions": numbers})
@@ -578,7 +580,9 @@ class StreamWorker:
         limit = max(100, self.settings.session_cache_size // max(1, len(self._partitions)))
         sessions = partition.sessions
         while len(sessions) > limit:
-            sessions.popitem(last=False)
+            # entry -> manager -> storage -> entry is a cycle: break it so the evicted
+            # session is freed now, not at some later cyclic-GC pass.
+            sessions.popitem(last=False)[1].manager = None
 
 
 class _Rejected(Exception):
