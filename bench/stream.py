@@ -51,6 +51,7 @@ reason.
     /work/venv/bin/python bench/stream.py --compare-quix --json runs/preload.json
     /work/venv/bin/python bench/stream.py --rate 2000 --duration 30 --compare-quix
     /work/venv/bin/python bench/stream.py --rate 2000 --duration 40 --workers 2 --kill-at 15
+    /work/venv/bin/python bench/stream.py --e2e --sessions 300   # end to end, see bench/e2e.py
 """
 
 from __future__ import annotations
@@ -903,6 +904,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--e2e" in args:
+        # End-to-end mode (worker + executor round trips): bench/e2e.py does the work.
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import e2e
+
+        return e2e.main([arg for arg in args if arg != "--e2e"])
     a = parse_args(argv)
     command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(["bench/stream.py", *argv])
     try:
