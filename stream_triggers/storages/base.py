@@ -12,7 +12,6 @@ and only then do the edits reach the stored state.
 from __future__ import annotations
 
 import threading
-from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from stream_triggers.engine import (
     step,
 )
 from stream_triggers.registry import PluginRegistry
+from stream_triggers.storages.locking import SessionLocks
 from stream_triggers.types import Status, TaskConfig, TaskInstance
 
 __all__ = ["BaseTriggerStorage", "ConcurrentModification", "storage_backends", "utc_now"]
@@ -43,11 +43,14 @@ def utc_now() -> datetime:
     return datetime(now.year, now.month, now.day, now.hour, now.minute, now.second, now.microsecond)
 
 
+_compat_locks = SessionLocks()
+
+
 class ConcurrentModification(RuntimeError):
     """The stored session changed since it was loaded; the save was refused."""
 
 
-class BaseTriggerStorage(ABC):
+class BaseTriggerStorage:
     """Loads, caches, queries and saves one session's state."""
 
     name: str | None = None
@@ -66,21 +69,57 @@ class BaseTriggerStorage(ABC):
         self._lock_owner: int | None = None
 
     # -- what a backend implements ----------------------------------------------------
+    #
+    # Either the three methods below (how the bundled backends work: whole immutable
+    # states, a version check), or - as backends written for the original framework
+    # do - ``_load_from_backend()`` returning ``(task configs, instances, metadata)``
+    # as plain dicts and ``_save()`` persisting ``self._configs``, ``self._instances``
+    # and ``self._metas`` (serialise them with ``self._serialize``).
 
-    @abstractmethod
     def _load_state(self) -> tuple[SessionState | None, int]:
         """The stored state (None if the session is new) and its version."""
+        raw_configs, raw_instances, raw_metas = self._load_from_backend()
+        if not raw_configs and not raw_instances and not raw_metas:
+            return None, 0
+        tasks = {name: TaskConfig(name=name, **dict(raw)) for name, raw in (raw_configs or {}).items()}
+        instances = {}
+        for name, raw in (raw_instances or {}).items():
+            raw = dict(raw)
+            instances[name] = TaskInstance(name=name, config=tasks[raw.pop("task")], **raw)
+        metadata = dict(raw_metas or {})
+        latest_kwargs = metadata.pop("latest_kwargs", None) or {}
+        return SessionState.build(tasks, instances, latest_kwargs, metadata), 0
 
-    @abstractmethod
     def _save_state(self, state: SessionState, expected_version: int) -> int:
         """Store ``state`` if the stored version is still ``expected_version``.
 
         Returns the new version; raises :class:`ConcurrentModification` otherwise.
         """
+        self._configs = dict(state.tasks)
+        self._instances = dict(state.instances)
+        self._metas = {**state.metadata, "latest_kwargs": dict(state.latest_kwargs)}
+        self._save()
+        return expected_version + 1
 
-    @abstractmethod
     def _session_lock(self) -> AbstractContextManager[Any]:
-        """The lock that serialises writers of this session."""
+        """The lock that serialises writers of this session (default: this process's threads)."""
+        return _compat_locks((type(self), self.uid))
+
+    def _load_from_backend(self) -> tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]:
+        """Original-framework backends: (task configs, task instances, session metadata)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement _load_state/_save_state "
+            f"(or the original framework's _load_from_backend/_save)."
+        )
+
+    def _save(self) -> None:
+        """Original-framework backends: persist ``self._configs``, ``_instances``, ``_metas``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _save_state (or _save).")
+
+    @staticmethod
+    def _serialize(objects: Mapping[str, Any], optimize_for_backend: bool = True) -> dict[str, Any]:
+        """``{name: obj.serialize()}`` for task configs or instances (for ``_save``)."""
+        return {name: obj.serialize() for name, obj in objects.items()}
 
     def fresh(self) -> BaseTriggerStorage:
         """A new storage object for the same session and backend (for task threads)."""
