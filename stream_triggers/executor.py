@@ -41,7 +41,7 @@ from stream_triggers.manager import failure_metadata, trigger_managers
 from stream_triggers.registry import RegistryKeyError
 from stream_triggers.stats import TASK_SECONDS_BUCKETS, Buckets
 from stream_triggers.storages.kafka import KafkaStorage
-from stream_triggers.stream.records import datetime_from_us, record_from_input
+from stream_triggers.stream.records import datetime_from_us, dead_letter_record, record_from_input
 from stream_triggers.stream.topics import Topics
 from stream_triggers.task import (
     Changed,
@@ -451,24 +451,18 @@ class TaskExecutor:
 
     def _dead_letter(self, message: Any, reason: str, error: str) -> None:
         key = message.key()
-        uid = None
-        if key is not None:
-            try:
-                uid = key.decode()
-            except UnicodeDecodeError:
-                uid = None
-        record = {
-            "event_id": f"executor:{message.partition()}:{message.offset()}:dead-letter",
-            "session_uid": uid,
-            "produced_at": time.time_ns() // 1000,
-            "reason": reason,
-            "error": error,
-            "topic": message.topic(),
-            "partition": message.partition(),
-            "offset": message.offset(),
-            "key": key,
-            "value": message.value(),
-        }
+        record = dead_letter_record(
+            f"executor:{message.partition()}:{message.offset()}:dead-letter",
+            reason,
+            error,
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            key,
+            message.value(),
+            time.time_ns() // 1000,
+        )
+        uid = record["session_uid"]
         with self._stats_lock:
             self.task_stats.dead_letters[reason] = self.task_stats.dead_letters.get(reason, 0) + 1
         log.warning(

@@ -33,6 +33,8 @@ __all__ = [
     "EPOCH",
     "PUBLISHED_STATUSES",
     "datetime_from_us",
+    "dead_letter_record",
+    "uid_of_key",
     "input_from_record",
     "record_from_input",
     "us_from_datetime",
@@ -176,3 +178,39 @@ def record_from_input(event: Input) -> tuple[str, dict[str, Any]]:
     if kind is LogsResolved:
         return "LogsResolved", {"instance": event.instance}
     raise TypeError(f"no events record for {kind.__name__}")
+
+
+def uid_of_key(key: bytes | None) -> str | None:
+    """The session UID a record key names, or None for a missing or non-UTF-8 key."""
+    if key is None:
+        return None
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def dead_letter_record(
+    event_id: str,
+    reason: str,
+    error: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    produced_at: int,
+) -> dict[str, Any]:
+    """A ``DeadLetter`` record: the reason, and the original record byte for byte."""
+    return {
+        "event_id": event_id,
+        "session_uid": uid_of_key(key),
+        "produced_at": produced_at,
+        "reason": reason,
+        "error": error,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": key,
+        "value": value,
+    }

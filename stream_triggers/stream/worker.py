@@ -41,7 +41,7 @@ from stream_triggers.events.codec import CodecError, decode, encode
 from stream_triggers.manager import TriggerManager, trigger_managers
 from stream_triggers.serialization import StateFormatError, decode_state, encode_state
 from stream_triggers.stats import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, Buckets, OutputCounts
-from stream_triggers.stream.records import input_from_record
+from stream_triggers.stream.records import dead_letter_record, input_from_record, uid_of_key
 from stream_triggers.stream.session import OutputSink, SessionEntry, WorkerRunners, WorkerSessionStorage
 from stream_triggers.stream.store import PartitionStore
 from stream_triggers.stream.topics import Topics
@@ -442,12 +442,7 @@ class StreamWorker:
     def _dead_letter(
         self, partition: _Partition, offset: int, key: bytes | None, value: bytes | None, reason: str, error: str
     ) -> tuple[str, bytes | None, bytes]:
-        uid = None
-        if key is not None:
-            try:
-                uid = key.decode()
-            except UnicodeDecodeError:
-                uid = None
+        uid = uid_of_key(key)
         type_name, instance = _describe(value)
         stats = self.stats
         stats.dead_letters[reason] = stats.dead_letters.get(reason, 0) + 1
@@ -467,18 +462,17 @@ class StreamWorker:
                 "offset": offset,
             },
         )
-        record = {
-            "event_id": f"{partition.number}:{offset}:dead-letter",
-            "session_uid": uid,
-            "produced_at": _now_us(),
-            "reason": reason,
-            "error": error,
-            "topic": self.topics.events,
-            "partition": partition.number,
-            "offset": offset,
-            "key": key,
-            "value": value,
-        }
+        record = dead_letter_record(
+            f"{partition.number}:{offset}:dead-letter",
+            reason,
+            error,
+            self.topics.events,
+            partition.number,
+            offset,
+            key,
+            value,
+            _now_us(),
+        )
         return self.topics.dead_letter, key, encode("DeadLetter", record)
 
     def _checkpoint(self) -> None:
