@@ -7,7 +7,6 @@ each ``Cascade``.  Every transition is checked against the invariants below.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
@@ -174,14 +173,10 @@ def _due(instance: TaskInstance) -> bool:
     return config.after <= instance.kwargs.keys() or bool(config.unless and config.unless <= instance.abandon_state)
 
 
-def _derived_fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(SessionState) if not f.compare]
-
-
 def assert_indexes_consistent(state: SessionState) -> None:
     """Every derived index (by_task, unresolved, ...) equals a from-scratch rebuild."""
     rebuilt = SessionState.build(state.tasks, state.instances, state.latest_kwargs, state.metadata)
-    for name in _derived_fields():
+    for name in SessionState.DERIVED:
         assert getattr(state, name) == getattr(rebuilt, name), f"index {name} drifted"
 
 
@@ -189,7 +184,7 @@ def assert_round_trips(state: SessionState) -> None:
     encoded = encode_state(state)
     decoded = decode_state(encoded)
     assert encode_state(decoded) == encoded
-    for name in _derived_fields():
+    for name in SessionState.DERIVED:
         assert getattr(decoded, name) == getattr(state, name), f"index {name} differs after decoding"
     assert decoded.tasks == state.tasks
 

@@ -1,4 +1,8 @@
-"""What a transition asks the outside world to do, or tells it happened."""
+"""What a transition asks the outside world to do, or tells it happened.
+
+Records are never changed once built.  They are not frozen dataclasses only because
+those cost three times as much to construct, and every event builds several.
+"""
 
 from __future__ import annotations
 
@@ -20,14 +24,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunInstance:
     """Hand this (now ``scheduled``) instance to its task runner."""
 
     instance: TaskInstance
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InstanceChanged:
     """An instance was created or changed status; ``previous`` is None for a new one."""
 
@@ -35,7 +39,7 @@ class InstanceChanged:
     previous: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cascade:
     """Fire ``trigger`` (a task's name) with ``kwargs`` (its result) next."""
 
@@ -43,7 +47,7 @@ class Cascade:
     kwargs: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fired:
     """A trigger was applied; ``scheduled`` are the instances it made ready (``_post_fire``)."""
 
@@ -51,7 +55,7 @@ class Fired:
     scheduled: tuple[TaskInstance, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Replayed:
     """A failed instance was replayed into ``replay`` (``_post_replay``)."""
 
@@ -59,7 +63,7 @@ class Replayed:
     replay: TaskInstance
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Skipped:
     """A failed instance was skipped (``_post_skip``, after any cascade)."""
 
@@ -67,7 +71,7 @@ class Skipped:
     cascade: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ignored:
     """A status report that changed nothing (duplicate or late), with the reason."""
 

@@ -1,7 +1,8 @@
 """Everything that can happen to a session, as plain records.
 
 Every input carries its own timestamp ``at`` (naive UTC, as the original framework
-stored them): the engine never reads a clock.
+stored them): the engine never reads a clock.  Inputs are never changed once built
+(not frozen dataclasses only because those cost three times as much to construct).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = [
 Kwargs = Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConfigurationUpdated:
     """Add or replace task configurations (``TriggerManager.update_configuration``)."""
 
@@ -35,7 +36,7 @@ class ConfigurationUpdated:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TriggerFired:
     """A trigger fired, by the application or as a cascade of a finished task."""
 
@@ -44,7 +45,7 @@ class TriggerFired:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StatusUpdated:
     """An administrative status change: applied whatever the current status."""
 
@@ -56,7 +57,7 @@ class StatusUpdated:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StatusReported:
     """A task runner's report (running / finished / failed / skipped).
 
@@ -72,7 +73,7 @@ class StatusReported:
     result: Kwargs | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetryRequested:
     """A running task asked to be retried: failed, then replayed after ``cooldown`` s."""
 
@@ -83,7 +84,7 @@ class RetryRequested:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReplayRequested:
     """Replay a failed instance (optionally with replacement trigger kwargs)."""
 
@@ -92,7 +93,7 @@ class ReplayRequested:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SkipRequested:
     """Mark a failed instance skipped, optionally cascading a fake result."""
 
@@ -102,7 +103,7 @@ class SkipRequested:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MetadataUpdated:
     """Merge keys into an instance's metadata without changing its status."""
 
@@ -111,7 +112,7 @@ class MetadataUpdated:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LogsResolved:
     """Mark an instance's logged warnings/errors as dealt with."""
 

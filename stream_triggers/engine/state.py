@@ -7,13 +7,15 @@ instances a session accumulates:
 
 * ``by_task`` - instance names per task;
 * ``unresolved`` - per task, the names of instances not resolved yet;
-* ``accepting`` - per (task, trigger), the unstarted instances that trigger would
-  still change (it is missing from their kwargs or abandon state), so a fire touches
-  only those instead of scanning every open instance of the task;
+* ``accepting`` - per trigger, the unstarted instances (of any task) that trigger
+  would still change (it is missing from their kwargs or abandon state), so a fire
+  touches only those instead of scanning every open instance;
 * ``ready`` - per task, unstarted instances that are already due to run or to be
   abandoned.  A fire settles such instances at once, so this is normally empty; only
   edits outside ``fire`` (a status set back to unstarted, a new configuration, an
-  instance created by hand) leave some for the task's next fire to settle.
+  instance created by hand) leave some for the task's next fire to settle;
+* ``listeners`` - per trigger, the task configs it can affect (``after`` or
+  ``unless``), in configuration order.
 
 Each index lists names in the order they joined it (creation order, unless an
 instance left and re-joined), like ``unresolved`` always has.
@@ -21,8 +23,7 @@ instance left and re-joined), like ``unresolved`` always has.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stream_triggers.types import RESOLVED_STATUSES, Status, TaskConfig, TaskInstance
@@ -56,22 +57,46 @@ def is_ready(instance: TaskInstance) -> bool:
         return False
     config = instance.config
     unless = config.unless
-    return bool(unless and unless.issubset(instance.abandon_state)) or config.after.issubset(instance.kwargs)
+    # ``keys() >=`` first compares sizes, so an instance still waiting costs one check.
+    return bool(unless and unless.issubset(instance.abandon_state)) or instance.kwargs.keys() >= config.after
 
 
-@dataclass(frozen=True, slots=True)
 class SessionState:
-    """Task configs, instances, the latest kwargs of each fired trigger, session metadata."""
+    """Task configs, instances, the latest kwargs of each fired trigger, session metadata.
 
-    tasks: Mapping[str, TaskConfig] = field(default_factory=dict)
-    instances: Mapping[str, TaskInstance] = field(default_factory=dict)
-    latest_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    # Derived indexes (rebuilt by ``build``; never serialised; see the module docstring).
-    by_task: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
-    unresolved: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
-    accepting: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict, compare=False)
-    ready: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    Immutable by contract (nothing in the engine or its shells assigns to one after
+    it is built).  It is a plain slotted class rather than a frozen dataclass because
+    every transition builds one, and a frozen dataclass costs ten times as much to
+    construct.  Equality compares the four serialisable parts; the rest are indexes.
+    """
+
+    DERIVED = ("by_task", "unresolved", "accepting", "ready", "listeners")
+    """The index attributes: derived from the other four, never serialised."""
+
+    __slots__ = ("tasks", "instances", "latest_kwargs", "metadata", *DERIVED)
+
+    def __init__(
+        self,
+        tasks: Mapping[str, TaskConfig],
+        instances: Mapping[str, TaskInstance],
+        latest_kwargs: Mapping[str, Mapping[str, Any]],
+        metadata: Mapping[str, Any],
+        by_task: Mapping[str, tuple[str, ...]],
+        unresolved: Mapping[str, tuple[str, ...]],
+        accepting: Mapping[str, tuple[str, ...]],
+        ready: Mapping[str, tuple[str, ...]],
+        listeners: Mapping[str, tuple[TaskConfig, ...]],
+    ) -> None:
+        """Use :meth:`build` (or a :class:`Draft`): the indexes must match the parts."""
+        self.tasks = tasks
+        self.instances = instances
+        self.latest_kwargs = latest_kwargs
+        self.metadata = metadata
+        self.by_task = by_task
+        self.unresolved = unresolved
+        self.accepting = accepting
+        self.ready = ready
+        self.listeners = listeners
 
     @classmethod
     def build(
@@ -84,7 +109,7 @@ class SessionState:
         """A state from its serialisable parts, with the indexes computed."""
         by_task: dict[str, tuple[str, ...]] = {}
         unresolved: dict[str, tuple[str, ...]] = {}
-        accepting: dict[tuple[str, str], tuple[str, ...]] = {}
+        accepting: dict[str, tuple[str, ...]] = {}
         ready: dict[str, tuple[str, ...]] = {}
         for name, instance in instances.items():
             task = instance.config.name
@@ -92,11 +117,19 @@ class SessionState:
             if not instance.is_resolved:
                 _add(unresolved, task, name)
             for trigger in accepted_triggers(instance):
-                _add(accepting, (task, trigger), name)
+                _add(accepting, trigger, name)
             if is_ready(instance):
                 _add(ready, task, name)
         return cls(
-            dict(tasks), dict(instances), dict(latest_kwargs), dict(metadata), by_task, unresolved, accepting, ready
+            dict(tasks),
+            dict(instances),
+            dict(latest_kwargs),
+            dict(metadata),
+            by_task,
+            unresolved,
+            accepting,
+            ready,
+            listeners_of(tasks),
         )
 
     def instances_of(self, task: str) -> list[TaskInstance]:
@@ -117,8 +150,32 @@ class SessionState:
     def edit(self) -> Draft:
         return Draft(self)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SessionState):
+            return NotImplemented
+        return (self.tasks, self.instances, self.latest_kwargs, self.metadata) == (
+            other.tasks,
+            other.instances,
+            other.latest_kwargs,
+            other.metadata,
+        )
 
-EMPTY = SessionState()
+    __hash__ = None  # type: ignore[assignment]  # equal states may hold different dicts
+
+    def __repr__(self) -> str:
+        return f"<SessionState {len(self.tasks)} tasks, {len(self.instances)} instances>"
+
+
+def listeners_of(tasks: Mapping[str, TaskConfig]) -> dict[str, tuple[TaskConfig, ...]]:
+    """Per trigger, the configs whose ``after`` or ``unless`` name it (configuration order)."""
+    listeners: dict[str, tuple[TaskConfig, ...]] = {}
+    for config in tasks.values():
+        for trigger in config.after | config.unless:
+            listeners[trigger] = listeners.get(trigger, ()) + (config,)
+    return listeners
+
+
+EMPTY = SessionState({}, {}, {}, {}, {}, {}, {}, {}, {})
 
 
 class Draft:
@@ -138,6 +195,7 @@ class Draft:
         "unresolved",
         "accepting",
         "ready",
+        "listeners",
     )
 
     def __init__(self, base: SessionState) -> None:
@@ -148,8 +206,9 @@ class Draft:
         self.metadata: dict[str, Any] | None = None
         self.by_task: dict[str, tuple[str, ...]] | None = None
         self.unresolved: dict[str, tuple[str, ...]] | None = None
-        self.accepting: dict[tuple[str, str], tuple[str, ...]] | None = None
+        self.accepting: dict[str, tuple[str, ...]] | None = None
         self.ready: dict[str, tuple[str, ...]] | None = None
+        self.listeners: dict[str, tuple[TaskConfig, ...]] | None = None
 
     # -- reads see the draft's own writes ---------------------------------------------
 
@@ -159,22 +218,21 @@ class Draft:
     def task_configs(self) -> Mapping[str, TaskConfig]:
         return self.tasks if self.tasks is not None else self.base.tasks
 
+    def listeners_of(self, trigger: str) -> tuple[TaskConfig, ...]:
+        """The configs ``trigger`` can affect, in configuration order."""
+        return (self.listeners if self.listeners is not None else self.base.listeners).get(trigger, ())
+
     def latest(self) -> Mapping[str, Mapping[str, Any]]:
         return self.latest_kwargs if self.latest_kwargs is not None else self.base.latest_kwargs
 
     def names_of(self, task: str) -> tuple[str, ...]:
         return (self.by_task if self.by_task is not None else self.base.by_task).get(task, ())
 
+    def has_instances(self, task: str) -> bool:
+        return task in (self.by_task if self.by_task is not None else self.base.by_task)
+
     def unresolved_of(self, task: str) -> tuple[str, ...]:
         return (self.unresolved if self.unresolved is not None else self.base.unresolved).get(task, ())
-
-    def accepting_of(self, task: str, trigger: str) -> tuple[str, ...]:
-        """Unstarted instances of ``task`` that ``trigger`` would change."""
-        return (self.accepting if self.accepting is not None else self.base.accepting).get((task, trigger), ())
-
-    def ready_of(self, task: str) -> tuple[str, ...]:
-        """Unstarted instances of ``task`` due to run or to be abandoned."""
-        return (self.ready if self.ready is not None else self.base.ready).get(task, ())
 
     # -- writes -----------------------------------------------------------------------
 
@@ -202,13 +260,12 @@ class Draft:
             else:
                 _discard(self._own_unresolved(), task, name)
         accepted_now = accepted_triggers(instance)
-        if accepted_before != accepted_now or old_task != task:
+        if accepted_before != accepted_now:
             accepting = self._own_accepting()
-            for trigger in accepted_before if old_task != task else accepted_before - accepted_now:
-                _discard(accepting, (old_task, trigger), name)
-            for trigger in accepted_now if old_task != task else accepted_now - accepted_before:
-                key = (task, trigger)  # inlined ``_add``: a new instance joins several keys
-                accepting[key] = accepting.get(key, ()) + (name,)
+            for trigger in accepted_before - accepted_now:
+                _discard(accepting, trigger, name)
+            for trigger in accepted_now - accepted_before:
+                accepting[trigger] = accepting.get(trigger, ()) + (name,)  # inlined ``_add``
         now_ready = is_ready(instance)
         if was_ready != now_ready or (now_ready and old_task != task):
             if was_ready:
@@ -216,32 +273,54 @@ class Draft:
             if now_ready:
                 _add(self._own_ready(), task, name)
 
-    def take(self, task: str, trigger: str, apply: Callable[[TaskInstance], TaskInstance]) -> bool:
-        """Replace each instance of ``task`` that accepts ``trigger`` by ``apply(instance)``.
+    def take(self, trigger: str, kwargs: Mapping[str, Any]) -> Sequence[TaskInstance]:
+        """Record ``trigger`` on every unstarted instance that accepts it; return those.
 
-        ``apply`` must return the instance with ``trigger`` recorded in its kwargs and/or
-        abandon state and nothing else changed.  Then the index updates are known in
-        advance - none of them stops being unstarted or open, each stops accepting
-        ``trigger`` only, and some become ready - which makes this the cheap path of
-        ``fire``.  Returns whether any instance took the trigger.
+        The hot path of ``fire``.  Only kwargs and/or abandon state change, so the
+        index updates are known in advance: none of the instances stops being
+        unstarted or open, each stops accepting ``trigger`` only, and those now due
+        join ``ready``.
         """
-        key = (task, trigger)
         accepting = self.accepting if self.accepting is not None else self.base.accepting
-        names = accepting.get(key)
+        names = accepting.get(trigger)
         if not names:
-            return False
-        del self._own_accepting()[key]
-        instances = self.instances if self.instances is not None else self._own_instances()
-        newly_ready = []
+            return ()
+        del self._own_accepting()[trigger]
+        instances = self._own_instances()
+        new = object.__new__
+        taken = []
+        newly_ready: dict[str, list[str]] | None = None
         for name in names:
-            instance = instances[name] = apply(instances[name])
-            if is_ready(instance):
-                newly_ready.append(name)
+            # ``TaskInstance.with_trigger``, inlined: this runs for every instance of
+            # every task the trigger touches.
+            old = instances[name]
+            config = old.config
+            instance = new(TaskInstance)
+            instance.name = name
+            instance.config = config
+            instance.status = old.status
+            instance.metadata = old.metadata
+            kwargs_now = old.kwargs
+            abandon = old.abandon_state
+            if trigger in config.after and trigger not in kwargs_now:
+                kwargs_now = {**kwargs_now, trigger: kwargs}
+            if trigger in config.unless and trigger not in abandon:
+                abandon = frozenset(abandon) | {trigger}
+            instance.kwargs = kwargs_now
+            instance.abandon_state = abandon
+            instances[name] = instance
+            taken.append(instance)
+            unless = config.unless
+            if kwargs_now.keys() >= config.after or (unless and unless.issubset(abandon)):
+                if newly_ready is None:
+                    newly_ready = {}
+                newly_ready.setdefault(config.name, []).append(name)
         if newly_ready:
             ready = self._own_ready()
-            already = ready.get(task, ())
-            ready[task] = already + tuple(n for n in newly_ready if n not in already)
-        return True
+            for task, names_ready in newly_ready.items():
+                already = ready.get(task, ())
+                ready[task] = already + tuple(n for n in names_ready if n not in already)
+        return taken
 
     def pop_ready(self, task: str) -> Sequence[TaskInstance]:
         """Take the instances of ``task`` due to run or be abandoned off the ``ready`` index.
@@ -261,6 +340,9 @@ class Draft:
         instances = self._own_instances()
         return [instances[name] for name in names]
 
+    def has_ready(self) -> bool:
+        return bool(self.ready if self.ready is not None else self.base.ready)
+
     def set_latest(self, trigger: str, kwargs: Mapping[str, Any]) -> None:
         if self.latest_kwargs is None:
             self.latest_kwargs = dict(self.base.latest_kwargs)
@@ -270,6 +352,7 @@ class Draft:
         if self.tasks is None:
             self.tasks = dict(self.base.tasks)
         self.tasks.update(configs)
+        self.listeners = listeners_of(self.tasks)
 
     def set_metadata(self, key: str, value: Any) -> None:
         if self.metadata is None:
@@ -287,6 +370,7 @@ class Draft:
             base.unresolved if self.unresolved is None else self.unresolved,
             base.accepting if self.accepting is None else self.accepting,
             base.ready if self.ready is None else self.ready,
+            base.listeners if self.listeners is None else self.listeners,
         )
 
     # -- copy-on-write of the maps ------------------------------------------------------
@@ -306,7 +390,7 @@ class Draft:
             self.unresolved = dict(self.base.unresolved)
         return self.unresolved
 
-    def _own_accepting(self) -> dict[tuple[str, str], tuple[str, ...]]:
+    def _own_accepting(self) -> dict[str, tuple[str, ...]]:
         if self.accepting is None:
             self.accepting = dict(self.base.accepting)
         return self.accepting
@@ -317,7 +401,7 @@ class Draft:
         return self.ready
 
 
-def _add(index: dict[Any, tuple[str, ...]], key: Any, name: str) -> None:
+def _add(index: dict[Any, tuple[Any, ...]], key: Any, name: Any) -> None:
     index[key] = index.get(key, ()) + (name,)
 
 

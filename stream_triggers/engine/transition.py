@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from operator import methodcaller
 from typing import Any
 
 from stream_triggers.engine.effects import (
@@ -84,16 +83,20 @@ def _configure(draft: Draft, event: ConfigurationUpdated, effects: list[Effect])
 def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
     trigger, kwargs, at = event.trigger, event.kwargs, event.at
     scheduled: list[TaskInstance] = []
-    take = methodcaller("with_trigger", trigger, kwargs)
-    for config in draft.task_configs().values():
-        if trigger not in config.after and trigger not in config.unless:
-            continue
+    # Only the instances the ``accepting`` index lists can take the trigger, so a fire
+    # does not scan the instances that already have it (andEvery piles).
+    taken = draft.take(trigger, kwargs)
+    took: set[str] | None = None
+    for config in draft.listeners_of(trigger):
         task = config.name
-        # Only the instances the ``accepting`` index lists can take the trigger, so a
-        # fire does not scan the instances that already have it (andEvery piles).
-        if not draft.take(task, trigger, take) and (trigger == config.and_every or not draft.names_of(task)):
+        if trigger == config.and_every:
             # ``andEvery`` makes a new instance only when no open one took the trigger,
             # so each firing adds exactly one instance.
+            if took is None:
+                took = {instance.config.name for instance in taken}
+            if task not in took:
+                _create_for_trigger(draft, config, trigger, kwargs, at, effects)
+        elif not draft.has_instances(task):
             _create_for_trigger(draft, config, trigger, kwargs, at, effects)
         # The unstarted instances now due: those that took the trigger or were created,
         # plus any left due by an edit outside ``fire`` (the ``ready`` index).
@@ -119,14 +122,11 @@ def _create_for_trigger(
     # A new instance inherits every earlier-fired trigger it waits for (or is
     # abandoned by), so instance kwargs hold only triggers that really fired.
     latest = draft.latest()
-    instance = new_instance(
-        draft,
-        config,
-        at,
-        kwargs={t: latest[t] for t in config.after if t != trigger and t in latest},
-        abandon_state=frozenset(t for t in config.unless if t != trigger and t in latest),
-    )
-    instance = instance.with_trigger(trigger, kwargs)
+    inherited = {t: latest[t] for t in config.after if t != trigger and t in latest}
+    if trigger in config.after:
+        inherited[trigger] = kwargs
+    abandon_state = frozenset(t for t in config.unless if t == trigger or t in latest) if config.unless else None
+    instance = new_instance(draft, config, at, kwargs=inherited, abandon_state=abandon_state)
     draft.put(instance)
     effects.append(InstanceChanged(instance, None))
 
@@ -245,7 +245,7 @@ def new_instance(
     at: datetime,
     *,
     kwargs: dict[str, Any] | None = None,
-    abandon_state: frozenset[str] = frozenset(),
+    abandon_state: frozenset[str] | None = None,
     metadata: dict[str, Any] | None = None,
     status: Status = Status.UNSTARTED,
 ) -> TaskInstance:
