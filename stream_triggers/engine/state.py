@@ -19,6 +19,12 @@ instances a session accumulates:
 
 Each index lists names in the order they joined it (creation order, unless an
 instance left and re-joined), like ``unresolved`` always has.
+
+The engine never mutates what a state holds, so unstarted instances that received
+the same triggers may share one kwargs map (a fire that creates several instances,
+and every later fire that updates them, builds one map per group, not per
+instance).  Anything handed out for mutation - storage views, hook arguments - is
+a copy (``TaskInstance.copy``).
 """
 
 from __future__ import annotations
@@ -228,31 +234,45 @@ class Draft:
     def names_of(self, task: str) -> tuple[str, ...]:
         return (self.by_task if self.by_task is not None else self.base.by_task).get(task, ())
 
-    def has_instances(self, task: str) -> bool:
-        return task in (self.by_task if self.by_task is not None else self.base.by_task)
+    def tasks_with_instances(self) -> Mapping[str, tuple[str, ...]]:
+        """The ``by_task`` index as it is now (read only: ``in`` tells if a task has any)."""
+        return self.by_task if self.by_task is not None else self.base.by_task
 
     def unresolved_of(self, task: str) -> tuple[str, ...]:
         return (self.unresolved if self.unresolved is not None else self.base.unresolved).get(task, ())
 
     # -- writes -----------------------------------------------------------------------
 
+    def add(self, instance: TaskInstance) -> None:
+        """Insert an instance whose name is not taken yet (``put``'s cheaper half)."""
+        instances = self._own_instances()
+        name = instance.name
+        task = instance.config.name
+        instances[name] = instance
+        _add(self._own_by_task(), task, name)
+        if instance.status in RESOLVED_STATUSES:
+            return
+        _add(self._own_unresolved(), task, name)
+        accepting = self._own_accepting()
+        for trigger in accepted_triggers(instance):
+            accepting[trigger] = accepting.get(trigger, ()) + (name,)  # inlined ``_add``
+        if is_ready(instance):
+            _add(self._own_ready(), task, name)
+
     def put(self, instance: TaskInstance) -> None:
         """Insert or replace an instance, keeping every index right."""
         instances = self._own_instances()
         name = instance.name
-        task = instance.config.name
         previous = instances.get(name)
-        instances[name] = instance
         if previous is None:
-            _add(self._own_by_task(), task, name)
-            old_task = task
-            was_open = was_ready = False
-            accepted_before = _NOTHING
-        else:
-            old_task = previous.config.name
-            was_open = previous.status not in RESOLVED_STATUSES
-            was_ready = is_ready(previous)
-            accepted_before = accepted_triggers(previous)
+            self.add(instance)
+            return
+        task = instance.config.name
+        instances[name] = instance
+        old_task = previous.config.name
+        was_open = previous.status not in RESOLVED_STATUSES
+        was_ready = is_ready(previous)
+        accepted_before = accepted_triggers(previous)
         is_open = instance.status not in RESOLVED_STATUSES
         if was_open != is_open:
             if is_open:
@@ -290,6 +310,9 @@ class Draft:
         new = object.__new__
         taken = []
         newly_ready: dict[str, list[str]] | None = None
+        # Instances that shared a kwargs map before share the updated one too (see
+        # ``SessionState``): one new map per group rather than one per instance.
+        updated: dict[int, dict[str, Any]] = {}
         for name in names:
             # ``TaskInstance.with_trigger``, inlined: this runs for every instance of
             # every task the trigger touches.
@@ -303,7 +326,10 @@ class Draft:
             kwargs_now = old.kwargs
             abandon = old.abandon_state
             if trigger in config.after and trigger not in kwargs_now:
-                kwargs_now = {**kwargs_now, trigger: kwargs}
+                shared = updated.get(id(kwargs_now))
+                if shared is None:
+                    shared = updated[id(kwargs_now)] = {**kwargs_now, trigger: kwargs}
+                kwargs_now = shared
             if trigger in config.unless and trigger not in abandon:
                 abandon = frozenset(abandon) | {trigger}
             instance.kwargs = kwargs_now

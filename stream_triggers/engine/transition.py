@@ -82,31 +82,35 @@ def _configure(draft: Draft, event: ConfigurationUpdated, effects: list[Effect])
 
 def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
     trigger, kwargs, at = event.trigger, event.kwargs, event.at
-    scheduled: list[TaskInstance] = []
+    listeners = draft.listeners_of(trigger)
     # Only the instances the ``accepting`` index lists can take the trigger, so a fire
     # does not scan the instances that already have it (andEvery piles).
     taken = draft.take(trigger, kwargs)
+    # New instances: for a task with none yet, and for ``andEvery`` when no open
+    # instance took the trigger (so each firing adds exactly one instance).
+    had_instances = draft.tasks_with_instances()
     took: set[str] | None = None
-    for config in draft.listeners_of(trigger):
-        task = config.name
+    created: dict[frozenset[str], dict[str, Any]] = {}  # kwargs maps of this fire's new instances
+    for config in listeners:
         if trigger == config.and_every:
-            # ``andEvery`` makes a new instance only when no open one took the trigger,
-            # so each firing adds exactly one instance.
             if took is None:
                 took = {instance.config.name for instance in taken}
-            if task not in took:
-                _create_for_trigger(draft, config, trigger, kwargs, at, effects)
-        elif not draft.has_instances(task):
-            _create_for_trigger(draft, config, trigger, kwargs, at, effects)
-        # The unstarted instances now due: those that took the trigger or were created,
-        # plus any left due by an edit outside ``fire`` (the ``ready`` index).
-        for instance in draft.pop_ready(task):
-            if instance.can_abandon:
-                _set_status(draft, instance, Status.ABANDONED, None, at, effects)
-            else:
-                ready = _set_status(draft, instance, Status.SCHEDULED, None, at, effects)
-                effects.append(RunInstance(ready))
-                scheduled.append(ready)
+            if config.name not in took:
+                _create_for_trigger(draft, config, trigger, kwargs, at, effects, created)
+        elif config.name not in had_instances:
+            _create_for_trigger(draft, config, trigger, kwargs, at, effects, created)
+    # Settle the unstarted instances now due: those that took the trigger or were
+    # created, plus any left due by an edit outside ``fire`` (the ``ready`` index).
+    scheduled: list[TaskInstance] = []
+    if draft.has_ready():
+        for config in listeners:
+            for instance in draft.pop_ready(config.name):
+                if instance.can_abandon:
+                    _set_status(draft, instance, Status.ABANDONED, None, at, effects)
+                else:
+                    ready = _set_status(draft, instance, Status.SCHEDULED, None, at, effects)
+                    effects.append(RunInstance(ready))
+                    scheduled.append(ready)
     draft.set_latest(trigger, kwargs)
     effects.append(Fired(trigger, tuple(scheduled)))
 
@@ -118,16 +122,22 @@ def _create_for_trigger(
     kwargs: Mapping[str, Any],
     at: datetime,
     effects: list[Effect],
+    created: dict[frozenset[str], dict[str, Any]],
 ) -> None:
     # A new instance inherits every earlier-fired trigger it waits for (or is
     # abandoned by), so instance kwargs hold only triggers that really fired.
+    # Tasks waiting for the same triggers get the same map (``created``): it is
+    # never mutated, and later fires keep it shared (``Draft.take``).
     latest = draft.latest()
-    inherited = {t: latest[t] for t in config.after if t != trigger and t in latest}
-    if trigger in config.after:
-        inherited[trigger] = kwargs
+    inherited = created.get(config.after)
+    if inherited is None:
+        inherited = {t: latest[t] for t in config.after if t != trigger and t in latest}
+        if trigger in config.after:
+            inherited[trigger] = kwargs
+        created[config.after] = inherited
     abandon_state = frozenset(t for t in config.unless if t == trigger or t in latest) if config.unless else None
     instance = new_instance(draft, config, at, kwargs=inherited, abandon_state=abandon_state)
-    draft.put(instance)
+    draft.add(instance)
     effects.append(InstanceChanged(instance, None))
 
 
@@ -253,13 +263,14 @@ def new_instance(
     name = f"{config.name}#{len(draft.names_of(config.name))}"
     while draft.get(name) is not None:  # names taken by hand-made instances
         name = f"{name}'"
+    timestamps = {_CREATED: at, _LAST_MODIFIED: at}
     return TaskInstance(
-        name=name,
-        config=config,
-        status=status,
-        metadata=_stamped(dict(metadata or {}), None, at, created=True),
-        kwargs=kwargs if kwargs is not None else {},
-        abandonState=abandon_state,
+        name,
+        config,
+        status,
+        {**metadata, _META_TIMESTAMPS: timestamps} if metadata else {_META_TIMESTAMPS: timestamps},
+        kwargs if kwargs is not None else {},
+        abandon_state,
     )
 
 
@@ -285,11 +296,10 @@ def _set_status(
     return updated
 
 
-def _stamped(metadata: dict[str, Any], status: Status | None, at: datetime, created: bool = False) -> dict[str, Any]:
+def _stamped(metadata: dict[str, Any], status: Status | None, at: datetime) -> dict[str, Any]:
     """``metadata`` with its timestamps bumped (mutates and returns the fresh dict)."""
     timestamps = dict(metadata.get(_META_TIMESTAMPS) or {})
-    if created or _CREATED not in timestamps:
-        timestamps.setdefault(_CREATED, at)
+    timestamps.setdefault(_CREATED, at)
     timestamps[_LAST_MODIFIED] = at
     if status is not None:
         timestamps[str(status)] = at
