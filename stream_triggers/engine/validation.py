@@ -120,11 +120,19 @@ class _Unusual(Exception):
 
 
 def _plain_dict(value: Mapping[Any, Any]) -> dict[str, Any]:
-    out = {}
-    for key, item in value.items():
+    # Copy in C first, then replace only the nested containers: most values are
+    # scalars and stay as they are.  (Assigning existing keys while iterating is safe.)
+    out = dict(value)
+    for key, item in out.items():
         if type(key) is not str:
             raise _Unusual
-        out[key] = _plain_value(item)
+        kind = type(item)
+        if kind in _PLAIN_SCALARS:
+            continue
+        if kind is dict:
+            out[key] = _plain_dict(item)
+        else:
+            out[key] = _plain_value(item)
     return out
 
 
