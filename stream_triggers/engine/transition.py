@@ -90,15 +90,18 @@ def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
     # instance took the trigger (so each firing adds exactly one instance).
     had_instances = draft.tasks_with_instances()
     took: set[str] | None = None
-    created: dict[frozenset[str], dict[str, Any]] = {}  # kwargs maps of this fire's new instances
+    created: _Created | None = None
     for config in listeners:
         if trigger == config.and_every:
             if took is None:
                 took = {instance.config.name for instance in taken}
-            if config.name not in took:
-                _create_for_trigger(draft, config, trigger, kwargs, at, effects, created)
-        elif config.name not in had_instances:
-            _create_for_trigger(draft, config, trigger, kwargs, at, effects, created)
+            if config.name in took:
+                continue
+        elif config.name in had_instances:
+            continue
+        if created is None:
+            created = _Created(at)
+        _create_for_trigger(draft, config, trigger, kwargs, effects, created)
     # Settle the unstarted instances now due: those that took the trigger or were
     # created, plus any left due by an edit outside ``fire`` (the ``ready`` index).
     scheduled: list[TaskInstance] = []
@@ -115,28 +118,39 @@ def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
     effects.append(Fired(trigger, tuple(scheduled)))
 
 
+class _Created:
+    """Maps that the instances one fire creates share (never mutated: see ``SessionState``)."""
+
+    __slots__ = ("kwargs", "metadata")
+
+    def __init__(self, at: datetime) -> None:
+        self.kwargs: dict[frozenset[str], dict[str, Any]] = {}  # by ``after``: same triggers, same map
+        self.metadata = {_META_TIMESTAMPS: {_CREATED: at, _LAST_MODIFIED: at}}
+
+
 def _create_for_trigger(
     draft: Draft,
     config: TaskConfig,
     trigger: str,
     kwargs: Mapping[str, Any],
-    at: datetime,
     effects: list[Effect],
-    created: dict[frozenset[str], dict[str, Any]],
+    created: _Created,
 ) -> None:
     # A new instance inherits every earlier-fired trigger it waits for (or is
     # abandoned by), so instance kwargs hold only triggers that really fired.
-    # Tasks waiting for the same triggers get the same map (``created``): it is
-    # never mutated, and later fires keep it shared (``Draft.take``).
+    # Tasks waiting for the same triggers get the same map: it is never mutated, and
+    # later fires keep it shared (``Draft.take``).
     latest = draft.latest()
-    inherited = created.get(config.after)
+    inherited = created.kwargs.get(config.after)
     if inherited is None:
         inherited = {t: latest[t] for t in config.after if t != trigger and t in latest}
         if trigger in config.after:
             inherited[trigger] = kwargs
-        created[config.after] = inherited
+        created.kwargs[config.after] = inherited
     abandon_state = frozenset(t for t in config.unless if t == trigger or t in latest) if config.unless else None
-    instance = new_instance(draft, config, at, kwargs=inherited, abandon_state=abandon_state)
+    instance = TaskInstance(
+        _free_name(draft, config), config, Status.UNSTARTED, created.metadata, inherited, abandon_state
+    )
     draft.add(instance)
     effects.append(InstanceChanged(instance, None))
 
@@ -260,18 +274,23 @@ def new_instance(
     status: Status = Status.UNSTARTED,
 ) -> TaskInstance:
     """A new unstarted instance named ``<task>#<n>`` (not yet put into the draft)."""
-    name = f"{config.name}#{len(draft.names_of(config.name))}"
-    while draft.get(name) is not None:  # names taken by hand-made instances
-        name = f"{name}'"
     timestamps = {_CREATED: at, _LAST_MODIFIED: at}
     return TaskInstance(
-        name,
+        _free_name(draft, config),
         config,
         status,
         {**metadata, _META_TIMESTAMPS: timestamps} if metadata else {_META_TIMESTAMPS: timestamps},
         kwargs if kwargs is not None else {},
         abandon_state,
     )
+
+
+def _free_name(draft: Draft, config: TaskConfig) -> str:
+    """``<task>#<n>``, n counting the task's instances (primed if taken by a hand-made one)."""
+    name = f"{config.name}#{len(draft.names_of(config.name))}"
+    while draft.get(name) is not None:
+        name = f"{name}'"
+    return name
 
 
 def _existing(draft: Draft, name: str) -> TaskInstance:

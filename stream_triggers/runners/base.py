@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -43,11 +44,14 @@ def merge_dict_recursive(*dicts: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def task_kwargs(task_instance: TaskInstance) -> dict[str, Any]:
-    """What the task receives as ``trigger_kwargs``: ``withParams`` under the instance kwargs."""
+    """What the task receives as ``trigger_kwargs``: ``withParams`` under the instance kwargs.
+
+    A deep copy: the session state shares these maps between instances and versions,
+    so a task that edits its kwargs must not reach them.
+    """
     with_params = task_instance.config.with_params
-    if not with_params:
-        return dict(task_instance.kwargs)
-    return merge_dict_recursive(with_params, task_instance.kwargs)
+    kwargs = merge_dict_recursive(with_params, task_instance.kwargs) if with_params else task_instance.kwargs
+    return copy.deepcopy(dict(kwargs))
 
 
 task_runners: PluginRegistry[BaseTaskRunner] = PluginRegistry(group="stream_triggers.runners", kind="task runner")

@@ -36,6 +36,31 @@ class Renamed(TriggerTask):
         return {"who": self.name}
 
 
+class Scribbler(TriggerTask):
+    """Edits the kwargs it was given, nested maps included."""
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        for trigger_kwargs in context.trigger_kwargs.values():
+            trigger_kwargs["answers"]["q1"] = "scribbled"
+            trigger_kwargs["extra"] = True
+        return {}
+
+
+def test_a_task_editing_its_kwargs_changes_nothing_stored(session: Session) -> None:
+    session.manager.update_configuration(
+        {
+            "t_scribble": {"after": ["pageReceived"], "run": Scribbler.name},
+            "t_wait": {"after": ["pageReceived", "never"], "run": PassThruTask.name},
+        }
+    )
+    session.fire("pageReceived", {"answers": {"q1": "yes"}})
+    session.assertInstanceFinished("t_scribble#0", {})
+    storage = session.storage
+    assert storage.latest_kwargs["pageReceived"] == {"answers": {"q1": "yes"}}
+    assert storage["t_scribble#0"].kwargs == {"pageReceived": {"answers": {"q1": "yes"}}}
+    assert storage["t_wait#0"].kwargs == {"pageReceived": {"answers": {"q1": "yes"}}}
+
+
 def test_a_task_is_named_after_its_module_and_class_and_registers_itself() -> None:
     assert ImportSubject.name == f"{__name__}.ImportSubject"
     assert task_registry[ImportSubject.name] is ImportSubject
