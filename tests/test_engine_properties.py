@@ -29,6 +29,7 @@ from stream_triggers.engine import (
     TriggerFired,
     step,
 )
+from stream_triggers.engine.state import CHUNK, Names
 from stream_triggers.serialization import decode_state, encode_state
 from stream_triggers.types import Status, TaskInstance
 
@@ -267,3 +268,29 @@ def test_instance_kwargs_hold_only_triggers_that_fired(config: dict[str, Any], t
         assert set(instance.abandon_state) <= fired
         for trigger in set(instance.kwargs) & set(TRIGGERS):
             assert instance.kwargs[trigger] == {"trigger": trigger}
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(CHUNK + 1, 2 * CHUNK + 5), st.randoms(use_true_random=False))
+def test_indexes_stay_right_when_their_entries_grow_long(pages: int, random: Any) -> None:
+    """Past ``CHUNK`` names an index entry is chunked (``Names``); it must behave like the tuple."""
+    session = Session(
+        {
+            "t_subject": {"after": ["start"], "run": "tests.noop"},
+            "t_pages": {"after": ["t_subject"], "andEvery": "page", "run": "tests.noop"},
+        }
+    )
+    for _ in range(pages):
+        session.fire("page")
+    state = session.state
+    assert isinstance(state.by_task["t_pages"], Names)
+    assert isinstance(state.unresolved["t_pages"], Names)
+    assert isinstance(state.accepting["t_subject"], Names)
+    expected = [f"t_pages#{n}" for n in range(pages)]
+    assert [instance.name for instance in state.instances_of("t_pages")] == expected
+    session.fire("start")
+    session.finish("t_subject#0")  # its cascade schedules every page instance, oldest first
+    assert session.pending == expected
+    random.shuffle(session.pending)
+    session.finish_all()  # indexes checked against a rebuild after every report
+    assert not session.state.unresolved_instances()

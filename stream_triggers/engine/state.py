@@ -18,7 +18,9 @@ instances a session accumulates:
   ``unless``), in configuration order.
 
 Each index lists names in the order they joined it (creation order, unless an
-instance left and re-joined), like ``unresolved`` always has.
+instance left and re-joined), like ``unresolved`` always has: a tuple, or past
+``CHUNK`` names a :class:`Names`, so that a growing entry is not copied whole on every
+append (``andEvery`` sessions with thousands of instances).
 
 The engine never mutates what a state holds, so unstarted instances that received
 the same triggers may share one kwargs map (a fire that creates several instances,
@@ -29,12 +31,13 @@ a copy (``TaskInstance.copy``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 from stream_triggers.types import RESOLVED_STATUSES, Status, TaskConfig, TaskInstance
 
-__all__ = ["SessionState", "Draft", "EMPTY", "accepted_triggers", "is_ready"]
+__all__ = ["SessionState", "Draft", "EMPTY", "Names", "accepted_triggers", "is_ready"]
 
 _UNSTARTED = Status.UNSTARTED
 _NOTHING: frozenset[str] = frozenset()
@@ -87,10 +90,10 @@ class SessionState:
         instances: Mapping[str, TaskInstance],
         latest_kwargs: Mapping[str, Mapping[str, Any]],
         metadata: Mapping[str, Any],
-        by_task: Mapping[str, tuple[str, ...]],
-        unresolved: Mapping[str, tuple[str, ...]],
-        accepting: Mapping[str, tuple[str, ...]],
-        ready: Mapping[str, tuple[str, ...]],
+        by_task: Mapping[str, Sequence[str]],
+        unresolved: Mapping[str, Sequence[str]],
+        accepting: Mapping[str, Sequence[str]],
+        ready: Mapping[str, Sequence[str]],
         listeners: Mapping[str, tuple[TaskConfig, ...]],
     ) -> None:
         """Use :meth:`build` (or a :class:`Draft`): the indexes must match the parts."""
@@ -113,10 +116,10 @@ class SessionState:
         metadata: Mapping[str, Any],
     ) -> SessionState:
         """A state from its serialisable parts, with the indexes computed."""
-        by_task: dict[str, tuple[str, ...]] = {}
-        unresolved: dict[str, tuple[str, ...]] = {}
-        accepting: dict[str, tuple[str, ...]] = {}
-        ready: dict[str, tuple[str, ...]] = {}
+        by_task: dict[str, Sequence[str]] = {}
+        unresolved: dict[str, Sequence[str]] = {}
+        accepting: dict[str, Sequence[str]] = {}
+        ready: dict[str, Sequence[str]] = {}
         for name, instance in instances.items():
             task = instance.config.name
             _add(by_task, task, name)
@@ -210,10 +213,10 @@ class Draft:
         self.instances: dict[str, TaskInstance] | None = None
         self.latest_kwargs: dict[str, Mapping[str, Any]] | None = None
         self.metadata: dict[str, Any] | None = None
-        self.by_task: dict[str, tuple[str, ...]] | None = None
-        self.unresolved: dict[str, tuple[str, ...]] | None = None
-        self.accepting: dict[str, tuple[str, ...]] | None = None
-        self.ready: dict[str, tuple[str, ...]] | None = None
+        self.by_task: dict[str, Sequence[str]] | None = None
+        self.unresolved: dict[str, Sequence[str]] | None = None
+        self.accepting: dict[str, Sequence[str]] | None = None
+        self.ready: dict[str, Sequence[str]] | None = None
         self.listeners: dict[str, tuple[TaskConfig, ...]] | None = None
 
     # -- reads see the draft's own writes ---------------------------------------------
@@ -231,14 +234,14 @@ class Draft:
     def latest(self) -> Mapping[str, Mapping[str, Any]]:
         return self.latest_kwargs if self.latest_kwargs is not None else self.base.latest_kwargs
 
-    def names_of(self, task: str) -> tuple[str, ...]:
+    def names_of(self, task: str) -> Sequence[str]:
         return (self.by_task if self.by_task is not None else self.base.by_task).get(task, ())
 
-    def tasks_with_instances(self) -> Mapping[str, tuple[str, ...]]:
+    def tasks_with_instances(self) -> Mapping[str, Sequence[str]]:
         """The ``by_task`` index as it is now (read only: ``in`` tells if a task has any)."""
         return self.by_task if self.by_task is not None else self.base.by_task
 
-    def unresolved_of(self, task: str) -> tuple[str, ...]:
+    def unresolved_of(self, task: str) -> Sequence[str]:
         return (self.unresolved if self.unresolved is not None else self.base.unresolved).get(task, ())
 
     # -- writes -----------------------------------------------------------------------
@@ -255,7 +258,10 @@ class Draft:
         _add(self._own_unresolved(), task, name)
         accepting = self._own_accepting()
         for trigger in accepted_triggers(instance):
-            accepting[trigger] = accepting.get(trigger, ()) + (name,)  # inlined ``_add``
+            names = accepting.get(trigger, ())  # ``_add``, inlined: a new instance joins several
+            accepting[trigger] = (
+                names + (name,) if type(names) is tuple and len(names) < CHUNK else _appended(names, name)
+            )
         if is_ready(instance):
             _add(self._own_ready(), task, name)
 
@@ -285,7 +291,7 @@ class Draft:
             for trigger in accepted_before - accepted_now:
                 _discard(accepting, trigger, name)
             for trigger in accepted_now - accepted_before:
-                accepting[trigger] = accepting.get(trigger, ()) + (name,)  # inlined ``_add``
+                _add(accepting, trigger, name)
         now_ready = is_ready(instance)
         if was_ready != now_ready or (now_ready and old_task != task):
             if was_ready:
@@ -345,7 +351,7 @@ class Draft:
             ready = self._own_ready()
             for task, names_ready in newly_ready.items():
                 already = ready.get(task, ())
-                ready[task] = already + tuple(n for n in names_ready if n not in already)
+                ready[task] = _entry([*already, *(n for n in names_ready if n not in already)])
         return taken
 
     def pop_ready(self, task: str) -> Sequence[TaskInstance]:
@@ -406,38 +412,107 @@ class Draft:
             self.instances = dict(self.base.instances)
         return self.instances
 
-    def _own_by_task(self) -> dict[str, tuple[str, ...]]:
+    def _own_by_task(self) -> dict[str, Sequence[str]]:
         if self.by_task is None:
             self.by_task = dict(self.base.by_task)
         return self.by_task
 
-    def _own_unresolved(self) -> dict[str, tuple[str, ...]]:
+    def _own_unresolved(self) -> dict[str, Sequence[str]]:
         if self.unresolved is None:
             self.unresolved = dict(self.base.unresolved)
         return self.unresolved
 
-    def _own_accepting(self) -> dict[str, tuple[str, ...]]:
+    def _own_accepting(self) -> dict[str, Sequence[str]]:
         if self.accepting is None:
             self.accepting = dict(self.base.accepting)
         return self.accepting
 
-    def _own_ready(self) -> dict[str, tuple[str, ...]]:
+    def _own_ready(self) -> dict[str, Sequence[str]]:
         if self.ready is None:
             self.ready = dict(self.base.ready)
         return self.ready
 
 
-def _add(index: dict[Any, tuple[Any, ...]], key: Any, name: Any) -> None:
-    index[key] = index.get(key, ()) + (name,)
+CHUNK = 32
+"""Index entries up to this many names are plain tuples; longer ones are ``Names``."""
 
 
-def _discard(index: dict[Any, tuple[str, ...]], key: Any, name: str) -> None:
+class Names(Sequence[str]):
+    """An index entry grown past ``CHUNK`` names: full chunks shared between versions.
+
+    Appending copies only the short tail (and, once per ``CHUNK`` appends, the tuple
+    of chunks) instead of every name, as appending to a tuple would.
+    """
+
+    __slots__ = ("chunks", "tail")
+
+    def __init__(self, chunks: tuple[tuple[str, ...], ...], tail: tuple[str, ...]) -> None:
+        self.chunks = chunks  # each exactly CHUNK names
+        self.tail = tail  # fewer than CHUNK names
+
+    def appended(self, name: str) -> Names:
+        tail = self.tail + (name,)
+        if len(tail) < CHUNK:
+            return Names(self.chunks, tail)
+        return Names(self.chunks + (tail,), ())
+
+    def __iter__(self) -> Iterator[str]:
+        return chain(*self.chunks, self.tail)
+
+    def __len__(self) -> int:
+        return len(self.chunks) * CHUNK + len(self.tail)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.tail or any(name in chunk for chunk in self.chunks)
+
+    def __getitem__(self, index: Any) -> Any:
+        return tuple(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Names, tuple)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Names({tuple(self)!r})"
+
+
+def _entry(names: Sequence[str]) -> tuple[str, ...] | Names:
+    """``names`` as an index entry: a tuple, or chunked once longer than ``CHUNK``."""
+    names = tuple(names)
+    if len(names) <= CHUNK:
+        return names
+    full = len(names) - len(names) % CHUNK
+    return Names(tuple(names[i : i + CHUNK] for i in range(0, full, CHUNK)), names[full:])
+
+
+def _appended(names: tuple[str, ...] | Names, name: str) -> tuple[str, ...] | Names:
+    if type(names) is tuple:
+        if len(names) < CHUNK:
+            return names + (name,)
+        names = _entry(names)
+        if type(names) is tuple:  # exactly CHUNK names: they become the first chunk
+            return Names((names,), (name,))
+    return names.appended(name)  # type: ignore[union-attr]
+
+
+def _add(index: dict[Any, Any], key: Any, name: str) -> None:
+    names = index.get(key, ())
+    # (The common case inlined: a short tuple.)
+    index[key] = names + (name,) if type(names) is tuple and len(names) < CHUNK else _appended(names, name)
+
+
+def _discard(index: dict[Any, Any], key: Any, name: str) -> None:
     """Remove ``name`` from ``index[key]``, dropping the key once nothing is left."""
     names = index.get(key, ())
     if name not in names:
         return
     if len(names) == 1:
         del index[key]
-    else:
+    elif type(names) is tuple:
         at = names.index(name)
         index[key] = names[:at] + names[at + 1 :]
+    else:
+        index[key] = _entry([n for n in names if n != name])
