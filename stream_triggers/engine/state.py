@@ -246,24 +246,37 @@ class Draft:
 
     # -- writes -----------------------------------------------------------------------
 
-    def add(self, instance: TaskInstance) -> None:
-        """Insert an instance whose name is not taken yet (``put``'s cheaper half)."""
+    def add(self, *new: TaskInstance) -> None:
+        """Insert instances whose names are not taken yet (``put``'s cheaper half).
+
+        A fire adds all the instances it creates at once: consecutive ones that accept
+        the same triggers (tasks waiting for the same things) join the ``accepting``
+        entries together, each entry growing once rather than once per instance.
+        """
         instances = self._own_instances()
-        name = instance.name
-        task = instance.config.name
-        instances[name] = instance
-        _add(self._own_by_task(), task, name)
-        if instance.status in RESOLVED_STATUSES:
-            return
-        _add(self._own_unresolved(), task, name)
-        accepting = self._own_accepting()
-        for trigger in accepted_triggers(instance):
-            names = accepting.get(trigger, ())  # ``_add``, inlined: a new instance joins several
-            accepting[trigger] = (
-                names + (name,) if type(names) is tuple and len(names) < CHUNK else _appended(names, name)
-            )
-        if is_ready(instance):
-            _add(self._own_ready(), task, name)
+        by_task = self._own_by_task()
+        joining: list[tuple[frozenset[str], list[str]]] = []  # runs of equal accepted sets
+        for instance in new:
+            name = instance.name
+            task = instance.config.name
+            instances[name] = instance
+            _add(by_task, task, name)
+            if instance.status in RESOLVED_STATUSES:
+                continue
+            _add(self._own_unresolved(), task, name)
+            accepted = accepted_triggers(instance)
+            if accepted:
+                if joining and joining[-1][0] == accepted:
+                    joining[-1][1].append(name)
+                else:
+                    joining.append((accepted, [name]))
+            if is_ready(instance):
+                _add(self._own_ready(), task, name)
+        if joining:
+            accepting = self._own_accepting()
+            for accepted, names in joining:
+                for trigger in accepted:
+                    accepting[trigger] = _extended(accepting.get(trigger, ()), names)
 
     def put(self, instance: TaskInstance) -> None:
         """Insert or replace an instance, keeping every index right."""
@@ -496,6 +509,16 @@ def _appended(names: tuple[str, ...] | Names, name: str) -> tuple[str, ...] | Na
         if type(names) is tuple:  # exactly CHUNK names: they become the first chunk
             return Names((names,), (name,))
     return names.appended(name)  # type: ignore[union-attr]
+
+
+def _extended(names: Sequence[str], more: list[str]) -> Sequence[str]:
+    if type(names) is tuple and len(names) + len(more) <= CHUNK:
+        return names + tuple(more)
+    if type(names) is tuple:
+        return _entry([*names, *more])
+    for name in more:
+        names = names.appended(name)  # type: ignore[attr-defined]
+    return names
 
 
 def _add(index: dict[Any, Any], key: Any, name: str) -> None:

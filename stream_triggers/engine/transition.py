@@ -102,6 +102,8 @@ def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
         if created is None:
             created = _Created(at)
         _create_for_trigger(draft, config, trigger, kwargs, effects, created)
+    if created is not None:
+        draft.add(*created.instances)
     # Settle the unstarted instances now due: those that took the trigger or were
     # created, plus any left due by an edit outside ``fire`` (the ``ready`` index).
     scheduled: list[TaskInstance] = []
@@ -121,9 +123,10 @@ def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
 class _Created:
     """Maps that the instances one fire creates share (never mutated: see ``SessionState``)."""
 
-    __slots__ = ("kwargs", "metadata")
+    __slots__ = ("kwargs", "metadata", "instances")
 
     def __init__(self, at: datetime) -> None:
+        self.instances: list[TaskInstance] = []
         self.kwargs: dict[frozenset[str], dict[str, Any]] = {}  # by ``after``: same triggers, same map
         self.metadata = {_META_TIMESTAMPS: {_CREATED: at, _LAST_MODIFIED: at}}
 
@@ -151,7 +154,7 @@ def _create_for_trigger(
     instance = TaskInstance(
         _free_name(draft, config), config, Status.UNSTARTED, created.metadata, inherited, abandon_state
     )
-    draft.add(instance)
+    created.instances.append(instance)  # the draft gets them all at once (``Draft.add``)
     effects.append(InstanceChanged(instance, None))
 
 
