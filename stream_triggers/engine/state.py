@@ -224,6 +224,10 @@ class Draft:
     def get(self, name: str) -> TaskInstance | None:
         return (self.instances if self.instances is not None else self.base.instances).get(name)
 
+    def current_instances(self) -> Mapping[str, TaskInstance]:
+        """The instances as they are now (read only)."""
+        return self.instances if self.instances is not None else self.base.instances
+
     def task_configs(self) -> Mapping[str, TaskConfig]:
         return self.tasks if self.tasks is not None else self.base.tasks
 
@@ -312,8 +316,8 @@ class Draft:
             if now_ready:
                 _add(self._own_ready(), task, name)
 
-    def take(self, trigger: str, kwargs: Mapping[str, Any]) -> Sequence[TaskInstance]:
-        """Record ``trigger`` on every unstarted instance that accepts it; return those.
+    def take(self, trigger: str, kwargs: Mapping[str, Any]) -> Sequence[str]:
+        """Record ``trigger`` on every unstarted instance that accepts it; return their names.
 
         The hot path of ``fire``.  Only kwargs and/or abandon state change, so the
         index updates are known in advance: none of the instances stops being
@@ -327,11 +331,11 @@ class Draft:
         del self._own_accepting()[trigger]
         instances = self._own_instances()
         new = object.__new__
-        taken = []
         newly_ready: dict[str, list[str]] | None = None
         # Instances that shared a kwargs map before share the updated one too (see
-        # ``SessionState``): one new map per group rather than one per instance.
-        updated: dict[int, dict[str, Any]] = {}
+        # ``SessionState``): one new map per run of sharers, not one per instance.
+        shared_before: Mapping[str, Any] | None = None
+        shared_now: dict[str, Any] = {}
         for name in names:
             # ``TaskInstance.with_trigger``, inlined: this runs for every instance of
             # every task the trigger touches.
@@ -344,18 +348,16 @@ class Draft:
             instance.metadata = old.metadata
             kwargs_now = old.kwargs
             abandon = old.abandon_state
-            if trigger in config.after and trigger not in kwargs_now:
-                shared = updated.get(id(kwargs_now))
-                if shared is None:
-                    shared = updated[id(kwargs_now)] = {**kwargs_now, trigger: kwargs}
-                kwargs_now = shared
-            if trigger in config.unless and trigger not in abandon:
+            unless = config.unless
+            if trigger not in kwargs_now and trigger in config.after:
+                if kwargs_now is not shared_before:
+                    shared_before, shared_now = kwargs_now, {**kwargs_now, trigger: kwargs}
+                kwargs_now = shared_now
+            if unless and trigger in unless and trigger not in abandon:
                 abandon = frozenset(abandon) | {trigger}
             instance.kwargs = kwargs_now
             instance.abandon_state = abandon
             instances[name] = instance
-            taken.append(instance)
-            unless = config.unless
             if kwargs_now.keys() >= config.after or (unless and unless.issubset(abandon)):
                 if newly_ready is None:
                     newly_ready = {}
@@ -365,7 +367,7 @@ class Draft:
             for task, names_ready in newly_ready.items():
                 already = ready.get(task, ())
                 ready[task] = _entry([*already, *(n for n in names_ready if n not in already)])
-        return taken
+        return names
 
     def pop_ready(self, task: str) -> Sequence[TaskInstance]:
         """Take the instances of ``task`` due to run or be abandoned off the ``ready`` index.

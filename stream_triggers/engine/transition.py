@@ -94,7 +94,8 @@ def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
     for config in listeners:
         if trigger == config.and_every:
             if took is None:
-                took = {instance.config.name for instance in taken}
+                instances = draft.current_instances()
+                took = {instances[name].config.name for name in taken}
             if config.name in took:
                 continue
         elif config.name in had_instances:
