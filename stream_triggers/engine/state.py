@@ -175,13 +175,28 @@ class SessionState:
         return f"<SessionState {len(self.tasks)} tasks, {len(self.instances)} instances>"
 
 
-def listeners_of(tasks: Mapping[str, TaskConfig]) -> dict[str, tuple[TaskConfig, ...]]:
-    """Per trigger, the configs whose ``after`` or ``unless`` name it (configuration order)."""
+def listeners_of(tasks: Mapping[str, TaskConfig]) -> Mapping[str, tuple[TaskConfig, ...]]:
+    """Per trigger, the configs whose ``after`` or ``unless`` name it (configuration order).
+
+    Sessions configured alike share their TaskConfigs (``build_task_configs``), and so
+    share this map too: it is never mutated.
+    """
+    configs = tuple(tasks.values())
+    key = tuple(map(id, configs))
+    cached = _listeners.get(key)
+    if cached is not None:
+        return cached[1]
     listeners: dict[str, tuple[TaskConfig, ...]] = {}
-    for config in tasks.values():
+    for config in configs:
         for trigger in config.after | config.unless:
             listeners[trigger] = listeners.get(trigger, ()) + (config,)
+    if len(_listeners) >= 256:
+        _listeners.clear()
+    _listeners[key] = (configs, listeners)  # holding the configs keeps their ids unique
     return listeners
+
+
+_listeners: dict[tuple[int, ...], tuple[tuple[TaskConfig, ...], dict[str, tuple[TaskConfig, ...]]]] = {}
 
 
 EMPTY = SessionState({}, {}, {}, {}, {}, {}, {}, {}, {})
@@ -217,7 +232,7 @@ class Draft:
         self.unresolved: dict[str, Sequence[str]] | None = None
         self.accepting: dict[str, Sequence[str]] | None = None
         self.ready: dict[str, Sequence[str]] | None = None
-        self.listeners: dict[str, tuple[TaskConfig, ...]] | None = None
+        self.listeners: Mapping[str, tuple[TaskConfig, ...]] | None = None
 
     # -- reads see the draft's own writes ---------------------------------------------
 

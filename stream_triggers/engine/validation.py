@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -18,18 +19,41 @@ def build_task_configs(configuration: Any) -> dict[str, TaskConfig]:
     """Validate a whole ``update_configuration`` payload and build its TaskConfigs.
 
     Either every task is valid or :class:`InvalidConfiguration` is raised before
-    anything is built, so a bad payload never half-applies.
+    anything is built, so a bad payload never half-applies.  TaskConfigs are
+    immutable, so sessions configured alike share them (see ``_shared``).
     """
     if not isinstance(configuration, Mapping):
         raise InvalidPayload(
             f"A configuration must be a mapping of task name to directives, not {type(configuration).__name__}."
         )
-    configs = {}
-    for name, directives in configuration.items():
-        if not isinstance(name, str) or not name:
-            raise InvalidConfiguration(repr(name), "<name>", "task names must be non-empty strings")
-        configs[name] = build_task_config(name, directives)
-    return configs
+    key = _shared_key(configuration)
+    source, configs = _shared.get(key, (None, None)) if key is not None else (None, None)
+    # JSON text alone would mistake {1: ...} for {"1": ...}: the source must be equal too.
+    if configs is None or source != configuration:
+        configs = {}
+        for name, directives in configuration.items():
+            if not isinstance(name, str) or not name:
+                raise InvalidConfiguration(repr(name), "<name>", "task names must be non-empty strings")
+            configs[name] = build_task_config(name, directives)
+        if key is not None:
+            if len(_shared) >= _SHARED_MAX:
+                _shared.clear()
+            _shared[key] = (json.loads(key), configs)
+    return dict(configs)
+
+
+# Configurations built lately, by their JSON text: usually every session of an
+# application gets the same one, and sharing its TaskConfigs saves the time to build
+# them and the memory of a copy per session.
+_SHARED_MAX = 256
+_shared: dict[str, tuple[Any, dict[str, TaskConfig]]] = {}
+
+
+def _shared_key(configuration: Mapping[str, Any]) -> str | None:
+    try:
+        return json.dumps(configuration, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):  # not plain JSON: build it afresh, and let validation speak
+        return None
 
 
 def build_task_config(name: str, directives: Any) -> TaskConfig:

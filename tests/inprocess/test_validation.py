@@ -172,3 +172,32 @@ def test_a_session_uid_must_be_a_non_empty_string() -> None:
         MemoryStorage("")
     with pytest.raises(ValueError, match="UID"):
         MemoryStorage(42)  # type: ignore[arg-type]
+
+
+# -- configurations built once, shared by sessions configured alike -----------------------
+
+
+def test_sessions_configured_alike_share_their_task_configs() -> None:
+    from stream_triggers.engine import build_task_configs
+
+    configuration = {
+        "t_a": {"after": ["a", "b"], "run": PassThruTask.name, "withParams": {"a": {"x": 1}}, "team": ["x"]},
+        "t_b": {"after": ["t_a"], "unless": ["stop"], "run": DevNullTask.name},
+    }
+    first = build_task_configs(configuration)
+    again = build_task_configs({name: dict(directives) for name, directives in configuration.items()})
+    assert first == again and all(again[name] is first[name] for name in first)
+    assert again is not first  # callers get their own dict
+    other = build_task_configs({**configuration, "t_b": {"after": ["t_a"], "run": DevNullTask.name}})
+    assert other["t_a"] is not first["t_a"] and other["t_b"].unless == frozenset()
+
+
+def test_a_configuration_is_not_mistaken_for_one_with_the_same_json() -> None:
+    from stream_triggers.engine import build_task_configs
+
+    build_task_configs({"1": {"after": ["a"], "run": DevNullTask.name}})
+    with pytest.raises(InvalidConfiguration, match="task names must be non-empty strings"):
+        build_task_configs({1: {"after": ["a"], "run": DevNullTask.name}})
+    build_task_configs({"t": {"after": ["a"], "run": DevNullTask.name, "retries": 1}})
+    built = build_task_configs({"t": {"after": ["a"], "run": DevNullTask.name, "retries": True}})
+    assert built["t"].extras["retries"] is True
