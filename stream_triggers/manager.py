@@ -49,12 +49,25 @@ log = logging.getLogger(__name__)
 
 _Work = Input | Callable[[], None]
 
+# The hook that each kind of effect calls; a manager class skips the ones it leaves alone.
+_HOOKS_BY_EFFECT = {Fired: "_post_fire", Replayed: "_post_replay", Skipped: "_post_skip"}
+
 
 class TriggerManager:
     """Fires triggers, runs tasks, and lets subclasses react through hooks."""
 
     name: str | None = None
     """Registry key (set by ``trigger_managers``)."""
+
+    _hooked_effects: frozenset[type] = frozenset()
+    """Effect types whose ``_post_*`` hook this class overrides (set per subclass)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        base = TriggerManager
+        cls._hooked_effects = frozenset(
+            effect for effect, hook in _HOOKS_BY_EFFECT.items() if getattr(cls, hook) is not getattr(base, hook)
+        )
 
     def __init__(
         self,
@@ -215,7 +228,7 @@ class TriggerManager:
 
     def _follow_ups(self, effects: list[Effect]) -> list[_Work]:
         work: list[_Work] = []
-        hooks = _overridden_hooks(type(self))
+        hooks = self._hooked_effects
         for effect in effects:
             kind = type(effect)
             if kind is Cascade:
@@ -295,22 +308,6 @@ class _Copies(Sequence[TaskInstance]):
 
     def __repr__(self) -> str:
         return repr(self._materialise())
-
-
-_HOOKS_BY_EFFECT = {Fired: "_post_fire", Replayed: "_post_replay", Skipped: "_post_skip"}
-_hooks_cache: dict[type, frozenset[type]] = {}
-
-
-def _overridden_hooks(manager_class: type[TriggerManager]) -> frozenset[type]:
-    """Effect types whose hook ``manager_class`` overrides (cached per class)."""
-    hooks = _hooks_cache.get(manager_class)
-    if hooks is None:
-        hooks = _hooks_cache[manager_class] = frozenset(
-            effect
-            for effect, name in _HOOKS_BY_EFFECT.items()
-            if getattr(manager_class, name) is not getattr(TriggerManager, name)
-        )
-    return hooks
 
 
 def failure_metadata(exc: BaseException, log_level: int | None = None) -> dict[str, Any]:

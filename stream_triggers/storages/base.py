@@ -71,6 +71,7 @@ class BaseTriggerStorage:
         self._version: int = 0
         self._views: dict[str, TaskInstance] = {}
         self._lock_owner: int | None = None
+        self._lock: AbstractContextManager[Any] | None = None  # ``_session_lock()``, asked once
 
     # -- what a backend implements ----------------------------------------------------
     #
@@ -106,7 +107,10 @@ class BaseTriggerStorage:
         return expected_version + 1
 
     def _session_lock(self) -> AbstractContextManager[Any]:
-        """The lock that serialises writers of this session (default: this process's threads)."""
+        """The lock that serialises writers of this session (default: this process's threads).
+
+        Asked once per storage object; the same lock is then reused for every operation.
+        """
         return _compat_locks((type(self), self.uid))
 
     def _load_from_backend(self) -> tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]:
@@ -144,7 +148,8 @@ class BaseTriggerStorage:
     def invalidate_cache(self) -> None:
         """Forget the loaded state so the next read comes from the backend."""
         self._state = None
-        self._views = {}
+        if self._views:
+            self._views = {}
 
     # -- the original framework's read API ---------------------------------------------
 
@@ -223,7 +228,8 @@ class BaseTriggerStorage:
     def apply(self, event: Input) -> list[Effect]:
         """Run one engine transition on the loaded state (save() persists it)."""
         self._state, effects = step(self.state, event)
-        self._views = {}
+        if self._views:
+            self._views = {}
         return effects
 
     def save(self) -> None:
@@ -232,12 +238,11 @@ class BaseTriggerStorage:
             raise RuntimeError("You must ``acquire_lock`` before saving!")
         if self._state is None:
             return
-        self._write_back_views()
+        if self._views:
+            self._write_back_views()
         self._version = self._save_state(self._state, self._version)
 
     def _write_back_views(self) -> None:
-        if not self._views:
-            return
         state = self._state
         dirty = [
             view
@@ -297,13 +302,16 @@ class _Locked:
 
     def __enter__(self) -> BaseTriggerStorage:
         storage = self._storage
-        if storage._lock_owner == threading.get_ident():
+        me = threading.get_ident()
+        if storage._lock_owner == me:
             return storage  # re-entered: the outer holder reloads and releases
-        lock = storage._session_lock()
+        lock = storage._lock
+        if lock is None:
+            lock = storage._lock = storage._session_lock()
         lock.__enter__()
         self._lock = lock
         storage.invalidate_cache()
-        storage._lock_owner = threading.get_ident()
+        storage._lock_owner = me
         return storage
 
     def __exit__(self, *exc_info: Any) -> None:
