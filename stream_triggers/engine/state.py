@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 from stream_triggers.types import RESOLVED_STATUSES, Status, TaskConfig, TaskInstance
 
@@ -94,7 +94,7 @@ class SessionState:
         unresolved: Mapping[str, Sequence[str]],
         accepting: Mapping[str, Sequence[str]],
         ready: Mapping[str, Sequence[str]],
-        listeners: Mapping[str, tuple[TaskConfig, ...]],
+        listeners: Mapping[str, Listeners],
     ) -> None:
         """Use :meth:`build` (or a :class:`Draft`): the indexes must match the parts."""
         self.tasks = tasks
@@ -175,8 +175,19 @@ class SessionState:
         return f"<SessionState {len(self.tasks)} tasks, {len(self.instances)} instances>"
 
 
-def listeners_of(tasks: Mapping[str, TaskConfig]) -> Mapping[str, tuple[TaskConfig, ...]]:
-    """Per trigger, the configs whose ``after`` or ``unless`` name it (configuration order).
+class Listeners(NamedTuple):
+    """The task configs one trigger can affect (its ``after`` or ``unless`` names it)."""
+
+    configs: tuple[TaskConfig, ...]  # in configuration order
+    tasks: frozenset[str]  # their names
+    every: bool  # whether it is some config's ``andEvery`` trigger
+
+
+NOBODY = Listeners((), frozenset(), False)
+
+
+def listeners_of(tasks: Mapping[str, TaskConfig]) -> Mapping[str, Listeners]:
+    """Per trigger, the configs it can affect.
 
     Sessions configured alike share their TaskConfigs (``build_task_configs``), and so
     share this map too: it is never mutated.
@@ -186,17 +197,25 @@ def listeners_of(tasks: Mapping[str, TaskConfig]) -> Mapping[str, tuple[TaskConf
     cached = _listeners.get(key)
     if cached is not None:
         return cached[1]
-    listeners: dict[str, tuple[TaskConfig, ...]] = {}
+    by_trigger: dict[str, list[TaskConfig]] = {}
     for config in configs:
         for trigger in config.after | config.unless:
-            listeners[trigger] = listeners.get(trigger, ()) + (config,)
+            by_trigger.setdefault(trigger, []).append(config)
+    listeners = {
+        trigger: Listeners(
+            tuple(listening),
+            frozenset(config.name for config in listening),
+            any(config.and_every == trigger for config in listening),
+        )
+        for trigger, listening in by_trigger.items()
+    }
     if len(_listeners) >= 256:
         _listeners.clear()
     _listeners[key] = (configs, listeners)  # holding the configs keeps their ids unique
     return listeners
 
 
-_listeners: dict[tuple[int, ...], tuple[tuple[TaskConfig, ...], dict[str, tuple[TaskConfig, ...]]]] = {}
+_listeners: dict[tuple[int, ...], tuple[tuple[TaskConfig, ...], dict[str, Listeners]]] = {}
 
 
 EMPTY = SessionState({}, {}, {}, {}, {}, {}, {}, {}, {})
@@ -232,7 +251,7 @@ class Draft:
         self.unresolved: dict[str, Sequence[str]] | None = None
         self.accepting: dict[str, Sequence[str]] | None = None
         self.ready: dict[str, Sequence[str]] | None = None
-        self.listeners: Mapping[str, tuple[TaskConfig, ...]] | None = None
+        self.listeners: Mapping[str, Listeners] | None = None
 
     # -- reads see the draft's own writes ---------------------------------------------
 
@@ -246,9 +265,9 @@ class Draft:
     def task_configs(self) -> Mapping[str, TaskConfig]:
         return self.tasks if self.tasks is not None else self.base.tasks
 
-    def listeners_of(self, trigger: str) -> tuple[TaskConfig, ...]:
+    def listeners_of(self, trigger: str) -> Listeners:
         """The configs ``trigger`` can affect, in configuration order."""
-        return (self.listeners if self.listeners is not None else self.base.listeners).get(trigger, ())
+        return (self.listeners if self.listeners is not None else self.base.listeners).get(trigger, NOBODY)
 
     def latest(self) -> Mapping[str, Mapping[str, Any]]:
         return self.latest_kwargs if self.latest_kwargs is not None else self.base.latest_kwargs

@@ -82,34 +82,35 @@ def _configure(draft: Draft, event: ConfigurationUpdated, effects: list[Effect])
 
 def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
     trigger, kwargs, at = event.trigger, event.kwargs, event.at
-    listeners = draft.listeners_of(trigger)
+    listening = draft.listeners_of(trigger)
     # Only the instances the ``accepting`` index lists can take the trigger, so a fire
     # does not scan the instances that already have it (andEvery piles).
     taken = draft.take(trigger, kwargs)
     # New instances: for a task with none yet, and for ``andEvery`` when no open
     # instance took the trigger (so each firing adds exactly one instance).
     had_instances = draft.tasks_with_instances()
-    took: set[str] | None = None
-    created: _Created | None = None
-    for config in listeners:
-        if trigger == config.and_every:
-            if took is None:
-                instances = draft.current_instances()
-                took = {instances[name].config.name for name in taken}
-            if config.name in took:
+    if listening.every or not had_instances.keys() >= listening.tasks:
+        took: set[str] | None = None
+        created: _Created | None = None
+        for config in listening.configs:
+            if trigger == config.and_every:
+                if took is None:
+                    instances = draft.current_instances()
+                    took = {instances[name].config.name for name in taken}
+                if config.name in took:
+                    continue
+            elif config.name in had_instances:
                 continue
-        elif config.name in had_instances:
-            continue
-        if created is None:
-            created = _Created(at)
-        _create_for_trigger(draft, config, trigger, kwargs, effects, created)
-    if created is not None:
-        draft.add(*created.instances)
+            if created is None:
+                created = _Created(at)
+            _create_for_trigger(draft, config, trigger, kwargs, effects, created)
+        if created is not None:
+            draft.add(*created.instances)
     # Settle the unstarted instances now due: those that took the trigger or were
     # created, plus any left due by an edit outside ``fire`` (the ``ready`` index).
     scheduled: list[TaskInstance] = []
     if draft.has_ready():
-        for config in listeners:
+        for config in listening.configs:
             for instance in draft.pop_ready(config.name):
                 if instance.can_abandon:
                     _set_status(draft, instance, Status.ABANDONED, None, at, effects)
