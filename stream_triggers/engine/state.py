@@ -66,8 +66,10 @@ def is_ready(instance: TaskInstance) -> bool:
         return False
     config = instance.config
     unless = config.unless
-    # ``keys() >=`` first compares sizes, so an instance still waiting costs one check.
-    return bool(unless and unless.issubset(instance.abandon_state)) or instance.kwargs.keys() >= config.after
+    kwargs, after = instance.kwargs, config.after  # sizes first: no keys view while waiting
+    return bool(unless and unless.issubset(instance.abandon_state)) or (
+        len(kwargs) >= len(after) and kwargs.keys() >= after
+    )
 
 
 class SessionState:
@@ -392,7 +394,8 @@ class Draft:
             instance.kwargs = kwargs_now
             instance.abandon_state = abandon
             instances[name] = instance
-            if kwargs_now.keys() >= config.after or (unless and unless.issubset(abandon)):
+            after = config.after  # (sizes first: a waiting instance then costs no keys view)
+            if (len(kwargs_now) >= len(after) and kwargs_now.keys() >= after) or (unless and unless.issubset(abandon)):
                 if newly_ready is None:
                     newly_ready = {}
                 newly_ready.setdefault(config.name, []).append(name)
