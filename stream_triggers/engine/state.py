@@ -22,6 +22,14 @@ instance left and re-joined), like ``unresolved`` always has: a tuple, or past
 ``CHUNK`` names a :class:`Names`, so that a growing entry is not copied whole on every
 append (``andEvery`` sessions with thousands of instances).
 
+Unstarted instances change with every fire that reaches them, and only in their
+kwargs.  So that such a fire does not rebuild every one of them, a state keeps the
+``TaskInstance`` objects in ``stored`` and, in ``fresh``, the current kwargs of the
+unstarted instances whose kwargs moved on since their object was built;
+``instances`` - what everything outside the engine reads - merges the two on first
+read.  Any other change to an instance (status, metadata, abandon state, config)
+stores a whole new object and drops its ``fresh`` entry.
+
 The engine never mutates what a state holds, so unstarted instances that received
 the same triggers may share one kwargs map (a fire that creates several instances,
 and every later fire that updates them, builds one map per group, not per
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from stream_triggers.types import RESOLVED_STATUSES, Status, TaskConfig, TaskInstance
@@ -41,6 +50,7 @@ __all__ = ["SessionState", "Draft", "EMPTY", "Names", "accepted_triggers", "is_r
 
 _UNSTARTED = Status.UNSTARTED
 _NOTHING: frozenset[str] = frozenset()
+_NO_FRESH: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
 
 
 def accepted_triggers(instance: TaskInstance) -> frozenset[str]:
@@ -78,18 +88,19 @@ class SessionState:
     Immutable by contract (nothing in the engine or its shells assigns to one after
     it is built).  It is a plain slotted class rather than a frozen dataclass because
     every transition builds one, and a frozen dataclass costs ten times as much to
-    construct.  Equality compares the four serialisable parts; the rest are indexes.
+    construct.  Equality compares the serialisable parts (``stored`` with ``fresh``
+    standing for ``instances``); the rest are indexes.
     """
 
     DERIVED = ("by_task", "unresolved", "accepting", "ready", "listeners")
-    """The index attributes: derived from the other four, never serialised."""
+    """The index attributes: derived from the serialisable parts, never serialised."""
 
-    __slots__ = ("tasks", "instances", "latest_kwargs", "metadata", *DERIVED)
+    __slots__ = ("tasks", "stored", "latest_kwargs", "metadata", "fresh", "_instances", *DERIVED)
 
     def __init__(
         self,
         tasks: Mapping[str, TaskConfig],
-        instances: Mapping[str, TaskInstance],
+        stored: Mapping[str, TaskInstance],
         latest_kwargs: Mapping[str, Mapping[str, Any]],
         metadata: Mapping[str, Any],
         by_task: Mapping[str, Sequence[str]],
@@ -97,17 +108,31 @@ class SessionState:
         accepting: Mapping[str, Sequence[str]],
         ready: Mapping[str, Sequence[str]],
         listeners: Mapping[str, Listeners],
+        fresh: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """Use :meth:`build` (or a :class:`Draft`): the indexes must match the parts."""
         self.tasks = tasks
-        self.instances = instances
+        self.stored = stored
         self.latest_kwargs = latest_kwargs
         self.metadata = metadata
+        self.fresh = fresh if fresh is not None else _NO_FRESH
+        self._instances: Mapping[str, TaskInstance] | None = None if self.fresh else stored
         self.by_task = by_task
         self.unresolved = unresolved
         self.accepting = accepting
         self.ready = ready
         self.listeners = listeners
+
+    @property
+    def instances(self) -> Mapping[str, TaskInstance]:
+        """Every instance by name, with its current kwargs."""
+        instances = self._instances
+        if instances is None:  # built once per state, on first read (see ``fresh``)
+            instances = dict(self.stored)
+            for name, kwargs in self.fresh.items():
+                instances[name] = instances[name].evolve(kwargs=kwargs)
+            self._instances = instances
+        return instances
 
     @classmethod
     def build(
@@ -164,9 +189,10 @@ class SessionState:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SessionState):
             return NotImplemented
-        return (self.tasks, self.instances, self.latest_kwargs, self.metadata) == (
+        return (self.tasks, self.stored, self.fresh, self.latest_kwargs, self.metadata) == (
             other.tasks,
-            other.instances,
+            other.stored,
+            other.fresh,
             other.latest_kwargs,
             other.metadata,
         )
@@ -174,7 +200,7 @@ class SessionState:
     __hash__ = None  # type: ignore[assignment]  # equal states may hold different dicts
 
     def __repr__(self) -> str:
-        return f"<SessionState {len(self.tasks)} tasks, {len(self.instances)} instances>"
+        return f"<SessionState {len(self.tasks)} tasks, {len(self.stored)} instances>"
 
 
 class Listeners(NamedTuple):
@@ -233,7 +259,8 @@ class Draft:
     __slots__ = (
         "base",
         "tasks",
-        "instances",
+        "stored",
+        "fresh",
         "latest_kwargs",
         "metadata",
         "by_task",
@@ -246,7 +273,8 @@ class Draft:
     def __init__(self, base: SessionState) -> None:
         self.base = base
         self.tasks: dict[str, TaskConfig] | None = None
-        self.instances: dict[str, TaskInstance] | None = None
+        self.stored: dict[str, TaskInstance] | None = None
+        self.fresh: dict[str, Mapping[str, Any]] | None = None
         self.latest_kwargs: dict[str, Mapping[str, Any]] | None = None
         self.metadata: dict[str, Any] | None = None
         self.by_task: dict[str, Sequence[str]] | None = None
@@ -258,11 +286,16 @@ class Draft:
     # -- reads see the draft's own writes ---------------------------------------------
 
     def get(self, name: str) -> TaskInstance | None:
-        return (self.instances if self.instances is not None else self.base.instances).get(name)
+        """The instance as it is now (with its fresh kwargs, if any)."""
+        instance = (self.stored if self.stored is not None else self.base.stored).get(name)
+        if instance is None:
+            return None
+        fresh = self.fresh if self.fresh is not None else self.base.fresh
+        return instance if name not in fresh else instance.evolve(kwargs=fresh[name])
 
-    def current_instances(self) -> Mapping[str, TaskInstance]:
-        """The instances as they are now (read only)."""
-        return self.instances if self.instances is not None else self.base.instances
+    def task_of(self, name: str) -> str:
+        """The task an existing instance belongs to."""
+        return (self.stored if self.stored is not None else self.base.stored)[name].config.name
 
     def task_configs(self) -> Mapping[str, TaskConfig]:
         return self.tasks if self.tasks is not None else self.base.tasks
@@ -293,7 +326,7 @@ class Draft:
         the same triggers (tasks waiting for the same things) join the ``accepting``
         entries together, each entry growing once rather than once per instance.
         """
-        instances = self._own_instances()
+        instances = self._own_stored()
         by_task = self._own_by_task()
         joining: list[tuple[frozenset[str], list[str]]] = []  # runs of equal accepted sets
         for instance in new:
@@ -320,14 +353,15 @@ class Draft:
 
     def put(self, instance: TaskInstance) -> None:
         """Insert or replace an instance, keeping every index right."""
-        instances = self._own_instances()
         name = instance.name
-        previous = instances.get(name)
+        previous = self.get(name)
         if previous is None:
             self.add(instance)
             return
+        self._own_stored()[name] = instance
+        if name in (self.fresh if self.fresh is not None else self.base.fresh):
+            del self._own_fresh()[name]  # ``instance`` carries its own kwargs now
         task = instance.config.name
-        instances[name] = instance
         old_task = previous.config.name
         was_open = previous.status not in RESOLVED_STATUSES
         was_ready = is_ready(previous)
@@ -365,35 +399,28 @@ class Draft:
         if not names:
             return ()
         del self._own_accepting()[trigger]
-        instances = self._own_instances()
-        new = object.__new__
+        stored = self.stored if self.stored is not None else self.base.stored
+        fresh = self._own_fresh()
         newly_ready: dict[str, list[str]] | None = None
         # Instances that shared a kwargs map before share the updated one too (see
         # ``SessionState``): one new map per run of sharers, not one per instance.
         shared_before: Mapping[str, Any] | None = None
         shared_now: dict[str, Any] = {}
         for name in names:
-            # ``TaskInstance.with_trigger``, inlined: this runs for every instance of
-            # every task the trigger touches.
-            old = instances[name]
-            config = old.config
-            instance = new(TaskInstance)
-            instance.name = name
-            instance.config = config
-            instance.status = old.status
-            instance.metadata = old.metadata
-            kwargs_now = old.kwargs
-            abandon = old.abandon_state
-            unless = config.unless
+            instance = stored[name]
+            config = instance.config
+            kwargs_now = fresh.get(name, instance.kwargs)
             if trigger not in kwargs_now and trigger in config.after:
                 if kwargs_now is not shared_before:
                     shared_before, shared_now = kwargs_now, {**kwargs_now, trigger: kwargs}
-                kwargs_now = shared_now
+                kwargs_now = fresh[name] = shared_now
+            abandon = instance.abandon_state
+            unless = config.unless
             if unless and trigger in unless and trigger not in abandon:
+                # Rare (an ``unless`` trigger): the instance itself is replaced.
                 abandon = frozenset(abandon) | {trigger}
-            instance.kwargs = kwargs_now
-            instance.abandon_state = abandon
-            instances[name] = instance
+                self._own_stored()[name] = instance.evolve(kwargs=kwargs_now, abandon_state=abandon)
+                fresh.pop(name, None)
             after = config.after  # (sizes first: a waiting instance then costs no keys view)
             if (len(kwargs_now) >= len(after) and kwargs_now.keys() >= after) or (unless and unless.issubset(abandon)):
                 if newly_ready is None:
@@ -421,8 +448,7 @@ class Draft:
         if len(names) > 1:
             wanted = set(names)
             names = tuple(n for n in self.unresolved_of(task) if n in wanted)
-        instances = self._own_instances()
-        return [instances[name] for name in names]
+        return [self.get(name) for name in names]  # type: ignore[misc]
 
     def has_ready(self) -> bool:
         return bool(self.ready if self.ready is not None else self.base.ready)
@@ -447,7 +473,7 @@ class Draft:
         base = self.base
         return SessionState(
             base.tasks if self.tasks is None else self.tasks,
-            base.instances if self.instances is None else self.instances,
+            base.stored if self.stored is None else self.stored,
             base.latest_kwargs if self.latest_kwargs is None else self.latest_kwargs,
             base.metadata if self.metadata is None else self.metadata,
             base.by_task if self.by_task is None else self.by_task,
@@ -455,14 +481,20 @@ class Draft:
             base.accepting if self.accepting is None else self.accepting,
             base.ready if self.ready is None else self.ready,
             base.listeners if self.listeners is None else self.listeners,
+            base.fresh if self.fresh is None else self.fresh,
         )
 
     # -- copy-on-write of the maps ------------------------------------------------------
 
-    def _own_instances(self) -> dict[str, TaskInstance]:
-        if self.instances is None:
-            self.instances = dict(self.base.instances)
-        return self.instances
+    def _own_stored(self) -> dict[str, TaskInstance]:
+        if self.stored is None:
+            self.stored = dict(self.base.stored)
+        return self.stored
+
+    def _own_fresh(self) -> dict[str, Mapping[str, Any]]:
+        if self.fresh is None:
+            self.fresh = dict(self.base.fresh)
+        return self.fresh
 
     def _own_by_task(self) -> dict[str, Sequence[str]]:
         if self.by_task is None:

@@ -95,8 +95,7 @@ def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
         for config in listening.configs:
             if trigger == config.and_every:
                 if took is None:
-                    instances = draft.current_instances()
-                    took = {instances[name].config.name for name in taken}
+                    took = {draft.task_of(name) for name in taken}
                 if config.name in took:
                     continue
             elif config.name in had_instances:
