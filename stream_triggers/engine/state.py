@@ -293,6 +293,10 @@ class Draft:
         fresh = self.fresh if self.fresh is not None else self.base.fresh
         return instance if name not in fresh else instance.evolve(kwargs=fresh[name])
 
+    def is_taken(self, name: str) -> bool:
+        """Whether an instance of that name exists."""
+        return name in (self.stored if self.stored is not None else self.base.stored)
+
     def task_of(self, name: str) -> str:
         """The task an existing instance belongs to."""
         return (self.stored if self.stored is not None else self.base.stored)[name].config.name
@@ -329,21 +333,36 @@ class Draft:
         instances = self._own_stored()
         by_task = self._own_by_task()
         joining: list[tuple[frozenset[str], list[str]]] = []  # runs of equal accepted sets
+        unresolved: dict[str, Sequence[str]] | None = None
+        previous: TaskInstance | None = None
         for instance in new:
             name = instance.name
-            task = instance.config.name
+            config = instance.config
+            task = config.name
             instances[name] = instance
             _add(by_task, task, name)
             if instance.status in RESOLVED_STATUSES:
                 continue
-            _add(self._own_unresolved(), task, name)
-            accepted = accepted_triggers(instance)
+            if unresolved is None:
+                unresolved = self._own_unresolved()
+            _add(unresolved, task, name)
+            if not (
+                previous is not None  # waiting for the same triggers, with the same maps?
+                and instance.kwargs is previous.kwargs
+                and instance.abandon_state is previous.abandon_state
+                and config.after is previous.config.after
+                and config.unless is previous.config.unless
+                and instance.status is previous.status
+            ):
+                accepted = accepted_triggers(instance)
+                ready = is_ready(instance)
+            previous = instance
             if accepted:
-                if joining and joining[-1][0] == accepted:
+                if joining and joining[-1][0] is accepted:
                     joining[-1][1].append(name)
                 else:
                     joining.append((accepted, [name]))
-            if is_ready(instance):
+            if ready:
                 _add(self._own_ready(), task, name)
         if joining:
             accepting = self._own_accepting()

@@ -292,7 +292,7 @@ def new_instance(
 def _free_name(draft: Draft, config: TaskConfig) -> str:
     """``<task>#<n>``, n counting the task's instances (primed if taken by a hand-made one)."""
     name = f"{config.name}#{len(draft.names_of(config.name))}"
-    while draft.get(name) is not None:
+    while draft.is_taken(name):
         name = f"{name}'"
     return name
 

@@ -35,6 +35,7 @@ def build_task_configs(configuration: Any) -> dict[str, TaskConfig]:
             if not isinstance(name, str) or not name:
                 raise InvalidConfiguration(repr(name), "<name>", "task names must be non-empty strings")
             configs[name] = build_task_config(name, directives)
+        _share_trigger_sets(configs.values())
         if key is not None:
             if len(_shared) >= _SHARED_MAX:
                 _shared.clear()
@@ -47,6 +48,18 @@ def build_task_configs(configuration: Any) -> dict[str, TaskConfig]:
 # them and the memory of a copy per session.
 _SHARED_MAX = 256
 _shared: dict[str, tuple[Any, dict[str, TaskConfig]]] = {}
+
+
+def _share_trigger_sets(configs: Any) -> None:
+    """Tasks waiting for the same triggers get the same ``after``/``unless`` set object.
+
+    The engine compares such sets by identity to treat alike instances in one go.
+    (The configs are still being built here; nothing else holds them yet.)
+    """
+    pool: dict[frozenset[str], frozenset[str]] = {}
+    for config in configs:
+        config.after = pool.setdefault(config.after, config.after)
+        config.unless = pool.setdefault(config.unless, config.unless)
 
 
 def _shared_key(configuration: Mapping[str, Any]) -> str | None:
