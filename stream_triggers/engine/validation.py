@@ -137,7 +137,7 @@ def json_mapping(value: Any, what: str) -> dict[str, Any]:
     """
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):  # (a plain dict skips the ABC check)
         raise InvalidPayload(f"{what} must be a mapping (dict), not {type(value).__name__}: {value!r}")
     try:
         return _plain_dict(value)
