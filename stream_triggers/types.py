@@ -171,27 +171,6 @@ class TaskInstance:
         new.abandon_state = changes.get("abandon_state", self.abandon_state)
         return new
 
-    def with_trigger(self, trigger_name: str, kwargs: Mapping[str, Any]) -> TaskInstance:
-        """A new instance with ``trigger_name`` recorded as fired; ``self`` is left untouched.
-
-        The copy-on-write twin of :meth:`apply_trigger`, used by the engine on the
-        unstarted instances a trigger changes.  (Built directly rather than through
-        :meth:`evolve`: this runs for every instance every fire updates.)
-        """
-        config = self.config
-        new = object.__new__(TaskInstance)
-        new.name = self.name
-        new.config = config
-        new.status = self.status
-        new.metadata = self.metadata
-        new.kwargs = self.kwargs
-        new.abandon_state = self.abandon_state
-        if trigger_name in config.after and trigger_name not in self.kwargs:
-            new.kwargs = {**self.kwargs, trigger_name: kwargs}
-        if trigger_name in config.unless and trigger_name not in self.abandon_state:
-            new.abandon_state = frozenset(self.abandon_state) | {trigger_name}
-        return new
-
     def copy(self) -> TaskInstance:
         """A copy safe to mutate (nested metadata timestamps included)."""
         metadata = dict(self.metadata)
@@ -283,8 +262,8 @@ class TaskInstance:
     def apply_trigger(self, trigger_name: str, kwargs: Mapping[str, Any]) -> bool:
         """Record a fired trigger on this (mutable) instance; returns whether it applied.
 
-        The engine uses the non-mutating twin :meth:`with_trigger`; this method is
-        kept for code written against the original framework.
+        The engine never mutates an instance (it records triggers in its own state);
+        this method is kept for code written against the original framework.
         """
         if not self.can_schedule:
             return False
