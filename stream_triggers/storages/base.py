@@ -71,7 +71,6 @@ class BaseTriggerStorage:
         self._version: int = 0
         self._views: dict[str, TaskInstance] = {}
         self._lock_owner: int | None = None
-        self._lock: AbstractContextManager[Any] | None = None  # ``_session_lock()``, asked once
 
     # -- what a backend implements ----------------------------------------------------
     #
@@ -109,7 +108,7 @@ class BaseTriggerStorage:
     def _session_lock(self) -> AbstractContextManager[Any]:
         """The lock that serialises writers of this session (default: this process's threads).
 
-        Asked once per storage object; the same lock is then reused for every operation.
+        Asked afresh for every operation, so it may return a single-use context manager.
         """
         return _compat_locks((type(self), self.uid))
 
@@ -305,9 +304,7 @@ class _Locked:
         me = threading.get_ident()
         if storage._lock_owner == me:
             return storage  # re-entered: the outer holder reloads and releases
-        lock = storage._lock
-        if lock is None:
-            lock = storage._lock = storage._session_lock()
+        lock = storage._session_lock()
         lock.__enter__()
         self._lock = lock
         storage.invalidate_cache()

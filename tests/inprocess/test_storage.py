@@ -355,3 +355,25 @@ def test_rocksdb_close_all_and_reopen_the_directory(rocksdb_path: str) -> None:
     timestamps = instance.metadata[TaskInstance.META_TIMESTAMPS]
     assert all(isinstance(value, datetime) and value.tzinfo is None for value in timestamps.values())
     assert timestamps["created"] <= timestamps["finished"] <= timestamps["lastModified"]
+
+
+def test_a_backend_lock_may_be_a_single_use_context_manager() -> None:
+    """``_session_lock()`` is asked for every operation (like ``db.advisory_lock(uid)``)."""
+    from contextlib import contextmanager
+
+    from stream_triggers.storages.memory import MemoryStorage, MemoryStore
+
+    held: list[str] = []
+
+    class AdvisoryLocked(MemoryStorage):
+        @contextmanager
+        def _session_lock(self):  # type: ignore[override]
+            held.append(self.uid)
+            yield
+
+    manager = TriggerManager(AdvisoryLocked("s1", MemoryStore()))
+    manager.update_configuration({"t": {"after": ["a", "b", "c"], "run": DevNullTask.name}})
+    manager.fire("a")
+    manager.fire("b")
+    assert held == ["s1", "s1", "s1"]
+    assert set(manager.storage.instances["t#0"].kwargs) == {"a", "b"}
