@@ -425,6 +425,7 @@ class Draft:
         # ``SessionState``): one new map per run of sharers, not one per instance.
         shared_before: Mapping[str, Any] | None = None
         shared_now: dict[str, Any] = {}
+        checked: tuple[Any, Any, bool] = (None, None, False)  # (kwargs, after, due) last checked
         for name in names:
             instance = stored[name]
             config = instance.config
@@ -433,15 +434,23 @@ class Draft:
                 if kwargs_now is not shared_before:
                     shared_before, shared_now = kwargs_now, {**kwargs_now, trigger: kwargs}
                 kwargs_now = fresh[name] = shared_now
-            abandon = instance.abandon_state
+            after = config.after
             unless = config.unless
-            if unless and trigger in unless and trigger not in abandon:
-                # Rare (an ``unless`` trigger): the instance itself is replaced.
-                abandon = frozenset(abandon) | {trigger}
-                self._own_stored()[name] = instance.evolve(kwargs=kwargs_now, abandon_state=abandon)
-                fresh.pop(name, None)
-            after = config.after  # (sizes first: a waiting instance then costs no keys view)
-            if (len(kwargs_now) >= len(after) and kwargs_now.keys() >= after) or (unless and unless.issubset(abandon)):
+            if unless:
+                abandon = instance.abandon_state
+                if trigger in unless and trigger not in abandon:
+                    # Rare (an ``unless`` trigger): the instance itself is replaced.
+                    abandon = frozenset(abandon) | {trigger}
+                    self._own_stored()[name] = instance.evolve(kwargs=kwargs_now, abandon_state=abandon)
+                    fresh.pop(name, None)
+                due = unless.issubset(abandon) or kwargs_now.keys() >= after
+            elif kwargs_now is checked[0] and after is checked[1]:
+                due = checked[2]  # alike instances (shared map, shared trigger set): same answer
+            else:
+                # (Sizes first: a waiting instance then costs no keys view.)
+                due = len(kwargs_now) >= len(after) and kwargs_now.keys() >= after
+                checked = (kwargs_now, after, due)
+            if due:
                 if newly_ready is None:
                     newly_ready = {}
                 newly_ready.setdefault(config.name, []).append(name)
