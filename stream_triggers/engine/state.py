@@ -262,7 +262,6 @@ class Draft:
         "stored",
         "fresh",
         "latest_kwargs",
-        "metadata",
         "by_task",
         "unresolved",
         "accepting",
@@ -276,7 +275,6 @@ class Draft:
         self.stored: dict[str, TaskInstance] | None = None
         self.fresh: dict[str, Mapping[str, Any]] | None = None
         self.latest_kwargs: dict[str, Mapping[str, Any]] | None = None
-        self.metadata: dict[str, Any] | None = None
         self.by_task: dict[str, Sequence[str]] | None = None
         self.unresolved: dict[str, Sequence[str]] | None = None
         self.accepting: dict[str, Sequence[str]] | None = None
@@ -300,9 +298,6 @@ class Draft:
     def task_of(self, name: str) -> str:
         """The task an existing instance belongs to."""
         return (self.stored if self.stored is not None else self.base.stored)[name].config.name
-
-    def task_configs(self) -> Mapping[str, TaskConfig]:
-        return self.tasks if self.tasks is not None else self.base.tasks
 
     def listeners_of(self, trigger: str) -> Listeners:
         """The configs ``trigger`` can affect, in configuration order."""
@@ -492,18 +487,13 @@ class Draft:
         self.tasks.update(configs)
         self.listeners = listeners_of(self.tasks)
 
-    def set_metadata(self, key: str, value: Any) -> None:
-        if self.metadata is None:
-            self.metadata = dict(self.base.metadata)
-        self.metadata[key] = value
-
     def finish(self) -> SessionState:
         base = self.base
         return SessionState(
             base.tasks if self.tasks is None else self.tasks,
             base.stored if self.stored is None else self.stored,
             base.latest_kwargs if self.latest_kwargs is None else self.latest_kwargs,
-            base.metadata if self.metadata is None else self.metadata,
+            base.metadata,
             base.by_task if self.by_task is None else self.by_task,
             base.unresolved if self.unresolved is None else self.unresolved,
             base.accepting if self.accepting is None else self.accepting,
@@ -600,21 +590,10 @@ def _entry(names: Sequence[str]) -> tuple[str, ...] | Names:
     return Names(tuple(names[i : i + CHUNK] for i in range(0, full, CHUNK)), names[full:])
 
 
-def _appended(names: tuple[str, ...] | Names, name: str) -> tuple[str, ...] | Names:
-    if type(names) is tuple:
-        if len(names) < CHUNK:
-            return names + (name,)
-        names = _entry(names)
-        if type(names) is tuple:  # exactly CHUNK names: they become the first chunk
-            return Names((names,), (name,))
-    return names.appended(name)  # type: ignore[union-attr]
-
-
 def _extended(names: Sequence[str], more: list[str]) -> Sequence[str]:
-    if type(names) is tuple and len(names) + len(more) <= CHUNK:
-        return names + tuple(more)
+    """``names`` followed by ``more``, as an index entry (a tuple, or ``Names`` past ``CHUNK``)."""
     if type(names) is tuple:
-        return _entry([*names, *more])
+        return names + tuple(more) if len(names) + len(more) <= CHUNK else _entry([*names, *more])
     for name in more:
         names = names.appended(name)  # type: ignore[attr-defined]
     return names
@@ -623,7 +602,7 @@ def _extended(names: Sequence[str], more: list[str]) -> Sequence[str]:
 def _add(index: dict[Any, Any], key: Any, name: str) -> None:
     names = index.get(key, ())
     # (The common case inlined: a short tuple.)
-    index[key] = names + (name,) if type(names) is tuple and len(names) < CHUNK else _appended(names, name)
+    index[key] = names + (name,) if type(names) is tuple and len(names) < CHUNK else _extended(names, [name])
 
 
 def _discard(index: dict[Any, Any], key: Any, name: str) -> None:
