@@ -416,35 +416,42 @@ class Draft:
         stored = self.stored if self.stored is not None else self.base.stored
         fresh = self._own_fresh()
         newly_ready: dict[str, list[str]] | None = None
-        # Instances that shared a kwargs map before share the updated one too (see
-        # ``SessionState``): one new map per run of sharers, not one per instance.
-        shared_before: Mapping[str, Any] | None = None
-        shared_now: dict[str, Any] = {}
-        checked: tuple[Any, Any, bool] = (None, None, False)  # (kwargs, after, due) last checked
+        # Instances alike the one before - the same kwargs map (see ``SessionState``),
+        # the same ``after`` set, no ``unless`` - get its answer: the same new map
+        # (one per run of sharers, not one per instance) and the same readiness.
+        alike_kwargs: Any = None
+        alike_after: Any = None
+        alike_new: dict[str, Any] | None = None
+        alike_due = False
         for name in names:
             instance = stored[name]
             config = instance.config
             kwargs_now = fresh.get(name, instance.kwargs)
-            if trigger not in kwargs_now and trigger in config.after:
-                if kwargs_now is not shared_before:
-                    shared_before, shared_now = kwargs_now, {**kwargs_now, trigger: kwargs}
-                kwargs_now = fresh[name] = shared_now
             after = config.after
-            unless = config.unless
-            if unless:
+            if kwargs_now is alike_kwargs and after is alike_after:
+                if alike_new is not None:
+                    fresh[name] = alike_new
+                due = alike_due
+            elif not config.unless:
+                alike_kwargs, alike_after = kwargs_now, after
+                if trigger in after and trigger not in kwargs_now:
+                    kwargs_now = fresh[name] = alike_new = {**kwargs_now, trigger: kwargs}
+                else:
+                    alike_new = None
+                # (Sizes first: a waiting instance then costs no keys view.)
+                due = alike_due = len(kwargs_now) >= len(after) and kwargs_now.keys() >= after
+            else:
+                # Rare (an ``unless`` task): checked on its own, and the instance itself
+                # is replaced if the trigger joins its abandon state.
+                if trigger in after and trigger not in kwargs_now:
+                    kwargs_now = fresh[name] = {**kwargs_now, trigger: kwargs}
+                unless = config.unless
                 abandon = instance.abandon_state
                 if trigger in unless and trigger not in abandon:
-                    # Rare (an ``unless`` trigger): the instance itself is replaced.
                     abandon = frozenset(abandon) | {trigger}
                     self._own_stored()[name] = instance.evolve(kwargs=kwargs_now, abandon_state=abandon)
                     fresh.pop(name, None)
                 due = unless.issubset(abandon) or kwargs_now.keys() >= after
-            elif kwargs_now is checked[0] and after is checked[1]:
-                due = checked[2]  # alike instances (shared map, shared trigger set): same answer
-            else:
-                # (Sizes first: a waiting instance then costs no keys view.)
-                due = len(kwargs_now) >= len(after) and kwargs_now.keys() >= after
-                checked = (kwargs_now, after, due)
             if due:
                 if newly_ready is None:
                     newly_ready = {}
