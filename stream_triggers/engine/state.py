@@ -39,7 +39,7 @@ a copy (``TaskInstance.copy``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from itertools import chain
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -291,9 +291,9 @@ class Draft:
         fresh = self.fresh if self.fresh is not None else self.base.fresh
         return instance if name not in fresh else instance.evolve(kwargs=fresh[name])
 
-    def is_taken(self, name: str) -> bool:
-        """Whether an instance of that name exists."""
-        return name in (self.stored if self.stored is not None else self.base.stored)
+    def instance_names(self) -> Container[str]:
+        """The names of the instances as they are now (read only: for ``in``)."""
+        return self.stored if self.stored is not None else self.base.stored
 
     def task_of(self, name: str) -> str:
         """The task an existing instance belongs to."""
@@ -327,20 +327,23 @@ class Draft:
         """
         instances = self._own_stored()
         by_task = self._own_by_task()
+        unresolved = self._own_unresolved()
         joining: list[tuple[frozenset[str], list[str]]] = []  # runs of equal accepted sets
-        unresolved: dict[str, Sequence[str]] | None = None
         previous: TaskInstance | None = None
         for instance in new:
             name = instance.name
             config = instance.config
             task = config.name
             instances[name] = instance
-            _add(by_task, task, name)
+            # (``_add`` inlined for its usual case, a short tuple: every creating fire comes here.)
+            names = by_task.get(task, ())
+            by_task[task] = names + (name,) if type(names) is tuple and len(names) < CHUNK else _extended(names, [name])
             if instance.status in RESOLVED_STATUSES:
                 continue
-            if unresolved is None:
-                unresolved = self._own_unresolved()
-            _add(unresolved, task, name)
+            names = unresolved.get(task, ())
+            unresolved[task] = (
+                names + (name,) if type(names) is tuple and len(names) < CHUNK else _extended(names, [name])
+            )
             if not (
                 previous is not None  # waiting for the same triggers, with the same maps?
                 and instance.kwargs is previous.kwargs
@@ -361,9 +364,15 @@ class Draft:
                 _add(self._own_ready(), task, name)
         if joining:
             accepting = self._own_accepting()
-            for accepted, names in joining:
+            for accepted, joiners in joining:
+                more = tuple(joiners)
                 for trigger in accepted:
-                    accepting[trigger] = _extended(accepting.get(trigger, ()), names)
+                    names = accepting.get(trigger, ())
+                    accepting[trigger] = (
+                        names + more
+                        if type(names) is tuple and len(names) + len(more) <= CHUNK
+                        else _extended(names, joiners)
+                    )
 
     def put(self, instance: TaskInstance) -> None:
         """Insert or replace an instance, keeping every index right."""
@@ -428,11 +437,12 @@ class Draft:
             config = instance.config
             kwargs_now = fresh.get(name, instance.kwargs)
             after = config.after
-            if kwargs_now is alike_kwargs and after is alike_after:
+            unless = config.unless
+            if kwargs_now is alike_kwargs and after is alike_after and not unless:
                 if alike_new is not None:
                     fresh[name] = alike_new
                 due = alike_due
-            elif not config.unless:
+            elif not unless:
                 alike_kwargs, alike_after = kwargs_now, after
                 if trigger in after and trigger not in kwargs_now:
                     kwargs_now = fresh[name] = alike_new = {**kwargs_now, trigger: kwargs}
@@ -445,7 +455,6 @@ class Draft:
                 # is replaced if the trigger joins its abandon state.
                 if trigger in after and trigger not in kwargs_now:
                     kwargs_now = fresh[name] = {**kwargs_now, trigger: kwargs}
-                unless = config.unless
                 abandon = instance.abandon_state
                 if trigger in unless and trigger not in abandon:
                     abandon = frozenset(abandon) | {trigger}

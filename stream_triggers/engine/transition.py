@@ -7,7 +7,7 @@ this one function, so both follow exactly the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from stream_triggers.engine.inputs import (
     StatusUpdated,
     TriggerFired,
 )
-from stream_triggers.engine.state import Draft, SessionState
+from stream_triggers.engine.state import Draft, Listeners, SessionState
 from stream_triggers.engine.validation import build_task_configs
 from stream_triggers.types import Status, TaskConfig, TaskInstance
 
@@ -43,6 +43,7 @@ __all__ = ["step", "new_instance"]
 _META_TIMESTAMPS = TaskInstance.META_TIMESTAMPS
 _CREATED = TaskInstance.TIMESTAMP_CREATED
 _LAST_MODIFIED = TaskInstance.TIMESTAMP_LAST_MODIFIED
+_UNSTARTED = Status.UNSTARTED
 
 # Statuses a runner's report may move an instance out of; anything else is late.
 _REPORTABLE = {
@@ -88,23 +89,8 @@ def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
     taken = draft.take(trigger, kwargs)
     # New instances: for a task with none yet, and for ``andEvery`` when no open
     # instance took the trigger (so each firing adds exactly one instance).
-    had_instances = draft.tasks_with_instances()
-    if listening.every or not had_instances.keys() >= listening.tasks:
-        took: set[str] | None = None
-        created: _Created | None = None
-        for config in listening.configs:
-            if trigger == config.and_every:
-                if took is None:
-                    took = {draft.task_of(name) for name in taken}
-                if config.name in took:
-                    continue
-            elif config.name in had_instances:
-                continue
-            if created is None:
-                created = _Created(at)
-            _create_for_trigger(draft, config, trigger, kwargs, effects, created)
-        if created is not None:
-            draft.add(*created.instances)
+    if listening.every or not draft.tasks_with_instances().keys() >= listening.tasks:
+        _create_instances(draft, listening, trigger, kwargs, at, taken, effects)
     # Settle the unstarted instances now due: those that took the trigger or were
     # created, plus any left due by an edit outside ``fire`` (the ``ready`` index).
     scheduled: list[TaskInstance] = []
@@ -121,42 +107,53 @@ def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
     effects.append(Fired(trigger, tuple(scheduled)))
 
 
-class _Created:
-    """Maps that the instances one fire creates share (never mutated: see ``SessionState``)."""
-
-    __slots__ = ("kwargs", "metadata", "instances")
-
-    def __init__(self, at: datetime) -> None:
-        self.instances: list[TaskInstance] = []
-        self.kwargs: dict[frozenset[str], dict[str, Any]] = {}  # by ``after``: same triggers, same map
-        self.metadata = {_META_TIMESTAMPS: {_CREATED: at, _LAST_MODIFIED: at}}
-
-
-def _create_for_trigger(
+def _create_instances(
     draft: Draft,
-    config: TaskConfig,
+    listening: Listeners,
     trigger: str,
     kwargs: Mapping[str, Any],
+    at: datetime,
+    taken: Sequence[str],
     effects: list[Effect],
-    created: _Created,
 ) -> None:
-    # A new instance inherits every earlier-fired trigger it waits for (or is
-    # abandoned by), so instance kwargs hold only triggers that really fired.
-    # Tasks waiting for the same triggers get the same map: it is never mutated, and
-    # later fires keep it shared (``Draft.take``).
+    """The instances ``trigger`` creates: for each listening task without one, and for
+    its ``andEvery`` tasks that no open instance of took it."""
+    by_task = draft.tasks_with_instances()
+    names_in_use = draft.instance_names()
     latest = draft.latest()
-    inherited = created.kwargs.get(config.after)
-    if inherited is None:
-        inherited = {t: latest[t] for t in config.after if t != trigger and t in latest}
-        if trigger in config.after:
-            inherited[trigger] = kwargs
-        created.kwargs[config.after] = inherited
-    abandon_state = frozenset(t for t in config.unless if t == trigger or t in latest) if config.unless else None
-    instance = TaskInstance(
-        _free_name(draft, config), config, Status.UNSTARTED, created.metadata, inherited, abandon_state
-    )
-    created.instances.append(instance)  # the draft gets them all at once (``Draft.add``)
-    effects.append(InstanceChanged(instance, None))
+    took: set[str] | None = None
+    created: list[TaskInstance] = []
+    # The new instances share their metadata map, and those waiting for the same
+    # triggers share their kwargs map: the engine never mutates either (``SessionState``).
+    metadata: dict[str, Any] | None = None
+    kwargs_by_after: dict[frozenset[str], dict[str, Any]] = {}
+    for config in listening.configs:
+        task = config.name
+        if trigger == config.and_every:
+            if took is None:
+                took = {draft.task_of(name) for name in taken}
+            if task in took:
+                continue
+        elif task in by_task:
+            continue
+        if metadata is None:
+            metadata = {_META_TIMESTAMPS: {_CREATED: at, _LAST_MODIFIED: at}}
+        # A new instance inherits every earlier-fired trigger it waits for (or is
+        # abandoned by), so instance kwargs hold only triggers that really fired.
+        after = config.after
+        inherited = kwargs_by_after.get(after)
+        if inherited is None:
+            inherited = kwargs_by_after[after] = {t: latest[t] for t in after if t != trigger and t in latest}
+            if trigger in after:
+                inherited[trigger] = kwargs
+        unless = config.unless
+        abandon_state = frozenset(t for t in unless if t == trigger or t in latest) if unless else None
+        name = _free_name(task, len(by_task.get(task, ())), names_in_use)
+        instance = TaskInstance(name, config, _UNSTARTED, metadata, inherited, abandon_state)
+        created.append(instance)
+        effects.append(InstanceChanged(instance, None))
+    if created:
+        draft.add(*created)  # all at once: alike instances join the indexes together
 
 
 def _status_updated(draft: Draft, event: StatusUpdated, effects: list[Effect]) -> None:
@@ -280,7 +277,7 @@ def new_instance(
     """A new unstarted instance named ``<task>#<n>`` (not yet put into the draft)."""
     timestamps = {_CREATED: at, _LAST_MODIFIED: at}
     return TaskInstance(
-        _free_name(draft, config),
+        _free_name(config.name, len(draft.names_of(config.name)), draft.instance_names()),
         config,
         status,
         {**metadata, _META_TIMESTAMPS: timestamps} if metadata else {_META_TIMESTAMPS: timestamps},
@@ -289,10 +286,10 @@ def new_instance(
     )
 
 
-def _free_name(draft: Draft, config: TaskConfig) -> str:
-    """``<task>#<n>``, n counting the task's instances (primed if taken by a hand-made one)."""
-    name = f"{config.name}#{len(draft.names_of(config.name))}"
-    while draft.is_taken(name):
+def _free_name(task: str, count: int, names_in_use: Container[str]) -> str:
+    """``<task>#<count>``, primed if a hand-made instance took that name."""
+    name = f"{task}#{count}"
+    while name in names_in_use:
         name = f"{name}'"
     return name
 

@@ -259,6 +259,21 @@ def test_unless_needs_every_one_of_its_triggers(session: Session) -> None:
     session.assertUnresolvedTasks([])
 
 
+def test_unless_applies_beside_a_task_waiting_for_the_same_triggers(session: Session) -> None:
+    # Both instances start with the same triggers (the engine shares such kwargs); the
+    # ``unless`` trigger must still abandon the one task, and only that one.
+    session.manager.update_configuration(
+        {
+            "t_plain": {"after": ["a", "b"], "run": DevNullTask.name},
+            "t_maybe": {"after": ["a", "b"], "unless": ["a"], "run": DevNullTask.name},
+        }
+    )
+    session.fire("b")
+    session.fire("a")
+    session.assertInstanceFinished("t_plain#0", {})
+    session.assertInstanceAbandoned("t_maybe#0")
+
+
 def test_unless_leaves_an_instance_that_already_ran_alone(session: Session) -> None:
     session.manager.update_configuration({"t_done": {"after": ["go"], "unless": ["stop"], "run": DevNullTask.name}})
     session.fire("go")
