@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from stream_triggers.engine import (
     Cascade,
     ConfigurationUpdated,
-    Effect,
     Fired,
     Input,
     LogsResolved,
@@ -183,13 +182,16 @@ class TriggerManager:
 
     def submit(self, event: Input) -> None:
         """Apply one engine input and everything that follows from it."""
-        stack: list[_Work] = [event]
+        work = self._apply(event)
+        if not work:  # the usual case: nothing follows
+            return
+        stack = work[::-1]
         while stack:
-            work = stack.pop()
-            if callable(work):
-                work()
+            item = stack.pop()
+            if callable(item):
+                item()
             else:
-                stack.extend(reversed(self._apply(work)))
+                stack.extend(reversed(self._apply(item)))
 
     def run_inline(self, event: Input) -> None:
         """For runners that finish a task at once: apply ``event`` after the current input."""
@@ -200,13 +202,30 @@ class TriggerManager:
         return type(self)(self.storage.fresh(), runners=self.runners, clock=self.clock)
 
     def _apply(self, event: Input) -> list[_Work]:
+        """Apply ``event`` under the session lock; return the follow-ups to run after it."""
+        work: list[_Work] = []
         with self.storage.acquire_lock() as storage:
             effects = storage.apply(event)
             storage.save()
-            for effect in effects:
-                if type(effect) is RunInstance:
+            hooks = self._hooked_effects
+            for effect in effects:  # one pass: start runners now, collect the follow-ups
+                kind = type(effect)
+                if kind is RunInstance:
                     self._start(storage, effect.instance)
-        return self._follow_ups(effects)
+                elif kind is Cascade:
+                    work.append(TriggerFired(effect.trigger, effect.kwargs, self.clock()))
+                elif kind not in hooks:
+                    continue  # the base class's hook does nothing: skip the call and the copies
+                elif kind is Fired:
+                    work.append(partial(self._post_fire, effect.trigger, _Copies(effect.scheduled)))
+                elif kind is Replayed:
+                    work.append(partial(self._post_replay, effect.failed.copy()))
+                elif kind is Skipped:
+                    work.append(partial(self._post_skip, effect.instance.copy(), effect.cascade))
+        if self._inline:  # finished by runners that complete at once (after this input's cascades)
+            work.extend(self._inline)
+            self._inline = []
+        return work
 
     def _start(self, storage: BaseTriggerStorage, instance: TaskInstance) -> None:
         """Hand an instance to its runner; a runner that refuses fails the instance."""
@@ -225,26 +244,6 @@ class TriggerManager:
 
             runner = task_runners.get(name)
         return runner
-
-    def _follow_ups(self, effects: list[Effect]) -> list[_Work]:
-        work: list[_Work] = []
-        hooks = self._hooked_effects
-        for effect in effects:
-            kind = type(effect)
-            if kind is Cascade:
-                work.append(TriggerFired(effect.trigger, effect.kwargs, self.clock()))
-            elif kind not in hooks:
-                continue  # the base class's hook does nothing: skip the call and the copies
-            elif kind is Fired:
-                work.append(partial(self._post_fire, effect.trigger, _Copies(effect.scheduled)))
-            elif kind is Replayed:
-                work.append(partial(self._post_replay, effect.failed.copy()))
-            elif kind is Skipped:
-                work.append(partial(self._post_skip, effect.instance.copy(), effect.cascade))
-        if self._inline:
-            work.extend(self._inline)
-            self._inline = []
-        return work
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.storage!r}>"

@@ -12,10 +12,10 @@ and only then do the edits reach the stored state.
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from threading import get_ident
 from types import MappingProxyType
 from typing import Any
 
@@ -214,7 +214,7 @@ class BaseTriggerStorage:
 
     @property
     def has_lock(self) -> bool:
-        return self._lock_owner == threading.get_ident()
+        return self._lock_owner == get_ident()
 
     def acquire_lock(self, ttl: Any = True, block: bool = True) -> AbstractContextManager[BaseTriggerStorage]:
         """Lock the session, reload it, and yield this storage for writing.
@@ -233,7 +233,7 @@ class BaseTriggerStorage:
 
     def save(self) -> None:
         """Persist the loaded state, including edits made to instances read from here."""
-        if not self.has_lock:
+        if self._lock_owner != get_ident():  # (``has_lock``, inlined: every operation saves)
             raise RuntimeError("You must ``acquire_lock`` before saving!")
         if self._state is None:
             return
@@ -301,7 +301,7 @@ class _Locked:
 
     def __enter__(self) -> BaseTriggerStorage:
         storage = self._storage
-        me = threading.get_ident()
+        me = get_ident()
         if storage._lock_owner == me:
             return storage  # re-entered: the outer holder reloads and releases
         lock = storage._session_lock()

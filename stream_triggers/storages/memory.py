@@ -6,7 +6,6 @@ O(1) whatever the session's size.
 
 from __future__ import annotations
 
-import threading
 from contextlib import AbstractContextManager
 
 from stream_triggers.engine import SessionState
@@ -22,13 +21,13 @@ class MemoryStore:
     def __init__(self) -> None:
         self.sessions: dict[str, tuple[int, SessionState]] = {}
         self.locks = SessionLocks()
-        self._guard = threading.Lock()
 
     def clear(self) -> None:
         self.sessions.clear()
 
 
 DEFAULT_STORE = MemoryStore()
+_NEW: tuple[int, SessionState | None] = (0, None)  # a session never saved
 
 
 class MemoryStorage(BaseTriggerStorage):
@@ -37,24 +36,27 @@ class MemoryStorage(BaseTriggerStorage):
     def __init__(self, uid: str, store: MemoryStore | None = None) -> None:
         super().__init__(uid)
         self.store = store if store is not None else DEFAULT_STORE
+        self._lock = self.store.locks(uid)
 
     def fresh(self) -> MemoryStorage:
         return MemoryStorage(self.uid, self.store)
 
     def _load_state(self) -> tuple[SessionState | None, int]:
-        version, state = self.store.sessions.get(self.uid, (0, None))
+        version, state = self.store.sessions.get(self.uid, _NEW)
         return state, version
 
     def _save_state(self, state: SessionState, expected_version: int) -> int:
-        with self.store._guard:
-            current = self.store.sessions.get(self.uid, (0, None))[0]
-            if current != expected_version:
-                raise ConcurrentModification(
-                    f"Session {self.uid!r} changed (version {current}) since it was loaded "
-                    f"(version {expected_version}); reload and retry."
-                )
-            self.store.sessions[self.uid] = (current + 1, state)
-            return current + 1
+        # Every writer holds the session lock (``save`` checks), so nothing can come
+        # between this check and the write.
+        sessions = self.store.sessions
+        current = sessions.get(self.uid, _NEW)[0]
+        if current != expected_version:
+            raise ConcurrentModification(
+                f"Session {self.uid!r} changed (version {current}) since it was loaded "
+                f"(version {expected_version}); reload and retry."
+            )
+        sessions[self.uid] = (current + 1, state)
+        return current + 1
 
     def _session_lock(self) -> AbstractContextManager[object]:
-        return self.store.locks(self.uid)
+        return self._lock  # one reusable RLock per session, looked up once
