@@ -39,7 +39,7 @@ a copy (``TaskInstance.copy``).
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -246,14 +246,17 @@ def listeners_of(tasks: Mapping[str, TaskConfig]) -> Mapping[str, Listeners]:
 _listeners: dict[tuple[int, ...], tuple[tuple[TaskConfig, ...], dict[str, Listeners]]] = {}
 
 
+_new_state = object.__new__
+
 EMPTY = SessionState({}, {}, {}, {}, {}, {}, {}, {}, {})
 
 
 class Draft:
     """Accumulates one transition's changes over a base state; ``finish`` seals them.
 
-    Each map is copied from the base on its first write (at most once per
-    transition); reads see the draft's own writes.
+    Its map attributes are the maps as they are now - the base's until the first
+    write copies one (at most once per transition) - and are read directly; only the
+    methods below write them.
     """
 
     __slots__ = (
@@ -271,50 +274,36 @@ class Draft:
 
     def __init__(self, base: SessionState) -> None:
         self.base = base
-        self.tasks: dict[str, TaskConfig] | None = None
-        self.stored: dict[str, TaskInstance] | None = None
-        self.fresh: dict[str, Mapping[str, Any]] | None = None
-        self.latest_kwargs: dict[str, Mapping[str, Any]] | None = None
-        self.by_task: dict[str, Sequence[str]] | None = None
-        self.unresolved: dict[str, Sequence[str]] | None = None
-        self.accepting: dict[str, Sequence[str]] | None = None
-        self.ready: dict[str, Sequence[str]] | None = None
-        self.listeners: Mapping[str, Listeners] | None = None
+        # The maps as they are now: the base's until the first write copies one.
+        self.tasks: Mapping[str, TaskConfig] = base.tasks
+        self.stored: Mapping[str, TaskInstance] = base.stored
+        self.fresh: Mapping[str, Mapping[str, Any]] = base.fresh
+        self.latest_kwargs: Mapping[str, Mapping[str, Any]] = base.latest_kwargs
+        self.by_task: Mapping[str, Sequence[str]] = base.by_task
+        self.unresolved: Mapping[str, Sequence[str]] = base.unresolved
+        self.accepting: Mapping[str, Sequence[str]] = base.accepting
+        self.ready: Mapping[str, Sequence[str]] = base.ready
+        self.listeners: Mapping[str, Listeners] = base.listeners
 
     # -- reads see the draft's own writes ---------------------------------------------
 
     def get(self, name: str) -> TaskInstance | None:
         """The instance as it is now (with its fresh kwargs, if any)."""
-        instance = (self.stored if self.stored is not None else self.base.stored).get(name)
+        instance = self.stored.get(name)
         if instance is None:
             return None
-        fresh = self.fresh if self.fresh is not None else self.base.fresh
+        fresh = self.fresh
         return instance if name not in fresh else instance.evolve(kwargs=fresh[name])
-
-    def instance_names(self) -> Container[str]:
-        """The names of the instances as they are now (read only: for ``in``)."""
-        return self.stored if self.stored is not None else self.base.stored
 
     def task_of(self, name: str) -> str:
         """The task an existing instance belongs to."""
-        return (self.stored if self.stored is not None else self.base.stored)[name].config.name
-
-    def listeners_of(self, trigger: str) -> Listeners:
-        """The configs ``trigger`` can affect, in configuration order."""
-        return (self.listeners if self.listeners is not None else self.base.listeners).get(trigger, NOBODY)
-
-    def latest(self) -> Mapping[str, Mapping[str, Any]]:
-        return self.latest_kwargs if self.latest_kwargs is not None else self.base.latest_kwargs
+        return self.stored[name].config.name
 
     def names_of(self, task: str) -> Sequence[str]:
-        return (self.by_task if self.by_task is not None else self.base.by_task).get(task, ())
-
-    def tasks_with_instances(self) -> Mapping[str, Sequence[str]]:
-        """The ``by_task`` index as it is now (read only: ``in`` tells if a task has any)."""
-        return self.by_task if self.by_task is not None else self.base.by_task
+        return self.by_task.get(task, ())
 
     def unresolved_of(self, task: str) -> Sequence[str]:
-        return (self.unresolved if self.unresolved is not None else self.base.unresolved).get(task, ())
+        return self.unresolved.get(task, ())
 
     # -- writes -----------------------------------------------------------------------
 
@@ -382,7 +371,7 @@ class Draft:
             self.add(instance)
             return
         self._own_stored()[name] = instance
-        if name in (self.fresh if self.fresh is not None else self.base.fresh):
+        if name in self.fresh:
             del self._own_fresh()[name]  # ``instance`` carries its own kwargs now
         task = instance.config.name
         old_task = previous.config.name
@@ -417,12 +406,12 @@ class Draft:
         unstarted or open, each stops accepting ``trigger`` only, and those now due
         join ``ready``.
         """
-        accepting = self.accepting if self.accepting is not None else self.base.accepting
+        accepting = self.accepting
         names = accepting.get(trigger)
         if not names:
             return ()
         del self._own_accepting()[trigger]
-        stored = self.stored if self.stored is not None else self.base.stored
+        stored = self.stored
         fresh = self._own_fresh()
         newly_ready: dict[str, list[str]] | None = None
         # Instances alike the one before - the same kwargs map (see ``SessionState``),
@@ -479,7 +468,7 @@ class Draft:
         them.  The caller must then schedule or abandon every one (``put``), which is
         what makes them leave the index for good.
         """
-        ready = self.ready if self.ready is not None else self.base.ready
+        ready = self.ready
         if task not in ready:  # the usual case: one dict lookup
             return ()
         names = ready[task]
@@ -489,66 +478,63 @@ class Draft:
             names = tuple(n for n in self.unresolved_of(task) if n in wanted)
         return [self.get(name) for name in names]  # type: ignore[misc]
 
-    def has_ready(self) -> bool:
-        return bool(self.ready if self.ready is not None else self.base.ready)
-
     def set_latest(self, trigger: str, kwargs: Mapping[str, Any]) -> None:
-        if self.latest_kwargs is None:
-            self.latest_kwargs = dict(self.base.latest_kwargs)
-        self.latest_kwargs[trigger] = kwargs
+        latest = self.latest_kwargs
+        if latest is self.base.latest_kwargs:
+            latest = self.latest_kwargs = dict(latest)
+        latest[trigger] = kwargs  # type: ignore[index]
 
     def set_tasks(self, configs: Mapping[str, TaskConfig]) -> None:
-        if self.tasks is None:
-            self.tasks = dict(self.base.tasks)
-        self.tasks.update(configs)
+        self.tasks = {**self.tasks, **configs}
         self.listeners = listeners_of(self.tasks)
 
     def finish(self) -> SessionState:
-        base = self.base
-        return SessionState(
-            base.tasks if self.tasks is None else self.tasks,
-            base.stored if self.stored is None else self.stored,
-            base.latest_kwargs if self.latest_kwargs is None else self.latest_kwargs,
-            base.metadata,
-            base.by_task if self.by_task is None else self.by_task,
-            base.unresolved if self.unresolved is None else self.unresolved,
-            base.accepting if self.accepting is None else self.accepting,
-            base.ready if self.ready is None else self.ready,
-            base.listeners if self.listeners is None else self.listeners,
-            base.fresh if self.fresh is None else self.fresh,
-        )
+        # (Slots set directly: ``finish`` runs once per transition.)
+        state = _new_state(SessionState)
+        state.tasks = self.tasks
+        state.stored = self.stored
+        state.latest_kwargs = self.latest_kwargs
+        state.metadata = self.base.metadata
+        state.fresh = fresh = self.fresh
+        state._instances = None if fresh else self.stored
+        state.by_task = self.by_task
+        state.unresolved = self.unresolved
+        state.accepting = self.accepting
+        state.ready = self.ready
+        state.listeners = self.listeners
+        return state
 
     # -- copy-on-write of the maps ------------------------------------------------------
 
     def _own_stored(self) -> dict[str, TaskInstance]:
-        if self.stored is None:
-            self.stored = dict(self.base.stored)
-        return self.stored
+        if self.stored is self.base.stored:
+            self.stored = dict(self.stored)
+        return self.stored  # type: ignore[return-value]
 
     def _own_fresh(self) -> dict[str, Mapping[str, Any]]:
-        if self.fresh is None:
-            self.fresh = dict(self.base.fresh)
-        return self.fresh
+        if self.fresh is self.base.fresh:
+            self.fresh = dict(self.fresh)
+        return self.fresh  # type: ignore[return-value]
 
     def _own_by_task(self) -> dict[str, Sequence[str]]:
-        if self.by_task is None:
-            self.by_task = dict(self.base.by_task)
-        return self.by_task
+        if self.by_task is self.base.by_task:
+            self.by_task = dict(self.by_task)
+        return self.by_task  # type: ignore[return-value]
 
     def _own_unresolved(self) -> dict[str, Sequence[str]]:
-        if self.unresolved is None:
-            self.unresolved = dict(self.base.unresolved)
-        return self.unresolved
+        if self.unresolved is self.base.unresolved:
+            self.unresolved = dict(self.unresolved)
+        return self.unresolved  # type: ignore[return-value]
 
     def _own_accepting(self) -> dict[str, Sequence[str]]:
-        if self.accepting is None:
-            self.accepting = dict(self.base.accepting)
-        return self.accepting
+        if self.accepting is self.base.accepting:
+            self.accepting = dict(self.accepting)
+        return self.accepting  # type: ignore[return-value]
 
     def _own_ready(self) -> dict[str, Sequence[str]]:
-        if self.ready is None:
-            self.ready = dict(self.base.ready)
-        return self.ready
+        if self.ready is self.base.ready:
+            self.ready = dict(self.ready)
+        return self.ready  # type: ignore[return-value]
 
 
 CHUNK = 32

@@ -34,7 +34,7 @@ from stream_triggers.engine.inputs import (
     StatusUpdated,
     TriggerFired,
 )
-from stream_triggers.engine.state import Draft, Listeners, SessionState
+from stream_triggers.engine.state import NOBODY, Draft, Listeners, SessionState
 from stream_triggers.engine.validation import build_task_configs
 from stream_triggers.types import Status, TaskConfig, TaskInstance
 
@@ -83,18 +83,18 @@ def _configure(draft: Draft, event: ConfigurationUpdated, effects: list[Effect])
 
 def _fire(draft: Draft, event: TriggerFired, effects: list[Effect]) -> None:
     trigger, kwargs, at = event.trigger, event.kwargs, event.at
-    listening = draft.listeners_of(trigger)
+    listening = draft.listeners.get(trigger, NOBODY)
     # Only the instances the ``accepting`` index lists can take the trigger, so a fire
     # does not scan the instances that already have it (andEvery piles).
     taken = draft.take(trigger, kwargs)
     # New instances: for a task with none yet, and for ``andEvery`` when no open
     # instance took the trigger (so each firing adds exactly one instance).
-    if listening.every or not draft.tasks_with_instances().keys() >= listening.tasks:
+    if listening.every or not draft.by_task.keys() >= listening.tasks:
         _create_instances(draft, listening, trigger, kwargs, at, taken, effects)
     # Settle the unstarted instances now due: those that took the trigger or were
     # created, plus any left due by an edit outside ``fire`` (the ``ready`` index).
     scheduled: list[TaskInstance] = []
-    if draft.has_ready():
+    if draft.ready:
         for config in listening.configs:
             for instance in draft.pop_ready(config.name):
                 if instance.can_abandon:
@@ -118,9 +118,7 @@ def _create_instances(
 ) -> None:
     """The instances ``trigger`` creates: for each listening task without one, and for
     its ``andEvery`` tasks that no open instance of took it."""
-    by_task = draft.tasks_with_instances()
-    names_in_use = draft.instance_names()
-    latest = draft.latest()
+    by_task, names_in_use, latest = draft.by_task, draft.stored, draft.latest_kwargs
     took: set[str] | None = None
     created: list[TaskInstance] = []
     # The new instances share their metadata map, and those waiting for the same
@@ -277,7 +275,7 @@ def new_instance(
     """A new unstarted instance named ``<task>#<n>`` (not yet put into the draft)."""
     timestamps = {_CREATED: at, _LAST_MODIFIED: at}
     return TaskInstance(
-        _free_name(config.name, len(draft.names_of(config.name)), draft.instance_names()),
+        _free_name(config.name, len(draft.names_of(config.name)), draft.stored),
         config,
         status,
         {**metadata, _META_TIMESTAMPS: timestamps} if metadata else {_META_TIMESTAMPS: timestamps},
