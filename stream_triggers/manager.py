@@ -84,7 +84,7 @@ class TriggerManager:
         self.storage = storage
         self.runners: Mapping[str, BaseTaskRunner] = runners if runners is not None else {}
         self.clock = clock
-        self._inline: list[Input] = []
+        self._inline: list[Input] | None = None  # (a list only once used: managers can be many)
 
     @property
     def default_task_runner_name(self) -> str:
@@ -195,6 +195,8 @@ class TriggerManager:
 
     def run_inline(self, event: Input) -> None:
         """For runners that finish a task at once: apply ``event`` after the current input."""
+        if self._inline is None:
+            self._inline = []
         self._inline.append(event)
 
     def rebuild(self) -> TriggerManager:
@@ -224,7 +226,7 @@ class TriggerManager:
                     work.append(partial(self._post_skip, effect.instance.copy(), effect.cascade))
         if self._inline:  # finished by runners that complete at once (after this input's cascades)
             work.extend(self._inline)
-            self._inline = []
+            self._inline = None
         return work
 
     def _start(self, storage: BaseTriggerStorage, instance: TaskInstance) -> None:

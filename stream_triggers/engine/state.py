@@ -326,13 +326,15 @@ class Draft:
             instances[name] = instance
             # (``_add`` inlined for its usual case, a short tuple: every creating fire comes here.)
             names = by_task.get(task, ())
-            by_task[task] = names + (name,) if type(names) is tuple and len(names) < CHUNK else _extended(names, [name])
+            entry = names + (name,) if type(names) is tuple and len(names) < CHUNK else _extended(names, [name])
+            by_task[task] = entry
             if instance.status in RESOLVED_STATUSES:
                 continue
-            names = unresolved.get(task, ())
-            unresolved[task] = (
-                names + (name,) if type(names) is tuple and len(names) < CHUNK else _extended(names, [name])
-            )
+            open_names = unresolved.get(task, ())
+            if open_names is names:  # (as long as none is resolved, both entries are one object)
+                unresolved[task] = entry
+            else:
+                _add(unresolved, task, name)
             if not (
                 previous is not None  # waiting for the same triggers, with the same maps?
                 and instance.kwargs is previous.kwargs

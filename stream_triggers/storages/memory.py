@@ -19,15 +19,16 @@ class MemoryStore:
     """A namespace of sessions; ``MemoryStorage`` uses one shared store by default."""
 
     def __init__(self) -> None:
-        self.sessions: dict[str, tuple[int, SessionState]] = {}
+        self.sessions: dict[str, SessionState] = {}
+        self.versions: dict[str, int] = {}  # beside the states, not paired in tuples: fewer objects to collect
         self.locks = SessionLocks()
 
     def clear(self) -> None:
         self.sessions.clear()
+        self.versions.clear()
 
 
 DEFAULT_STORE = MemoryStore()
-_NEW: tuple[int, SessionState | None] = (0, None)  # a session never saved
 
 
 class MemoryStorage(BaseTriggerStorage):
@@ -42,20 +43,21 @@ class MemoryStorage(BaseTriggerStorage):
         return MemoryStorage(self.uid, self.store)
 
     def _load_state(self) -> tuple[SessionState | None, int]:
-        version, state = self.store.sessions.get(self.uid, _NEW)
-        return state, version
+        store = self.store
+        return store.sessions.get(self.uid), store.versions.get(self.uid, 0)
 
     def _save_state(self, state: SessionState, expected_version: int) -> int:
         # Every writer holds the session lock (``save`` checks), so nothing can come
         # between this check and the write.
-        sessions = self.store.sessions
-        current = sessions.get(self.uid, _NEW)[0]
+        versions = self.store.versions
+        current = versions.get(self.uid, 0)
         if current != expected_version:
             raise ConcurrentModification(
                 f"Session {self.uid!r} changed (version {current}) since it was loaded "
                 f"(version {expected_version}); reload and retry."
             )
-        sessions[self.uid] = (current + 1, state)
+        self.store.sessions[self.uid] = state
+        versions[self.uid] = current + 1
         return current + 1
 
     def _session_lock(self) -> AbstractContextManager[object]:
