@@ -326,7 +326,12 @@ class Draft:
             instances[name] = instance
             # (``_add`` inlined for its usual case, a short tuple: every creating fire comes here.)
             names = by_task.get(task, ())
-            entry = names + (name,) if type(names) is tuple and len(names) < CHUNK else _extended(names, [name])
+            if not names:
+                entry = _first_entry(name)
+            elif type(names) is tuple and len(names) < CHUNK:
+                entry = names + (name,)
+            else:
+                entry = _extended(names, [name])
             by_task[task] = entry
             if instance.status in RESOLVED_STATUSES:
                 continue
@@ -601,6 +606,20 @@ def _extended(names: Sequence[str], more: list[str]) -> Sequence[str]:
     for name in more:
         names = names.appended(name)  # type: ignore[attr-defined]
     return names
+
+
+_first_entries: dict[str, tuple[str]] = {}
+
+
+def _first_entry(name: str) -> tuple[str]:
+    """``(name,)``, shared: sessions name their tasks' first instances alike (``t#0``), so
+    the entry is one object for all of them instead of one per session."""
+    entry = _first_entries.get(name)
+    if entry is None:
+        if len(_first_entries) >= 4096:
+            _first_entries.clear()
+        entry = _first_entries[name] = (name,)
+    return entry
 
 
 def _add(index: dict[Any, Any], key: Any, name: str) -> None:
