@@ -62,7 +62,7 @@ def step(state: SessionState, event: Input) -> tuple[SessionState, list[Effect]]
     Raises an :class:`~stream_triggers.engine.errors.EngineError` (and leaves nothing
     changed, since ``state`` is never mutated) when the input cannot be applied.
     """
-    draft = state.edit()
+    draft = Draft(state)
     effects: list[Effect] = []
     _HANDLERS[type(event)](draft, event, effects)
     return draft.finish(), effects
