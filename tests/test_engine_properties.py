@@ -179,6 +179,13 @@ def assert_indexes_consistent(state: SessionState) -> None:
     rebuilt = SessionState.build(state.tasks, state.instances, state.latest_kwargs, state.metadata)
     for name in SessionState.DERIVED:
         assert getattr(state, name) == getattr(rebuilt, name), f"index {name} drifted"
+    if state.alike is not None:  # the hint a fire leaves for the next must still hold
+        names, kwargs, after = state.alike
+        for name in names:
+            instance = state.instances[name]
+            assert instance.status == "unstarted", f"hinted {name} is {instance.status}"
+            assert instance.kwargs is kwargs, f"hinted {name} holds other kwargs"
+            assert instance.config.after == after and not instance.config.unless, f"hinted {name} waits otherwise"
 
 
 def assert_round_trips(state: SessionState) -> None:

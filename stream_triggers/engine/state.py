@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 
 from stream_triggers.types import RESOLVED_STATUSES, Status, TaskConfig, TaskInstance
 
-__all__ = ["SessionState", "Draft", "EMPTY", "Names", "accepted_triggers", "is_ready"]
+__all__ = ["SessionState", "Draft", "EMPTY", "AlikeRun", "Names", "accepted_triggers", "is_ready"]
 
 _UNSTARTED = Status.UNSTARTED
 _NOTHING: frozenset[str] = frozenset()
@@ -95,7 +95,7 @@ class SessionState:
     DERIVED = ("by_task", "unresolved", "accepting", "ready", "listeners")
     """The index attributes: derived from the serialisable parts, never serialised."""
 
-    __slots__ = ("tasks", "stored", "latest_kwargs", "metadata", "fresh", "_instances", *DERIVED)
+    __slots__ = ("tasks", "stored", "latest_kwargs", "metadata", "fresh", "_instances", "alike", *DERIVED)
 
     def __init__(
         self,
@@ -122,6 +122,7 @@ class SessionState:
         self.accepting = accepting
         self.ready = ready
         self.listeners = listeners
+        self.alike: AlikeRun | None = None
 
     @property
     def instances(self) -> Mapping[str, TaskInstance]:
@@ -214,6 +215,17 @@ class Listeners(NamedTuple):
 NOBODY = Listeners((), frozenset(), False)
 
 
+AlikeRun = tuple[Sequence[str], Mapping[str, Any], frozenset[str]]
+"""``(names, kwargs, after)``: a hint the last fire leaves for the next - every
+instance in ``names`` now holds ``kwargs`` as its kwargs, waits for ``after`` and has no
+``unless``.  (A plain tuple: one is built per fire.)
+
+Instances created together and fired at together stay alike, and their ``accepting``
+entries are one tuple; a fire whose entry *is* ``names`` then updates them all at once.
+Any other change to stored or fresh instances drops the hint.
+"""
+
+
 def listeners_of(tasks: Mapping[str, TaskConfig]) -> Mapping[str, Listeners]:
     """Per trigger, the configs it can affect.
 
@@ -270,6 +282,7 @@ class Draft:
         "accepting",
         "ready",
         "listeners",
+        "alike",
     )
 
     def __init__(self, base: SessionState) -> None:
@@ -284,6 +297,7 @@ class Draft:
         self.accepting: Mapping[str, Sequence[str]] = base.accepting
         self.ready: Mapping[str, Sequence[str]] = base.ready
         self.listeners: Mapping[str, Listeners] = base.listeners
+        self.alike: AlikeRun | None = base.alike
 
     # -- reads see the draft's own writes ---------------------------------------------
 
@@ -418,9 +432,21 @@ class Draft:
         if not names:
             return ()
         del self._own_accepting()[trigger]
-        stored = self.stored
+        alike = self.alike
         fresh = self._own_fresh()
+        if alike is not None and alike[0] is names:
+            # The run the last fire left alike (``AlikeRun``): one new map for all of them.
+            _, kwargs_before, after = alike
+            kwargs_now = {**kwargs_before, trigger: kwargs}
+            for name in names:
+                fresh[name] = kwargs_now
+            self.alike = (names, kwargs_now, after)
+            if len(kwargs_now) >= len(after) and kwargs_now.keys() >= after:
+                self._join_ready(self._by_task_of(names))
+            return names
+        stored = self.stored
         newly_ready: dict[str, list[str]] | None = None
+        runs = 0  # runs of alike instances met; one (and no ``unless``) leaves a hint
         # Instances alike the one before - the same kwargs map (see ``SessionState``),
         # the same ``after`` set, no ``unless`` - get its answer: the same new map
         # (one per run of sharers, not one per instance) and the same readiness.
@@ -439,6 +465,7 @@ class Draft:
                     fresh[name] = alike_new
                 due = alike_due
             elif not unless:
+                runs += 1
                 alike_kwargs, alike_after = kwargs_now, after
                 if trigger in after and trigger not in kwargs_now:
                     kwargs_now = fresh[name] = alike_new = {**kwargs_now, trigger: kwargs}
@@ -449,6 +476,7 @@ class Draft:
             else:
                 # Rare (an ``unless`` task): checked on its own, and the instance itself
                 # is replaced if the trigger joins its abandon state.
+                runs = 2
                 if trigger in after and trigger not in kwargs_now:
                     kwargs_now = fresh[name] = {**kwargs_now, trigger: kwargs}
                 abandon = instance.abandon_state
@@ -462,11 +490,23 @@ class Draft:
                     newly_ready = {}
                 newly_ready.setdefault(config.name, []).append(name)
         if newly_ready:
-            ready = self._own_ready()
-            for task, names_ready in newly_ready.items():
-                already = ready.get(task, ())
-                ready[task] = _entry([*already, *(n for n in names_ready if n not in already)])
+            self._join_ready(newly_ready)
+        if runs == 1 and len(names) > 1:
+            self.alike = (names, alike_new if alike_new is not None else alike_kwargs, alike_after)
         return names
+
+    def _by_task_of(self, names: Sequence[str]) -> dict[str, list[str]]:
+        by_task: dict[str, list[str]] = {}
+        stored = self.stored
+        for name in names:
+            by_task.setdefault(stored[name].config.name, []).append(name)
+        return by_task
+
+    def _join_ready(self, newly_ready: Mapping[str, list[str]]) -> None:
+        ready = self._own_ready()
+        for task, names_ready in newly_ready.items():
+            already = ready.get(task, ())
+            ready[task] = _entry([*already, *(n for n in names_ready if n not in already)])
 
     def pop_ready(self, task: str) -> Sequence[TaskInstance]:
         """Take the instances of ``task`` due to run or be abandoned off the ``ready`` index.
@@ -509,16 +549,19 @@ class Draft:
         state.accepting = self.accepting
         state.ready = self.ready
         state.listeners = self.listeners
+        state.alike = self.alike
         return state
 
     # -- copy-on-write of the maps ------------------------------------------------------
 
     def _own_stored(self) -> dict[str, TaskInstance]:
+        self.alike = None  # about to change instances: the hint may no longer hold
         if self.stored is self.base.stored:
             self.stored = dict(self.stored)
         return self.stored  # type: ignore[return-value]
 
     def _own_fresh(self) -> dict[str, Mapping[str, Any]]:
+        self.alike = None  # about to change instances: the hint may no longer hold
         if self.fresh is self.base.fresh:
             self.fresh = dict(self.fresh)
         return self.fresh  # type: ignore[return-value]
