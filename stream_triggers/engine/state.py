@@ -30,6 +30,11 @@ unstarted instances whose kwargs moved on since their object was built;
 read.  Any other change to an instance (status, metadata, abandon state, config)
 stores a whole new object and drops its ``fresh`` entry.
 
+A state may also carry a hint for the next fire (``alike``, see ``AlikeRun``): the
+run of waiting instances the last fire left alike - same kwargs map, same ``after``, no
+``unless`` - so that a fire at the same run updates them in one step.  It is not part
+of the state's value: any other change to the instances drops it.
+
 The engine never mutates what a state holds, so unstarted instances that received
 the same triggers may share one kwargs map (a fire that creates several instances,
 and every later fire that updates them, builds one map per group, not per
