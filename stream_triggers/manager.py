@@ -205,8 +205,11 @@ class TriggerManager:
 
     def _apply(self, event: Input) -> list[_Work]:
         """Apply ``event`` under the session lock; return the follow-ups to run after it."""
+        storage = self.storage
+        # (``with storage.acquire_lock()``, spelled out: this runs for every input.)
+        lock = storage._lock_and_reload()
         work: list[_Work] = []
-        with self.storage.acquire_lock() as storage:
+        try:
             effects = storage.apply(event)
             storage.save()
             hooks = self._hooked_effects
@@ -224,6 +227,10 @@ class TriggerManager:
                     work.append(partial(self._post_replay, effect.failed.copy()))
                 elif kind is Skipped:
                     work.append(partial(self._post_skip, effect.instance.copy(), effect.cascade))
+        except BaseException as exc:
+            storage._unlock(lock, (type(exc), exc, exc.__traceback__))
+            raise
+        storage._unlock(lock)
         if self._inline:  # finished by runners that complete at once (after this input's cascades)
             work.extend(self._inline)
             self._inline = None

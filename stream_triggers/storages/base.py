@@ -48,6 +48,7 @@ utc_now: Callable[[], datetime] = datetime.utcnow if sys.version_info < (3, 12) 
 
 
 _compat_locks = SessionLocks()
+_NO_ERROR = (None, None, None)
 
 
 class ConcurrentModification(RuntimeError):
@@ -224,6 +225,28 @@ class BaseTriggerStorage:
         """
         return _Locked(self)
 
+    def _lock_and_reload(self) -> AbstractContextManager[Any] | None:
+        """Take the session lock for this thread and forget the cached state.
+
+        Returns the lock for :meth:`_unlock`, or None if this thread holds it already
+        (re-entered: the outer holder reloaded and will release).  ``acquire_lock()``
+        is built on these two; the manager calls them directly on its hot path.
+        """
+        me = get_ident()
+        if self._lock_owner == me:
+            return None
+        lock = self._session_lock()
+        lock.__enter__()
+        self.invalidate_cache()
+        self._lock_owner = me
+        return lock
+
+    def _unlock(self, lock: AbstractContextManager[Any] | None, exc_info: tuple[Any, Any, Any] = _NO_ERROR) -> None:
+        """Release what :meth:`_lock_and_reload` took (``exc_info`` as ``__exit__`` gets it)."""
+        if lock is not None:
+            self._lock_owner = None
+            lock.__exit__(*exc_info)
+
     def apply(self, event: Input) -> list[Effect]:
         """Run one engine transition on the loaded state (save() persists it)."""
         self._state, effects = step(self.state, event)
@@ -291,7 +314,7 @@ class BaseTriggerStorage:
 
 
 class _Locked:
-    """``acquire_lock()``'s context manager (a class: it is on every operation's path)."""
+    """``acquire_lock()``'s context manager."""
 
     __slots__ = ("_storage", "_lock")
 
@@ -300,21 +323,11 @@ class _Locked:
         self._lock: AbstractContextManager[Any] | None = None
 
     def __enter__(self) -> BaseTriggerStorage:
-        storage = self._storage
-        me = get_ident()
-        if storage._lock_owner == me:
-            return storage  # re-entered: the outer holder reloads and releases
-        lock = storage._session_lock()
-        lock.__enter__()
-        self._lock = lock
-        storage.invalidate_cache()
-        storage._lock_owner = me
-        return storage
+        self._lock = self._storage._lock_and_reload()
+        return self._storage
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self._lock is not None:
-            self._storage._lock_owner = None
-            self._lock.__exit__(*exc_info)
+        self._storage._unlock(self._lock, exc_info)
 
 
 class _InstancesView(Mapping[str, TaskInstance]):
