@@ -346,7 +346,7 @@ class Draft:
             # (``_add`` inlined for its usual case, a short tuple: every creating fire comes here.)
             names = by_task.get(task, ())
             if not names:
-                entry = _first_entries.get(name) or _first_entry(name)
+                entry = _first_entry(name)
             elif type(names) is tuple and len(names) < CHUNK:
                 entry = names + (name,)
             else:

@@ -44,8 +44,6 @@ _META_TIMESTAMPS = TaskInstance.META_TIMESTAMPS
 _CREATED = TaskInstance.TIMESTAMP_CREATED
 _LAST_MODIFIED = TaskInstance.TIMESTAMP_LAST_MODIFIED
 _UNSTARTED = Status.UNSTARTED
-_NO_TRIGGERS: frozenset[str] = frozenset()
-_new_instance = object.__new__
 
 # Statuses a runner's report may move an instance out of; anything else is late.
 _REPORTABLE = {
@@ -148,16 +146,8 @@ def _create_instances(
                 inherited[trigger] = kwargs
         unless = config.unless
         abandon_state = frozenset(t for t in unless if t == trigger or t in latest) if unless else None
-        name = f"{task}#{len(by_task.get(task, ()))}"
-        if name in names_in_use:  # taken by a hand-made instance
-            name = _free_name(task, len(by_task.get(task, ())), names_in_use)
-        instance = _new_instance(TaskInstance)  # (slots set directly: no __init__ call per instance)
-        instance.name = name
-        instance.config = config
-        instance.status = _UNSTARTED
-        instance.metadata = metadata
-        instance.kwargs = inherited
-        instance.abandon_state = abandon_state or _NO_TRIGGERS
+        name = _free_name(task, len(by_task.get(task, ())), names_in_use)
+        instance = TaskInstance(name, config, _UNSTARTED, metadata, inherited, abandon_state)
         created.append(instance)
         effects.append(InstanceChanged(instance, None))
     if created:

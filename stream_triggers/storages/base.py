@@ -256,7 +256,7 @@ class BaseTriggerStorage:
 
     def save(self) -> None:
         """Persist the loaded state, including edits made to instances read from here."""
-        if self._lock_owner != get_ident():  # (``has_lock``, inlined: every operation saves)
+        if not self.has_lock:
             raise RuntimeError("You must ``acquire_lock`` before saving!")
         if self._state is None:
             return
