@@ -50,7 +50,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from stream_triggers.events.codec import CodecError, decode
-from stream_triggers.stream.topics import Topics
+from stream_triggers.kafka.topics import Topics
 
 __all__ = ["check", "find_peers_dir", "import_gen_workload", "latency_summary", "percentile"]
 

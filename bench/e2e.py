@@ -35,10 +35,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from stream_triggers.broker import EmbeddedBroker
 from stream_triggers.events import jsonx
 from stream_triggers.events.codec import decode, encode
-from stream_triggers.stream.topics import Topics, create_topics
+from stream_triggers.kafka.topics import Topics, create_topics
+from stream_triggers.ops.broker import EmbeddedBroker
 
 CLI = [sys.executable, "-m", "stream_triggers.cli"]
 TASK = "stream_triggers.testing.DevNullTask"

@@ -78,10 +78,10 @@ from typing import Any
 import psutil
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from stream_triggers.broker import BrokerError, EmbeddedBroker, free_port, resolve_broker_bin
 from stream_triggers.events import jsonx
 from stream_triggers.events.codec import encode
-from stream_triggers.stream.topics import Topics, create_topics
+from stream_triggers.kafka.topics import Topics, create_topics
+from stream_triggers.ops.broker import BrokerError, EmbeddedBroker, free_port, resolve_broker_bin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_stream import DEFAULT_PEERS_DIR, find_peers_dir, import_gen_workload

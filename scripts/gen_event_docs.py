@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 from stream_triggers.events.codec import HISTORY_DIR, SCHEMA_DIR, schema_fingerprint  # noqa: E402
-from stream_triggers.stream.topics import Topics, topic_configs  # noqa: E402
+from stream_triggers.kafka.topics import Topics, topic_configs  # noqa: E402
 
 TOPIC_OF = {
     "ConfigurationUpdated": "events",

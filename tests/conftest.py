@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream_triggers.broker import EmbeddedBroker
-from stream_triggers.stream.topics import Topics, create_topics
+from stream_triggers.kafka.topics import Topics, create_topics
+from stream_triggers.ops.broker import EmbeddedBroker
 
 TEST_PARTITIONS = 4
 

@@ -29,10 +29,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from stream_triggers.engine import SessionState
 from stream_triggers.events.codec import CodecError, decode
+from stream_triggers.kafka.partitioning import partition_for
+from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager
 from stream_triggers.storages.kafka import KafkaStorage, SessionNotFound
-from stream_triggers.stream.partitioning import partition_for
-from stream_triggers.stream.topics import Topics
 from stream_triggers.types import TaskInstance
 
 __all__ = [
@@ -216,7 +216,7 @@ class Pipeline:
         *extra: str,
         name: str = "executor",
         runner: str | None = None,
-        imports: Iterable[str] = ("stream_triggers.demo_tasks",),
+        imports: Iterable[str] = ("stream_triggers.cli.demo_tasks",),
     ) -> Proc:
         group = f"executors-{runner or 'kafka'}-{self.id}"
         args = ["executor", *self._common(), "--group", group, "--session-timeout-ms", SESSION_TIMEOUT_MS]

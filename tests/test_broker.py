@@ -15,9 +15,9 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from stream_triggers.broker import BROKER_BIN_ENV, BrokerError, EmbeddedBroker, resolve_broker_bin
 from stream_triggers.events import decode, encode, event_record, jsonx
-from stream_triggers.stream.topics import Topics, TopicsError, create_topics
+from stream_triggers.kafka.topics import Topics, TopicsError, create_topics
+from stream_triggers.ops.broker import BROKER_BIN_ENV, BrokerError, EmbeddedBroker, resolve_broker_bin
 
 READER = {"session.timeout.ms": 6000, "fetch.wait.max.ms": 50, "enable.auto.commit": False}
 
@@ -172,7 +172,7 @@ def test_binary_that_is_not_a_broker_fails_with_its_log(monkeypatch: pytest.Monk
 
 @pytest.mark.broker
 def test_run_foreground_prints_bootstrap_and_stops_on_sigint() -> None:
-    code = "from stream_triggers.broker import EmbeddedBroker; raise SystemExit(EmbeddedBroker().run_foreground())"
+    code = "from stream_triggers.ops.broker import EmbeddedBroker; raise SystemExit(EmbeddedBroker().run_foreground())"
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()
     )

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from stream_triggers.dead_letters import DeadLetter, cli, read_dead_letters, replay_dead_letters, select
+from stream_triggers.cli.dead_letters import DeadLetter, cli, read_dead_letters, replay_dead_letters, select
+from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager
 from stream_triggers.storages.kafka import KafkaStorage, SessionNotFound
-from stream_triggers.stream.topics import Topics
 from stream_triggers.stream.worker import StreamWorker, WorkerSettings
 
 

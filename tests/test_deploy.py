@@ -9,7 +9,7 @@
 * every command line in compose, Kubernetes and the Dockerfile is parsed by the real
   click CLI with the container's environment, so a renamed option or a missing required
   one fails here; every ``STREAM_TRIGGERS_*`` variable set anywhere is a CLI envvar;
-* the Grafana dashboard's PromQL names only metrics that ``stream_triggers.metrics``
+* the Grafana dashboard's PromQL names only metrics that ``stream_triggers.ops.metrics``
   exports, and covers all of them.
 """
 
@@ -37,8 +37,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 from stream_triggers.cli import cli
 from stream_triggers.executor import ExecutorStats
-from stream_triggers.metrics import EXECUTOR_METRICS, WORKER_METRICS, executor_registry, worker_registry
-from stream_triggers.stats import TASK_SECONDS_BUCKETS, Buckets
+from stream_triggers.ops.metrics import EXECUTOR_METRICS, WORKER_METRICS, executor_registry, worker_registry
+from stream_triggers.ops.stats import TASK_SECONDS_BUCKETS, Buckets
 from stream_triggers.stream.worker import WorkerStats
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,7 +231,7 @@ def test_compose_executors_run_the_demo_tasks(compose: dict[str, Any]) -> None:
     assert len(executors) >= 2
     for service in executors:
         command = compose_command(service)
-        assert command[command.index("--import") + 1] == "stream_triggers.demo_tasks"
+        assert command[command.index("--import") + 1] == "stream_triggers.cli.demo_tasks"
 
 
 def test_compose_bind_mounts_exist(compose: dict[str, Any]) -> None:
@@ -337,7 +337,7 @@ def test_k8s_executors_run_the_demo_tasks_with_probes() -> None:
     (deployment,) = k8s_kind("Deployment")
     container = only_container(deployment)
     args = container["args"]
-    assert args[0] == "executor" and args[args.index("--import") + 1] == "stream_triggers.demo_tasks"
+    assert args[0] == "executor" and args[args.index("--import") + 1] == "stream_triggers.cli.demo_tasks"
     assert_probes(container, container_env(container))
 
 
@@ -494,7 +494,7 @@ def test_dashboard_queries_name_only_exported_metrics() -> None:
         assert names, f"{title}: {expr} uses no stream-triggers metric"
         for name in names:
             known = exported | PROCESS_METRICS
-            assert name in known, f"{title}: {name} is not exported by stream_triggers.metrics"
+            assert name in known, f"{title}: {name} is not exported by stream_triggers.ops.metrics"
         for opening, closing in ("()", "{}", "[]"):
             assert expr.count(opening) == expr.count(closing), f"{title}: unbalanced {opening}{closing} in {expr}"
 

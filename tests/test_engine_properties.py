@@ -30,7 +30,7 @@ from stream_triggers.engine import (
     step,
 )
 from stream_triggers.engine.state import CHUNK, Names
-from stream_triggers.serialization import decode_state, encode_state
+from stream_triggers.events.state_format import decode_state, encode_state
 from stream_triggers.types import Status, TaskInstance
 
 TRIGGERS = ("a", "b", "c", "d")

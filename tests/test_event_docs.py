@@ -9,8 +9,8 @@ from types import ModuleType
 
 import pytest
 
+from stream_triggers.events import records
 from stream_triggers.events.codec import SCHEMA_DIR
-from stream_triggers.stream import records
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -29,7 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream_triggers.engine import Fired, InstanceChanged
 from stream_triggers.events.codec import decode
 from stream_triggers.executor import ExecutorStats
-from stream_triggers.metrics import (
+from stream_triggers.kafka.topics import Topics
+from stream_triggers.ops.metrics import (
     EXECUTOR_METRICS,
     WORKER_METRICS,
     Health,
@@ -39,9 +40,8 @@ from stream_triggers.metrics import (
     serve_worker_metrics,
     worker_registry,
 )
-from stream_triggers.stats import TASK_SECONDS_BUCKETS, Buckets
+from stream_triggers.ops.stats import TASK_SECONDS_BUCKETS, Buckets
 from stream_triggers.stream.session import OutputSink
-from stream_triggers.stream.topics import Topics
 from stream_triggers.stream.worker import WorkerStats
 from stream_triggers.types import TaskConfig, TaskInstance
 

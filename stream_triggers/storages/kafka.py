@@ -23,11 +23,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from stream_triggers.engine import Effect, Input, SessionState
 from stream_triggers.events.codec import decode, encode
-from stream_triggers.serialization import decode_state
+from stream_triggers.events.records import record_from_input
+from stream_triggers.events.state_format import decode_state
+from stream_triggers.kafka.partitioning import partition_for
+from stream_triggers.kafka.topics import Topics
 from stream_triggers.storages.base import BaseTriggerStorage
-from stream_triggers.stream.partitioning import partition_for
-from stream_triggers.stream.records import record_from_input
-from stream_triggers.stream.topics import Topics
 
 __all__ = ["KafkaStorage", "SessionNotFound", "BOOTSTRAP_ENV", "shared_producer"]
 

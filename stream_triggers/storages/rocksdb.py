@@ -3,7 +3,7 @@
 RocksDB lets one process open a directory, so every storage for the same path in
 this process shares one handle; a per-session lock serialises this process's
 threads.  Values are the versioned session encoding of
-:mod:`stream_triggers.serialization`, prefixed with an 8-byte save counter used for
+:mod:`stream_triggers.events.state_format`, prefixed with an 8-byte save counter used for
 the version check.
 """
 
@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from rocksdict import Options, Rdict
 
 from stream_triggers.engine import SessionState
-from stream_triggers.serialization import decode_state, encode_state
+from stream_triggers.events.state_format import decode_state, encode_state
 from stream_triggers.storages.base import BaseTriggerStorage, ConcurrentModification
 from stream_triggers.storages.locking import SessionLocks
 

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 from stream_triggers.engine import EMPTY, Effect, Fired, Input, InstanceChanged, SessionState
 from stream_triggers.events import jsonx
 from stream_triggers.events.codec import decode, encode
+from stream_triggers.events.records import PUBLISHED_STATUSES, us_from_datetime
+from stream_triggers.kafka.topics import Topics
+from stream_triggers.ops.stats import OutputCounts
 from stream_triggers.runners.base import BaseTaskRunner, task_kwargs
 from stream_triggers.runners.kafka import KafkaTaskRunner
 from stream_triggers.runners.noop import NoopTaskRunner
-from stream_triggers.stats import OutputCounts
 from stream_triggers.storages.base import BaseTriggerStorage
-from stream_triggers.stream.records import PUBLISHED_STATUSES, us_from_datetime
-from stream_triggers.stream.topics import Topics
 from stream_triggers.types import TaskInstance
 
 if TYPE_CHECKING:

@@ -38,13 +38,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from stream_triggers.engine import EngineError
 from stream_triggers.events.codec import CodecError, decode, encode
+from stream_triggers.events.records import dead_letter_record, input_from_record, uid_of_key
+from stream_triggers.events.state_format import StateFormatError, decode_state, encode_state
+from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager, trigger_managers
-from stream_triggers.serialization import StateFormatError, decode_state, encode_state
-from stream_triggers.stats import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, Buckets, OutputCounts
-from stream_triggers.stream.records import dead_letter_record, input_from_record, uid_of_key
+from stream_triggers.ops.stats import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, Buckets, OutputCounts
 from stream_triggers.stream.session import OutputSink, SessionEntry, WorkerRunners, WorkerSessionStorage
 from stream_triggers.stream.store import PartitionStore
-from stream_triggers.stream.topics import Topics
 
 __all__ = ["StreamWorker", "WorkerSettings", "WorkerStats"]
 
@@ -87,7 +87,7 @@ class WorkerStats:
     last_event_at: float | None = None
     cpu_first: float | None = None  # time.process_time() at first_event_at (benchmarks)
     cpu_last: float | None = None  # time.process_time() at last_event_at
-    # For the metrics endpoint (stream_triggers.metrics reads these when scraped).
+    # For the metrics endpoint (stream_triggers.ops.metrics reads these when scraped).
     applied_by_type: dict[str, int] = field(default_factory=dict)  # events record type -> count
     skipped_by_type: dict[str, int] = field(default_factory=dict)
     dead_letters_by_type: dict[str, int] = field(default_factory=dict)  # "unknown" if undecodable

@@ -21,9 +21,9 @@ import psutil
 import pytest
 from harness import Pipeline, Proc, run_cli, wait_until
 
-from stream_triggers.broker import EmbeddedBroker, free_port
-from stream_triggers.demo_tasks import QUESTIONNAIRE, FailsOnce, WhoRunsMe, subject_id
-from stream_triggers.stream.topics import Topics, create_topics
+from stream_triggers.cli.demo_tasks import QUESTIONNAIRE, FailsOnce, WhoRunsMe, subject_id
+from stream_triggers.kafka.topics import Topics, create_topics
+from stream_triggers.ops.broker import EmbeddedBroker, free_port
 from stream_triggers.types import TaskInstance
 
 pytestmark = pytest.mark.broker
@@ -301,7 +301,7 @@ def test_env_vars_instead_of_options_and_sigterm_stops_worker_and_executor(
         tmp_path / "executor.log",
         env={
             **common,
-            "STREAM_TRIGGERS_IMPORT": "stream_triggers.demo_tasks",
+            "STREAM_TRIGGERS_IMPORT": "stream_triggers.cli.demo_tasks",
             "STREAM_TRIGGERS_EXECUTOR_GROUP": prefix,
         },
     )

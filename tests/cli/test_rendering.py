@@ -7,16 +7,16 @@ import re
 
 import pytest
 
-from stream_triggers.demo_tasks import QUESTIONNAIRE, FailsOnce, WarnsOnOddAnswers
+from stream_triggers.cli.demo_tasks import QUESTIONNAIRE, FailsOnce, WarnsOnOddAnswers
+from stream_triggers.cli.inspect import render_session, session_document
+from stream_triggers.cli.tail import format_record, resolve_topic
 from stream_triggers.events import jsonx
 from stream_triggers.events.codec import encode
 from stream_triggers.events.envelope import event_record
-from stream_triggers.inspect import render_session, session_document
+from stream_triggers.events.state_format import encode_state
 from stream_triggers.manager import FinalizingTriggerManager
 from stream_triggers.runners import ThreadingTaskRunner
-from stream_triggers.serialization import encode_state
 from stream_triggers.storages.memory import MemoryStorage, MemoryStore
-from stream_triggers.tail import format_record, resolve_topic
 
 
 @pytest.fixture

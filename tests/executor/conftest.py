@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from harness import Pipeline
 
-from stream_triggers.broker import EmbeddedBroker
-from stream_triggers.stream.topics import Topics, create_topics
+from stream_triggers.kafka.topics import Topics, create_topics
+from stream_triggers.ops.broker import EmbeddedBroker
 
 PARTITIONS = 4
 

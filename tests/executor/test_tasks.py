@@ -1,7 +1,7 @@
 """Real task code through a real worker and executor: results, replays, retries, logs, errors.
 
 One worker and one executor serve the whole module (each test has sessions of its own).
-The executor imports ``stream_triggers.demo_tasks`` and, on purpose, a module that does
+The executor imports ``stream_triggers.cli.demo_tasks`` and, on purpose, a module that does
 not exist - it must start anyway and say so when a task from that module is requested.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from harness import Pipeline, Proc, committed_offset, read_topic, wait_until
 
-from stream_triggers.demo_tasks import (
+from stream_triggers.cli.demo_tasks import (
     QUESTIONNAIRE,
     AlwaysRetries,
     FailsOnce,
@@ -38,7 +38,7 @@ MISSING_MODULE = "no_such_module_for_tests"
 def running(module_pipeline: Pipeline) -> Iterator[tuple[Pipeline, Proc]]:
     """The module's worker and executor (the executor is returned with the pipeline)."""
     module_pipeline.worker()
-    executor = module_pipeline.executor(imports=("stream_triggers.demo_tasks", MISSING_MODULE))
+    executor = module_pipeline.executor(imports=("stream_triggers.cli.demo_tasks", MISSING_MODULE))
     yield module_pipeline, executor
 
 
@@ -204,14 +204,14 @@ def test_an_unknown_task_fails_clearly_and_the_executor_carries_on(app: Pipeline
     uid = "ghost"
     app.manager(uid).update_configuration(
         {
-            "t_ghost": {"after": ["go"], "run": "stream_triggers.demo_tasks.NoSuchTask"},
+            "t_ghost": {"after": ["go"], "run": "stream_triggers.cli.demo_tasks.NoSuchTask"},
             "t_alive": {"after": ["go"], "run": WhoRunsMe.name},
         }
     )
     app.manager(uid).fire("go")
     ghost = app.wait_status(uid, "t_ghost#0", "failed")
     assert ghost.metadata[TaskInstance.META_EXCEPTION_TYPE] == "stream_triggers.task.UnknownTask"
-    assert "No TriggerTask named 'stream_triggers.demo_tasks.NoSuchTask' is registered" in failure_line(ghost)
+    assert "No TriggerTask named 'stream_triggers.cli.demo_tasks.NoSuchTask' is registered" in failure_line(ghost)
     alive = app.wait_status(uid, "t_alive#0", "finished")
     assert result(alive) == {"pid": executor.pid}
     assert executor.running

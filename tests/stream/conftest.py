@@ -28,16 +28,16 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from stream_triggers.broker import EmbeddedBroker
 from stream_triggers.engine import Input, StatusReported
 from stream_triggers.events import jsonx
 from stream_triggers.events.codec import CodecError, decode, encode
+from stream_triggers.events.records import record_from_input
+from stream_triggers.events.state_format import decode_state
+from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager
-from stream_triggers.serialization import decode_state
+from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.storages.base import utc_now
 from stream_triggers.storages.kafka import KafkaStorage
-from stream_triggers.stream.records import record_from_input
-from stream_triggers.stream.topics import Topics
 from stream_triggers.task import Failed, Finished, outcome_input, running_input
 from stream_triggers.types import TaskInstance
 

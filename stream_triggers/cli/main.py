@@ -47,7 +47,7 @@ def prefix_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _setup_logging(level: str, json_logs: bool = False) -> None:
-    from stream_triggers.logs import configure_logging
+    from stream_triggers.ops.logs import configure_logging
 
     configure_logging(level, json_logs)
 
@@ -120,7 +120,7 @@ def cli(log_level: str, json_logs: bool) -> None:
 )
 def broker(port: int | None) -> None:
     """Run the embedded Tansu broker in the foreground (dev and demo; in memory)."""
-    from stream_triggers.broker import BrokerError, EmbeddedBroker
+    from stream_triggers.ops.broker import BrokerError, EmbeddedBroker
 
     try:
         sys.exit(EmbeddedBroker(port=port).run_foreground())
@@ -140,7 +140,7 @@ def topics() -> None:
 @click.option("--replication", type=int, default=1, show_default=True)
 def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replication: int) -> None:
     """Create the six topics (events and changelog co-partitioned); idempotent."""
-    from stream_triggers.stream.topics import Topics, TopicsError, create_topics
+    from stream_triggers.kafka.topics import Topics, TopicsError, create_topics
 
     _check_broker(bootstrap)
     try:
@@ -251,7 +251,7 @@ def worker(
     instance = StreamWorker(settings)
     instance.install_signal_handlers()
     if metrics_port is not None:
-        from stream_triggers.metrics import serve_worker_metrics
+        from stream_triggers.ops.metrics import serve_worker_metrics
 
         serve_worker_metrics(instance, metrics_port)
     try:
@@ -327,7 +327,7 @@ def executor(
     instance = TaskExecutor(settings)
     instance.install_signal_handlers()
     if metrics_port is not None:
-        from stream_triggers.metrics import serve_executor_metrics
+        from stream_triggers.ops.metrics import serve_executor_metrics
 
         serve_executor_metrics(instance, metrics_port)
     instance.run()
@@ -401,7 +401,7 @@ def skip(
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON.")
 def inspect(bootstrap: str, topic_prefix: str, session: str, as_json: bool) -> None:
     """Show SESSION as the workers last committed it: tasks, instances, unresolved tasks."""
-    from stream_triggers.inspect import render_session, session_document
+    from stream_triggers.cli.inspect import render_session, session_document
     from stream_triggers.storages.kafka import KafkaStorage, SessionNotFound
 
     _check_broker(bootstrap)
@@ -432,7 +432,7 @@ def tail(
     idle_exit: float | None,
 ) -> None:
     """Decode and print records of TOPIC (a full name, or a short one: events, task-runs, ...)."""
-    from stream_triggers.tail import tail_topic
+    from stream_triggers.cli.tail import tail_topic
 
     _check_broker(bootstrap)
     try:
@@ -447,13 +447,13 @@ def tail(
 @click.option("--metrics-port", type=int, default=None, help="Worker metrics port (executor: +1).")
 def demo(sessions: int, seed: int, metrics_port: int | None) -> None:
     """Start a broker, topics, a worker and an executor; run the questionnaire example."""
-    from stream_triggers.demo import run_demo
+    from stream_triggers.cli.demo import run_demo
 
     sys.exit(run_demo(sessions=sessions, seed=seed, metrics_port=metrics_port, echo=click.echo))
 
 
 def _add_dead_letters() -> None:
-    from stream_triggers.dead_letters import cli as dead_letters
+    from stream_triggers.cli.dead_letters import cli as dead_letters
 
     cli.add_command(dead_letters, name="dead-letters")
 

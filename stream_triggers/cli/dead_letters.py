@@ -1,7 +1,7 @@
 """List dead letters, and re-publish chosen ones to the topic they came from.
 
-    python -m stream_triggers.dead_letters list   [--reason R] [--session S]
-    python -m stream_triggers.dead_letters replay [--reason R] [--session S] [--after P:O] [--dry-run]
+    python -m stream_triggers.cli.dead_letters list   [--reason R] [--session S]
+    python -m stream_triggers.cli.dead_letters replay [--reason R] [--session S] [--after P:O] [--dry-run]
 
 (``--bootstrap`` / ``$STREAM_TRIGGERS_BOOTSTRAP`` and ``--topic-prefix`` as for
 ``stream-triggers``.)  Each dead letter carries the rejected record's key and value
@@ -30,7 +30,7 @@ import click
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from stream_triggers.events.codec import CodecError, decode
-from stream_triggers.stream.topics import Topics
+from stream_triggers.kafka.topics import Topics
 
 __all__ = ["DeadLetter", "read_dead_letters", "replay_dead_letters", "select"]
 
@@ -246,7 +246,7 @@ def replay(
 
 
 def main() -> None:
-    cli(prog_name="python -m stream_triggers.dead_letters")
+    cli(prog_name="python -m stream_triggers.cli.dead_letters")
 
 
 if __name__ == "__main__":

@@ -37,12 +37,12 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from stream_triggers.engine import Input, StatusReported
 from stream_triggers.events import jsonx
 from stream_triggers.events.codec import CodecError, decode, encode
+from stream_triggers.events.records import datetime_from_us, dead_letter_record, record_from_input
+from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import failure_metadata, trigger_managers
+from stream_triggers.ops.stats import TASK_SECONDS_BUCKETS, Buckets
 from stream_triggers.registry import RegistryKeyError
-from stream_triggers.stats import TASK_SECONDS_BUCKETS, Buckets
 from stream_triggers.storages.kafka import KafkaStorage
-from stream_triggers.stream.records import datetime_from_us, dead_letter_record, record_from_input
-from stream_triggers.stream.topics import Topics
 from stream_triggers.task import (
     Changed,
     Failed,

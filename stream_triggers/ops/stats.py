@@ -2,7 +2,7 @@
 
 Why not prometheus-client objects in the worker: its metrics take a lock per
 observation and live in a registry; the worker only bumps integers and lists here,
-and :mod:`stream_triggers.metrics` turns them into Prometheus families when someone
+and :mod:`stream_triggers.ops.metrics` turns them into Prometheus families when someone
 scrapes (so a process without ``--metrics-port`` pays nothing for them).  Everything
 here is a dataclass of ints, floats, lists and dicts, so ``dataclasses.asdict`` of a
 stats object that holds one is still plain JSON.

@@ -5,7 +5,7 @@ What it does, step by step (each step printed as it happens):
 1. start the embedded Tansu broker and create the six topics under the prefix ``demo``;
 2. start one stream worker and one task executor as separate processes, through the
    very CLI a deployment uses (``stream-triggers worker ...``, ``stream-triggers executor
-   --import stream_triggers.demo_tasks ...``);
+   --import stream_triggers.cli.demo_tasks ...``);
 3. configure several questionnaire sessions and fire their triggers in a shuffled order,
    interleaved across sessions, plus the cookbook's "super session": an applicant's
    ``applicant:<id>`` session whose ``t_compareResponses`` waits for page 3 of a Flora and
@@ -15,7 +15,7 @@ What it does, step by step (each step printed as it happens):
 5. print each session's outcome (instances, statuses, results), stop the processes by
    PID and the broker - also on Ctrl-C or SIGTERM.
 
-Deterministic for a given ``--seed`` (the tasks are too, see :mod:`stream_triggers.demo_tasks`);
+Deterministic for a given ``--seed`` (the tasks are too, see :mod:`stream_triggers.cli.demo_tasks`);
 exit code 0 when every session finalized in time, 1 otherwise, 130 when interrupted.
 """
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream_triggers.demo_tasks import QUESTIONNAIRE, SUPER_SESSION
+from stream_triggers.cli.demo_tasks import QUESTIONNAIRE, SUPER_SESSION
 
 __all__ = ["run_demo", "plan_sessions"]
 
@@ -184,7 +184,7 @@ def run_demo(
     timeout: float = TIMEOUT_S,
 ) -> int:
     """Run the demo; returns the exit code (0 all sessions finalized, 1 not, 130 interrupted)."""
-    from stream_triggers.broker import BrokerError, EmbeddedBroker
+    from stream_triggers.ops.broker import BrokerError, EmbeddedBroker
 
     if sessions < 1:
         echo("error: --sessions must be at least 1")
@@ -236,9 +236,9 @@ def _run(
 ) -> bool:
     from confluent_kafka import Producer
 
+    from stream_triggers.kafka.topics import Topics, create_topics
     from stream_triggers.manager import TriggerManager
     from stream_triggers.storages.kafka import KafkaStorage
-    from stream_triggers.stream.topics import Topics, create_topics
 
     topics = Topics(PREFIX)
     create_topics(bootstrap, topics, partitions=PARTITIONS)
@@ -246,7 +246,8 @@ def _run(
     # A short group session timeout: one machine, and joins take about half of it on Tansu.
     common = ["--bootstrap", bootstrap, "--topic-prefix", PREFIX, "--session-timeout-ms", "3000"]
     worker_args = ["worker", *common, "--state-dir", str(workdir / "state"), "--group", f"{PREFIX}-workers"]
-    executor_args = ["executor", *common, "--import", "stream_triggers.demo_tasks", "--group", f"{PREFIX}-executors"]
+    executor_args = ["executor", *common, "--import", "stream_triggers.cli.demo_tasks"]
+    executor_args += ["--group", f"{PREFIX}-executors"]
     if metrics_port is not None:
         worker_args += ["--metrics-port", str(metrics_port)]
         executor_args += ["--metrics-port", str(metrics_port + 1)]
@@ -388,7 +389,7 @@ def _committed_states(bootstrap: str, topics: Any, uids: set[str]) -> dict[str, 
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     from stream_triggers.events.codec import CodecError, decode
-    from stream_triggers.serialization import StateFormatError, decode_state
+    from stream_triggers.events.state_format import StateFormatError, decode_state
 
     consumer = Consumer(
         {
@@ -429,7 +430,7 @@ def _committed_states(bootstrap: str, topics: Any, uids: set[str]) -> dict[str, 
 
 
 def _print_outcomes(plan: Plan, states: dict[str, Any], echo: Echo) -> None:
-    from stream_triggers.inspect import session_document
+    from stream_triggers.cli.inspect import session_document
 
     for uid in plan.configurations:
         if uid not in states:

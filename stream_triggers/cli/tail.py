@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_triggers.events.codec import CodecError, decode
-from stream_triggers.serialization import StateFormatError, decode_state
+from stream_triggers.events.state_format import StateFormatError, decode_state
 
 __all__ = ["SHORT_NAMES", "format_record", "resolve_topic", "tail_topic"]
 

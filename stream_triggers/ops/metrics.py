@@ -39,7 +39,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from stream_triggers.stats import Buckets
+from stream_triggers.ops.stats import Buckets
 
 if TYPE_CHECKING:
     from stream_triggers.executor import TaskExecutor

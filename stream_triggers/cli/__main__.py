@@ -1,0 +1,3 @@
+from stream_triggers.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by every reader and writer: topics, partitioning, clients."""

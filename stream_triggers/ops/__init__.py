@@ -1,0 +1,1 @@
+"""Operating the product: metrics, health, stats, logs and the embedded broker."""
