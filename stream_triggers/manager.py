@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from stream_triggers.engine import (
     Cascade,
     ConfigurationUpdated,
+    Effect,
     Fired,
     Input,
     LogsResolved,
@@ -74,16 +75,21 @@ class TriggerManager:
         *,
         runners: Mapping[str, BaseTaskRunner] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        observer: Callable[[list[Effect]], None] | None = None,
     ) -> None:
         """
         :param storage: where the session lives.
         :param runners: task runners to use instead of building them from
             ``task_runners`` by name (the stream worker passes its Kafka runner).
         :param clock: naive-UTC "now" for the timestamps of this manager's inputs.
+        :param observer: called with the effects of every input applied, right after the
+            transition and before runners start (the stream worker turns them into output
+            records): the one route by which a shell learns what happened.
         """
         self.storage = storage
         self.runners: Mapping[str, BaseTaskRunner] = runners if runners is not None else {}
         self.clock = clock
+        self.observer = observer
         self._inline: list[Input] | None = None  # (a list only once used: managers can be many)
 
     @property
@@ -201,7 +207,7 @@ class TriggerManager:
 
     def rebuild(self) -> TriggerManager:
         """The same kind of manager over a fresh storage object (for a task's context)."""
-        return type(self)(self.storage.fresh(), runners=self.runners, clock=self.clock)
+        return type(self)(self.storage.fresh(), runners=self.runners, clock=self.clock, observer=self.observer)
 
     def _apply(self, event: Input) -> list[_Work]:
         """Apply ``event`` under the session lock; return the follow-ups to run after it."""
@@ -210,7 +216,7 @@ class TriggerManager:
         lock = storage._lock_and_reload()
         work: list[_Work] = []
         try:
-            effects = storage.apply(event)
+            effects = self._transition(storage, event)
             storage.save()
             hooks = self._hooked_effects
             for effect in effects:  # one pass: start runners now, collect the follow-ups
@@ -243,8 +249,15 @@ class TriggerManager:
             self._runner(runner_name).run(self, instance)
         except Exception as exc:
             log.warning("could not start %s with runner %r: %s", instance.name, runner_name, exc)
-            storage.apply(StatusReported(instance.name, Status.FAILED, failure_metadata(exc), self.clock()))
+            self._transition(storage, StatusReported(instance.name, Status.FAILED, failure_metadata(exc), self.clock()))
             storage.save()
+
+    def _transition(self, storage: BaseTriggerStorage, event: Input) -> list[Effect]:
+        """Apply ``event`` to the session in hand and tell the observer what happened."""
+        effects = storage.apply(event)
+        if self.observer is not None:
+            self.observer(effects)
+        return effects
 
     def _runner(self, name: str) -> BaseTaskRunner:
         runner = self.runners.get(name)
