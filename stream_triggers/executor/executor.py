@@ -76,6 +76,8 @@ class ExecutorSettings:
     session_timeout_ms: int = 6_000
     fetch_wait_ms: int = 10
     max_poll_interval_ms: int = 300_000
+    kafka_config: dict[str, Any] = field(default_factory=dict)
+    """The user's librdkafka settings (security, timeouts...), for every client the executor builds."""
     consumer_config: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -74,6 +75,7 @@ class KafkaStorage(BaseTriggerStorage):
         *,
         producer: Producer | None = None,
         timeout_s: float = 30.0,
+        kafka_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(uid)
         bootstrap = bootstrap or os.environ.get(BOOTSTRAP_ENV)
@@ -82,6 +84,8 @@ class KafkaStorage(BaseTriggerStorage):
         self.bootstrap = bootstrap
         self.topics = Topics(topic_prefix)
         self.timeout_s = timeout_s
+        self.kafka_config = dict(kafka_config or {})
+        """The user's librdkafka settings (security, timeouts...), for every client this storage builds."""
         self._producer = producer or shared_producer(bootstrap)
         self._key = uid.encode()
 

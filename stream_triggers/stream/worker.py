@@ -67,6 +67,8 @@ class WorkerSettings:
     session_timeout_ms: int = 6_000
     session_cache_size: int = 5_000
     restore_timeout_s: float = 120.0
+    kafka_config: dict[str, Any] = field(default_factory=dict)
+    """The user's librdkafka settings (security, timeouts...), for every client the worker builds."""
     consumer_config: dict[str, Any] = field(default_factory=dict)
     producer_config: dict[str, Any] = field(default_factory=dict)
 
