@@ -23,9 +23,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from stream_triggers.engine import Effect, Input, SessionState
-from stream_triggers.events.codec import decode, encode
+from stream_triggers.events.codec import encode
 from stream_triggers.events.records import record_from_input
-from stream_triggers.events.state_format import decode_state
+from stream_triggers.events.state_format import ChangelogReader, decode_state
 from stream_triggers.kafka.partitioning import partition_for
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.storages.base import BaseTriggerStorage
@@ -181,17 +181,16 @@ class KafkaStorage(BaseTriggerStorage):
                 )
             partition = partition_for(self._key, len(topic.partitions))
             consumer.assign([TopicPartition(self.topics.changelog, partition, 0)])
-            latest = None
+            latest = ChangelogReader(self.uid)  # newest state, never a stale writer's (docs/fencing.md)
             deadline = time.monotonic() + self.timeout_s
             while time.monotonic() < deadline:
                 for message in consumer.consume(10_000, 0.5):
                     error = message.error()
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:
-                            return latest
+                            return latest.snapshot()
                         raise KafkaException(error)
-                    if message.key() == self._key:
-                        latest = decode(message.value())[1]
+                    latest.add(message.key(), message.value(), partition)
             raise KafkaException(f"reading {self.topics.changelog}[{partition}] timed out")
         finally:
             consumer.close()

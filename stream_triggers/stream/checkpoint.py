@@ -3,8 +3,11 @@
 After the batch's inputs were applied (their outputs and dead letters produced):
 
 1. flush: every output and dead letter is acknowledged by the broker;
+   then make sure the worker still owns its partitions (a membership probe when the
+   batch took long enough for the group to have moved on: a frozen process); if not,
+   the batch is dropped here, before any state is published (docs/fencing.md);
 2. produce one changelog record per session the batch changed (its state and the
-   offset of the last input applied to it) and flush again - so a state never becomes
+   offset of the last input applied to it, stamped with the owner epoch) and flush again - so a state never becomes
    durable before the outputs it caused;
 3. write those sessions and the changelog checkpoint to RocksDB in one write batch;
 4. commit the input offsets.
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -29,9 +32,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from stream_triggers.events.codec import encode
 from stream_triggers.events.state_format import encode_state
 from stream_triggers.kafka.topics import Topics
+from stream_triggers.stream import faults
 from stream_triggers.stream.partition import Partition
 
-__all__ = ["Checkpoint", "DeliveryFailed"]
+__all__ = ["Checkpoint", "DeliveryFailed", "PartitionsLost"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,10 @@ FLUSH_WAIT_S = 30.0
 
 class DeliveryFailed(KafkaException):
     """A record the broker refused for good: the batch is not committed."""
+
+
+class PartitionsLost(Exception):
+    """The group moved the partitions away while the batch was in hand: it must not be published."""
 
 
 class Checkpoint:
@@ -66,10 +74,18 @@ class Checkpoint:
             if message.offset() > self._changelog_offsets.get(partition, -1):
                 self._changelog_offsets[partition] = message.offset()
 
-    def commit(self, partitions: Iterable[Partition]) -> None:
-        """Make the batch in hand durable, in the order of the module docstring."""
+    def commit(self, partitions: Iterable[Partition], still_owner: Callable[[], bool] | None = None) -> None:
+        """Make the batch in hand durable, in the order of the module docstring.
+
+        Raises :class:`PartitionsLost` (nothing published, nothing committed) when
+        ``still_owner`` says the worker lost its partitions.
+        """
         partitions = list(partitions)
         self.flush()  # 1
+        if any(p.dirty for p in partitions):
+            faults.reached("before-changelog")
+            if still_owner is not None and not still_owner():
+                raise PartitionsLost("the group moved this worker's partitions away during the batch")
         changelog = self.topics.changelog
         produce = self.producer.produce
         now = time.time_ns() // 1000
@@ -79,7 +95,7 @@ class Checkpoint:
                 continue
             rows = rows_by_partition[partition.number] = []
             for uid, entry in partition.dirty.items():
-                state = encode_state(entry.state)
+                state = encode_state(entry.state, partition.epoch)
                 rows.append((uid, entry.applied_offset, state))
                 snapshot = {
                     "session_uid": uid,
@@ -97,17 +113,22 @@ class Checkpoint:
                 )
         if rows_by_partition:
             self.flush()
+        if rows_by_partition:
+            faults.reached("before-store")
         offsets = []
         for partition in partitions:
             rows = rows_by_partition.get(partition.number)
             if rows:  # 3
-                partition.store.write(rows, self._changelog_offsets.get(partition.number))
+                partition.store.write(rows, self._changelog_offsets.get(partition.number), partition.epoch)
                 partition.dirty.clear()
             if partition.commit_offset is not None:
                 offsets.append(TopicPartition(self.topics.events, partition.number, partition.commit_offset))
+                partition.committed = partition.commit_offset
             partition.skip_rest = False
         if offsets:  # 4
+            faults.reached("before-commit")
             self.consumer.commit(offsets=offsets, asynchronous=True)
+            faults.reached("after-commit")
 
     def flush(self) -> None:
         """Wait until every record produced so far is acknowledged; raise on a refused one."""

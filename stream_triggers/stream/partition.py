@@ -28,11 +28,24 @@ class SessionEntry:
 class Partition:
     """One owned partition: its RocksDB store, a bounded cache of sessions, the batch's offsets."""
 
-    __slots__ = ("number", "store", "sessions", "dirty", "next_offset", "commit_offset", "skip_rest", "restored")
+    __slots__ = (
+        "number",
+        "store",
+        "epoch",
+        "sessions",
+        "dirty",
+        "next_offset",
+        "commit_offset",
+        "committed",
+        "skip_rest",
+        "restored",
+    )
 
-    def __init__(self, number: int, store: PartitionStore) -> None:
+    def __init__(self, number: int, store: PartitionStore, epoch: int = 0) -> None:
         self.number = number
         self.store = store
+        self.epoch = epoch
+        """Owner epoch (the group generation of this assignment), stamped on every state written."""
         self.sessions: OrderedDict[str, SessionEntry] = OrderedDict()
         """Cached sessions, least recently loaded first (trimmed after each batch)."""
         self.dirty: dict[str, SessionEntry] = {}
@@ -41,6 +54,8 @@ class Partition:
         """The ``events`` offset expected next (None: whatever the consumer starts from)."""
         self.commit_offset: int | None = None
         """The ``events`` offset to commit at the end of the batch."""
+        self.committed: int | None = None
+        """The ``events`` offset last committed (what a membership probe commits again)."""
         self.skip_rest = False
         """True after an offset gap: the rest of the batch is re-fetched from the gap."""
         self.restored = False
@@ -54,6 +69,13 @@ class Partition:
             entry = SessionEntry() if stored is None else SessionEntry(decode_state(stored[1]), stored[0])
             self.sessions[uid] = entry
         return entry
+
+    def drop_batch(self) -> None:
+        """Forget the batch in hand (never made durable): cached sessions and offsets go back."""
+        self.sessions.clear()
+        self.dirty.clear()
+        self.next_offset = self.commit_offset = self.committed
+        self.skip_rest = False
 
     def forget(self, uid: str) -> None:
         """Drop a cached session (the store now holds a newer one)."""

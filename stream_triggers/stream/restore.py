@@ -4,6 +4,11 @@ The end is found by fetching to EOF (:func:`~stream_triggers.kafka.clients.read_
 not by ListOffsets: Tansu's high watermark can be wrong, a fetch's EOF is not.  Records
 are read from the store's checkpoint on and written in one RocksDB batch per fetched
 batch, with the new checkpoint, so an interrupted restore resumes where it stopped.
+
+A record only replaces what the store holds if it is newer (owner epoch, then applied
+offset), and a record stamped with an epoch below one already seen in its partition
+is stale - written by a worker that had lost the partition - and skipped
+(docs/fencing.md).  So no restore ever takes a session back.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer
 
 from stream_triggers.events.codec import CodecError, decode
+from stream_triggers.events.state_format import StateFormatError, newer, state_epoch
 from stream_triggers.kafka.clients import read_to_end
 from stream_triggers.stream.partition import Partition
 
@@ -27,6 +33,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class RestoreResult:
     records: int = 0
+    stale: int = 0
+    """Records skipped: stamped with an epoch below one seen before them, or older than the store's."""
     seconds: float = 0.0
     complete: bool = True
     """False when ``should_stop`` ended the read early (the stores hold a consistent prefix)."""
@@ -52,26 +60,56 @@ def restore(
     started = time.monotonic()
     by_number = {p.number: p for p in partitions}
     last = {p.number: p.store.changelog_checkpoint for p in partitions}
+    max_epoch = {p.number: p.store.max_epoch for p in partitions}
     start = {number: offset + 1 for number, offset in last.items()}
     for batch in read_to_end(client, changelog, start, timeout_s, on_progress=on_progress, should_stop=should_stop):
-        rows: dict[int, list[tuple[str, int, bytes]]] = {}
+        rows: dict[int, dict[str, tuple[str, int, bytes]]] = {}
         for message in batch:
             number, offset = message.partition(), message.offset()
             if offset <= last[number]:
                 continue
             last[number] = offset
-            rows.setdefault(number, [])
+            kept = rows.setdefault(number, {})
             try:
                 _, snapshot = decode(message.value())
-            except CodecError as exc:
+                uid, applied, state = snapshot["session_uid"], snapshot["applied_offset"], snapshot["state"]
+                epoch = state_epoch(state)
+            except (CodecError, StateFormatError) as exc:
                 log.error("skipping unreadable changelog record %d:%d: %s", number, offset, exc)
                 continue
-            uid = snapshot["session_uid"]
-            rows[number].append((uid, snapshot["applied_offset"], snapshot["state"]))
-            by_number[number].forget(uid)
+            if epoch < max_epoch[number]:
+                result.stale += 1
+                log.warning(
+                    "skipping stale changelog record %d:%d of %s: owner epoch %d, the partition is at %d",
+                    number,
+                    offset,
+                    uid,
+                    epoch,
+                    max_epoch[number],
+                )
+                continue
+            max_epoch[number] = epoch
+            partition = by_number[number]
+            current = kept.get(uid)
+            if current is None:
+                stored = partition.store.get(uid)
+                current = None if stored is None else (uid, stored[0], stored[1])
+            if current is not None and not newer(epoch, applied, _epoch_of(current[2]), current[1]):
+                result.stale += 1
+                continue
+            kept[uid] = (uid, applied, state)
+            partition.forget(uid)
         for number, partition_rows in rows.items():
-            by_number[number].store.write(partition_rows, last[number])
+            by_number[number].store.write(partition_rows.values(), last[number], max_epoch[number])
             result.records += len(partition_rows)
     result.complete = not (should_stop is not None and should_stop())
     result.seconds = time.monotonic() - started
     return result
+
+
+def _epoch_of(state: bytes) -> int:
+    """The epoch of stored state; unreadable state is older than anything."""
+    try:
+        return state_epoch(state)
+    except StateFormatError:
+        return -1

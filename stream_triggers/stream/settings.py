@@ -38,6 +38,7 @@ class WorkerStats:
     dead_letters: dict[str, int] = field(default_factory=dict)
     outputs: int = 0
     batches: int = 0
+    batches_dropped: int = 0  # batches not published: the partitions moved away while in hand
     offset_gaps: int = 0
     restored_records: int = 0
     restore_seconds: float = 0.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,7 @@ from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager, trigger_managers
 from stream_triggers.ops.lifecycle import Lifecycle
-from stream_triggers.stream.checkpoint import Checkpoint
+from stream_triggers.stream.checkpoint import Checkpoint, PartitionsLost
 from stream_triggers.stream.inputs import InputApplier
 from stream_triggers.stream.outputs import OutputSink
 from stream_triggers.stream.partition import Partition
@@ -58,6 +59,7 @@ class StreamWorker(Lifecycle):
         self.stats = WorkerStats()
         self.on_batch = on_batch
         self._partitions: dict[int, Partition] = {}
+        self._generation = -1  # the consumer group generation of the current assignment
         self._sink = OutputSink(self.topics, self.stats.produced)
         self._applier = InputApplier(self.manager_class, self._sink, self.stats)
         os.makedirs(settings.state_dir, exist_ok=True)
@@ -115,7 +117,7 @@ class StreamWorker(Lifecycle):
                     lag_due = now + LAG_INTERVAL_S
                 messages = self._consumer.consume(settings.batch_size, settings.batch_timeout_s)
                 if messages:
-                    self._process(messages)
+                    self._process(messages, time.monotonic())
         finally:
             self.loop_at = None
             self._close()
@@ -138,17 +140,35 @@ class StreamWorker(Lifecycle):
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         self.ready.clear()
+        generation = self._generation = group_generation(consumer)
         for tp in assigned:
-            if tp.partition not in self._partitions:
+            partition = self._partitions.get(tp.partition)
+            if partition is None:
                 store = PartitionStore(self.settings.state_dir, self.topics.events, tp.partition)
-                self._partitions[tp.partition] = Partition(tp.partition, store)
+                partition = self._partitions[tp.partition] = Partition(tp.partition, store)
+            partition.epoch = generation
+            partition.restored = False
         partitions = [self._partitions[tp.partition] for tp in assigned]
         self._restore(partitions)
         if self.stopping:
             return  # SIGTERM during the restore: leave without serving
+        for partition in partitions:
+            seen = partition.store.max_epoch
+            if partition.epoch < seen:
+                # The group's generation went back (a deleted group): epochs must only grow.
+                log.warning(
+                    "group generation %d is not above epoch %d seen in %s[%d]; using %d",
+                    partition.epoch,
+                    seen,
+                    self.topics.changelog,
+                    partition.number,
+                    seen + 1,
+                )
+                partition.epoch = seen + 1
         if assigned:
             for tp in consumer.committed(assigned, timeout=30):
-                self._partitions[tp.partition].next_offset = tp.offset if tp.offset >= 0 else None
+                partition = self._partitions[tp.partition]
+                partition.next_offset = partition.committed = tp.offset if tp.offset >= 0 else None
         for partition in partitions:
             partition.restored = True
         self.stats.rebalances += 1
@@ -196,7 +216,7 @@ class StreamWorker(Lifecycle):
 
     # -- one batch ---------------------------------------------------------------------
 
-    def _process(self, messages: list[Any]) -> None:
+    def _process(self, messages: list[Any], batch_began: float) -> None:
         started = time.perf_counter()
         stats = self.stats
         if stats.first_event_at is None:
@@ -232,7 +252,11 @@ class StreamWorker(Lifecycle):
                 produce(topic, value, key, on_delivery=on_delivery)
         stats.last_event_at = time.time()
         stats.cpu_last = time.process_time()
-        self._checkpoint.commit(partitions.values())
+        try:
+            self._checkpoint.commit(partitions.values(), self._owner_check(batch_began))
+        except PartitionsLost as exc:
+            self._drop_batch(exc)
+            return
         stats.batches += 1
         limit = max(100, self.settings.session_cache_size // max(1, len(partitions)))
         for partition in partitions.values():
@@ -240,6 +264,55 @@ class StreamWorker(Lifecycle):
         self._observe_batch(len(messages), started)
         if self.on_batch is not None:
             self.on_batch(self)
+
+    def _owner_check(self, batch_began: float) -> Callable[[], bool]:
+        """Whether the worker still owns its partitions, asked right before publishing state.
+
+        Cheap when the batch was quick: the group cannot have moved on within less than
+        half a session timeout.  A slower batch (a freeze: SIGSTOP, a GC pause, a stalled
+        VM) asks the coordinator: the last committed offsets are committed again,
+        synchronously, which the broker refuses from a member it no longer counts.
+        """
+
+        def still_owner() -> bool:
+            if time.monotonic() - batch_began < self.settings.session_timeout_ms / 2000:
+                return True
+            offsets = [
+                TopicPartition(self.topics.events, p.number, p.committed)
+                for p in self._partitions.values()
+                if p.committed is not None
+            ]
+            if group_generation(self._consumer) != self._generation:
+                return False  # the consumer already knows it left the generation it owned them in
+            if not offsets:
+                return True
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("membership probe refused: %s", exc)
+                return False
+            return True
+
+        return still_owner
+
+    def _drop_batch(self, reason: BaseException) -> None:
+        """The partitions moved while the batch was in hand: publish nothing, read again."""
+        numbers = sorted(self._partitions)
+        log.error(
+            "dropping the batch in hand, not publishing its state: %s (partitions %s)",
+            reason,
+            numbers,
+            extra={"partitions": numbers},
+        )
+        self.stats.batches_dropped += 1
+        for partition in self._partitions.values():
+            partition.drop_batch()
+            if partition.committed is not None:
+                try:
+                    self._consumer.seek(TopicPartition(self.topics.events, partition.number, partition.committed))
+                except KafkaException:
+                    pass  # no longer assigned: the rebalance callbacks take over
+        self._applier.produced_at.clear()
 
     def _observe_batch(self, size: int, started: float) -> None:
         """Per batch, after its commit: size, duration and each applied input's end-to-end latency."""
@@ -275,3 +348,17 @@ class StreamWorker(Lifecycle):
                 continue
             lag[number] = max(0, high - (low if position is None or position < 0 else position))
         return lag
+
+
+_CGMD_MAGIC = b"CGMDv2:"
+
+
+def group_generation(consumer: Consumer) -> int:
+    """The consumer group generation this consumer is in (-1: none), from librdkafka's group metadata.
+
+    librdkafka serialises it as ``CGMDv2:`` then the generation id (int32, host order).
+    """
+    metadata = consumer.consumer_group_metadata()
+    if not isinstance(metadata, bytes) or not metadata.startswith(_CGMD_MAGIC):
+        return -1
+    return struct.unpack_from("=i", metadata, len(_CGMD_MAGIC))[0]
