@@ -95,7 +95,8 @@ class Checkpoint:
                 continue
             rows = rows_by_partition[partition.number] = []
             for uid, entry in partition.dirty.items():
-                state = encode_state(entry.state, partition.epoch)
+                state = entry.encoded or encode_state(entry.state, partition.epoch)
+                entry.encoded, entry.size_bound = None, len(state)
                 rows.append((uid, entry.applied_offset, state))
                 snapshot = {
                     "session_uid": uid,

@@ -16,12 +16,12 @@ from datetime import datetime
 from stream_triggers.engine import EngineError
 from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.events.records import input_from_record, uid_of_key
-from stream_triggers.events.state_format import StateFormatError
+from stream_triggers.events.state_format import StateFormatError, encode_state
 from stream_triggers.manager import TriggerManager
 from stream_triggers.stream.outputs import Output, OutputSink
-from stream_triggers.stream.partition import Partition
+from stream_triggers.stream.partition import Partition, SessionEntry
 from stream_triggers.stream.session import WorkerRunners, WorkerSessionStorage
-from stream_triggers.stream.settings import WorkerStats
+from stream_triggers.stream.settings import WorkerSettings, WorkerStats
 
 __all__ = ["InputApplier", "Rejected"]
 
@@ -39,8 +39,13 @@ class Rejected(Exception):
 class InputApplier:
     """Applies inputs for one worker; one manager per input (nothing to keep or break up)."""
 
-    def __init__(self, manager_class: type[TriggerManager], sink: OutputSink, stats: WorkerStats) -> None:
+    def __init__(
+        self, manager_class: type[TriggerManager], sink: OutputSink, stats: WorkerStats, settings: WorkerSettings
+    ) -> None:
         self.manager_class = manager_class
+        self.max_payload = settings.max_payload_bytes
+        self.max_session = settings.max_session_bytes
+        self.max_record = settings.max_record_bytes
         self.sink = sink
         self.stats = stats
         self.runners = WorkerRunners(sink)
@@ -58,6 +63,10 @@ class InputApplier:
         try:
             if key is None:
                 raise Rejected("missing_key", "events records must be keyed by session UID")
+            if value is not None and len(value) > self.max_payload:
+                raise Rejected(
+                    "payload_too_large", f"the record has {len(value)} bytes; the limit is {self.max_payload}"
+                )
             uid = key.decode()
             type_name, record = decode(value or b"")
             if record.get("session_uid") != uid:
@@ -80,12 +89,14 @@ class InputApplier:
         manager = self.manager_class(
             WorkerSessionStorage(uid, entry), runners=self.runners, clock=self._clock, observer=sink.effects
         )
+        before_bound, before_encoded = entry.size_bound, entry.encoded
         try:
             manager.submit(event)
+            self._check_sizes(partition, key, len(value or b""), entry)
         except Exception as exc:
-            entry.state = before
+            entry.state, entry.size_bound, entry.encoded = before, before_bound, before_encoded
             sink.discard()
-            if not isinstance(exc, EngineError):
+            if not isinstance(exc, (EngineError, Rejected)):
                 log.exception("applying %s at %d:%d failed", type_name, partition.number, offset)
             return [self.dead_letter(partition, offset, key, value, reason_of(exc), str(exc))]
         entry.applied_offset = offset
@@ -96,6 +107,35 @@ class InputApplier:
         applied[type_name] = applied.get(type_name, 0) + 1
         self.produced_at.append(record["produced_at"])
         return sink.outputs
+
+    def _check_sizes(self, partition: Partition, key: bytes, input_size: int, entry: SessionEntry) -> None:
+        """Refuse the input (before anything is produced) if its state or an output would not fit.
+
+        The exact check encodes the state (what the checkpoint does anyway, reused through
+        ``entry.encoded``).  It runs only once the session may be near its limit: the
+        entry keeps an upper bound of its size, grown by each input by a generous bound
+        of what one input can add - its own bytes plus 2 KiB, once per task it may reach
+        and twice more (result and latest kwargs) - so ordinary sessions never pay for it.
+        """
+        for topic, _key, value in self.sink.outputs:
+            if len(value) + len(key) > self.max_record:
+                raise Rejected(
+                    "output_too_large",
+                    f"an output record for {topic} would have {len(value)} bytes; the limit is {self.max_record}",
+                )
+        bound = entry.size_bound + (input_size + 2048) * (len(entry.state.tasks) + 2)
+        if bound <= self.max_session:
+            entry.size_bound = bound
+            entry.encoded = None
+            return
+        encoded = encode_state(entry.state, partition.epoch)
+        if len(encoded) > self.max_session:
+            raise Rejected(
+                "session_too_large",
+                f"the session's state would grow to {len(encoded)} bytes; the limit is {self.max_session}",
+            )
+        entry.encoded = encoded
+        entry.size_bound = len(encoded)
 
     def dead_letter(
         self, partition: Partition, offset: int, key: bytes | None, value: bytes | None, reason: str, error: str
@@ -121,7 +161,12 @@ class InputApplier:
                 "offset": offset,
             },
         )
-        return self.sink.dead_letter(partition.number, offset, key, value, reason, error, now_us())
+        record = self.sink.dead_letter(partition.number, offset, key, value, reason, error, now_us())
+        if len(record[2]) + len(key or b"") > self.max_record:
+            # The original stays in the events topic at partition:offset; the dead letter points there.
+            error = f"{error} (the original record is too large to copy here: read it at {partition.number}:{offset})"
+            record = self.sink.dead_letter(partition.number, offset, key, None, reason, error, now_us())
+        return record
 
 
 def reason_of(exc: BaseException) -> str:

@@ -18,11 +18,15 @@ class SessionEntry:
     is freed by reference counting at once.
     """
 
-    __slots__ = ("state", "applied_offset")
+    __slots__ = ("state", "applied_offset", "encoded", "size_bound")
 
     def __init__(self, state: SessionState = EMPTY, applied_offset: int = -1) -> None:
         self.state = state
         self.applied_offset = applied_offset
+        self.encoded: bytes | None = None
+        """``state`` encoded with its partition's epoch, once its size was checked (None: not yet)."""
+        self.size_bound = 0
+        """An upper bound of the encoded state's size (see ``InputApplier._check_sizes``)."""
 
 
 class Partition:
@@ -67,6 +71,7 @@ class Partition:
         if entry is None:
             stored = self.store.get(uid)
             entry = SessionEntry() if stored is None else SessionEntry(decode_state(stored[1]), stored[0])
+            entry.size_bound = 0 if stored is None else len(stored[1])
             self.sessions[uid] = entry
         return entry
 

@@ -23,6 +23,17 @@ class WorkerSettings:
     session_timeout_ms: int = 6_000
     session_cache_size: int = 5_000
     restore_timeout_s: float = 120.0
+    max_payload_bytes: int = 512 * 1024
+    """An ``events`` record larger than this is dead-lettered (``payload_too_large``), not applied."""
+    max_session_bytes: int = 900 * 1024
+    """A session whose encoded state would grow past this refuses the input (``session_too_large``).
+
+    Below the broker's record limit (``max_record_bytes``) with room for the changelog
+    record's envelope, so a session's changelog record can always be delivered.
+    """
+    max_record_bytes: int = 1_000_000
+    """The broker's (and producer's) record size limit: an input whose output record would
+    be larger is dead-lettered (``output_too_large``); dead letters are cut to fit."""
     kafka_config: dict[str, Any] = field(default_factory=dict)
     """The user's librdkafka settings (security, timeouts...), for every client the worker builds."""
     consumer_config: dict[str, Any] = field(default_factory=dict)

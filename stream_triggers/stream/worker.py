@@ -61,7 +61,7 @@ class StreamWorker(Lifecycle):
         self._partitions: dict[int, Partition] = {}
         self._generation = -1  # the consumer group generation of the current assignment
         self._sink = OutputSink(self.topics, self.stats.produced)
-        self._applier = InputApplier(self.manager_class, self._sink, self.stats)
+        self._applier = InputApplier(self.manager_class, self._sink, self.stats, settings)
         os.makedirs(settings.state_dir, exist_ok=True)
         bootstrap, group = settings.bootstrap, settings.group
         # The user's kafka_config reaches every client; consumer_config / producer_config
@@ -146,6 +146,8 @@ class StreamWorker(Lifecycle):
             if partition is None:
                 store = PartitionStore(self.settings.state_dir, self.topics.events, tp.partition)
                 partition = self._partitions[tp.partition] = Partition(tp.partition, store)
+            if partition.epoch != generation:
+                partition.sessions.clear()  # their encoded bytes carry the old epoch
             partition.epoch = generation
             partition.restored = False
         partitions = [self._partitions[tp.partition] for tp in assigned]

@@ -62,3 +62,32 @@ def test_states_written_before_epochs_read_as_epoch_zero() -> None:
     reader.add(b"s", encode("SessionSnapshot", record))
     reader.add(b"s", snapshot("s", 5, 1))
     assert reader.state("s")[1] == 5
+
+
+# Written by stream-triggers 0.1.0 (state format 2, before owner epochs): two tasks, t1#0
+# finished with result {"r": 2} after "go" fired with {"a": [1, "b"]}, at 2026-01-02 03:04:05.678901.
+FORMAT_2_BYTES = bytes.fromhex(
+    "02949292a2743186a5616674657291a2676fa6756e6c65737390a8616e644576657279c0a372756ea178a57573696e67c0aa7769"
+    "7468506172616d738092a2743286a5616674657291a27431a6756e6c65737390a8616e644576657279c0a372756ea178a5757369"
+    "6e67c0aa77697468506172616d7381a2743181a16b019197a474312330a27431a866696e697368656481a2676f81a1619201a162"
+    "81a6726573756c7481a172029084a763726561746564cf0006475ef6574f35ac6c6173744d6f646966696564cf0006475ef6574f"
+    "35a97363686564756c6564cf0006475ef6574f35a866696e6973686564cf0006475ef6574f3581a2676f81a1619201a16280"
+)
+
+
+def test_format_2_state_captured_from_0_1_0_still_reads_and_upgrades_on_the_next_write() -> None:
+    from datetime import datetime
+
+    from stream_triggers.events.state_format import FORMAT, decode_state
+
+    state = decode_state(FORMAT_2_BYTES)
+    assert list(state.tasks) == ["t1", "t2"]
+    assert state.tasks["t2"].with_params == {"t1": {"k": 1}}
+    instance = state.instances["t1#0"]
+    assert (str(instance.status), instance.metadata["result"]) == ("finished", {"r": 2})
+    assert instance.metadata["timestamps"]["finished"] == datetime(2026, 1, 2, 3, 4, 5, 678901)
+    assert dict(state.latest_kwargs) == {"go": {"a": [1, "b"]}}
+    assert state_epoch(FORMAT_2_BYTES) == 0
+    upgraded = encode_state(state, 9)
+    assert (upgraded[0], state_epoch(upgraded), FORMAT) == (3, 9, 3)
+    assert decode_state(upgraded).instances["t1#0"].serialize() == instance.serialize()
