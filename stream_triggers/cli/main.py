@@ -64,6 +64,11 @@ def _check_broker(bootstrap: str, timeout: float = 8.0) -> set[str]:
     return set(metadata.topics)
 
 
+def _is_endpoint(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 def _json_arg(text: str | None, what: str) -> Any:
     if text is None:
         return None
@@ -139,7 +144,7 @@ def topics() -> None:
 @click.option("--partitions", envvar=_ENV + "PARTITIONS", type=int, default=4, show_default=True, show_envvar=True)
 @click.option("--replication", type=int, default=1, show_default=True)
 def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replication: int) -> None:
-    """Create the six topics (events and changelog co-partitioned); idempotent."""
+    """Create the topics (events and changelog co-partitioned); idempotent."""
     from stream_triggers.kafka.topics import Topics, TopicsError, create_topics
 
     _check_broker(bootstrap)
@@ -203,7 +208,16 @@ def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replicatio
     type=int,
     default=None,
     show_envvar=True,
-    help="Serve /metrics, /healthz and /readyz on this port.",
+    help="Serve /metrics, /healthz, /readyz and /sessions/<uid> (committed state) on this port.",
+)
+@click.option(
+    "--advertise",
+    envvar=_ENV + "ADVERTISE",
+    default=None,
+    show_envvar=True,
+    metavar="HOST:PORT",
+    help="Where readers reach this worker's /sessions/ endpoint, written to PREFIX.owners "
+    "[default: this host name and the --metrics-port; without a metrics port: not advertised].",
 )
 @click.option(
     "--stats-out",
@@ -222,6 +236,7 @@ def worker(
     fetch_wait_ms: int,
     session_timeout_ms: int,
     metrics_port: int | None,
+    advertise: str | None,
     stats_out: str | None,
 ) -> None:
     """Run a stream worker: apply trigger events to session state, publish outputs."""
@@ -248,12 +263,19 @@ def worker(
         fetch_wait_ms=fetch_wait_ms,
         session_timeout_ms=session_timeout_ms,
     )
+    if advertise is not None and (metrics_port is None or not _is_endpoint(advertise)):
+        _fail(f"--advertise {advertise!r} needs HOST:PORT and a --metrics-port to serve on", EXIT_INPUT)
     instance = StreamWorker(settings)
     instance.install_signal_handlers()
     if metrics_port is not None:
-        from stream_triggers.ops.metrics import serve_worker_metrics
+        import socket
 
-        serve_worker_metrics(instance, metrics_port)
+        from stream_triggers.ops.metrics import serve_worker_metrics
+        from stream_triggers.ops.queries import SESSIONS_PATH, session_route
+
+        routes = {SESSIONS_PATH: session_route(instance.served)}
+        server = serve_worker_metrics(instance, metrics_port, routes=routes)
+        settings.advertise = advertise or f"{socket.gethostname()}:{server.port}"  # read at assignment
     try:
         instance.run()
     finally:
@@ -402,7 +424,7 @@ def skip(
 def inspect(bootstrap: str, topic_prefix: str, session: str, as_json: bool) -> None:
     """Show SESSION as the workers last committed it: tasks, instances, unresolved tasks."""
     from stream_triggers.cli.inspect import render_session, session_document
-    from stream_triggers.storages.kafka import KafkaStorage, SessionNotFound
+    from stream_triggers.storages.kafka import KafkaStorage, SessionNotFound, SessionUnreadable
 
     _check_broker(bootstrap)
     storage = KafkaStorage(session, bootstrap, topic_prefix)
@@ -410,6 +432,9 @@ def inspect(bootstrap: str, topic_prefix: str, session: str, as_json: bool) -> N
         state = storage.state
     except SessionNotFound as exc:
         _fail(str(exc), EXIT_SESSION)
+    except SessionUnreadable as exc:
+        _fail(str(exc), EXIT_FAILURE)
+    click.echo(f"read from {storage.read_source}", err=True)
     if as_json:
         click.echo(json.dumps(session_document(session, state), indent=2, default=str))
     else:

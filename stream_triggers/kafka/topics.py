@@ -1,4 +1,4 @@
-"""The six topics of a stream-triggers deployment, and their idempotent creation.
+"""The topics of a stream-triggers deployment, and their idempotent creation.
 
 Why explicit configs: Tansu reports back only the topic configs set at creation, and a
 changelog that is not compacted grows forever, so every topic is created with its
@@ -67,13 +67,26 @@ class Topics:
         return f"{self.prefix}.dead-letter"
 
     @property
+    def owners(self) -> str:
+        """Which worker serves which partition's state (:mod:`stream_triggers.kafka.owners`)."""
+        return f"{self.prefix}.owners"
+
+    @property
     def all(self) -> tuple[str, ...]:
-        return (self.events, self.task_runs, self.task_results, self.sessions, self.changelog, self.dead_letter)
+        return (
+            self.events,
+            self.task_runs,
+            self.task_results,
+            self.sessions,
+            self.changelog,
+            self.dead_letter,
+            self.owners,
+        )
 
 
 def topic_configs(topics: Topics, name: str) -> dict[str, str]:
-    """The configs ``name`` is created with: compacted changelog, everything else kept forever."""
-    if name == topics.changelog:
+    """The configs ``name`` is created with: compacted changelog and owners, everything else kept forever."""
+    if name in (topics.changelog, topics.owners):
         return {"cleanup.policy": "compact"}
     return {"cleanup.policy": "delete", "retention.ms": "-1"}
 
@@ -94,7 +107,7 @@ def create_topics(
     timeout: float = 30.0,
     admin_config: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Create the six topics that are missing; returns ``{topic: "created" | "exists"}``.
+    """Create the topics that are missing; returns ``{topic: "created" | "exists"}``.
 
     ``events`` and ``changelog`` always end up with the same partition count: if one
     exists, the other is created like it; if both exist and differ, :class:`TopicsError`.
@@ -116,6 +129,8 @@ def create_topics(
         _log.warning("%s and %s keep %d partitions (not %d)", topics.events, topics.changelog, pair_count, partitions)
 
     def count(name: str) -> int:
+        if name == topics.owners:
+            return 1  # read whole by every reader (kafka/owners.py)
         return pair_count if name in (topics.events, topics.changelog) else partitions
 
     new = [
@@ -139,7 +154,7 @@ def create_topics(
 
 
 def _await_visible(admin: AdminClient, topics: Topics, deadline: float) -> None:
-    """Wait until metadata shows all six (Kafka propagates creation lazily), then check co-partitioning."""
+    """Wait until metadata shows them all (Kafka propagates creation lazily), then check co-partitioning."""
     while True:
         try:
             counts = _partition_counts(admin, max(1.0, deadline - time.monotonic()))

@@ -29,6 +29,7 @@ import json
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -311,6 +312,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._status(*self.server.health.alive())
         elif path == "/readyz":
             self._status(*self.server.health.ready())
+        elif route := next((r for prefix, r in self.server.routes.items() if path.startswith(prefix)), None):
+            query = urllib.parse.parse_qs(self.path.partition("?")[2])
+            self._send(*route(path, query))  # e.g. /sessions/<uid> (ops/queries.py)
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /readyz\n")
 
@@ -339,9 +343,18 @@ class MetricsServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, registry: CollectorRegistry, health: Health, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        health: Health,
+        port: int,
+        host: str = "0.0.0.0",
+        routes: Mapping[str, Callable[[str, dict[str, list[str]]], tuple[int, str, bytes]]] | None = None,
+    ) -> None:
         self.registry = registry
         self.health = health
+        self.routes = dict(routes or {})
+        """Path prefix -> handler of further endpoints (the worker's ``/sessions/``)."""
         try:
             super().__init__((host, port), _Handler)
         except OSError as exc:
@@ -364,10 +377,14 @@ class MetricsServer(ThreadingHTTPServer):
 
 
 def serve_worker_metrics(
-    worker: StreamWorker, port: int, host: str = "0.0.0.0", stall_after: float = DEFAULT_STALL_AFTER
+    worker: StreamWorker,
+    port: int,
+    host: str = "0.0.0.0",
+    stall_after: float = DEFAULT_STALL_AFTER,
+    routes: Mapping[str, Callable[[str, dict[str, list[str]]], tuple[int, str, bytes]]] | None = None,
 ) -> MetricsServer:
-    """Serve a worker's metrics and probes on ``port`` (0: a free one; see ``.port``)."""
-    return MetricsServer(worker_registry(worker), Health(worker, stall_after), port, host).start()
+    """Serve a worker's metrics, probes and ``routes`` on ``port`` (0: a free one; see ``.port``)."""
+    return MetricsServer(worker_registry(worker), Health(worker, stall_after), port, host, routes).start()
 
 
 def serve_executor_metrics(

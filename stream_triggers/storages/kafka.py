@@ -6,8 +6,11 @@ event keyed by the session UID, through an idempotent producer, and waits until 
 broker acknowledged it.  The stream workers apply it; hooks run there, not here.
 
 Reads (tasks, instances, unresolved tasks...) return the state the workers last
-committed for the session, read from the changelog; a session no worker has
-committed yet is a clear :class:`SessionNotFound`.
+committed for the session.  They ask the worker that owns the session's partition
+(storages/owner_reads.py: a read costs one session, not a partition); when no owner
+answers within ``owner_wait_s``, they scan the session's changelog partition (bounded
+by ``timeout_s``); when that fails too, the error says what each path answered.  A
+session no worker has committed yet is a clear :class:`SessionNotFound`.
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from stream_triggers.engine import Effect, Input, SessionState
 from stream_triggers.events.codec import encode
 from stream_triggers.events.records import record_from_input
 from stream_triggers.events.state_format import ChangelogReader, decode_state
+from stream_triggers.kafka import clients
 from stream_triggers.kafka.partitioning import partition_for
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.storages.base import BaseTriggerStorage
+from stream_triggers.storages.owner_reads import OwnerUnavailable, read_from_owner
 
-__all__ = ["KafkaStorage", "SessionNotFound", "BOOTSTRAP_ENV", "shared_producer"]
+__all__ = ["KafkaStorage", "SessionNotFound", "SessionUnreadable", "BOOTSTRAP_ENV", "shared_producer"]
 
 BOOTSTRAP_ENV = "STREAM_TRIGGERS_BOOTSTRAP"
 
@@ -41,6 +46,10 @@ _producers_guard = threading.Lock()
 
 class SessionNotFound(LookupError):
     """No worker has committed state for this session (yet)."""
+
+
+class SessionUnreadable(KafkaException):
+    """Neither the session's owner nor its changelog partition answered in time."""
 
 
 def shared_producer(bootstrap: str) -> Producer:
@@ -76,6 +85,8 @@ class KafkaStorage(BaseTriggerStorage):
         producer: Producer | None = None,
         timeout_s: float = 30.0,
         kafka_config: Mapping[str, Any] | None = None,
+        owner_wait_s: float = 3.0,
+        changelog_fallback: bool = True,
     ) -> None:
         super().__init__(uid)
         bootstrap = bootstrap or os.environ.get(BOOTSTRAP_ENV)
@@ -86,11 +97,26 @@ class KafkaStorage(BaseTriggerStorage):
         self.timeout_s = timeout_s
         self.kafka_config = dict(kafka_config or {})
         """The user's librdkafka settings (security, timeouts...), for every client this storage builds."""
+        self.owner_wait_s = owner_wait_s
+        """How long a read tries the session's owner (re-reading who it is) before the changelog."""
+        self.changelog_fallback = changelog_fallback
+        """Whether a read scans the changelog partition when no owner answered."""
+        self.read_source = ""
+        """Where the last read came from: ``owner HOST:PORT (...)`` or ``changelog (...)``."""
         self._producer = producer or shared_producer(bootstrap)
         self._key = uid.encode()
 
     def fresh(self) -> KafkaStorage:
-        return KafkaStorage(self.uid, self.bootstrap, self.topics.prefix, producer=self._producer)
+        return KafkaStorage(
+            self.uid,
+            self.bootstrap,
+            self.topics.prefix,
+            producer=self._producer,
+            timeout_s=self.timeout_s,
+            kafka_config=self.kafka_config,
+            owner_wait_s=self.owner_wait_s,
+            changelog_fallback=self.changelog_fallback,
+        )
 
     # -- writes: publish -----------------------------------------------------------------
 
@@ -148,7 +174,7 @@ class KafkaStorage(BaseTriggerStorage):
     def _session_lock(self) -> nullcontext[None]:
         return nullcontext()  # the worker owning the partition serialises the session
 
-    # -- reads: the changelog --------------------------------------------------------------
+    # -- reads: the owner, else the changelog -----------------------------------------------
 
     def _load_state(self) -> tuple[SessionState | None, int]:
         snapshot = self.read_snapshot()
@@ -156,41 +182,59 @@ class KafkaStorage(BaseTriggerStorage):
             raise SessionNotFound(
                 f"No committed state for session {self.uid!r} in {self.topics.changelog!r} on "
                 f"{self.bootstrap}: no worker has applied an event for it yet (or the bootstrap "
-                f"address / topic prefix is wrong)."
+                f"address / topic prefix is wrong); read from {self.read_source}."
             )
         return decode_state(snapshot["state"]), snapshot["applied_offset"]
 
     def read_snapshot(self) -> dict[str, Any] | None:
-        """The newest changelog record for this session, or None."""
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"stream-triggers-reader-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "fetch.wait.max.ms": 10,
-            }
-        )
+        """The session's committed ``SessionSnapshot`` (its state still encoded), or None.
+
+        From the owner of its partition first, else (``changelog_fallback``) from the
+        changelog partition; :class:`SessionUnreadable` when neither answered.
+        """
+        consumer = clients.consumer(self.bootstrap, "reader", kafka_config=self.kafka_config, enable_partition_eof=True)
         try:
-            metadata = consumer.list_topics(self.topics.changelog, timeout=self.timeout_s)
-            topic = metadata.topics.get(self.topics.changelog)
-            if topic is None or topic.error is not None or not topic.partitions:
-                raise SessionNotFound(
-                    f"Topic {self.topics.changelog!r} does not exist on {self.bootstrap} "
-                    f"(run `stream-triggers topics create`)."
+            count = self._changelog_partitions(consumer)
+            partition = partition_for(self._key, count)
+            latest = ChangelogReader(self.uid)  # the one reader of session records (docs/fencing.md)
+            try:
+                answer = read_from_owner(
+                    consumer, self.topics.owners, self.uid, partition, count, self.owner_wait_s, self.timeout_s
                 )
-            partition = partition_for(self._key, len(topic.partitions))
-            consumer.assign([TopicPartition(self.topics.changelog, partition, 0)])
-            latest = ChangelogReader(self.uid)  # newest state, never a stale writer's (docs/fencing.md)
-            deadline = time.monotonic() + self.timeout_s
-            while time.monotonic() < deadline:
-                for message in consumer.consume(10_000, 0.5):
-                    error = message.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            return latest.snapshot()
-                        raise KafkaException(error)
-                    latest.add(message.key(), message.value(), partition)
-            raise KafkaException(f"reading {self.topics.changelog}[{partition}] timed out")
+            except OwnerUnavailable as exc:
+                unavailable = str(exc)
+            else:
+                owner = answer.owner
+                self.read_source = f"owner {owner.endpoint} (partition {partition}, epoch {owner.epoch})"
+                if answer.snapshot is not None:
+                    latest.offer(answer.snapshot, partition)
+                return latest.snapshot()
+            if not self.changelog_fallback:
+                raise SessionUnreadable(f"session {self.uid!r}: no owner answered: {unavailable}")
+            try:
+                self._scan_changelog(consumer, partition, latest)
+            except KafkaException as exc:
+                raise SessionUnreadable(
+                    f"cannot read session {self.uid!r}: no owner of partition {partition} answered "
+                    f"({unavailable}), and reading {self.topics.changelog}[{partition}] failed: {exc}"
+                ) from exc
+            self.read_source = f"changelog {self.topics.changelog}[{partition}] (no owner answered: {unavailable})"
+            return latest.snapshot()
         finally:
             consumer.close()
+
+    def _changelog_partitions(self, consumer: Consumer) -> int:
+        metadata = consumer.list_topics(self.topics.changelog, timeout=self.timeout_s)
+        topic = metadata.topics.get(self.topics.changelog)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise SessionNotFound(
+                f"Topic {self.topics.changelog!r} does not exist on {self.bootstrap} "
+                f"(run `stream-triggers topics create`)."
+            )
+        return len(topic.partitions)
+
+    def _scan_changelog(self, consumer: Consumer, partition: int, latest: ChangelogReader) -> None:
+        """Every record of the session's changelog partition, from offset 0 (the slow path)."""
+        for batch in clients.read_to_end(consumer, self.topics.changelog, {partition: 0}, self.timeout_s):
+            for message in batch:
+                latest.add(message.key(), message.value(), partition)

@@ -38,6 +38,8 @@ class WorkerSettings:
     """The user's librdkafka settings (security, timeouts...), for every client the worker builds."""
     consumer_config: dict[str, Any] = field(default_factory=dict)
     producer_config: dict[str, Any] = field(default_factory=dict)
+    advertise: str | None = None
+    """``host:port`` where readers reach this worker's ``/sessions/`` endpoint (None: not advertised)."""
 
 
 @dataclass
