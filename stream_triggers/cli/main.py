@@ -421,13 +421,23 @@ def skip(
 @prefix_option
 @click.argument("session")
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON.")
-def inspect(bootstrap: str, topic_prefix: str, session: str, as_json: bool) -> None:
-    """Show SESSION as the workers last committed it: tasks, instances, unresolved tasks."""
+@click.option(
+    "--read-from",
+    type=click.Choice(["auto", "owner", "changelog"]),
+    default="auto",
+    show_default=True,
+    help="auto: ask the worker that owns the session, else scan its changelog partition.",
+)
+def inspect(bootstrap: str, topic_prefix: str, session: str, as_json: bool, read_from: str) -> None:
+    """Show SESSION as the workers last committed it: tasks, instances, unresolved tasks.
+
+    Prints on stderr where the state came from (its owner, or the changelog).
+    """
     from stream_triggers.cli.inspect import render_session, session_document
     from stream_triggers.storages.kafka import KafkaStorage, SessionNotFound, SessionUnreadable
 
     _check_broker(bootstrap)
-    storage = KafkaStorage(session, bootstrap, topic_prefix)
+    storage = KafkaStorage(session, bootstrap, topic_prefix, read_from=read_from)
     try:
         state = storage.state
     except SessionNotFound as exc:

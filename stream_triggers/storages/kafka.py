@@ -44,6 +44,9 @@ _partition_counts: dict[tuple[str, str], int] = {}
 _producers_guard = threading.Lock()
 
 
+READ_FROM = ("auto", "owner", "changelog")
+
+
 class SessionNotFound(LookupError):
     """No worker has committed state for this session (yet)."""
 
@@ -86,7 +89,7 @@ class KafkaStorage(BaseTriggerStorage):
         timeout_s: float = 30.0,
         kafka_config: Mapping[str, Any] | None = None,
         owner_wait_s: float = 3.0,
-        changelog_fallback: bool = True,
+        read_from: str = "auto",
     ) -> None:
         super().__init__(uid)
         bootstrap = bootstrap or os.environ.get(BOOTSTRAP_ENV)
@@ -99,8 +102,10 @@ class KafkaStorage(BaseTriggerStorage):
         """The user's librdkafka settings (security, timeouts...), for every client this storage builds."""
         self.owner_wait_s = owner_wait_s
         """How long a read tries the session's owner (re-reading who it is) before the changelog."""
-        self.changelog_fallback = changelog_fallback
-        """Whether a read scans the changelog partition when no owner answered."""
+        if read_from not in READ_FROM:
+            raise ValueError(f"read_from must be one of {', '.join(READ_FROM)}, not {read_from!r}")
+        self.read_from = read_from
+        """``auto``: the owner, else the changelog; ``owner``: only the owner; ``changelog``: only the changelog."""
         self.read_source = ""
         """Where the last read came from: ``owner HOST:PORT (...)`` or ``changelog (...)``."""
         self._producer = producer or shared_producer(bootstrap)
@@ -115,7 +120,7 @@ class KafkaStorage(BaseTriggerStorage):
             timeout_s=self.timeout_s,
             kafka_config=self.kafka_config,
             owner_wait_s=self.owner_wait_s,
-            changelog_fallback=self.changelog_fallback,
+            read_from=self.read_from,
         )
 
     # -- writes: publish -----------------------------------------------------------------
@@ -189,28 +194,30 @@ class KafkaStorage(BaseTriggerStorage):
     def read_snapshot(self) -> dict[str, Any] | None:
         """The session's committed ``SessionSnapshot`` (its state still encoded), or None.
 
-        From the owner of its partition first, else (``changelog_fallback``) from the
-        changelog partition; :class:`SessionUnreadable` when neither answered.
+        From the owner of its partition first, else from the changelog partition (as
+        ``read_from`` allows); :class:`SessionUnreadable` when neither answered.
         """
         consumer = clients.consumer(self.bootstrap, "reader", kafka_config=self.kafka_config, enable_partition_eof=True)
         try:
             count = self._changelog_partitions(consumer)
             partition = partition_for(self._key, count)
             latest = ChangelogReader(self.uid)  # the one reader of session records (docs/fencing.md)
-            try:
-                answer = read_from_owner(
-                    consumer, self.topics.owners, self.uid, partition, count, self.owner_wait_s, self.timeout_s
-                )
-            except OwnerUnavailable as exc:
-                unavailable = str(exc)
-            else:
-                owner = answer.owner
-                self.read_source = f"owner {owner.endpoint} (partition {partition}, epoch {owner.epoch})"
-                if answer.snapshot is not None:
-                    latest.offer(answer.snapshot, partition)
-                return latest.snapshot()
-            if not self.changelog_fallback:
-                raise SessionUnreadable(f"session {self.uid!r}: no owner answered: {unavailable}")
+            unavailable = "not asked (read_from='changelog')"
+            if self.read_from != "changelog":
+                try:
+                    answer = read_from_owner(
+                        consumer, self.topics.owners, self.uid, partition, count, self.owner_wait_s, self.timeout_s
+                    )
+                except OwnerUnavailable as exc:
+                    unavailable = str(exc)
+                else:
+                    owner = answer.owner
+                    self.read_source = f"owner {owner.endpoint} (partition {partition}, epoch {owner.epoch})"
+                    if answer.snapshot is not None:
+                        latest.offer(answer.snapshot, partition)
+                    return latest.snapshot()
+                if self.read_from == "owner":
+                    raise SessionUnreadable(f"session {self.uid!r}: no owner answered: {unavailable}")
             try:
                 self._scan_changelog(consumer, partition, latest)
             except KafkaException as exc:
@@ -218,7 +225,7 @@ class KafkaStorage(BaseTriggerStorage):
                     f"cannot read session {self.uid!r}: no owner of partition {partition} answered "
                     f"({unavailable}), and reading {self.topics.changelog}[{partition}] failed: {exc}"
                 ) from exc
-            self.read_source = f"changelog {self.topics.changelog}[{partition}] (no owner answered: {unavailable})"
+            self.read_source = f"changelog {self.topics.changelog}[{partition}] (owner: {unavailable})"
             return latest.snapshot()
         finally:
             consumer.close()

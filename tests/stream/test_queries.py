@@ -119,9 +119,20 @@ def test_reads_ask_the_owner_follow_it_and_fall_back_without_it(workers: Workers
     assert code == 0 and "read from changelog" in err, err
 
     # Without the fallback, a clear error naming the owner that did not answer.
-    owner_only = storage(workers, uid, owner_wait_s=0.5, changelog_fallback=False)
+    owner_only = storage(workers, uid, owner_wait_s=0.5, read_from="owner")
     with pytest.raises(SessionUnreadable, match=f"no owner answered: {second_endpoint} did not answer"):
         _ = owner_only.state
+    result = run_cli(
+        "inspect",
+        "--bootstrap",
+        workers.bootstrap,
+        "--topic-prefix",
+        workers.topics.prefix,
+        uid,
+        "--read-from",
+        "owner",
+    )
+    assert result.returncode == 1 and f"no owner answered: {second_endpoint} did not answer" in result.stderr
 
 
 def _get(endpoint: str, uid: str, partitions: int) -> bytes:
