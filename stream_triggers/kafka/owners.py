@@ -29,9 +29,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from stream_triggers.kafka.clients import publish_and_wait, read_to_end
+from stream_triggers.kafka.clients import ReadTimeout, publish_and_wait
 
 __all__ = [
     "OwnerRecord",
@@ -121,8 +121,29 @@ def latest_owners(messages: Iterable[Any]) -> dict[int, OwnerRecord]:
 
 
 def read_owners(client: Consumer, topic: str, timeout_s: float) -> dict[int, OwnerRecord]:
-    """Read the whole owners topic (``client`` has ``enable.partition.eof``)."""
+    """Read the whole owners topic (``client`` has ``enable.partition.eof``).
+
+    Message by message with ``poll``, not ``read_to_end``'s batched ``consume``: that
+    one waits out its whole timeout unless a full batch arrives, and this topic holds
+    a handful of records - the wait would be most of a reader's fast path.
+    """
     messages: list[Any] = []
-    for batch in read_to_end(client, topic, {0: 0}, timeout_s):
-        messages.extend(batch)
-    return latest_owners(messages)
+    client.assign([TopicPartition(topic, 0, 0)])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReadTimeout(f"reading {topic}: no end within {timeout_s} s")
+            message = client.poll(min(left, 0.5))
+            if message is None:
+                continue
+            error = message.error()
+            if error is None:
+                messages.append(message)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                return latest_owners(messages)
+            else:
+                raise KafkaException(error)
+    finally:
+        client.unassign()
