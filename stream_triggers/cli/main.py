@@ -217,7 +217,7 @@ def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replicatio
     show_envvar=True,
     metavar="HOST:PORT",
     help="Where readers reach this worker's /sessions/ endpoint, written to PREFIX.owners "
-    "[default: this host name and the --metrics-port; without a metrics port: not advertised].",
+    "[default: this host's fully qualified name and the --metrics-port; no metrics port: not advertised].",
 )
 @click.option(
     "--stats-out",
@@ -275,7 +275,9 @@ def worker(
 
         routes = {SESSIONS_PATH: session_route(instance.served)}
         server = serve_worker_metrics(instance, metrics_port, routes=routes)
-        settings.advertise = advertise or f"{socket.gethostname()}:{server.port}"  # read at assignment
+        # The fully qualified name: what other hosts resolve (a StatefulSet pod's is
+        # pod.service.namespace.svc..., its bare host name only resolves inside the pod).
+        settings.advertise = advertise or f"{socket.getfqdn()}:{server.port}"  # read at assignment
     try:
         instance.run()
     finally:
