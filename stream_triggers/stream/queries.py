@@ -7,7 +7,10 @@ store - written after the changelog acknowledged each state - never the batch in
 
 :class:`OwnerAdvertiser` writes, once a newly assigned partition is restored, that
 this worker now serves it, with its owner epoch, to ``<prefix>.owners``
-(kafka/owners.py says why a topic).  A missing owners topic (created before it
+(kafka/owners.py says why a topic).  It does so before the assignment's first batch
+is applied, so once the new owner committed any newer state, the owners topic already
+names it, and readers never take an older owner's (committed, but older) answer for
+the newest one.  A missing owners topic (created before it
 existed) or a failed write only costs readers their fast path: they fall back to
 the changelog; the worker logs it and carries on.
 """
