@@ -11,11 +11,10 @@ instead of recursing, however long a cascade chain is.
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stream_triggers.engine import (
     Cascade,
@@ -36,14 +35,14 @@ from stream_triggers.engine import (
     TriggerFired,
     json_mapping,
 )
+from stream_triggers.failures import failure_metadata
 from stream_triggers.registry import PluginRegistry
+from stream_triggers.runners import task_runners
+from stream_triggers.runners.base import BaseTaskRunner
 from stream_triggers.storages.base import BaseTriggerStorage, utc_now
 from stream_triggers.types import Status, TaskConfig, TaskInstance
 
-if TYPE_CHECKING:
-    from stream_triggers.runners.base import BaseTaskRunner
-
-__all__ = ["TriggerManager", "FinalizingTriggerManager", "trigger_managers"]
+__all__ = ["TriggerManager", "FinalizingTriggerManager", "failure_metadata", "trigger_managers"]
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +261,6 @@ class TriggerManager:
     def _runner(self, name: str) -> BaseTaskRunner:
         runner = self.runners.get(name)
         if runner is None:
-            from stream_triggers.runners import task_runners
-
             runner = task_runners.get(name)
         return runner
 
@@ -329,29 +326,6 @@ class _Copies(Sequence[TaskInstance]):
 
     def __repr__(self) -> str:
         return repr(self._materialise())
-
-
-def failure_metadata(exc: BaseException, log_level: int | None = None) -> dict[str, Any]:
-    """Instance metadata describing an exception (type as ``module.ClassName``)."""
-    metadata = {
-        TaskInstance.META_EXCEPTION_CONTEXT: _jsonable_context(getattr(exc, "context", {})),
-        TaskInstance.META_EXCEPTION_INFO: "".join(traceback.format_exception(exc)),
-        TaskInstance.META_EXCEPTION_TYPE: f"{type(exc).__module__}.{type(exc).__name__}",
-    }
-    if log_level is not None:
-        metadata[TaskInstance.META_LOG_LEVEL] = log_level
-    return metadata
-
-
-def _jsonable_context(context: Any) -> Any:
-    """Exception context as JSON-friendly data (reprs for what JSON cannot carry)."""
-    if isinstance(context, Mapping):
-        return {str(k): _jsonable_context(v) for k, v in context.items()}
-    if isinstance(context, (list, tuple)):
-        return [_jsonable_context(v) for v in context]
-    if isinstance(context, (str, int, float, bool)) or context is None:
-        return context
-    return repr(context)
 
 
 def _instance_name(instance: TaskInstance | str) -> str:

@@ -16,15 +16,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from stream_triggers.engine import Input, RetryRequested, StatusReported, StatusUpdated, json_mapping
 from stream_triggers.engine.errors import InvalidPayload
 from stream_triggers.exceptions import with_context
+from stream_triggers.failures import failure_metadata, jsonable_context
 from stream_triggers.types import Status, TaskInstance
-
-if TYPE_CHECKING:
-    from stream_triggers.manager import TriggerManager
 
 __all__ = [
     "MaxRetriesExceeded",
@@ -125,8 +123,6 @@ class TriggerTask:
         """
         metadata = dict(metadata or {})
         if exc is not None:
-            from stream_triggers.manager import failure_metadata
-
             metadata.update(failure_metadata(exc))
         if self.request.retries >= self.max_retries:
             raise with_context(
@@ -163,7 +159,7 @@ class TaskContext:
         self,
         instance_name: str,
         trigger_kwargs: Mapping[str, Any],
-        manager_factory: Callable[[], TriggerManager],
+        manager_factory: Callable[[], Any],
         *,
         session_uid: str | None = None,
     ) -> None:
@@ -173,11 +169,14 @@ class TaskContext:
         self.log_level = logging.NOTSET
         """Highest level logged inside ``get_logger_context`` blocks so far."""
         self._manager_factory = manager_factory
-        self._manager: TriggerManager | None = None
+        self._manager: Any = None
 
     @property
-    def manager(self) -> TriggerManager:
-        """A trigger manager for this task's session (e.g. to fire more triggers)."""
+    def manager(self) -> Any:
+        """A trigger manager for this task's session (e.g. to fire more triggers).
+
+        (Typed loosely: this module sits below the manager and must not import it.)
+        """
         if self._manager is None:
             self._manager = self._manager_factory()
         return self._manager
@@ -288,8 +287,6 @@ Outcome = Finished | Failed | Changed | Retried
 
 def execute(task_cls: type[TriggerTask], context: TaskContext, depth: int = 0) -> Outcome:
     """Run ``task_cls`` once in ``context``; never raises (failures become ``Failed``)."""
-    from stream_triggers.manager import failure_metadata
-
     task = task_cls(TaskRequest(retries=depth))
     try:
         result = task._run(context)
@@ -326,9 +323,7 @@ def _plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
     try:
         return json_mapping(metadata, "task metadata")
     except InvalidPayload:
-        from stream_triggers.manager import _jsonable_context
-
-        return _jsonable_context(metadata)
+        return jsonable_context(metadata)
 
 
 def running_input(instance: str, kwargs: Mapping[str, Any], at: datetime) -> Input:
