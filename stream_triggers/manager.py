@@ -11,7 +11,7 @@ instead of recursing, however long a cascade chain is.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -22,6 +22,7 @@ from stream_triggers.engine import (
     Effect,
     Fired,
     Input,
+    InstanceChanged,
     LogsResolved,
     MetadataUpdated,
     Replayed,
@@ -40,7 +41,7 @@ from stream_triggers.registry import PluginRegistry
 from stream_triggers.runners import task_runners
 from stream_triggers.runners.base import BaseTaskRunner
 from stream_triggers.storages.base import BaseTriggerStorage, utc_now
-from stream_triggers.types import Status, TaskConfig, TaskInstance
+from stream_triggers.types import RESOLVED_STATUSES, Status, TaskConfig, TaskInstance
 
 __all__ = ["TriggerManager", "FinalizingTriggerManager", "failure_metadata", "trigger_managers"]
 
@@ -49,7 +50,13 @@ log = logging.getLogger(__name__)
 _Work = Input | Callable[[], None]
 
 # The hook that each kind of effect calls; a manager class skips the ones it leaves alone.
-_HOOKS_BY_EFFECT = {Fired: "_post_fire", Replayed: "_post_replay", Skipped: "_post_skip"}
+# (``InstanceChanged`` feeds ``_post_resolve``, called once per input, see ``_apply``.)
+_HOOKS_BY_EFFECT = {
+    Fired: "_post_fire",
+    Replayed: "_post_replay",
+    Skipped: "_post_skip",
+    InstanceChanged: "_post_resolve",
+}
 
 
 class TriggerManager:
@@ -183,6 +190,14 @@ class TriggerManager:
     def _post_skip(self, task_instance: TaskInstance, cascade: bool) -> None:
         """After an instance was skipped, and after its cascade (if any) was processed."""
 
+    def _post_resolve(self, task_instances: list[TaskInstance]) -> None:
+        """After an input resolved instances without firing anything (not in the original).
+
+        A task that skips itself, a skip without cascade, a status set by hand without
+        cascade: no ``_post_fire`` follows those, so a manager that waits for the
+        session to settle hears of them here.  Receives copies, lock released.
+        """
+
     # -- the shell -------------------------------------------------------------------------
 
     def submit(self, event: Input) -> None:
@@ -218,6 +233,7 @@ class TriggerManager:
             effects = self._transition(storage, event)
             storage.save()
             hooks = self._hooked_effects
+            resolved: list[TaskInstance] | None = None
             for effect in effects:  # one pass: start runners now, collect the follow-ups
                 kind = type(effect)
                 if kind is RunInstance:
@@ -227,11 +243,16 @@ class TriggerManager:
                 elif kind not in hooks:
                     continue  # the base class's hook does nothing: skip the call and the copies
                 elif kind is Fired:
-                    work.append(partial(self._post_fire, effect.trigger, _Copies(effect.scheduled)))
+                    work.append(partial(self._post_fire, effect.trigger, [i.copy() for i in effect.scheduled]))
                 elif kind is Replayed:
                     work.append(partial(self._post_replay, effect.failed.copy()))
                 elif kind is Skipped:
                     work.append(partial(self._post_skip, effect.instance.copy(), effect.cascade))
+                elif kind is InstanceChanged and _newly_resolved(effect):
+                    resolved = [] if resolved is None else resolved
+                    resolved.append(effect.instance.copy())
+            if resolved and not any(type(e) is Fired or type(e) is Cascade for e in effects):
+                work.append(partial(self._post_resolve, resolved))
         except BaseException as exc:
             storage._unlock(lock, (type(exc), exc, exc.__traceback__))
             raise
@@ -271,6 +292,10 @@ class TriggerManager:
 class FinalizingTriggerManager(TriggerManager):
     """Fires ``sessionFinalized`` once, when every task is resolved.
 
+    Checked after every fire and after every input that resolved instances without a
+    fire (the original cookbook's recipe looked only after fires, and so never
+    finalized a session whose last task skipped itself).
+
     Tasks that wait for ``sessionFinalized`` themselves are ignored by the check
     (the cookbook's "Finalizing a Session" recipe).  Unlike the recipe, the check and
     the firing hold the session lock, so tasks finishing together finalize only once
@@ -280,8 +305,15 @@ class FinalizingTriggerManager(TriggerManager):
     TRIGGER_SESSION_FINALIZED = "sessionFinalized"
 
     def _post_fire(self, trigger_name: str, tasks_scheduled: list[TaskInstance]) -> None:
-        if trigger_name == self.TRIGGER_SESSION_FINALIZED:
-            return
+        if trigger_name != self.TRIGGER_SESSION_FINALIZED:
+            self._finalize_if_settled()
+
+    def _post_resolve(self, task_instances: list[TaskInstance]) -> None:
+        # The last instance may be resolved without any fire (a task that skipped
+        # itself, a skip without cascade): no ``_post_fire`` would ever look.
+        self._finalize_if_settled()
+
+    def _finalize_if_settled(self) -> None:
         # Cheap look at the state in hand first: most firings leave work unresolved.
         if not self._ready_to_finalize(self.storage.state):
             return
@@ -298,34 +330,8 @@ class FinalizingTriggerManager(TriggerManager):
         return all(finalized in config.after for config in state.unresolved_tasks())
 
 
-class _Copies(Sequence[TaskInstance]):
-    """The instances a hook receives: private copies, made only if the hook looks."""
-
-    __slots__ = ("_instances", "_copies")
-
-    def __init__(self, instances: tuple[TaskInstance, ...]) -> None:
-        self._instances = instances
-        self._copies: list[TaskInstance] | None = None
-
-    def _materialise(self) -> list[TaskInstance]:
-        if self._copies is None:
-            self._copies = [instance.copy() for instance in self._instances]
-        return self._copies
-
-    def __getitem__(self, index: Any) -> Any:
-        return self._materialise()[index]
-
-    def __len__(self) -> int:
-        return len(self._instances)
-
-    def __iter__(self) -> Iterator[TaskInstance]:
-        return iter(self._materialise())
-
-    def __eq__(self, other: object) -> bool:
-        return list(self) == other if isinstance(other, (list, Sequence)) else NotImplemented
-
-    def __repr__(self) -> str:
-        return repr(self._materialise())
+def _newly_resolved(effect: InstanceChanged) -> bool:
+    return effect.instance.status in RESOLVED_STATUSES and effect.previous not in RESOLVED_STATUSES
 
 
 def _instance_name(instance: TaskInstance | str) -> str:
