@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from stream_triggers.failures import failure_metadata, jsonable_context
 from stream_triggers.types import Status, TaskInstance
 
 __all__ = [
+    "ALLOW_TASK_IMPORTS_ENV",
     "MaxRetriesExceeded",
     "Retry",
     "StatusChange",
@@ -134,22 +136,37 @@ class TriggerTask:
         return Retry(metadata, replacement_kwargs, cooldown)
 
 
-def resolve_task(name: str) -> type[TriggerTask]:
-    """The TriggerTask class registered as ``name``, importing its module if needed."""
+ALLOW_TASK_IMPORTS_ENV = "STREAM_TRIGGERS_ALLOW_TASK_IMPORTS"
+"""Set to ``1`` to let a ``run`` name import its module (off: names are code paths)."""
+
+
+def resolve_task(name: str, *, allow_imports: bool | None = None) -> type[TriggerTask]:
+    """The TriggerTask class registered as ``name``.
+
+    Only classes already imported (by the application, or by an executor's
+    ``--import``) can run: a ``run`` name comes from a session's configuration, and
+    importing whatever module it names would run that module's code.  The original
+    framework turned its Python-path targets off for the same reason.  With
+    ``allow_imports`` (default: ``$STREAM_TRIGGERS_ALLOW_TASK_IMPORTS`` set to ``1``)
+    an unregistered ``module.Class`` name imports ``module`` first, as before.
+    """
     task = task_registry.get(name)
-    if task is None and "." in name:
+    if task is not None:
+        return task
+    if allow_imports is None:
+        allow_imports = os.environ.get(ALLOW_TASK_IMPORTS_ENV, "") in ("1", "true", "yes")
+    hint = "import the module that defines it (executors: --import MODULE)"
+    if allow_imports and "." in name:
         module = name.rsplit(".", 1)[0]
         try:
             importlib.import_module(module)
-        except ImportError:
-            pass
+        except ImportError as exc:
+            hint = f"importing {module!r} failed: {exc}"
         task = task_registry.get(name)
-    if task is None:
-        raise UnknownTask(
-            f"No TriggerTask named {name!r} is registered; import the module that defines "
-            f"it (executors: --import MODULE). Known tasks: {', '.join(sorted(task_registry)) or 'none'}."
-        )
-    return task
+        if task is not None:
+            return task
+    known = ", ".join(sorted(task_registry)) or "none"
+    raise UnknownTask(f"No TriggerTask named {name!r} is registered; {hint}. Known tasks: {known}.")
 
 
 class TaskContext:
