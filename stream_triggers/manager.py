@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from stream_triggers import runners as _runners
 from stream_triggers.engine import (
     Cascade,
     ConfigurationUpdated,
@@ -38,7 +39,7 @@ from stream_triggers.engine import (
 )
 from stream_triggers.failures import failure_metadata
 from stream_triggers.registry import PluginRegistry
-from stream_triggers.runners import task_runners
+from stream_triggers.runners import ThreadingTaskRunner, task_runners
 from stream_triggers.runners.base import BaseTaskRunner
 from stream_triggers.storages.base import BaseTriggerStorage, utc_now
 from stream_triggers.types import RESOLVED_STATUSES, Status, TaskConfig, TaskInstance
@@ -102,10 +103,14 @@ class TriggerManager:
     def default_task_runner_name(self) -> str:
         """Runner for tasks without ``using``; override in a subclass to change it.
 
-        The storage decides by default: ``threading`` in process, ``kafka`` in a
+        The storage decides by default: ``threading`` in process (or whatever
+        ``stream_triggers.runners.DEFAULT_TASK_RUNNER`` is patched to), ``kafka`` in a
         stream worker.
         """
-        return self.storage.default_task_runner_name
+        name = self.storage.default_task_runner_name
+        if name == ThreadingTaskRunner.name:
+            return _runners.DEFAULT_TASK_RUNNER.name or name
+        return name
 
     # -- the original framework's API ----------------------------------------------------
 

@@ -189,6 +189,11 @@ class TaskContext:
         self._manager: Any = None
 
     @property
+    def storage_uid(self) -> str | None:
+        """The session's UID under the original's name (``session_uid``)."""
+        return self.session_uid
+
+    @property
     def manager(self) -> Any:
         """A trigger manager for this task's session (e.g. to fire more triggers).
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from stream_triggers.engine import Input
 from stream_triggers.registry import PluginRegistry
 from stream_triggers.storages.base import BaseTriggerStorage
+from stream_triggers.task import TriggerTask, resolve_task
 from stream_triggers.types import TaskInstance
 
 __all__ = ["BaseTaskRunner", "RunnerHost", "task_runners", "task_kwargs", "merge_dict_recursive"]
@@ -50,6 +51,22 @@ class BaseTaskRunner(ABC):
         Called with the session locked; the task must report back through the manager
         (or the events topic), not from inside this call.
         """
+
+    allow_python_path_target: bool = False
+    """Let :meth:`resolve` import the module a ``run`` name points to (off: see
+    :func:`~stream_triggers.task.resolve_task`); the original's switch, same name."""
+
+    def resolve(self, target: str | type[TriggerTask]) -> type[TriggerTask]:
+        """The TriggerTask class a ``run`` value names (the original returned a bound task).
+
+        Names resolve through the task registry only, unless this runner (class)
+        sets ``allow_python_path_target``.
+        """
+        if isinstance(target, str):
+            return resolve_task(target, allow_imports=self.allow_python_path_target or None)
+        if isinstance(target, type) and issubclass(target, TriggerTask):
+            return target
+        raise TypeError(f"{type(self).__name__} runs TriggerTask subclasses, not {type(target).__name__}.")
 
 
 def merge_dict_recursive(*dicts: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import threading
 import time
 
 from stream_triggers.runners.base import BaseTaskRunner, RunnerHost, task_kwargs
-from stream_triggers.task import TaskContext, execute, outcome_input, resolve_task, running_input
+from stream_triggers.task import TaskContext, execute, outcome_input, running_input
 from stream_triggers.types import TaskInstance
 
 __all__ = ["ThreadingTaskRunner"]
@@ -33,7 +33,7 @@ class ThreadingTaskRunner(BaseTaskRunner):
             thread.join()
 
     def run(self, manager: RunnerHost, task_instance: TaskInstance) -> None:
-        task_cls = resolve_task(task_instance.config.run)
+        task_cls = self.resolve(task_instance.config.run)
         kwargs = task_kwargs(task_instance)
         task_manager = manager.rebuild()
         context = TaskContext(task_instance.name, kwargs, lambda: task_manager, session_uid=manager.storage.uid)

@@ -116,8 +116,13 @@ class BaseTriggerStorage:
         """The lock that serialises writers of this session (default: this process's threads).
 
         Asked afresh for every operation, so it may return a single-use context manager.
+        The default lock is the one named :meth:`get_lock_name`.
         """
-        return _compat_locks((type(self), self.uid))
+        return _compat_locks(self.get_lock_name())
+
+    def get_lock_name(self) -> str:
+        """The name of this session's lock: storages that return the same name share it."""
+        return f"triggers:{self.uid}:lock"
 
     def _load_from_backend(self) -> tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]:
         """Original-framework backends: (task configs, task instances, session metadata)."""
