@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 import threading
 import unittest
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -171,3 +174,44 @@ def test_get_lock_name_names_the_lock() -> None:
     finally:
         release.set()
         holder.join()
+
+
+# -- docs/porting.md --------------------------------------------------------------------
+
+PORTING = Path(__file__).resolve().parents[2] / "docs" / "porting.md"
+
+ORIGINAL_PUBLIC_NAMES = [  # every __all__ entry of the original package, and its package-level import
+    "TriggerManager", "trigger_managers", "BaseTriggerStorage", "TaskInstanceCollection", "storage_backends",
+    "CacheStorageBackend", "BaseTaskRunner", "CeleryTaskRunner", "DEFAULT_TASK_RUNNER", "ThreadingTaskRunner",
+    "autodiscover_celery_tasks", "resolve_celery_task", "task_runners", "MaxRetriesExceeded", "Retry",
+    "StatusChange", "TaskContext", "TriggerTask", "task_body", "DevNullTask", "FailingTask", "PassThruTask",
+    "SelfRetryingTask", "SelfSkippingTask", "TriggerManagerTestCaseMixin", "name_matches_classpath", "TaskConfig",
+    "TaskInstance", "with_context", "dl", "merge_dict", "merge_dict_recursive", "acquire_lock", "Lockable",
+    "LockAcquisitionFailed", "NotSupported", "resolve_cache", "AttrPatcher", "BasePatcher", "LogLevelHandler",
+    "MemoryHandler", "LocalLogger", "LoggerAdapter", "storage_uid", "get_lock_name", "resolve",
+]  # fmt: skip
+
+
+def _table_rows() -> list[list[str]]:
+    text = PORTING.read_text()
+    table = text[text.index("### Every public name of the original") :]
+    table = table[: table.index("\n\n", table.index("| original |"))]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows]
+
+
+def test_porting_table_names_every_public_name_of_the_original() -> None:
+    originals = " ".join(row[0] for row in _table_rows())
+    missing = [name for name in ORIGINAL_PUBLIC_NAMES if not re.search(rf"\b{re.escape(name)}\b", originals)]
+    assert missing == []
+
+
+def test_every_new_home_in_the_porting_table_exists() -> None:
+    for row in _table_rows():
+        for path in re.findall(r"`(stream_triggers(?:\.\w+)+)", row[1]):
+            module, _, attribute = path.rpartition(".")
+            try:
+                target = importlib.import_module(path)
+            except ImportError:
+                target = getattr(importlib.import_module(module), attribute, None)
+            assert target is not None, f"porting.md names {path}, which does not exist"
