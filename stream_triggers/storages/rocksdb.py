@@ -11,7 +11,8 @@ log before it deleted, in one atomic batch.
 
 Keys: ``session:<uid>`` holds the snapshot (an 8-byte version, then the encoding of
 :mod:`stream_triggers.events.state_format`); ``log:<len><uid><version>`` one input
-each (``[type name, events record, microseconds]``, msgpack), newer than the snapshot.
+each (``[type name, events record, microseconds]``, msgpack), newer than the snapshot;
+``expires:<uid>`` the deadline of a session saved with a ``timeout``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -38,6 +40,8 @@ _VERSION = struct.Struct(">Q")
 _UID_LENGTH = struct.Struct(">I")
 _KEY_PREFIX = b"session:"
 _LOG_PREFIX = b"log:"
+_EXPIRES_PREFIX = b"expires:"
+_DEADLINE = struct.Struct(">d")
 
 COMPACT_AFTER = 32
 """Logged inputs after which a session's next save writes a snapshot instead."""
@@ -47,14 +51,50 @@ CACHED_SESSIONS = 10_000
 
 
 class _Cached:
-    """A session as stored: its state, version, and how many logged inputs follow the snapshot."""
+    """A session as stored: state, version, logged inputs after the snapshot, expiry."""
 
-    __slots__ = ("state", "version", "logged")
+    __slots__ = ("state", "version", "logged", "expires")
 
-    def __init__(self, state: SessionState, version: int, logged: int) -> None:
+    def __init__(self, state: SessionState, version: int, logged: int, expires: float | None = None) -> None:
         self.state = state
         self.version = version
         self.logged = logged
+        self.expires = expires  # wall-clock deadline (``timeout``), or None
+
+
+class _Writes:
+    """The puts and deletes of one save, written atomically (one put goes straight in)."""
+
+    __slots__ = ("db", "puts", "batch")
+
+    def __init__(self, db: Rdict) -> None:
+        self.db = db
+        self.puts: list[tuple[bytes, bytes]] = []
+        self.batch: WriteBatch | None = None
+
+    def _batched(self) -> WriteBatch:
+        if self.batch is None:
+            self.batch = WriteBatch(raw_mode=True)
+        return self.batch
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.puts.append((key, value))
+
+    def delete(self, key: bytes) -> None:
+        self._batched().delete(key)
+
+    def delete_range(self, start: bytes, end: bytes) -> None:
+        self._batched().delete_range(start, end)
+
+    def commit(self) -> None:
+        if self.batch is None and len(self.puts) == 1:
+            key, value = self.puts[0]
+            self.db[key] = value
+            return
+        batch = self._batched()
+        for key, value in self.puts:
+            batch.put(key, value)
+        self.db.write(batch)
 
 
 class _Database:
@@ -71,11 +111,24 @@ class _Database:
 
     def session(self, uid: str) -> _Cached:
         cached = self.sessions.get(uid)
-        if cached is None:
+        if cached is None or (cached.expires is not None and cached.expires <= time.time()):
             with self.guard:
-                cached = self.sessions.get(uid)
-                if cached is None:
-                    cached = self._remember(uid, self._read(uid))
+                cached = self._current(uid)
+        return cached
+
+    def _current(self, uid: str) -> _Cached:
+        """The session (read cold if need be, emptied if it expired); hold ``guard``."""
+        cached = self.sessions.get(uid)
+        if cached is None:
+            cached = self._remember(uid, self._read(uid))
+        if cached.expires is not None and cached.expires <= time.time():
+            # Expired: from now on a new session, one version on (the check still holds).
+            writes = _Writes(self.db)
+            version = cached.version + 1
+            self._snapshot(writes, uid, EMPTY, version, clear_log=cached.logged > 0)
+            writes.delete(_EXPIRES_PREFIX + uid.encode())
+            writes.commit()
+            cached = self._remember(uid, _Cached(EMPTY, version, 0))
         return cached
 
     def _remember(self, uid: str, cached: _Cached) -> _Cached:
@@ -103,48 +156,53 @@ class _Database:
                 continue
             state, _ = step(state, _input_from_log(data))
             version, logged = logged_version, logged + 1
-        return _Cached(state, version, logged)
+        expires = self.db.get(_EXPIRES_PREFIX + uid.encode())
+        return _Cached(state, version, logged, None if expires is None else _DEADLINE.unpack(expires)[0])
 
-    def save(self, uid: str, state: SessionState, expected_version: int, inputs: list[Input] | None) -> int:
+    def save(
+        self,
+        uid: str,
+        state: SessionState,
+        expected_version: int,
+        inputs: list[Input] | None,
+        timeout: float | None = None,
+    ) -> int:
         """Store ``state`` (reached from the stored one by ``inputs``, if given)."""
         with self.guard:
-            cached = self.sessions.get(uid) or self._read(uid)
+            cached = self._current(uid)
             if cached.version != expected_version:
                 raise ConcurrentModification(
                     f"Session {uid!r} changed (version {cached.version}) since it was loaded "
                     f"(version {expected_version}); reload and retry."
                 )
+            writes = _Writes(self.db)
             records = _log_records(inputs) if inputs and cached.logged + len(inputs) <= COMPACT_AFTER else None
             version = expected_version
             if records is not None:
                 prefix = _log_prefix(uid)
-                batch = WriteBatch(raw_mode=True) if len(records) > 1 else None
                 for record in records:
                     version += 1
-                    if batch is None:
-                        self.db[prefix + _VERSION.pack(version)] = record
-                    else:
-                        batch.put(prefix + _VERSION.pack(version), record)
-                if batch is not None:
-                    self.db.write(batch)
+                    writes.put(prefix + _VERSION.pack(version), record)
                 logged = cached.logged + len(records)
             else:
                 version += 1
-                self._write_snapshot(uid, state, version, clear_log=cached.logged > 0)
+                self._snapshot(writes, uid, state, version, clear_log=cached.logged > 0)
                 logged = 0
-            self._remember(uid, _Cached(state, version, logged))
+            expires = None if timeout is None else time.time() + timeout
+            if expires is not None:
+                writes.put(_EXPIRES_PREFIX + uid.encode(), _DEADLINE.pack(expires))
+            elif cached.expires is not None:
+                writes.delete(_EXPIRES_PREFIX + uid.encode())
+            writes.commit()
+            self._remember(uid, _Cached(state, version, logged, expires))
         return version
 
-    def _write_snapshot(self, uid: str, state: SessionState, version: int, clear_log: bool) -> None:
-        value = _VERSION.pack(version) + encode_state(state)
-        if not clear_log:
-            self.db[_KEY_PREFIX + uid.encode()] = value
-            return
-        prefix = _log_prefix(uid)
-        batch = WriteBatch(raw_mode=True)
-        batch.put(_KEY_PREFIX + uid.encode(), value)
-        batch.delete_range(prefix, prefix + _VERSION.pack(version + 1))
-        self.db.write(batch)
+    @staticmethod
+    def _snapshot(writes: _Writes, uid: str, state: SessionState, version: int, clear_log: bool) -> None:
+        writes.put(_KEY_PREFIX + uid.encode(), _VERSION.pack(version) + encode_state(state))
+        if clear_log:
+            prefix = _log_prefix(uid)
+            writes.delete_range(prefix, prefix + _VERSION.pack(version + 1))
 
     def close(self) -> None:
         self.sessions.clear()
@@ -198,17 +256,22 @@ def close_all() -> None:
 
 
 class RocksDBStorage(BaseTriggerStorage):
-    """Sessions in the RocksDB directory ``path`` (default: $STREAM_TRIGGERS_ROCKSDB_PATH)."""
+    """Sessions in the RocksDB directory ``path`` (default: $STREAM_TRIGGERS_ROCKSDB_PATH).
 
-    def __init__(self, uid: str, path: str | None = None) -> None:
+    ``timeout`` is the original cache backend's: seconds a session lives after its
+    last save (None: for ever), then it reads as new.
+    """
+
+    def __init__(self, uid: str, path: str | None = None, timeout: float | None = None) -> None:
         super().__init__(uid)
         self.path = os.path.abspath(path or os.environ.get(DEFAULT_PATH_ENV) or _DEFAULT_PATH)
+        self.timeout = timeout
         self._database = _database(self.path)
         self._inputs: list[Input] = []  # applied since the state was loaded or saved
         self._reached: SessionState | None = None  # the state those inputs reached
 
     def fresh(self) -> RocksDBStorage:
-        return RocksDBStorage(self.uid, self.path)
+        return RocksDBStorage(self.uid, self.path, self.timeout)
 
     def _load_state(self) -> tuple[SessionState | None, int]:
         cached = self._database.session(self.uid)
@@ -226,7 +289,7 @@ class RocksDBStorage(BaseTriggerStorage):
         # Only inputs replay to this very state: direct edits (instances changed in
         # place, create_instance) leave another state, which is written whole.
         inputs = self._inputs if state is self._reached else None
-        version = self._database.save(self.uid, state, expected_version, inputs)
+        version = self._database.save(self.uid, state, expected_version, inputs, self.timeout)
         self._inputs = []
         self._reached = None
         return version

@@ -135,3 +135,18 @@ def test_the_version_check_refuses_a_save_that_raced_another(path: str) -> None:
     TriggerManager(RocksDBStorage("raced", path)).fire("a")  # another writer saves first
     with pytest.raises(ConcurrentModification, match="changed"):
         stale._save_state(stale.state, loaded_version)
+
+
+def test_timeout_is_the_sessions_time_to_live_across_restarts(path: str) -> None:
+    TriggerManager(RocksDBStorage("kept", path, timeout=3600)).update_configuration(WIDE)
+    gone = TriggerManager(RocksDBStorage("gone", path, timeout=0))
+    gone.update_configuration(WIDE)
+    gone.fire("a")  # logged after the snapshot: expiry must drop the log too
+    assert len(RocksDBStorage("kept", path).tasks) == 10
+    assert list(RocksDBStorage("gone", path).tasks) == []  # expired: reads as a new session
+
+    TriggerManager(RocksDBStorage("gone", path)).fire("b", {"new": True})  # a new session, no timeout
+    close_all()
+    assert len(RocksDBStorage("kept", path).tasks) == 10
+    reborn = RocksDBStorage("gone", path)
+    assert (list(reborn.tasks), dict(reborn.latest_kwargs)) == ([], {"b": {"new": True}})
