@@ -4,16 +4,38 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
 
+from stream_triggers.engine import Input
 from stream_triggers.registry import PluginRegistry
+from stream_triggers.storages.base import BaseTriggerStorage
+from stream_triggers.task import TriggerTask, resolve_task
 from stream_triggers.types import TaskInstance
 
-if TYPE_CHECKING:
-    from stream_triggers.manager import TriggerManager
+__all__ = ["BaseTaskRunner", "RunnerHost", "task_runners", "task_kwargs", "merge_dict_recursive"]
 
-__all__ = ["BaseTaskRunner", "task_runners", "task_kwargs", "merge_dict_recursive"]
+
+class RunnerHost(Protocol):
+    """What a runner needs from the manager that hands it an instance.
+
+    A protocol rather than the concrete ``TriggerManager``: the manager imports the
+    runners, so the runners must not import the manager back.
+    """
+
+    name: str | None
+    storage: BaseTriggerStorage
+    clock: Callable[[], datetime]
+
+    @property
+    def default_task_runner_name(self) -> str: ...
+
+    def submit(self, event: Input) -> None: ...
+
+    def run_inline(self, event: Input) -> None: ...
+
+    def rebuild(self) -> RunnerHost: ...
 
 
 class BaseTaskRunner(ABC):
@@ -23,12 +45,28 @@ class BaseTaskRunner(ABC):
     """Registry key (set by ``task_runners``)."""
 
     @abstractmethod
-    def run(self, manager: TriggerManager, task_instance: TaskInstance) -> None:
+    def run(self, manager: RunnerHost, task_instance: TaskInstance) -> None:
         """Start ``task_instance`` (already ``scheduled``); raise if it cannot be started.
 
         Called with the session locked; the task must report back through the manager
         (or the events topic), not from inside this call.
         """
+
+    allow_python_path_target: bool = False
+    """Let :meth:`resolve` import the module a ``run`` name points to (off: see
+    :func:`~stream_triggers.task.resolve_task`); the original's switch, same name."""
+
+    def resolve(self, target: str | type[TriggerTask]) -> type[TriggerTask]:
+        """The TriggerTask class a ``run`` value names (the original returned a bound task).
+
+        Names resolve through the task registry only, unless this runner (class)
+        sets ``allow_python_path_target``.
+        """
+        if isinstance(target, str):
+            return resolve_task(target, allow_imports=self.allow_python_path_target or None)
+        if isinstance(target, type) and issubclass(target, TriggerTask):
+            return target
+        raise TypeError(f"{type(self).__name__} runs TriggerTask subclasses, not {type(target).__name__}.")
 
 
 def merge_dict_recursive(*dicts: Mapping[str, Any]) -> dict[str, Any]:

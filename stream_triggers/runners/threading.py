@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
 
-from stream_triggers.runners.base import BaseTaskRunner, task_kwargs
-from stream_triggers.task import TaskContext, execute, outcome_input, resolve_task, running_input
+from stream_triggers.runners.base import BaseTaskRunner, RunnerHost, task_kwargs
+from stream_triggers.task import TaskContext, execute, outcome_input, running_input
 from stream_triggers.types import TaskInstance
-
-if TYPE_CHECKING:
-    from stream_triggers.manager import TriggerManager
 
 __all__ = ["ThreadingTaskRunner"]
 
@@ -36,8 +32,8 @@ class ThreadingTaskRunner(BaseTaskRunner):
                 thread = _threads.pop(0)
             thread.join()
 
-    def run(self, manager: TriggerManager, task_instance: TaskInstance) -> None:
-        task_cls = resolve_task(task_instance.config.run)
+    def run(self, manager: RunnerHost, task_instance: TaskInstance) -> None:
+        task_cls = self.resolve(task_instance.config.run)
         kwargs = task_kwargs(task_instance)
         task_manager = manager.rebuild()
         context = TaskContext(task_instance.name, kwargs, lambda: task_manager, session_uid=manager.storage.uid)

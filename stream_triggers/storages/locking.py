@@ -5,7 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 
-__all__ = ["SessionLocks"]
+__all__ = ["LockAcquisitionFailed", "SessionLocks"]
+
+
+class LockAcquisitionFailed(RuntimeError):
+    """The session lock is held elsewhere and the caller asked not to wait (``block=False``)."""
 
 
 class SessionLocks:

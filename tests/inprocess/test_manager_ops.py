@@ -435,6 +435,26 @@ def test_post_fire_receives_the_scheduled_instances(make_storage: StorageFactory
     assert all(i.kwargs == {"go": {"k": 1}} for i in seen)
 
 
+def test_post_fire_receives_a_real_list(make_storage: StorageFactory) -> None:
+    """The original passed a list: hooks concatenate it and append to it."""
+    received: list[list[TaskInstance]] = []
+
+    class Extender(TriggerManager):
+        def _post_fire(self, trigger_name: str, tasks_scheduled: list[TaskInstance]) -> None:
+            if trigger_name == "go":
+                combined = tasks_scheduled + []
+                tasks_scheduled.append(combined[0])
+                received.append(tasks_scheduled)
+
+    manager = Extender(make_storage("extender"))
+    manager.update_configuration({"t_a": {"after": ["go"], "run": DevNullTask.name}})
+    manager.fire("go")
+    ThreadingTaskRunner.join_all()
+    [scheduled] = received
+    assert type(scheduled) is list
+    assert [i.name for i in scheduled] == ["t_a#0", "t_a#0"]
+
+
 def test_replay_calls_post_replay_with_the_replayed_instance_not_post_fire(
     hooked: tuple[Session, Recorder],
 ) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from stream_triggers.manager import TriggerManager
 from stream_triggers.runners import ThreadingTaskRunner
-from stream_triggers.storages.base import BaseTriggerStorage
+from stream_triggers.storages.base import BaseTriggerStorage, LockAcquisitionFailed
 from stream_triggers.storages.rocksdb import RocksDBStorage, close_all
 from stream_triggers.testing import DevNullTask, FailingTask, PassThruTask
 from stream_triggers.types import TaskConfig, TaskInstance
@@ -212,6 +212,31 @@ def test_the_lock_is_reentrant(session: Session) -> None:
         inner.create_instance("t_alpha")
         inner.save()
     session.assertInstanceUnstarted("t_alpha#0")
+
+
+def test_acquire_lock_without_blocking_fails_at_once_while_another_thread_holds_it(
+    session: Session, make_storage: StorageFactory
+) -> None:
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with make_storage("session").acquire_lock():
+            held.set()
+            release.wait(30)  # (only reached, and so only slow, if block=False waited)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        storage = session.manager.storage
+        with pytest.raises(LockAcquisitionFailed, match="session 'session'"), storage.acquire_lock(block=False):
+            pass
+        assert not storage.has_lock
+    finally:
+        release.set()
+        holder.join()
+    with storage.acquire_lock(block=False) as writable:  # free again: taken at once
+        assert writable.has_lock
 
 
 def test_the_lock_keeps_other_threads_out(session: Session, make_storage: StorageFactory) -> None:
