@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING
 
 from stream_triggers.events.codec import CodecError, decode
+from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics
 
 __all__ = ["DeadLetter", "read_dead_letters", "replay_dead_letters", "select"]
@@ -57,34 +58,14 @@ class DeadLetter:
 
 def read_dead_letters(bootstrap: str, topics: Topics, timeout_s: float = 30.0) -> Iterator[DeadLetter]:
     """Every record of the dead-letter topic, from the beginning to the end each partition has now."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "stream-triggers-dead-letters",  # required by the client; never joined
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "allow.auto.create.topics": False,
-        }
-    )
+    consumer = clients.consumer(bootstrap, "dead-letters", enable_partition_eof=True)
     try:
         metadata = consumer.list_topics(topics.dead_letter, timeout=timeout_s).topics.get(topics.dead_letter)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             raise LookupError(f"no topic {topics.dead_letter} on {bootstrap}")
-        pending = set(metadata.partitions)
-        consumer.assign([TopicPartition(topics.dead_letter, p, OFFSET_BEGINNING) for p in pending])
-        idle_rounds = 0
-        while pending:
-            messages = consumer.consume(1000, 1.0)
-            idle_rounds = 0 if messages else idle_rounds + 1
-            if idle_rounds * 1.0 > timeout_s:
-                raise TimeoutError(f"no end of {topics.dead_letter} partitions {sorted(pending)} in {timeout_s} s")
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(message.partition())
-                        continue
-                    raise KafkaException(error)
+        start = dict.fromkeys(metadata.partitions, OFFSET_BEGINNING)
+        for batch in clients.read_to_end(consumer, topics.dead_letter, start, timeout_s):
+            for message in batch:
                 try:
                     type_name, record = decode(message.value() or b"")
                 except CodecError:
@@ -133,8 +114,7 @@ def replay_dead_letters(
 
     Returns dead-letter partition -> offset of the last letter handled, for ``after``.
     """
-    producer = None if dry_run else Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    errors: list[str] = []
+    records: list[tuple[str, bytes | None, bytes | None, int]] = []
     last: dict[int, int] = {}
     for letter in letters:
         r = letter.record
@@ -142,20 +122,11 @@ def replay_dead_letters(
             echo(f"skip {letter.describe()} (no value to re-publish)")
             continue
         echo(f"{'would replay' if dry_run else 'replay'} {letter.describe()}")
-        if producer is not None:
-            producer.produce(
-                r["topic"],
-                r["value"],
-                r.get("key"),
-                r["partition"],  # the session's partition, whatever partitioner produced it first
-                on_delivery=lambda error, _m: errors.append(str(error)) if error else None,
-            )
-            producer.poll(0)
+        # The original partition: the session's, whatever partitioner produced it first.
+        records.append((r["topic"], r.get("key"), r["value"], r["partition"]))
         last[letter.partition] = max(letter.offset, last.get(letter.partition, -1))
-    if producer is not None:
-        remaining = producer.flush(30)
-        if remaining or errors:
-            raise KafkaException(f"{remaining} records not delivered; errors: {errors[:3]}")
+    if records and not dry_run:
+        clients.publish_and_wait(clients.producer(bootstrap, "dead-letters"), records, 30.0, "replayed dead letters")
     return last
 
 

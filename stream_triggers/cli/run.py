@@ -1,0 +1,245 @@
+"""The long-running parts and their set-up: ``broker``, ``topics create``, ``worker``, ``executor``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from stream_triggers.cli.options import (
+    ENV,
+    EXIT_BROKER,
+    EXIT_FAILURE,
+    EXIT_INPUT,
+    bootstrap_option,
+    check_broker,
+    fail,
+    prefix_option,
+)
+
+__all__ = ["broker", "executor", "topics", "worker"]
+
+
+@click.command()
+@click.option(
+    "--port",
+    envvar=ENV + "BROKER_PORT",
+    type=int,
+    default=None,
+    show_envvar=True,
+    help="Loopback port (default: a free one).",
+)
+def broker(port: int | None) -> None:
+    """Run the embedded Tansu broker in the foreground (dev and demo; in memory)."""
+    from stream_triggers.ops.broker import BrokerError, EmbeddedBroker
+
+    try:
+        sys.exit(EmbeddedBroker(port=port).run_foreground())
+    except BrokerError as exc:
+        fail(str(exc), EXIT_BROKER)
+
+
+@click.group()
+def topics() -> None:
+    """Manage the product's topics."""
+
+
+@topics.command("create")
+@bootstrap_option
+@prefix_option
+@click.option("--partitions", envvar=ENV + "PARTITIONS", type=int, default=4, show_default=True, show_envvar=True)
+@click.option("--replication", type=int, default=1, show_default=True)
+def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replication: int) -> None:
+    """Create the six topics (events and changelog co-partitioned); idempotent."""
+    from stream_triggers.kafka.topics import Topics, TopicsError, create_topics
+
+    check_broker(bootstrap)
+    try:
+        done = create_topics(bootstrap, Topics(topic_prefix), partitions=partitions, replication=replication)
+    except TopicsError as exc:
+        fail(str(exc), EXIT_FAILURE)
+    for name, what in done.items():
+        click.echo(f"{name}: {what}")
+
+
+@click.command()
+@bootstrap_option
+@prefix_option
+@click.option(
+    "--state-dir",
+    envvar=ENV + "STATE_DIR",
+    required=True,
+    show_envvar=True,
+    type=click.Path(file_okay=False),
+    help="RocksDB stores, one per owned partition.",
+)
+@click.option(
+    "--manager",
+    envvar=ENV + "MANAGER",
+    default="finalizing",
+    show_default=True,
+    show_envvar=True,
+    help="Trigger manager registry key (its hooks run in the worker).",
+)
+@click.option("--group", envvar=ENV + "GROUP", default="stream-triggers", show_default=True, show_envvar=True)
+@click.option(
+    "--import",
+    "imports",
+    envvar=ENV + "IMPORT",
+    multiple=True,
+    show_envvar=True,
+    help="Module to import first (e.g. one registering a custom manager). Repeatable.",
+)
+@click.option("--batch-size", envvar=ENV + "BATCH_SIZE", type=int, default=10_000, show_default=True, show_envvar=True)
+@click.option(
+    "--fetch-wait-ms",
+    envvar=ENV + "FETCH_WAIT_MS",
+    type=int,
+    default=10,
+    show_default=True,
+    show_envvar=True,
+    help="Upper bound on input latency when idle.",
+)
+@click.option(
+    "--session-timeout-ms",
+    envvar=ENV + "SESSION_TIMEOUT_MS",
+    type=int,
+    default=6000,
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--metrics-port",
+    envvar=ENV + "METRICS_PORT",
+    type=int,
+    default=None,
+    show_envvar=True,
+    help="Serve /metrics, /healthz and /readyz on this port.",
+)
+@click.option(
+    "--stats-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="On exit, write the worker's counters (WorkerStats) here as JSON (benchmarks read it).",
+)
+def worker(
+    bootstrap: str,
+    topic_prefix: str,
+    state_dir: str,
+    manager: str,
+    group: str,
+    imports: tuple[str, ...],
+    batch_size: int,
+    fetch_wait_ms: int,
+    session_timeout_ms: int,
+    metrics_port: int | None,
+    stats_out: str | None,
+) -> None:
+    """Run a stream worker: apply trigger events to session state, publish outputs."""
+    from stream_triggers.executor import import_task_modules
+    from stream_triggers.manager import trigger_managers
+    from stream_triggers.registry import RegistryKeyError
+    from stream_triggers.stream.worker import StreamWorker, WorkerSettings
+
+    errors = import_task_modules(imports)
+    if errors:
+        fail(f"cannot import {errors}", EXIT_INPUT)
+    try:
+        trigger_managers.get_class(manager)
+    except RegistryKeyError as exc:
+        fail(str(exc).strip('"'), EXIT_INPUT)
+    check_broker(bootstrap)
+    settings = WorkerSettings(
+        bootstrap=bootstrap,
+        state_dir=state_dir,
+        group=group,
+        topic_prefix=topic_prefix,
+        manager=manager,
+        batch_size=batch_size,
+        fetch_wait_ms=fetch_wait_ms,
+        session_timeout_ms=session_timeout_ms,
+    )
+    instance = StreamWorker(settings)
+    instance.install_signal_handlers()
+    if metrics_port is not None:
+        from stream_triggers.ops.metrics import serve_worker_metrics
+
+        serve_worker_metrics(instance, metrics_port)
+    try:
+        instance.run()
+    finally:
+        if stats_out is not None:
+            import dataclasses
+
+            with open(stats_out, "w", encoding="utf-8") as out:
+                json.dump(dataclasses.asdict(instance.stats), out)
+
+
+@click.command()
+@bootstrap_option
+@prefix_option
+@click.option(
+    "--import",
+    "imports",
+    envvar=ENV + "IMPORT",
+    multiple=True,
+    show_envvar=True,
+    help="Module defining TriggerTasks (they register on import). Repeatable.",
+)
+@click.option(
+    "--runner",
+    envvar=ENV + "RUNNER",
+    default="kafka",
+    show_default=True,
+    show_envvar=True,
+    help="Serve tasks whose `using` is this runner name.",
+)
+@click.option(
+    "--group",
+    envvar=ENV + "EXECUTOR_GROUP",
+    default=None,
+    show_envvar=True,
+    help="Consumer group [default: stream-triggers-executor-RUNNER].",
+)
+@click.option("--concurrency", envvar=ENV + "CONCURRENCY", type=int, default=4, show_default=True, show_envvar=True)
+@click.option(
+    "--session-timeout-ms",
+    envvar=ENV + "SESSION_TIMEOUT_MS",
+    type=int,
+    default=6000,
+    show_default=True,
+    show_envvar=True,
+    help="How soon the group notices a dead executor (joins take about half of it).",
+)
+@click.option("--metrics-port", envvar=ENV + "METRICS_PORT", type=int, default=None, show_envvar=True)
+def executor(
+    bootstrap: str,
+    topic_prefix: str,
+    imports: tuple[str, ...],
+    runner: str,
+    group: str | None,
+    concurrency: int,
+    session_timeout_ms: int,
+    metrics_port: int | None,
+) -> None:
+    """Run a task executor: run requested TriggerTasks and report their outcome."""
+    from stream_triggers.executor import ExecutorSettings, TaskExecutor
+
+    check_broker(bootstrap)
+    settings = ExecutorSettings(
+        bootstrap=bootstrap,
+        imports=list(imports),
+        runner=runner,
+        group=group,
+        topic_prefix=topic_prefix,
+        concurrency=concurrency,
+        session_timeout_ms=session_timeout_ms,
+    )
+    instance = TaskExecutor(settings)
+    instance.install_signal_handlers()
+    if metrics_port is not None:
+        from stream_triggers.ops.metrics import serve_executor_metrics
+
+        serve_executor_metrics(instance, metrics_port)
+    instance.run()
