@@ -29,6 +29,7 @@ from typing import Any
 import click
 from confluent_kafka import OFFSET_BEGINNING
 
+from stream_triggers.cli.options import ENV, EXIT_INPUT, bootstrap_option, check_broker, fail, prefix_option
 from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics
@@ -144,12 +145,39 @@ def _positions(values: tuple[str, ...]) -> dict[int, int]:
 
 
 _common = [
-    click.option("--bootstrap", envvar="STREAM_TRIGGERS_BOOTSTRAP", required=True, show_envvar=True),
-    click.option("--topic-prefix", envvar="STREAM_TRIGGERS_TOPIC_PREFIX", default="triggers", show_default=True),
-    click.option("--reason", "reasons", multiple=True, help="Only this reason (repeatable)."),
-    click.option("--session", "sessions", multiple=True, help="Only this session UID (repeatable)."),
-    click.option("--after", "after", multiple=True, help="PARTITION:OFFSET of the dead-letter topic already handled."),
+    bootstrap_option,
+    prefix_option,
+    click.option(
+        "--reason",
+        "reasons",
+        envvar=ENV + "DEAD_LETTER_REASON",
+        multiple=True,
+        show_envvar=True,
+        help="Only this reason, e.g. unknown_instance (repeatable).",
+    ),
+    click.option(
+        "--session",
+        "sessions",
+        envvar=ENV + "DEAD_LETTER_SESSION",
+        multiple=True,
+        show_envvar=True,
+        help="Only this session UID (repeatable).",
+    ),
+    click.option(
+        "--after",
+        "after",
+        envvar=ENV + "DEAD_LETTER_AFTER",
+        multiple=True,
+        show_envvar=True,
+        help="PARTITION:OFFSET of the dead-letter topic already handled (repeatable).",
+    ),
 ]
+
+
+def _check_topic(bootstrap: str, topics: Topics) -> None:
+    """Exit 3 when the broker does not answer, 5 when it has no dead-letter topic under the prefix."""
+    if topics.dead_letter not in check_broker(bootstrap):
+        fail(f"no topic {topics.dead_letter!r} on {bootstrap}: check --topic-prefix", EXIT_INPUT)
 
 
 def _options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -170,7 +198,9 @@ def list_command(
 ) -> None:
     """Print the dead letters (position, reason, session, origin, error)."""
     topics = Topics(topic_prefix)
-    letters = select(read_dead_letters(bootstrap, topics), reasons=reasons, sessions=sessions, after=_positions(after))
+    positions = _positions(after)
+    _check_topic(bootstrap, topics)
+    letters = select(read_dead_letters(bootstrap, topics), reasons=reasons, sessions=sessions, after=positions)
     count = 0
     for letter in letters:
         click.echo(letter.describe())
@@ -183,12 +213,21 @@ def list_command(
 @click.option(
     "--topic",
     "source",
+    envvar=ENV + "DEAD_LETTER_TOPIC",
     type=click.Choice(["events", "task-runs"]),
     default="events",
     show_default=True,
+    show_envvar=True,
     help="Replay dead letters that came from this topic.",
 )
-@click.option("--dry-run", is_flag=True, help="Print what would be replayed; publish nothing.")
+@click.option(
+    "--dry-run/--publish",
+    envvar=ENV + "DRY_RUN",
+    default=False,
+    show_default=True,
+    show_envvar=True,
+    help="Print what would be replayed and publish nothing.",
+)
 def replay(
     bootstrap: str,
     topic_prefix: str,
@@ -201,12 +240,14 @@ def replay(
     """Re-publish the selected dead letters' original records to their topic."""
     topics = Topics(topic_prefix)
     source_topic = topics.events if source == "events" else topics.task_runs
+    positions = _positions(after)
+    _check_topic(bootstrap, topics)
     letters = select(
         read_dead_letters(bootstrap, topics),
         reasons=reasons,
         sessions=sessions,
         source_topics=[source_topic],
-        after=_positions(after),
+        after=positions,
     )
     last = replay_dead_letters(bootstrap, letters, dry_run=dry_run, echo=click.echo)
     if last:

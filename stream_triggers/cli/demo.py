@@ -37,6 +37,7 @@ import click
 
 from stream_triggers.cli.demo_plan import Plan, plan_sessions
 from stream_triggers.cli.demo_watch import Watcher, clock, committed_states, print_outcomes
+from stream_triggers.cli.options import ENV
 
 __all__ = ["demo", "run_demo"]
 
@@ -243,9 +244,32 @@ def _run(
 
 
 @click.command()
-@click.option("--sessions", type=int, default=3, show_default=True, help="Questionnaire sessions to run.")
-@click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--metrics-port", type=int, default=None, help="Worker metrics port (executor: +1).")
+@click.option(
+    "--sessions",
+    envvar=ENV + "DEMO_SESSIONS",
+    type=int,
+    default=3,
+    show_default=True,
+    show_envvar=True,
+    help="Questionnaire sessions to run.",
+)
+@click.option(
+    "--seed",
+    envvar=ENV + "DEMO_SEED",
+    type=int,
+    default=7,
+    show_default=True,
+    show_envvar=True,
+    help="Seed of the shuffled trigger order and the answers (same seed, same run).",
+)
+@click.option(
+    "--metrics-port",
+    envvar=ENV + "DEMO_METRICS_PORT",
+    type=int,
+    default=None,
+    show_envvar=True,
+    help="Worker metrics port (executor: +1) [default: no metrics].",
+)
 def demo(sessions: int, seed: int, metrics_port: int | None) -> None:
     """Start a broker, topics, a worker and an executor; run the questionnaire example."""
     sys.exit(run_demo(sessions=sessions, seed=seed, metrics_port=metrics_port, echo=click.echo))

@@ -2,7 +2,8 @@
 
 The group and its global options live here; the commands live in small modules:
 :mod:`~stream_triggers.cli.run` (broker, topics, worker, executor),
-:mod:`~stream_triggers.cli.session` (configure, fire, replay, skip, inspect),
+:mod:`~stream_triggers.cli.session` (configure, fire, inspect),
+:mod:`~stream_triggers.cli.instance` (replay, skip, mark-logs-resolved, update-status),
 :mod:`~stream_triggers.cli.tail`, :mod:`~stream_triggers.cli.dead_letters` and
 :mod:`~stream_triggers.cli.demo`.  Shared options and exit codes:
 :mod:`~stream_triggers.cli.options`.
@@ -14,15 +15,30 @@ import logging
 
 import click
 
-from stream_triggers.cli import dead_letters, demo, run, session, tail
-from stream_triggers.cli.options import ENV
+from stream_triggers.cli import dead_letters, demo, instance, run, session, tail
+from stream_triggers.cli.options import ENV, LOG_LEVELS
 
 __all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--log-level", envvar=ENV + "LOG_LEVEL", default="INFO", show_default=True, show_envvar=True)
-@click.option("--json-logs/--plain-logs", envvar=ENV + "JSON_LOGS", default=False, show_envvar=True)
+@click.option(
+    "--log-level",
+    envvar=ENV + "LOG_LEVEL",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    show_envvar=True,
+    help="Least severe log records shown (on stderr).",
+)
+@click.option(
+    "--json-logs/--plain-logs",
+    envvar=ENV + "JSON_LOGS",
+    default=False,
+    show_default=True,
+    show_envvar=True,
+    help="Log one JSON object per line (for log collectors) instead of plain text.",
+)
 @click.version_option(package_name="stream-triggers")
 def cli(log_level: str, json_logs: bool) -> None:
     """The Triggers framework on Kafka: run a task once its triggers fired, in any order."""
@@ -38,9 +54,11 @@ for command in (
     run.executor,
     session.configure,
     session.fire,
-    session.replay,
-    session.skip,
     session.inspect,
+    instance.replay,
+    instance.skip,
+    instance.mark_logs_resolved,
+    instance.update_status,
     tail.tail,
     demo.demo,
 ):

@@ -14,6 +14,7 @@ from stream_triggers.cli.options import (
     EXIT_INPUT,
     bootstrap_option,
     check_broker,
+    check_state_dir,
     fail,
     prefix_option,
 )
@@ -48,12 +49,31 @@ def topics() -> None:
 @topics.command("create")
 @bootstrap_option
 @prefix_option
-@click.option("--partitions", envvar=ENV + "PARTITIONS", type=int, default=4, show_default=True, show_envvar=True)
-@click.option("--replication", type=int, default=1, show_default=True)
+@click.option(
+    "--partitions",
+    envvar=ENV + "PARTITIONS",
+    type=int,
+    default=4,
+    show_default=True,
+    show_envvar=True,
+    help="Partitions per topic: the most workers (and executors) that can share the work; cannot change later.",
+)
+@click.option(
+    "--replication",
+    envvar=ENV + "REPLICATION",
+    type=int,
+    default=1,
+    show_default=True,
+    show_envvar=True,
+    help="Replicas of each partition (3 on a production cluster).",
+)
 def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replication: int) -> None:
     """Create the six topics (events and changelog co-partitioned); idempotent."""
     from stream_triggers.kafka.topics import Topics, TopicsError, create_topics
 
+    for name, value in (("--partitions", partitions), ("--replication", replication)):
+        if value < 1:
+            fail(f"{name} must be at least 1, not {value}", EXIT_INPUT)
     check_broker(bootstrap)
     try:
         done = create_topics(bootstrap, Topics(topic_prefix), partitions=partitions, replication=replication)
@@ -82,7 +102,14 @@ def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replicatio
     show_envvar=True,
     help="Trigger manager registry key (its hooks run in the worker).",
 )
-@click.option("--group", envvar=ENV + "GROUP", default="stream-triggers", show_default=True, show_envvar=True)
+@click.option(
+    "--group",
+    envvar=ENV + "GROUP",
+    default="stream-triggers",
+    show_default=True,
+    show_envvar=True,
+    help="Consumer group of the workers: every worker of one deployment joins the same one.",
+)
 @click.option(
     "--import",
     "imports",
@@ -91,7 +118,15 @@ def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replicatio
     show_envvar=True,
     help="Module to import first (e.g. one registering a custom manager). Repeatable.",
 )
-@click.option("--batch-size", envvar=ENV + "BATCH_SIZE", type=int, default=10_000, show_default=True, show_envvar=True)
+@click.option(
+    "--batch-size",
+    envvar=ENV + "BATCH_SIZE",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    show_envvar=True,
+    help="Most events applied per batch (one state write, one flush, one commit per batch).",
+)
 @click.option(
     "--fetch-wait-ms",
     envvar=ENV + "FETCH_WAIT_MS",
@@ -108,6 +143,7 @@ def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replicatio
     default=6000,
     show_default=True,
     show_envvar=True,
+    help="How soon the group notices a dead worker (joins take about half of it).",
 )
 @click.option(
     "--metrics-port",
@@ -119,6 +155,8 @@ def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replicatio
 )
 @click.option(
     "--stats-out",
+    envvar=ENV + "STATS_OUT",
+    show_envvar=True,
     type=click.Path(dir_okay=False),
     default=None,
     help="On exit, write the worker's counters (WorkerStats) here as JSON (benchmarks read it).",
@@ -149,6 +187,7 @@ def worker(
         trigger_managers.get_class(manager)
     except RegistryKeyError as exc:
         fail(str(exc).strip('"'), EXIT_INPUT)
+    check_state_dir(state_dir)
     check_broker(bootstrap)
     settings = WorkerSettings(
         bootstrap=bootstrap,
@@ -202,7 +241,15 @@ def worker(
     show_envvar=True,
     help="Consumer group [default: stream-triggers-executor-RUNNER].",
 )
-@click.option("--concurrency", envvar=ENV + "CONCURRENCY", type=int, default=4, show_default=True, show_envvar=True)
+@click.option(
+    "--concurrency",
+    envvar=ENV + "CONCURRENCY",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    show_envvar=True,
+    help="Tasks run at the same time (threads).",
+)
 @click.option(
     "--session-timeout-ms",
     envvar=ENV + "SESSION_TIMEOUT_MS",
@@ -212,7 +259,14 @@ def worker(
     show_envvar=True,
     help="How soon the group notices a dead executor (joins take about half of it).",
 )
-@click.option("--metrics-port", envvar=ENV + "METRICS_PORT", type=int, default=None, show_envvar=True)
+@click.option(
+    "--metrics-port",
+    envvar=ENV + "METRICS_PORT",
+    type=int,
+    default=None,
+    show_envvar=True,
+    help="Serve /metrics, /healthz and /readyz on this port.",
+)
 def executor(
     bootstrap: str,
     topic_prefix: str,

@@ -1,7 +1,8 @@
-"""Commands on one session: ``configure``, ``fire``, ``replay``, ``skip`` publish; ``inspect`` reads.
+"""Commands on one session: ``configure`` and ``fire`` publish, ``inspect`` reads.
 
 Each publishes one event to ``PREFIX.events`` through the ``kafka`` storage (the worker owning
-the session applies it) or reads the state the workers last committed.
+the session applies it) or reads the state the workers last committed.  Whatever can be
+checked here (JSON, mappings, names, the configuration) is, before any broker is contacted.
 """
 
 from __future__ import annotations
@@ -13,20 +14,22 @@ from typing import Any
 import click
 
 from stream_triggers.cli.options import (
+    ENV,
     EXIT_FAILURE,
     EXIT_INPUT,
     EXIT_SESSION,
     bootstrap_option,
     check_broker,
+    check_name,
     fail,
-    json_arg,
+    json_mapping_arg,
     prefix_option,
 )
 
-__all__ = ["configure", "fire", "inspect", "replay", "skip"]
+__all__ = ["configure", "fire", "inspect", "publish_to", "submit"]
 
 
-def _manager(bootstrap: str, prefix: str, session: str) -> Any:
+def publish_to(bootstrap: str, prefix: str, session: str) -> Any:
     from stream_triggers.manager import TriggerManager
     from stream_triggers.storages.kafka import KafkaStorage
 
@@ -40,15 +43,20 @@ def _manager(bootstrap: str, prefix: str, session: str) -> Any:
     return TriggerManager(KafkaStorage(session, bootstrap, prefix))
 
 
-def _submit(action: Callable[[], Any]) -> None:
+def submit(action: Callable[[], Any]) -> None:
+    """Run ``action`` (one manager call); a refusal exits 5 (4 for an unknown instance or session)."""
     from confluent_kafka import KafkaException
 
     from stream_triggers.engine import EngineError
 
     try:
         action()
-    except (EngineError, ValueError, TypeError) as exc:
+    except EngineError as exc:
+        fail(str(exc), EXIT_SESSION if exc.reason == "unknown_instance" else EXIT_INPUT)
+    except (ValueError, TypeError) as exc:
         fail(str(exc), EXIT_INPUT)
+    except LookupError as exc:
+        fail(str(exc), EXIT_SESSION)
     except KafkaException as exc:
         fail(f"the broker did not take the event: {exc}", EXIT_FAILURE)
 
@@ -60,12 +68,13 @@ def _submit(action: Callable[[], Any]) -> None:
 @click.argument("file", type=click.File("r"))
 def configure(bootstrap: str, topic_prefix: str, session: str, file: Any) -> None:
     """Publish a task configuration (JSON file, or - for stdin) for SESSION."""
-    configuration = json_arg(file.read(), "the configuration")
+    check_name(session, "the session UID")
+    configuration = json_mapping_arg(file.read(), "the configuration")
     from stream_triggers.engine import build_task_configs
 
-    _submit(lambda: build_task_configs(configuration))  # validate before publishing
-    manager = _manager(bootstrap, topic_prefix, session)
-    _submit(lambda: manager.update_configuration(configuration))
+    submit(lambda: build_task_configs(configuration))  # validate before publishing
+    manager = publish_to(bootstrap, topic_prefix, session)
+    submit(lambda: manager.update_configuration(configuration))
     click.echo(f"configured {len(configuration)} task(s) for {session}")
 
 
@@ -74,12 +83,20 @@ def configure(bootstrap: str, topic_prefix: str, session: str, file: Any) -> Non
 @prefix_option
 @click.argument("session")
 @click.argument("trigger")
-@click.option("--kwargs", "kwargs_json", help="Trigger kwargs as a JSON object.")
+@click.option(
+    "--kwargs",
+    "kwargs_json",
+    envvar=ENV + "KWARGS",
+    show_envvar=True,
+    help="Trigger kwargs as a JSON object (the tasks waiting for TRIGGER receive them).",
+)
 def fire(bootstrap: str, topic_prefix: str, session: str, trigger: str, kwargs_json: str | None) -> None:
     """Fire TRIGGER for SESSION."""
-    kwargs = json_arg(kwargs_json, "--kwargs")
-    manager = _manager(bootstrap, topic_prefix, session)
-    _submit(lambda: manager.fire(trigger, kwargs))
+    check_name(session, "the session UID")
+    check_name(trigger, "the trigger name")
+    kwargs = json_mapping_arg(kwargs_json, "--kwargs")
+    manager = publish_to(bootstrap, topic_prefix, session)
+    submit(lambda: manager.fire(trigger, kwargs))
     click.echo(f"fired {trigger} for {session}")
 
 
@@ -87,40 +104,18 @@ def fire(bootstrap: str, topic_prefix: str, session: str, trigger: str, kwargs_j
 @bootstrap_option
 @prefix_option
 @click.argument("session")
-@click.argument("instance")
-@click.option("--kwargs", "kwargs_json", help="Replacement trigger kwargs (JSON object).")
-def replay(bootstrap: str, topic_prefix: str, session: str, instance: str, kwargs_json: str | None) -> None:
-    """Replay a failed INSTANCE of SESSION (optionally with replacement kwargs)."""
-    kwargs = json_arg(kwargs_json, "--kwargs")
-    manager = _manager(bootstrap, topic_prefix, session)
-    _submit(lambda: manager.replay_failed_instance(instance, kwargs))
-    click.echo(f"replay of {instance} requested")
-
-
-@click.command()
-@bootstrap_option
-@prefix_option
-@click.argument("session")
-@click.argument("instance")
-@click.option("--cascade", is_flag=True, help="Fire the task's name as if it had finished.")
-@click.option("--result", "result_json", help="Fake result (JSON object) for the cascade.")
-def skip(
-    bootstrap: str, topic_prefix: str, session: str, instance: str, cascade: bool, result_json: str | None
-) -> None:
-    """Skip a failed INSTANCE of SESSION."""
-    result = json_arg(result_json, "--result")
-    manager = _manager(bootstrap, topic_prefix, session)
-    _submit(lambda: manager.skip_failed_instance(instance, cascade, result))
-    click.echo(f"skip of {instance} requested")
-
-
-@click.command()
-@bootstrap_option
-@prefix_option
-@click.argument("session")
-@click.option("--json", "as_json", is_flag=True, help="Print the session as JSON.")
+@click.option(
+    "--json/--text",
+    "as_json",
+    envvar=ENV + "JSON",
+    default=False,
+    show_default=True,
+    show_envvar=True,
+    help="Print the session as JSON (for scripts) instead of tables.",
+)
 def inspect(bootstrap: str, topic_prefix: str, session: str, as_json: bool) -> None:
     """Show SESSION as the workers last committed it: tasks, instances, unresolved tasks."""
+    check_name(session, "the session UID")
     from stream_triggers.cli.inspect import render_session, session_document
     from stream_triggers.storages.kafka import KafkaStorage, SessionNotFound
 

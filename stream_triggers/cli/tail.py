@@ -19,7 +19,7 @@ from typing import Any
 import click
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, TopicPartition
 
-from stream_triggers.cli.options import EXIT_INPUT, bootstrap_option, check_broker, fail, prefix_option
+from stream_triggers.cli.options import ENV, EXIT_INPUT, bootstrap_option, check_broker, fail, prefix_option
 from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.events.state_format import StateFormatError, decode_state
 from stream_triggers.kafka import clients
@@ -94,9 +94,31 @@ def tail_topic(
 @bootstrap_option
 @prefix_option
 @click.argument("topic")
-@click.option("--from-beginning/--from-end", default=True, show_default=True)
-@click.option("--max", "max_records", type=int, default=None, help="Stop after this many records.")
-@click.option("--idle-exit", type=float, default=None, help="Stop after this many seconds without records.")
+@click.option(
+    "--from-beginning/--from-end",
+    envvar=ENV + "TAIL_FROM_BEGINNING",
+    default=True,
+    show_default=True,
+    show_envvar=True,
+    help="Start at the oldest record kept, or print only records that arrive from now on.",
+)
+@click.option(
+    "--max",
+    "max_records",
+    envvar=ENV + "TAIL_MAX",
+    type=click.IntRange(min=1),
+    default=None,
+    show_envvar=True,
+    help="Stop after this many records [default: never].",
+)
+@click.option(
+    "--idle-exit",
+    envvar=ENV + "TAIL_IDLE_EXIT",
+    type=click.FloatRange(min=0),
+    default=None,
+    show_envvar=True,
+    help="Stop after this many seconds without records [default: never; Ctrl-C stops].",
+)
 def tail(
     bootstrap: str,
     topic_prefix: str,
