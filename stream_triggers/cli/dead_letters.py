@@ -29,6 +29,7 @@ from typing import Any
 import click
 from confluent_kafka import OFFSET_BEGINNING
 
+from stream_triggers.cli.kafka_settings import kafka_options
 from stream_triggers.cli.options import ENV, EXIT_INPUT, bootstrap_option, check_broker, fail, prefix_option
 from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.kafka import clients
@@ -57,9 +58,11 @@ class DeadLetter:
         )
 
 
-def read_dead_letters(bootstrap: str, topics: Topics, timeout_s: float = 30.0) -> Iterator[DeadLetter]:
+def read_dead_letters(
+    bootstrap: str, topics: Topics, timeout_s: float = 30.0, *, kafka_config: clients.KafkaConfig | None = None
+) -> Iterator[DeadLetter]:
     """Every record of the dead-letter topic, from the beginning to the end each partition has now."""
-    consumer = clients.consumer(bootstrap, "dead-letters", enable_partition_eof=True)
+    consumer = clients.consumer(bootstrap, "dead-letters", kafka_config=kafka_config, enable_partition_eof=True)
     try:
         metadata = consumer.list_topics(topics.dead_letter, timeout=timeout_s).topics.get(topics.dead_letter)
         if metadata is None or metadata.error is not None or not metadata.partitions:
@@ -110,6 +113,7 @@ def replay_dead_letters(
     *,
     dry_run: bool = False,
     echo: Callable[[str], Any] = print,
+    kafka_config: clients.KafkaConfig | None = None,
 ) -> dict[int, int]:
     """Produce each letter's original key and value to its original topic (in order).
 
@@ -127,7 +131,8 @@ def replay_dead_letters(
         records.append((r["topic"], r.get("key"), r["value"], r["partition"]))
         last[letter.partition] = max(letter.offset, last.get(letter.partition, -1))
     if records and not dry_run:
-        clients.publish_and_wait(clients.producer(bootstrap, "dead-letters"), records, 30.0, "replayed dead letters")
+        producer = clients.producer(bootstrap, "dead-letters", kafka_config=kafka_config)
+        clients.publish_and_wait(producer, records, 30.0, "replayed dead letters")
     return last
 
 
@@ -174,13 +179,14 @@ _common = [
 ]
 
 
-def _check_topic(bootstrap: str, topics: Topics) -> None:
+def _check_topic(bootstrap: str, topics: Topics, kafka_config: dict[str, str]) -> None:
     """Exit 3 when the broker does not answer, 5 when it has no dead-letter topic under the prefix."""
-    if topics.dead_letter not in check_broker(bootstrap):
+    if topics.dead_letter not in check_broker(bootstrap, kafka_config):
         fail(f"no topic {topics.dead_letter!r} on {bootstrap}: check --topic-prefix", EXIT_INPUT)
 
 
 def _options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = kafka_options(f)
     for option in reversed(_common):
         f = option(f)
     return f
@@ -194,13 +200,23 @@ def cli() -> None:
 @cli.command("list")
 @_options
 def list_command(
-    bootstrap: str, topic_prefix: str, reasons: tuple[str, ...], sessions: tuple[str, ...], after: tuple[str, ...]
+    bootstrap: str,
+    topic_prefix: str,
+    reasons: tuple[str, ...],
+    sessions: tuple[str, ...],
+    after: tuple[str, ...],
+    kafka_config: dict[str, str],
 ) -> None:
     """Print the dead letters (position, reason, session, origin, error)."""
     topics = Topics(topic_prefix)
     positions = _positions(after)
-    _check_topic(bootstrap, topics)
-    letters = select(read_dead_letters(bootstrap, topics), reasons=reasons, sessions=sessions, after=positions)
+    _check_topic(bootstrap, topics, kafka_config)
+    letters = select(
+        read_dead_letters(bootstrap, topics, kafka_config=kafka_config),
+        reasons=reasons,
+        sessions=sessions,
+        after=positions,
+    )
     count = 0
     for letter in letters:
         click.echo(letter.describe())
@@ -236,20 +252,21 @@ def replay(
     after: tuple[str, ...],
     source: str,
     dry_run: bool,
+    kafka_config: dict[str, str],
 ) -> None:
     """Re-publish the selected dead letters' original records to their topic."""
     topics = Topics(topic_prefix)
     source_topic = topics.events if source == "events" else topics.task_runs
     positions = _positions(after)
-    _check_topic(bootstrap, topics)
+    _check_topic(bootstrap, topics, kafka_config)
     letters = select(
-        read_dead_letters(bootstrap, topics),
+        read_dead_letters(bootstrap, topics, kafka_config=kafka_config),
         reasons=reasons,
         sessions=sessions,
         source_topics=[source_topic],
         after=positions,
     )
-    last = replay_dead_letters(bootstrap, letters, dry_run=dry_run, echo=click.echo)
+    last = replay_dead_letters(bootstrap, letters, dry_run=dry_run, echo=click.echo, kafka_config=kafka_config)
     if last:
         resume = " ".join(f"--after {p}:{o}" for p, o in sorted(last.items()))
         click.echo(f"done; to carry on later without repeating these: {resume}", err=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from stream_triggers.cli.kafka_settings import kafka_options
 from stream_triggers.cli.options import (
     ENV,
     EXIT_FAILURE,
@@ -72,6 +73,7 @@ def _known_instance(storage: Any, session: str, name: str) -> TaskInstance:
 
 def _run(
     ctx: click.Context,
+    kafka_config: dict[str, str],
     instance_name: str,
     allowed: Outcome | None,
     action: Callable[[Any], Any],
@@ -82,13 +84,13 @@ def _run(
     params = ctx.params
     session = check_name(params["session"], "the session UID")
     check_name(instance_name, "the instance name")
-    manager = publish_to(params["bootstrap"], params["topic_prefix"], session)
+    manager = publish_to(params["bootstrap"], params["topic_prefix"], session, kafka_config)
     instance = _known_instance(manager.storage, session, instance_name)
     if allowed is not None and not allowed(instance):
         fail(f"{instance_name} is {instance.status}: only a failed instance can be {what}", EXIT_INPUT)
     letters_before = None
     if params["wait"]:  # to tell a rejection of this request from older ones
-        letters_before = _dead_letter_positions(params["bootstrap"], params["topic_prefix"], session)
+        letters_before = _dead_letter_positions(params["bootstrap"], params["topic_prefix"], session, kafka_config)
     submit(lambda: action(manager))
     if letters_before is None:
         click.echo(
@@ -96,18 +98,25 @@ def _run(
             f"the dead-letter topic if the instance moved on); --wait waits for the outcome"
         )
         return
-    _await_outcome(params, session, instance_name, done, what, letters_before)
+    _await_outcome(params, kafka_config, session, instance_name, done, what, letters_before)
 
 
-def _dead_letter_positions(bootstrap: str, prefix: str, session: str) -> set[str]:
+def _dead_letter_positions(bootstrap: str, prefix: str, session: str, kafka_config: dict[str, str]) -> set[str]:
     from stream_triggers.cli.dead_letters import read_dead_letters, select
     from stream_triggers.kafka.topics import Topics
 
-    return {letter.position for letter in select(read_dead_letters(bootstrap, Topics(prefix)), sessions=[session])}
+    letters = read_dead_letters(bootstrap, Topics(prefix), kafka_config=kafka_config)
+    return {letter.position for letter in select(letters, sessions=[session])}
 
 
 def _await_outcome(
-    params: dict[str, Any], session: str, name: str, done: Outcome, what: str, letters_before: set[str]
+    params: dict[str, Any],
+    kafka_config: dict[str, str],
+    session: str,
+    name: str,
+    done: Outcome,
+    what: str,
+    letters_before: set[str],
 ) -> None:
     from stream_triggers.cli.dead_letters import read_dead_letters, select
     from stream_triggers.kafka.topics import Topics
@@ -117,13 +126,14 @@ def _await_outcome(
     deadline = time.monotonic() + params["wait_timeout"]
     while True:
         try:
-            instance = KafkaStorage(session, bootstrap, prefix).state.instances.get(name)
+            storage = KafkaStorage(session, bootstrap, prefix, kafka_config=kafka_config)
+            instance = storage.state.instances.get(name)
         except SessionNotFound:
             instance = None
         if instance is not None and done(instance):
             click.echo(f"{what}: {name} is now {instance.status}")
             return
-        letters = select(read_dead_letters(bootstrap, Topics(prefix)), sessions=[session])
+        letters = select(read_dead_letters(bootstrap, Topics(prefix), kafka_config=kafka_config), sessions=[session])
         rejected = [letter for letter in letters if letter.position not in letters_before]
         if rejected:
             reason = rejected[0].record["reason"]
@@ -147,12 +157,14 @@ def _await_outcome(
     help="Replacement trigger kwargs (JSON object) for the new instance.",
 )
 @_wait_options
+@kafka_options
 @click.pass_context
-def replay(ctx: click.Context, instance: str, kwargs_json: str | None, **_: Any) -> None:
+def replay(ctx: click.Context, instance: str, kwargs_json: str | None, kafka_config: dict[str, str], **_: Any) -> None:
     """Replay a failed INSTANCE of SESSION (optionally with replacement kwargs)."""
     kwargs = json_mapping_arg(kwargs_json, "--kwargs")
     _run(
         ctx,
+        kafka_config,
         instance,
         lambda i: i.can_replay,
         lambda manager: manager.replay_failed_instance(instance, kwargs),
@@ -182,12 +194,21 @@ def replay(ctx: click.Context, instance: str, kwargs_json: str | None, **_: Any)
     help="Fake result (JSON object) fired with the cascade.",
 )
 @_wait_options
+@kafka_options
 @click.pass_context
-def skip(ctx: click.Context, instance: str, cascade: bool, result_json: str | None, **_: Any) -> None:
+def skip(
+    ctx: click.Context,
+    instance: str,
+    cascade: bool,
+    result_json: str | None,
+    kafka_config: dict[str, str],
+    **_: Any,
+) -> None:
     """Skip a failed INSTANCE of SESSION."""
     result = json_mapping_arg(result_json, "--result")
     _run(
         ctx,
+        kafka_config,
         instance,
         lambda i: i.can_skip,
         lambda manager: manager.skip_failed_instance(instance, cascade, result),
@@ -202,11 +223,13 @@ def skip(ctx: click.Context, instance: str, cascade: bool, result_json: str | No
 @click.argument("session")
 @click.argument("instance")
 @_wait_options
+@kafka_options
 @click.pass_context
-def mark_logs_resolved(ctx: click.Context, instance: str, **_: Any) -> None:
+def mark_logs_resolved(ctx: click.Context, instance: str, kafka_config: dict[str, str], **_: Any) -> None:
     """Mark the logs of INSTANCE of SESSION as looked at (mark_instance_logs_resolved)."""
     _run(
         ctx,
+        kafka_config,
         instance,
         None,
         lambda manager: manager.mark_instance_logs_resolved(instance),
@@ -244,6 +267,7 @@ def mark_logs_resolved(ctx: click.Context, instance: str, **_: Any) -> None:
     help="Kwargs (JSON object) of the cascaded trigger.",
 )
 @_wait_options
+@kafka_options
 @click.pass_context
 def update_status(
     ctx: click.Context,
@@ -252,6 +276,7 @@ def update_status(
     metadata_json: str | None,
     cascade: bool,
     kwargs_json: str | None,
+    kafka_config: dict[str, str],
     **_: Any,
 ) -> None:
     """Set the STATUS of INSTANCE of SESSION by hand (update_instance_status)."""
@@ -259,6 +284,7 @@ def update_status(
     kwargs = json_mapping_arg(kwargs_json, "--kwargs")
     _run(
         ctx,
+        kafka_config,
         instance,
         None,
         lambda manager: manager.update_instance_status(instance, status, metadata, cascade, kwargs),

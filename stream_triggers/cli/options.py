@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import click
@@ -79,13 +79,15 @@ def prefix_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def check_broker(bootstrap: str, timeout: float = BROKER_WAIT_S) -> set[str]:
-    """The broker's topic names; exit 3 when it does not answer."""
+def check_broker(
+    bootstrap: str, kafka_config: Mapping[str, Any] | None = None, timeout: float = BROKER_WAIT_S
+) -> set[str]:
+    """The broker's topic names, asked with the user's client settings; exit 3 when it does not answer."""
     from stream_triggers.kafka import clients
 
     try:
         # librdkafka's own connection errors (log_level 0: none) would bury the one line below.
-        quiet = {"log_level": 0}  # passed as kafka_config: the keyword form would read log.level
+        quiet = {**(kafka_config or {}), "log_level": 0}  # the keyword form would read log.level
         metadata = clients.admin(bootstrap, kafka_config=quiet).list_topics(timeout=timeout)
     except Exception as exc:
         fail(f"cannot reach the Kafka broker at {bootstrap} ({exc}); is it running?", EXIT_BROKER)

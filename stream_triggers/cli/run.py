@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from stream_triggers.cli.kafka_settings import kafka_options
 from stream_triggers.cli.options import (
     ENV,
     EXIT_BROKER,
@@ -67,16 +68,21 @@ def topics() -> None:
     show_envvar=True,
     help="Replicas of each partition (3 on a production cluster).",
 )
-def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replication: int) -> None:
+@kafka_options
+def topics_create(
+    bootstrap: str, topic_prefix: str, partitions: int, replication: int, kafka_config: dict[str, str]
+) -> None:
     """Create the six topics (events and changelog co-partitioned); idempotent."""
     from stream_triggers.kafka.topics import Topics, TopicsError, create_topics
 
     for name, value in (("--partitions", partitions), ("--replication", replication)):
         if value < 1:
             fail(f"{name} must be at least 1, not {value}", EXIT_INPUT)
-    check_broker(bootstrap)
+    check_broker(bootstrap, kafka_config)
     try:
-        done = create_topics(bootstrap, Topics(topic_prefix), partitions=partitions, replication=replication)
+        done = create_topics(
+            bootstrap, Topics(topic_prefix), partitions=partitions, replication=replication, kafka_config=kafka_config
+        )
     except TopicsError as exc:
         fail(str(exc), EXIT_FAILURE)
     for name, what in done.items():
@@ -161,6 +167,16 @@ def topics_create(bootstrap: str, topic_prefix: str, partitions: int, replicatio
     default=None,
     help="On exit, write the worker's counters (WorkerStats) here as JSON (benchmarks read it).",
 )
+@click.option(
+    "--restore-timeout",
+    envvar=ENV + "RESTORE_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    show_default=True,
+    show_envvar=True,
+    help="Seconds a partition's state may take to restore from the changelog before the worker gives up.",
+)
+@kafka_options
 def worker(
     bootstrap: str,
     topic_prefix: str,
@@ -173,6 +189,8 @@ def worker(
     session_timeout_ms: int,
     metrics_port: int | None,
     stats_out: str | None,
+    restore_timeout: float,
+    kafka_config: dict[str, str],
 ) -> None:
     """Run a stream worker: apply trigger events to session state, publish outputs."""
     from stream_triggers.executor import import_task_modules
@@ -188,7 +206,7 @@ def worker(
     except RegistryKeyError as exc:
         fail(str(exc).strip('"'), EXIT_INPUT)
     check_state_dir(state_dir)
-    check_broker(bootstrap)
+    check_broker(bootstrap, kafka_config)
     settings = WorkerSettings(
         bootstrap=bootstrap,
         state_dir=state_dir,
@@ -198,6 +216,8 @@ def worker(
         batch_size=batch_size,
         fetch_wait_ms=fetch_wait_ms,
         session_timeout_ms=session_timeout_ms,
+        restore_timeout_s=restore_timeout,
+        kafka_config=kafka_config,
     )
     instance = StreamWorker(settings)
     instance.install_signal_handlers()
@@ -267,6 +287,16 @@ def worker(
     show_envvar=True,
     help="Serve /metrics, /healthz and /readyz on this port.",
 )
+@click.option(
+    "--max-in-flight",
+    envvar=ENV + "MAX_IN_FLIGHT",
+    type=click.IntRange(min=1),
+    default=1_000,
+    show_default=True,
+    show_envvar=True,
+    help="Requests taken and not yet reported (queued, running, cooling down) beyond which fetching pauses.",
+)
+@kafka_options
 def executor(
     bootstrap: str,
     topic_prefix: str,
@@ -276,11 +306,13 @@ def executor(
     concurrency: int,
     session_timeout_ms: int,
     metrics_port: int | None,
+    max_in_flight: int,
+    kafka_config: dict[str, str],
 ) -> None:
     """Run a task executor: run requested TriggerTasks and report their outcome."""
     from stream_triggers.executor import ExecutorSettings, TaskExecutor
 
-    check_broker(bootstrap)
+    check_broker(bootstrap, kafka_config)
     settings = ExecutorSettings(
         bootstrap=bootstrap,
         imports=list(imports),
@@ -288,7 +320,9 @@ def executor(
         group=group,
         topic_prefix=topic_prefix,
         concurrency=concurrency,
+        max_in_flight=max_in_flight,
         session_timeout_ms=session_timeout_ms,
+        kafka_config=kafka_config,
     )
     instance = TaskExecutor(settings)
     instance.install_signal_handlers()

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from stream_triggers.cli.kafka_settings import kafka_options
 from stream_triggers.cli.options import (
     ENV,
     EXIT_FAILURE,
@@ -29,18 +30,24 @@ from stream_triggers.cli.options import (
 __all__ = ["configure", "fire", "inspect", "publish_to", "submit"]
 
 
-def publish_to(bootstrap: str, prefix: str, session: str) -> Any:
+def publish_to(bootstrap: str, prefix: str, session: str, kafka_config: dict[str, str]) -> Any:
+    """A manager publishing SESSION's events (exit 3 without a broker, 5 without the topics).
+
+    Its producer is built here with the user's client settings; the storage reads with them too.
+    """
+    from stream_triggers.kafka import clients
     from stream_triggers.manager import TriggerManager
     from stream_triggers.storages.kafka import KafkaStorage
 
     events = f"{prefix}.events"
-    if events not in check_broker(bootstrap):  # else a publish waits 30 s for a topic that never comes
+    if events not in check_broker(bootstrap, kafka_config):  # else a publish waits 30 s for a topic that never comes
         fail(
             f"topic {events!r} does not exist on {bootstrap}: create the topics first "
             f"(stream-triggers topics create), or check --topic-prefix",
             EXIT_INPUT,
         )
-    return TriggerManager(KafkaStorage(session, bootstrap, prefix))
+    producer = clients.producer(bootstrap, "cli", kafka_config=kafka_config)
+    return TriggerManager(KafkaStorage(session, bootstrap, prefix, producer=producer, kafka_config=kafka_config))
 
 
 def submit(action: Callable[[], Any]) -> None:
@@ -66,14 +73,15 @@ def submit(action: Callable[[], Any]) -> None:
 @prefix_option
 @click.argument("session")
 @click.argument("file", type=click.File("r"))
-def configure(bootstrap: str, topic_prefix: str, session: str, file: Any) -> None:
+@kafka_options
+def configure(bootstrap: str, topic_prefix: str, session: str, file: Any, kafka_config: dict[str, str]) -> None:
     """Publish a task configuration (JSON file, or - for stdin) for SESSION."""
     check_name(session, "the session UID")
     configuration = json_mapping_arg(file.read(), "the configuration")
     from stream_triggers.engine import build_task_configs
 
     submit(lambda: build_task_configs(configuration))  # validate before publishing
-    manager = publish_to(bootstrap, topic_prefix, session)
+    manager = publish_to(bootstrap, topic_prefix, session, kafka_config)
     submit(lambda: manager.update_configuration(configuration))
     click.echo(f"configured {len(configuration)} task(s) for {session}")
 
@@ -90,12 +98,15 @@ def configure(bootstrap: str, topic_prefix: str, session: str, file: Any) -> Non
     show_envvar=True,
     help="Trigger kwargs as a JSON object (the tasks waiting for TRIGGER receive them).",
 )
-def fire(bootstrap: str, topic_prefix: str, session: str, trigger: str, kwargs_json: str | None) -> None:
+@kafka_options
+def fire(
+    bootstrap: str, topic_prefix: str, session: str, trigger: str, kwargs_json: str | None, kafka_config: dict[str, str]
+) -> None:
     """Fire TRIGGER for SESSION."""
     check_name(session, "the session UID")
     check_name(trigger, "the trigger name")
     kwargs = json_mapping_arg(kwargs_json, "--kwargs")
-    manager = publish_to(bootstrap, topic_prefix, session)
+    manager = publish_to(bootstrap, topic_prefix, session, kafka_config)
     submit(lambda: manager.fire(trigger, kwargs))
     click.echo(f"fired {trigger} for {session}")
 
@@ -113,14 +124,15 @@ def fire(bootstrap: str, topic_prefix: str, session: str, trigger: str, kwargs_j
     show_envvar=True,
     help="Print the session as JSON (for scripts) instead of tables.",
 )
-def inspect(bootstrap: str, topic_prefix: str, session: str, as_json: bool) -> None:
+@kafka_options
+def inspect(bootstrap: str, topic_prefix: str, session: str, as_json: bool, kafka_config: dict[str, str]) -> None:
     """Show SESSION as the workers last committed it: tasks, instances, unresolved tasks."""
     check_name(session, "the session UID")
     from stream_triggers.cli.inspect import render_session, session_document
     from stream_triggers.storages.kafka import KafkaStorage, SessionNotFound
 
-    check_broker(bootstrap)
-    storage = KafkaStorage(session, bootstrap, topic_prefix)
+    check_broker(bootstrap, kafka_config)
+    storage = KafkaStorage(session, bootstrap, topic_prefix, kafka_config=kafka_config)
     try:
         state = storage.state
     except SessionNotFound as exc:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, TopicPartition
 
+from stream_triggers.cli.kafka_settings import kafka_options
 from stream_triggers.cli.options import ENV, EXIT_INPUT, bootstrap_option, check_broker, fail, prefix_option
 from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.events.state_format import StateFormatError, decode_state
@@ -54,11 +55,13 @@ def tail_topic(
     max_records: int | None = None,
     idle_exit: float | None = None,
     echo: Callable[[str], Any] = print,
+    *,
+    kafka_config: Mapping[str, Any] | None = None,
 ) -> int:
     """Print the records of ``topic`` until ``max_records`` were printed, ``idle_exit`` seconds
     passed without a record, or Ctrl-C; returns how many were printed."""
     # A reader: partitions assigned, never a group joined, nothing committed.
-    consumer = clients.consumer(bootstrap, "tail", fetch_wait_max_ms=50)
+    consumer = clients.consumer(bootstrap, "tail", kafka_config=kafka_config, fetch_wait_max_ms=50)
     printed = 0
     try:
         metadata = consumer.list_topics(timeout=10)
@@ -119,6 +122,7 @@ def tail_topic(
     show_envvar=True,
     help="Stop after this many seconds without records [default: never; Ctrl-C stops].",
 )
+@kafka_options
 def tail(
     bootstrap: str,
     topic_prefix: str,
@@ -126,11 +130,21 @@ def tail(
     from_beginning: bool,
     max_records: int | None,
     idle_exit: float | None,
+    kafka_config: dict[str, str],
 ) -> None:
     """Decode and print records of TOPIC (a full name, or a short one: events, task-runs, ...)."""
-    check_broker(bootstrap)
+    check_broker(bootstrap, kafka_config)
     try:
-        tail_topic(bootstrap, topic_prefix, topic, from_beginning, max_records, idle_exit, click.echo)
+        tail_topic(
+            bootstrap,
+            topic_prefix,
+            topic,
+            from_beginning,
+            max_records,
+            idle_exit,
+            click.echo,
+            kafka_config=kafka_config,
+        )
     except LookupError as exc:
         fail(str(exc), EXIT_INPUT)
 
