@@ -71,42 +71,57 @@ def _known_instance(storage: Any, session: str, name: str) -> TaskInstance:
     return instance
 
 
+class _Landed:
+    """The CLI's producer, remembering where its records landed: the request's own offset tells
+    its fate apart from any other event of the session (applied, or dead-lettered)."""
+
+    def __init__(self) -> None:
+        self._producer: Any = None
+        self.positions: list[tuple[int, int]] = []
+
+    def wrap(self, producer: Any) -> _Landed:
+        """Record through ``producer`` from now on (built once the broker answered)."""
+        self._producer = producer
+        return self
+
+    def produce(self, *args: Any, on_delivery: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        def delivered(error: Any, message: Any) -> None:
+            if error is None:
+                self.positions.append((message.partition(), message.offset()))
+            if on_delivery is not None:
+                on_delivery(error, message)
+
+        return self._producer.produce(*args, on_delivery=delivered, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+
 def _run(
     ctx: click.Context,
     kafka_config: dict[str, str],
     instance_name: str,
     allowed: Outcome | None,
     action: Callable[[Any], Any],
-    done: Outcome,
     what: str,
 ) -> None:
     """Check the instance, publish ``action``'s event, then report (and with --wait, await) the outcome."""
     params = ctx.params
     session = check_name(params["session"], "the session UID")
     check_name(instance_name, "the instance name")
-    manager = publish_to(params["bootstrap"], params["topic_prefix"], session, kafka_config)
+    landed = _Landed()
+    manager = publish_to(params["bootstrap"], params["topic_prefix"], session, kafka_config, wrap=landed.wrap)
     instance = _known_instance(manager.storage, session, instance_name)
     if allowed is not None and not allowed(instance):
         fail(f"{instance_name} is {instance.status}: only a failed instance can be {what}", EXIT_INPUT)
-    letters_before = None
-    if params["wait"]:  # to tell a rejection of this request from older ones
-        letters_before = _dead_letter_positions(params["bootstrap"], params["topic_prefix"], session, kafka_config)
     submit(lambda: action(manager))
-    if letters_before is None:
+    if not params["wait"] or not landed.positions:
         click.echo(
             f"{what} of {instance_name} requested: the worker owning {session} applies it (or rejects it to "
             f"the dead-letter topic if the instance moved on); --wait waits for the outcome"
         )
         return
-    _await_outcome(params, kafka_config, session, instance_name, done, what, letters_before)
-
-
-def _dead_letter_positions(bootstrap: str, prefix: str, session: str, kafka_config: dict[str, str]) -> set[str]:
-    from stream_triggers.cli.dead_letters import read_dead_letters, select
-    from stream_triggers.kafka.topics import Topics
-
-    letters = read_dead_letters(bootstrap, Topics(prefix), kafka_config=kafka_config)
-    return {letter.position for letter in select(letters, sessions=[session])}
+    _await_outcome(params, kafka_config, session, instance_name, what, landed.positions[-1])
 
 
 def _await_outcome(
@@ -114,31 +129,31 @@ def _await_outcome(
     kafka_config: dict[str, str],
     session: str,
     name: str,
-    done: Outcome,
     what: str,
-    letters_before: set[str],
+    position: tuple[int, int],
 ) -> None:
-    from stream_triggers.cli.dead_letters import read_dead_letters, select
+    """Exit 0 once the committed state has applied the request at ``position`` of the events topic;
+    4 or 5 when it was dead-lettered instead; 1 when neither happened within --wait-timeout."""
+    from stream_triggers.cli.dead_letters import read_dead_letters
+    from stream_triggers.events.state_format import decode_state
     from stream_triggers.kafka.topics import Topics
-    from stream_triggers.storages.kafka import KafkaStorage, SessionNotFound
+    from stream_triggers.storages.kafka import KafkaStorage
 
-    bootstrap, prefix = params["bootstrap"], params["topic_prefix"]
+    bootstrap, topics = params["bootstrap"], Topics(params["topic_prefix"])
+    partition, offset = position
     deadline = time.monotonic() + params["wait_timeout"]
     while True:
-        try:
-            storage = KafkaStorage(session, bootstrap, prefix, kafka_config=kafka_config)
-            instance = storage.state.instances.get(name)
-        except SessionNotFound:
-            instance = None
-        if instance is not None and done(instance):
-            click.echo(f"{what}: {name} is now {instance.status}")
+        snapshot = KafkaStorage(session, bootstrap, topics.prefix, kafka_config=kafka_config).read_snapshot()
+        # Read after the snapshot: a batch's dead letters are flushed before its changelog records.
+        for letter in read_dead_letters(bootstrap, topics, kafka_config=kafka_config):
+            r = letter.record
+            if (r["topic"], r["partition"], r["offset"]) == (topics.events, partition, offset):
+                code = EXIT_SESSION if r["reason"] == "unknown_instance" else EXIT_INPUT
+                fail(f"the worker rejected the {what}: {letter.describe()}", code)
+        if snapshot is not None and snapshot["applied_offset"] >= offset:
+            instance = decode_state(snapshot["state"]).instances.get(name)
+            click.echo(f"{what}: {name} is now {instance.status if instance else 'gone'}")
             return
-        letters = select(read_dead_letters(bootstrap, Topics(prefix), kafka_config=kafka_config), sessions=[session])
-        rejected = [letter for letter in letters if letter.position not in letters_before]
-        if rejected:
-            reason = rejected[0].record["reason"]
-            code = EXIT_SESSION if reason == "unknown_instance" else EXIT_INPUT
-            fail(f"the worker rejected the request: {rejected[0].describe()}", code)
         if time.monotonic() > deadline:
             fail(f"no outcome for the {what} of {name} within {params['wait_timeout']} s", EXIT_FAILURE)
         time.sleep(0.2)
@@ -168,7 +183,6 @@ def replay(ctx: click.Context, instance: str, kwargs_json: str | None, kafka_con
         instance,
         lambda i: i.can_replay,
         lambda manager: manager.replay_failed_instance(instance, kwargs),
-        lambda i: i.status == Status.REPLAYED,
         "replay",
     )
 
@@ -212,7 +226,6 @@ def skip(
         instance,
         lambda i: i.can_skip,
         lambda manager: manager.skip_failed_instance(instance, cascade, result),
-        lambda i: i.status == Status.SKIPPED,
         "skip",
     )
 
@@ -233,7 +246,6 @@ def mark_logs_resolved(ctx: click.Context, instance: str, kafka_config: dict[str
         instance,
         None,
         lambda manager: manager.mark_instance_logs_resolved(instance),
-        lambda i: bool(i.metadata.get(TaskInstance.META_LOGS_RESOLVED)),
         "logs resolution",
     )
 
@@ -288,6 +300,5 @@ def update_status(
         instance,
         None,
         lambda manager: manager.update_instance_status(instance, status, metadata, cascade, kwargs),
-        lambda i: i.status == status,
         "status update",
     )

@@ -30,10 +30,18 @@ from stream_triggers.cli.options import (
 __all__ = ["configure", "fire", "inspect", "publish_to", "submit"]
 
 
-def publish_to(bootstrap: str, prefix: str, session: str, kafka_config: dict[str, str]) -> Any:
+def publish_to(
+    bootstrap: str,
+    prefix: str,
+    session: str,
+    kafka_config: dict[str, str],
+    *,
+    wrap: Callable[[Any], Any] | None = None,
+) -> Any:
     """A manager publishing SESSION's events (exit 3 without a broker, 5 without the topics).
 
-    Its producer is built here with the user's client settings; the storage reads with them too.
+    Its producer is built here, once the broker answered, with the user's client settings (and
+    handed through ``wrap`` if given); the storage reads with them too.
     """
     from stream_triggers.kafka import clients
     from stream_triggers.manager import TriggerManager
@@ -47,6 +55,8 @@ def publish_to(bootstrap: str, prefix: str, session: str, kafka_config: dict[str
             EXIT_INPUT,
         )
     producer = clients.producer(bootstrap, "cli", kafka_config=kafka_config)
+    if wrap is not None:
+        producer = wrap(producer)
     return TriggerManager(KafkaStorage(session, bootstrap, prefix, producer=producer, kafka_config=kafka_config))
 
 

@@ -19,8 +19,10 @@ from typing import Any
 
 import psutil
 import pytest
+from click.testing import CliRunner
 from harness import Pipeline, Proc, Record, read_topic, run_cli, wait_until
 
+from stream_triggers.cli import cli as main_cli
 from stream_triggers.cli.demo_tasks import QUESTIONNAIRE, FailsOnce, WhoRunsMe, subject_id
 from stream_triggers.kafka.topics import Topics, create_topics
 from stream_triggers.ops.broker import EmbeddedBroker, free_port
@@ -179,6 +181,25 @@ def test_replay_and_skip_of_what_does_not_exist_exit_4_and_publish_nothing(app: 
         assert f"t_who#0 is finished: only a failed instance can be {command}" in error
     assert len(events_of(app, uid)) == events_before
     assert events_of(app, "cli-never-configured") == []
+
+
+def test_wait_reports_a_request_the_worker_rejected(app: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The instance moved on between the CLI's check and the worker's turn (simulated by skipping
+    the check): --wait finds the request's own dead letter and says so."""
+    uid = "cli-rejected"
+    cli(app, "configure", uid, "-", input=json.dumps({"t_who": {"after": ["go"], "run": WhoRunsMe.name}}))
+    cli(app, "fire", uid, "go")
+    finished = app.wait_status(uid, "t_who#0", "finished")
+    monkeypatch.setattr("stream_triggers.cli.instance._known_instance", lambda *args: finished)
+    options = ["--bootstrap", app.bootstrap, "--topic-prefix", app.topics.prefix]
+
+    done = CliRunner().invoke(main_cli, ["update-status", *options, uid, "t_nope#0", "finished", "--wait"])
+    assert done.exit_code == EXIT_SESSION, done.output
+    assert "the worker rejected the status update:" in done.output and "unknown_instance" in done.output
+    finished.status = "failed"  # what the check would have seen a moment earlier
+    done = CliRunner().invoke(main_cli, ["replay", *options, uid, "t_who#0", "--wait"])
+    assert done.exit_code == EXIT_INPUT, done.output
+    assert "the worker rejected the replay:" in done.output and "operation_not_allowed" in done.output
 
 
 def test_mark_logs_resolved_and_update_status(app: Pipeline) -> None:
