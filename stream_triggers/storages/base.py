@@ -29,6 +29,7 @@ from stream_triggers.engine import (
     new_instance,
     step,
 )
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.registry import PluginRegistry
 from stream_triggers.storages.locking import SessionLocks
 from stream_triggers.types import Status, TaskConfig, TaskInstance
@@ -51,7 +52,7 @@ _compat_locks = SessionLocks()
 _NO_ERROR = (None, None, None)
 
 
-class ConcurrentModification(RuntimeError):
+class ConcurrentModification(StreamTriggersError, RuntimeError):
     """The stored session changed since it was loaded; the save was refused."""
 
 
