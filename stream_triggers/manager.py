@@ -38,7 +38,7 @@ from stream_triggers.engine import (
 )
 from stream_triggers.registry import PluginRegistry
 from stream_triggers.storages.base import BaseTriggerStorage, utc_now
-from stream_triggers.types import Status, TaskConfig, TaskInstance
+from stream_triggers.types import SESSION_FINALIZED, Status, TaskConfig, TaskInstance
 
 if TYPE_CHECKING:
     from stream_triggers.runners.base import BaseTaskRunner
@@ -280,7 +280,7 @@ class FinalizingTriggerManager(TriggerManager):
     (``sessionFinalized``'s own follow-ups then run before that lock is released).
     """
 
-    TRIGGER_SESSION_FINALIZED = "sessionFinalized"
+    TRIGGER_SESSION_FINALIZED = SESSION_FINALIZED
 
     def _post_fire(self, trigger_name: str, tasks_scheduled: list[TaskInstance]) -> None:
         if trigger_name == self.TRIGGER_SESSION_FINALIZED:

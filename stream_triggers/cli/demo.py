@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from stream_triggers.cli.demo_tasks import QUESTIONNAIRE, SUPER_SESSION
+from stream_triggers.types import TERMINAL_STATUSES
 
 __all__ = ["run_demo", "plan_sessions"]
 
@@ -47,7 +48,7 @@ TIMEOUT_S = 45.0
 _NAMES = ("Marcus", "Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret")
 _AGENTS = ("Firefox/126.0", "Chrome/125.0.6422", "Safari/17.4")
 _QUESTIONS = ("likesPlants", "likesAnimals", "outdoors", "city", "gardens", "pets", "hikes", "zoo")
-_TERMINAL = frozenset({"finished", "failed", "skipped", "abandoned", "replayed"})
+_TERMINAL = TERMINAL_STATUSES
 
 Echo = Callable[[str], Any]
 
