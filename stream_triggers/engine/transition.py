@@ -35,7 +35,7 @@ from stream_triggers.engine.inputs import (
     TriggerFired,
 )
 from stream_triggers.engine.state import NOBODY, Draft, Listeners, SessionState
-from stream_triggers.engine.validation import build_task_configs
+from stream_triggers.engine.validation import build_task_configs, checked_input
 from stream_triggers.types import Status, TaskConfig, TaskInstance
 
 __all__ = ["step", "new_instance"]
@@ -58,8 +58,12 @@ def step(state: SessionState, event: Input) -> tuple[SessionState, list[Effect]]
     """Apply one input; return the new state and what the shell must do or announce.
 
     Raises an :class:`~stream_triggers.engine.errors.EngineError` (and leaves nothing
-    changed, since ``state`` is never mutated) when the input cannot be applied.
+    changed, since ``state`` is never mutated) when the input cannot be applied -
+    :class:`~stream_triggers.engine.errors.InvalidPayload` first of all, when its payloads
+    break the rules of :mod:`stream_triggers.engine.payloads`.
     """
+    if type(event) is not ConfigurationUpdated:  # (a configuration is checked by the handler)
+        event = checked_input(event)  # payload rules: the same for every storage
     draft = Draft(state)
     effects: list[Effect] = []
     _HANDLERS[type(event)](draft, event, effects)

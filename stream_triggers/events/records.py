@@ -25,6 +25,7 @@ from stream_triggers.engine import (
     StatusReported,
     StatusUpdated,
     TriggerFired,
+    checked_input,
 )
 from stream_triggers.events import jsonx
 from stream_triggers.events.codec import encode
@@ -132,7 +133,12 @@ def _dump(value: Mapping[str, Any] | None) -> str | None:
 
 
 def record_from_input(event: Input) -> tuple[str, dict[str, Any]]:
-    """The ``events`` record (type name, fields without the envelope) for an input."""
+    """The ``events`` record (type name, fields without the envelope) for an input.
+
+    Its payloads are checked first (:func:`~stream_triggers.engine.checked_input`): what a
+    storage would refuse to store is refused before it is published.
+    """
+    event = checked_input(event)
     kind = type(event)
     if kind is TriggerFired:
         return "TriggerFired", {"trigger": event.trigger, "kwargs_json": jsonx.dumps(event.kwargs)}

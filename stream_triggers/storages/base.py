@@ -26,6 +26,7 @@ from stream_triggers.engine import (
     Input,
     SessionState,
     UnknownInstance,
+    checked_instance,
     new_instance,
     step,
 )
@@ -276,7 +277,7 @@ class BaseTriggerStorage:
             draft = state.edit()
             for view in dirty:
                 view.status = Status(view.status)
-                draft.put(view.copy())
+                draft.put(checked_instance(view.copy()))  # (the payload rules inputs meet)
             self._state = draft.finish()
 
     def update_configuration(self, configuration: Mapping[str, Mapping[str, Any]]) -> None:
@@ -292,7 +293,7 @@ class BaseTriggerStorage:
         if kwargs:
             metadata = {**instance.metadata, **(kwargs.pop("metadata", None) or {})}
             instance = TaskInstance(name=instance.name, config=config, metadata=metadata, **kwargs)
-        draft.put(instance)
+        draft.put(checked_instance(instance))
         self._state = draft.finish()
         return self._view(instance.name)
 
