@@ -71,10 +71,6 @@ class _Refused(Exception):
         self.problem = problem
         self.path: list[str] = []
 
-    def at(self, key: str) -> _Refused:
-        self.path.append(f"[{key!r}]")
-        return self
-
     def where(self) -> str:
         return "".join(reversed(self.path))
 
@@ -103,26 +99,26 @@ class Weigher:
                         if before is original:
                             break
                         out[before] = before_item
-            size += len(key) if key.isascii() else _utf8_size(key)
+            size += len(key) if key.isascii() else _utf8_size(key, "has a key that")
             kind = type(item)
-            # (The usual leaves inlined: most payloads are flat maps of scalars.)
-            if kind is str:
-                size += len(item) if item.isascii() else _utf8_size(item)
-                new = item
-            elif kind is int:
-                if not _INT_MIN <= item < _INT_END:
-                    raise _Refused(f"is {item}, outside the 64-bit range storages carry").at(key)
-                size += _ITEM_BYTES
-                new = item
-            elif kind is bool or kind is float or item is None:
-                size += _ITEM_BYTES
-                new = item
-            else:
-                try:
+            try:
+                # (The usual leaves inlined: most payloads are flat maps of scalars.)
+                if kind is str:
+                    size += len(item) if item.isascii() else _utf8_size(item)
+                    new = item
+                elif kind is int:
+                    if not _INT_MIN <= item < _INT_END:
+                        raise _Refused(f"is {item}, outside the 64-bit range storages carry")
+                    size += _ITEM_BYTES
+                    new = item
+                elif kind is bool or kind is float or item is None:
+                    size += _ITEM_BYTES
+                    new = item
+                else:
                     new = self.value(item, depth + 1)
-                except _Refused as exc:
-                    exc.path.append(f"[{key!r}]")
-                    raise
+            except _Refused as exc:
+                exc.path.append(f"[{key!r}]")
+                raise
             if out is not None:
                 out[key] = new
             elif new is not item:
@@ -180,8 +176,6 @@ class Weigher:
         """Subclasses and other mappings, stored as their base type; anything else refused."""
         if isinstance(value, str):
             return self.value(str.__str__(value), depth)
-        if isinstance(value, bool):
-            return self.value(bool(value), depth)
         if isinstance(value, int):
             return self.value(int(value), depth)
         if isinstance(value, float):
@@ -232,11 +226,11 @@ def plain_weight(value: dict[Any, Any], depth: int) -> int:
     return size
 
 
-def _utf8_size(text: str) -> int:
+def _utf8_size(text: str, what: str = "is a string that") -> int:
     try:
         return len(text.encode())
     except UnicodeEncodeError as exc:
-        raise _Refused(f"is a string that is not valid Unicode ({exc.reason} at position {exc.start})") from None
+        raise _Refused(f"{what} is not valid Unicode ({exc.reason} at position {exc.start}): {text!r:.40}") from None
 
 
 def checked_payload(value: Any, what: str, weigher: Weigher | None = None) -> Any:

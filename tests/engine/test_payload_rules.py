@@ -215,6 +215,12 @@ def test_a_refusal_names_the_input_the_field_and_the_path() -> None:
     with pytest.raises(InvalidPayload) as raised:
         checked_input(MetadataUpdated("t#0", {"a": {"b": [1, {"c": object()}]}}, AT))
     assert str(raised.value).startswith("Metadata for 't#0'['a']['b'][1]['c'] is a builtins.object (<object")
+    with pytest.raises(InvalidPayload, match=r"^Metadata for 't#0'\['s'\]\[0\] is a string that is not valid Unicode"):
+        checked_input(MetadataUpdated("t#0", {"s": ["\udc80"]}, AT))
+    with pytest.raises(InvalidPayload, match=r"^Metadata for 't#0'\['n'\] is 18446744073709551616, outside"):
+        checked_input(MetadataUpdated("t#0", {"n": 2**64}, AT))
+    with pytest.raises(InvalidPayload, match=r"^Metadata for 't#0' has a key that is not valid Unicode"):
+        checked_input(MetadataUpdated("t#0", {"\ud800": 1}, AT))
     with pytest.raises(InvalidPayload, match=r"Kwargs of trigger 'go' must be a mapping \(dict\), not list"):
         checked_input(TriggerFired("go", [1, 2], AT))  # type: ignore[arg-type]
 
