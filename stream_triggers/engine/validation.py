@@ -267,7 +267,8 @@ def checked_input(event: Input) -> Input:
     A configuration is checked whole by :func:`build_task_configs`.  The weight of an input is the sum over its
     payloads of the UTF-8 bytes of every string (keys included) and ``bytes`` value,
     plus ``_ITEM_BYTES`` for every other value and every container: close to the size
-    of their JSON text, and cheap to count.
+    of their JSON text, and cheap to count.  What a runner's report echoes back is
+    counted once (``_echoed_weight``).
     """
     kind = type(event)
     if kind is TriggerFired:  # (the hot path: one payload, usually a small map of plain values)
@@ -292,6 +293,8 @@ def checked_input(event: Input) -> Input:
         checked = checked_payload(value, what(event), weigher)
         if checked is not value:
             changes[field] = checked
+    if kind is StatusReported and event.metadata:  # type: ignore[union-attr]
+        weigher.size -= _echoed_weight(event)  # type: ignore[arg-type]
     if weigher.size > MAX_PAYLOAD_BYTES:
         raise _too_heavy(event, weigher.size)
     if not changes:
@@ -299,6 +302,21 @@ def checked_input(event: Input) -> Input:
     values = {name: getattr(event, name) for name in event.__slots__}  # type: ignore[union-attr]
     values.update(changes)
     return kind(**values)
+
+
+def _echoed_weight(report: StatusReported) -> int:
+    """What a runner's report echoes back is not weighed again: the instance's own kwargs
+    (``actualKwargs``, each weighed when it was fired) and the result it carries twice
+    (in ``metadata`` and as ``result``)."""
+    metadata = report.metadata or {}
+    echoed = [metadata.get(TaskInstance.META_ACTUAL_KWARGS)]
+    if report.result is not None and metadata.get(TaskInstance.META_RESULT) is report.result:
+        echoed.append(report.result)
+    weigher = Weigher()
+    for value in echoed:
+        if value is not None:
+            weigher.value(value, 2)
+    return weigher.size
 
 
 def _too_heavy(event: Input, size: int) -> InvalidPayload:

@@ -40,7 +40,7 @@ from stream_triggers.storages.base import BaseTriggerStorage
 from stream_triggers.storages.kafka import KafkaStorage
 from stream_triggers.storages.memory import MemoryStorage, MemoryStore
 from stream_triggers.storages.rocksdb import RocksDBStorage, close_all
-from stream_triggers.types import Status
+from stream_triggers.types import Status, TaskInstance
 
 AT = datetime(2024, 5, 1, 12, 0)
 CONFIGURATION = {"t": {"after": ["go", "never"], "run": "tests.Nothing"}}
@@ -196,6 +196,18 @@ def test_the_payloads_of_one_input_are_weighed_together() -> None:
     half = {"s": "x" * (MAX_PAYLOAD_BYTES // 2)}
     with pytest.raises(InvalidPayload, match="The metadata and result of this StatusReported weigh"):
         checked_input(StatusReported("t#0", Status.FINISHED, half, AT, half))
+
+
+def test_what_a_report_echoes_back_is_weighed_once() -> None:
+    result = {"s": "x" * (300 * 1024)}
+    finished = StatusReported("t#0", Status.FINISHED, {TaskInstance.META_RESULT: result}, AT, result)
+    assert checked_input(finished) is finished
+    kwargs = {"a": {"s": "x" * (300 * 1024)}, "b": {"s": "x" * (300 * 1024)}}  # each fire fitted
+    running = StatusReported("t#0", Status.RUNNING, {TaskInstance.META_ACTUAL_KWARGS: kwargs}, AT)
+    assert checked_input(running) is running
+    too_big = {"s": "x" * MAX_PAYLOAD_BYTES}
+    with pytest.raises(InvalidPayload, match="weigh"):
+        checked_input(StatusReported("t#0", Status.FINISHED, {TaskInstance.META_RESULT: too_big}, AT, too_big))
 
 
 def test_the_depth_limit_is_exact() -> None:
