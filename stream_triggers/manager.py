@@ -42,7 +42,7 @@ from stream_triggers.registry import PluginRegistry
 from stream_triggers.runners import ThreadingTaskRunner, task_runners
 from stream_triggers.runners.base import BaseTaskRunner
 from stream_triggers.storages.base import BaseTriggerStorage, utc_now
-from stream_triggers.types import RESOLVED_STATUSES, Status, TaskConfig, TaskInstance
+from stream_triggers.types import RESOLVED_STATUSES, SESSION_FINALIZED, Status, TaskConfig, TaskInstance
 
 __all__ = ["TriggerManager", "FinalizingTriggerManager", "failure_metadata", "trigger_managers"]
 
@@ -307,7 +307,7 @@ class FinalizingTriggerManager(TriggerManager):
     (``sessionFinalized``'s own follow-ups then run before that lock is released).
     """
 
-    TRIGGER_SESSION_FINALIZED = "sessionFinalized"
+    TRIGGER_SESSION_FINALIZED = SESSION_FINALIZED
 
     def _post_fire(self, trigger_name: str, tasks_scheduled: list[TaskInstance]) -> None:
         if trigger_name != self.TRIGGER_SESSION_FINALIZED:

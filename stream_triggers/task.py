@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from stream_triggers.engine import Input, RetryRequested, StatusReported, StatusUpdated, json_mapping
 from stream_triggers.engine.errors import InvalidPayload
-from stream_triggers.exceptions import with_context
+from stream_triggers.exceptions import StreamTriggersError, with_context
 from stream_triggers.failures import failure_metadata, jsonable_context
 from stream_triggers.types import Status, TaskInstance
 
@@ -46,11 +46,11 @@ task_registry: dict[str, type[TriggerTask]] = {}
 _task_log = logging.getLogger("stream_triggers.tasks")
 
 
-class UnknownTask(LookupError):
+class UnknownTask(StreamTriggersError, LookupError):
     """No TriggerTask is registered under the configured ``run`` name."""
 
 
-class MaxRetriesExceeded(Exception):
+class MaxRetriesExceeded(StreamTriggersError):
     """A task asked to retry itself more than its ``max_retries``."""
 
 

@@ -16,10 +16,11 @@ from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.events.state_format import StateFormatError, decode_state
 from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics
+from stream_triggers.types import TERMINAL_STATUSES
 
 __all__ = ["Watcher", "clock", "committed_states", "print_outcomes"]
 
-_TERMINAL = frozenset({"finished", "failed", "skipped", "abandoned", "replayed"})
+_TERMINAL = TERMINAL_STATUSES
 
 Echo = Callable[[str], Any]
 

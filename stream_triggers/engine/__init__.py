@@ -29,12 +29,15 @@ from stream_triggers.engine.inputs import (
     StatusUpdated,
     TriggerFired,
 )
+from stream_triggers.engine.payloads import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, checked_payload
 from stream_triggers.engine.state import EMPTY, Draft, SessionState
 from stream_triggers.engine.transition import new_instance, step
-from stream_triggers.engine.validation import build_task_configs, json_mapping
+from stream_triggers.engine.validation import build_task_configs, checked_input, checked_instance, json_mapping
 
 __all__ = [
     "EMPTY",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_PAYLOAD_DEPTH",
     "Cascade",
     "ConfigurationUpdated",
     "Draft",
@@ -61,6 +64,9 @@ __all__ = [
     "TriggerFired",
     "UnknownInstance",
     "build_task_configs",
+    "checked_input",
+    "checked_instance",
+    "checked_payload",
     "json_mapping",
     "new_instance",
     "step",

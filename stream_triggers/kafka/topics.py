@@ -22,6 +22,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka import clients
 
 __all__ = ["DEFAULT_PREFIX", "TopicsError", "Topics", "create_topics", "topic_configs"]
@@ -31,7 +32,7 @@ _LEGAL = re.compile(r"^[A-Za-z0-9._-]+$")
 _log = logging.getLogger(__name__)
 
 
-class TopicsError(RuntimeError):
+class TopicsError(StreamTriggersError, RuntimeError):
     """The topics could not be created, or existing ones break the stream contract."""
 
 

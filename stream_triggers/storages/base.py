@@ -26,9 +26,11 @@ from stream_triggers.engine import (
     Input,
     SessionState,
     UnknownInstance,
+    checked_instance,
     new_instance,
     step,
 )
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.registry import PluginRegistry
 from stream_triggers.storages.locking import LockAcquisitionFailed, SessionLocks
 from stream_triggers.types import Status, TaskConfig, TaskInstance
@@ -57,7 +59,7 @@ _compat_locks = SessionLocks()
 _NO_ERROR = (None, None, None)
 
 
-class ConcurrentModification(RuntimeError):
+class ConcurrentModification(StreamTriggersError, RuntimeError):
     """The stored session changed since it was loaded; the save was refused."""
 
 
@@ -295,7 +297,7 @@ class BaseTriggerStorage:
             draft = state.edit()
             for view in dirty:
                 view.status = Status(view.status)
-                draft.put(view.copy())
+                draft.put(checked_instance(view.copy()))  # (the payload rules inputs meet)
             self._state = draft.finish()
 
     def update_configuration(self, configuration: Mapping[str, Mapping[str, Any]]) -> None:
@@ -311,7 +313,7 @@ class BaseTriggerStorage:
         if kwargs:
             metadata = {**instance.metadata, **(kwargs.pop("metadata", None) or {})}
             instance = TaskInstance(name=instance.name, config=config, metadata=metadata, **kwargs)
-        draft.put(instance)
+        draft.put(checked_instance(instance))
         self._state = draft.finish()
         return self._view(instance.name)
 

@@ -26,6 +26,7 @@ from stream_triggers.engine import Effect, Input, SessionState
 from stream_triggers.events.codec import decode, encode
 from stream_triggers.events.records import record_from_input
 from stream_triggers.events.state_format import decode_state
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.partitioning import partition_for
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.storages.base import BaseTriggerStorage
@@ -39,7 +40,7 @@ _partition_counts: dict[tuple[str, str], int] = {}
 _producers_guard = threading.Lock()
 
 
-class SessionNotFound(LookupError):
+class SessionNotFound(StreamTriggersError, LookupError):
     """No worker has committed state for this session (yet)."""
 
 

@@ -19,21 +19,19 @@ from typing import TYPE_CHECKING, Any
 from stream_triggers.engine import EMPTY, Effect, Fired, Input, InstanceChanged, SessionState
 from stream_triggers.events import jsonx
 from stream_triggers.events.codec import decode, encode
-from stream_triggers.events.records import PUBLISHED_STATUSES, us_from_datetime
+from stream_triggers.events.records import us_from_datetime
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.ops.stats import OutputCounts
 from stream_triggers.runners.base import BaseTaskRunner, task_kwargs
 from stream_triggers.runners.kafka import KafkaTaskRunner
 from stream_triggers.runners.noop import NoopTaskRunner
 from stream_triggers.storages.base import BaseTriggerStorage
-from stream_triggers.types import TaskInstance
+from stream_triggers.types import PUBLISHED_STATUSES, SESSION_FINALIZED, TaskInstance
 
 if TYPE_CHECKING:
     from stream_triggers.manager import TriggerManager
 
 __all__ = ["SessionEntry", "OutputSink", "WorkerSessionStorage", "WorkerRunners"]
-
-SESSION_FINALIZED = "sessionFinalized"
 
 Output = tuple[str, bytes, bytes]
 """(topic, key, value) ready to produce."""
