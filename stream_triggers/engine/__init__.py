@@ -1,5 +1,6 @@
 """The functional core: session state + input -> new state + effects.  No I/O in here."""
 
+from stream_triggers.engine.draft import Draft
 from stream_triggers.engine.effects import (
     Cascade,
     Effect,
@@ -30,7 +31,7 @@ from stream_triggers.engine.inputs import (
     TriggerFired,
 )
 from stream_triggers.engine.payloads import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, checked_payload
-from stream_triggers.engine.state import EMPTY, Draft, SessionState
+from stream_triggers.engine.state import EMPTY, SessionState
 from stream_triggers.engine.transition import new_instance, step
 from stream_triggers.engine.validation import build_task_configs, checked_input, checked_instance, json_mapping
 

@@ -8,10 +8,11 @@ index right as instances are added or replaced; ``finish`` seals the result into
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stream_triggers.engine.indexes import (
     CHUNK,
+    AlikeRun,
     Listeners,
     accepted_triggers,
     add_name,
@@ -22,23 +23,12 @@ from stream_triggers.engine.indexes import (
     is_ready,
     listeners_of,
 )
+from stream_triggers.engine.state import SessionState
 from stream_triggers.types import RESOLVED_STATUSES, TaskConfig, TaskInstance
 
-if TYPE_CHECKING:
-    from stream_triggers.engine.state import SessionState
-
-__all__ = ["AlikeRun", "Draft"]
+__all__ = ["Draft"]
 
 
-AlikeRun = tuple[Sequence[str], Mapping[str, Any], frozenset[str]]
-"""``(names, kwargs, after)``: a hint the last fire leaves for the next - every
-instance in ``names`` now holds ``kwargs`` as its kwargs, waits for ``after`` and has no
-``unless``.  (A plain tuple: one is built per fire.)
-
-Instances created together and fired at together stay alike, and their ``accepting``
-entries are one tuple; a fire whose entry *is* ``names`` then updates them all at once.
-Any other change to stored or fresh instances drops the hint.
-"""
 
 
 _new_state = object.__new__
@@ -318,7 +308,7 @@ class Draft:
 
     def finish(self) -> SessionState:
         # (Slots set directly: ``finish`` runs once per transition.)
-        state = _new_state(type(self.base))  # (a SessionState; no import: state.py imports this module)
+        state = _new_state(SessionState)
         state.tasks = self.tasks
         state.stored = self.stored
         state.latest_kwargs = self.latest_kwargs

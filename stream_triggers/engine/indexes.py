@@ -31,6 +31,7 @@ from stream_triggers.types import Status, TaskConfig, TaskInstance
 
 __all__ = [
     "CHUNK",
+    "AlikeRun",
     "NOBODY",
     "Listeners",
     "Names",
@@ -43,6 +44,16 @@ __all__ = [
     "is_ready",
     "listeners_of",
 ]
+
+AlikeRun = tuple[Sequence[str], Mapping[str, Any], frozenset[str]]
+"""``(names, kwargs, after)``: a hint the last fire leaves for the next - every
+instance in ``names`` now holds ``kwargs`` as its kwargs, waits for ``after`` and has no
+``unless``.  (A plain tuple: one is built per fire.)
+
+Instances created together and fired at together stay alike, and their ``accepting``
+entries are one tuple; a fire whose entry *is* ``names`` then updates them all at once.
+Any other change to stored or fresh instances drops the hint.
+"""
 
 _UNSTARTED = Status.UNSTARTED
 _NOTHING: frozenset[str] = frozenset()

@@ -31,10 +31,10 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from stream_triggers.engine.draft import AlikeRun, Draft
 from stream_triggers.engine.indexes import (
     CHUNK,
     NOBODY,
+    AlikeRun,
     Listeners,
     Names,
     accepted_triggers,
@@ -48,8 +48,6 @@ __all__ = [
     "CHUNK",
     "EMPTY",
     "NOBODY",
-    "AlikeRun",
-    "Draft",
     "Listeners",
     "Names",
     "SessionState",
@@ -161,9 +159,6 @@ class SessionState:
     def unresolved_instances(self) -> list[TaskInstance]:
         instances = self.instances
         return [instances[n] for names in self.unresolved.values() for n in names]
-
-    def edit(self) -> Draft:
-        return Draft(self)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SessionState):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from stream_triggers.engine.draft import Draft
 from stream_triggers.engine.effects import (
     Cascade,
     Effect,
@@ -35,7 +36,7 @@ from stream_triggers.engine.inputs import (
     TriggerFired,
 )
 from stream_triggers.engine.payloads import MAX_PAYLOAD_BYTES, plain_weight
-from stream_triggers.engine.state import NOBODY, Draft, Listeners, SessionState
+from stream_triggers.engine.state import NOBODY, Listeners, SessionState
 from stream_triggers.engine.validation import build_task_configs, checked_input
 from stream_triggers.types import Status, TaskConfig, TaskInstance
 

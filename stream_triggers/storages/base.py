@@ -22,6 +22,7 @@ from typing import Any
 from stream_triggers.engine import (
     EMPTY,
     ConfigurationUpdated,
+    Draft,
     Effect,
     Input,
     SessionState,
@@ -294,7 +295,7 @@ class BaseTriggerStorage:
             if (stored := state.instances.get(name)) is None or not view.same_as(stored)
         ]
         if dirty:
-            draft = state.edit()
+            draft = Draft(state)
             for view in dirty:
                 view.status = Status(view.status)
                 draft.put(checked_instance(view.copy()))  # (the payload rules inputs meet)
@@ -308,7 +309,7 @@ class BaseTriggerStorage:
         """Add a new unstarted instance of ``task_config``; extra kwargs go to TaskInstance."""
         state = self.state
         config = state.tasks[task_config] if isinstance(task_config, str) else task_config
-        draft = state.edit()
+        draft = Draft(state)
         instance = new_instance(draft, config, utc_now())
         if kwargs:
             metadata = {**instance.metadata, **(kwargs.pop("metadata", None) or {})}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 
+from stream_triggers.exceptions import StreamTriggersError
+
 __all__ = ["LockAcquisitionFailed", "SessionLocks"]
 
 
-class LockAcquisitionFailed(RuntimeError):
+class LockAcquisitionFailed(StreamTriggersError, RuntimeError):
     """The session lock is held elsewhere and the caller asked not to wait (``block=False``)."""
 
 

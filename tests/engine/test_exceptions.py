@@ -27,6 +27,7 @@ from stream_triggers.ops.broker import BrokerError
 from stream_triggers.registry import RegistryKeyError as RegistryModuleKeyError
 from stream_triggers.storages.base import ConcurrentModification
 from stream_triggers.storages.kafka import SessionNotFound
+from stream_triggers.storages.locking import LockAcquisitionFailed
 from stream_triggers.task import MaxRetriesExceeded, Retry, StatusChange, UnknownTask
 
 # Each project error and the standard base its callers rely on.
@@ -40,6 +41,7 @@ PROJECT_ERRORS: dict[type[BaseException], type[BaseException]] = {
     StateFormatError: ValueError,
     TopicsError: RuntimeError,
     ConcurrentModification: RuntimeError,
+    LockAcquisitionFailed: RuntimeError,
     BrokerError: RuntimeError,
     SessionNotFound: LookupError,
     UnknownTask: LookupError,
