@@ -19,12 +19,12 @@ from typing import Any
 
 import psutil
 import pytest
-from harness import Pipeline, Proc, run_cli, wait_until
 
 from stream_triggers.cli.demo_tasks import QUESTIONNAIRE, FailsOnce, WhoRunsMe, subject_id
 from stream_triggers.kafka.topics import Topics, create_topics
 from stream_triggers.ops.broker import EmbeddedBroker, free_port
 from stream_triggers.types import TaskInstance
+from tests.support import Pipeline, Proc, run_cli, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -170,7 +170,7 @@ def test_tail_decodes_every_topic_and_shows_undecodable_records(app: Pipeline) -
     cli(app, "configure", uid, "-", input=json.dumps({"t_who": {"after": ["go"], "run": WhoRunsMe.name}}))
     cli(app, "fire", uid, "go", "--kwargs", '{"n": 1}')
     app.wait_finalized(uid)
-    app.produce_raw(app.topics.events, b"cli-garbage", b"\x00\x01 not a record")
+    app.produce_raw(b"cli-garbage", b"\x00\x01 not a record", topic=app.topics.events)
     wait_until(lambda: "cli-garbage" in cli(app, "tail", "dead-letter", "--idle-exit", "0.5"), "the dead letter")
 
     def tail(*args: str) -> list[str]:

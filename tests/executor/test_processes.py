@@ -10,15 +10,13 @@ import time
 from typing import Any
 
 import pytest
-from harness import Pipeline, Proc, committed_offset, read_topic, uid_on_partition, wait_until
 
 from stream_triggers.cli.demo_tasks import RetriesThenSucceeds, Sleep, WhoRunsMe
 from stream_triggers.events import jsonx
 from stream_triggers.events.records import datetime_from_us
 from stream_triggers.executor import ExecutorSettings, TaskExecutor
 from stream_triggers.types import TaskInstance
-
-from .conftest import PARTITIONS
+from tests.support import PARTITIONS, Pipeline, Proc, committed_offset, read_topic, uid_on_partition, wait_until
 
 pytestmark = pytest.mark.broker
 

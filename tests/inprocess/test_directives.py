@@ -14,8 +14,7 @@ from stream_triggers.runners import BaseTaskRunner, ThreadingTaskRunner, task_ru
 from stream_triggers.task import TaskContext, TriggerTask, UnknownTask
 from stream_triggers.testing import DevNullTask, PassThruTask
 from stream_triggers.types import TaskInstance
-
-from .conftest import Session
+from tests.support import Session
 
 
 class Shout(TriggerTask):

@@ -13,8 +13,7 @@ from stream_triggers.storages.base import BaseTriggerStorage
 from stream_triggers.storages.rocksdb import RocksDBStorage, close_all
 from stream_triggers.testing import DevNullTask, FailingTask, PassThruTask
 from stream_triggers.types import TaskConfig, TaskInstance
-
-from .conftest import Session, StorageFactory
+from tests.support import Session, StorageFactory
 
 QUESTIONNAIRE_START = {
     "t_importSubject": {"after": ["firstPageReceived", "questionnaireComplete"], "run": PassThruTask.name},

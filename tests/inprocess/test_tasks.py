@@ -17,8 +17,7 @@ from stream_triggers.runners import ThreadingTaskRunner
 from stream_triggers.task import MaxRetriesExceeded, TaskContext, TriggerTask, resolve_task, task_registry
 from stream_triggers.testing import DevNullTask, PassThruTask, SelfRetryingTask, SelfSkippingTask
 from stream_triggers.types import TaskInstance
-
-from .conftest import Session, StorageFactory
+from tests.support import Session, StorageFactory
 
 # -- naming and registration ---------------------------------------------------------------
 
