@@ -16,6 +16,13 @@ from stream_triggers.ops.broker import EmbeddedBroker
 from tests.support import fresh_topics, running_broker
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The coverage floor (pyproject) holds for the suite, not for a run of a few named tests."""
+    coverage = config.pluginmanager.getplugin("_cov")
+    if coverage is not None and config.args_source is not pytest.Config.ArgsSource.TESTPATHS:
+        coverage.options.cov_fail_under = None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "broker" in getattr(item, "fixturenames", ()):

@@ -75,6 +75,7 @@ def test_topics_create_makes_the_six_topics_then_finds_them(broker: EmbeddedBrok
     assert again.stdout.splitlines() == [f"{name}: exists" for name in names]
 
 
+@pytest.mark.slow
 def test_configure_from_a_file_and_stdin_fire_with_kwargs_and_inspect(app: Pipeline, tmp_path: Path) -> None:
     config = tmp_path / "questionnaire.json"
     config.write_text(json.dumps(QUESTIONNAIRE))
@@ -127,6 +128,7 @@ def test_configure_from_a_file_and_stdin_fire_with_kwargs_and_inspect(app: Pipel
     assert small_doc["instances"][0]["result"]["pid"] > 0
 
 
+@pytest.mark.slow
 def test_replay_with_kwargs_and_skip_with_a_cascaded_result(app: Pipeline) -> None:
     configuration = json.dumps(
         {
@@ -165,6 +167,7 @@ def test_replay_with_kwargs_and_skip_with_a_cascaded_result(app: Pipeline) -> No
 # -- tail ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tail_decodes_every_topic_and_shows_undecodable_records(app: Pipeline) -> None:
     uid = "cli-tail"
     cli(app, "configure", uid, "-", input=json.dumps({"t_who": {"after": ["go"], "run": WhoRunsMe.name}}))
@@ -251,6 +254,7 @@ def test_unknown_manager_on_worker_exits_5(app: Pipeline, tmp_path: Path) -> Non
     assert "Unknown trigger manager 'nope'; registered trigger managers: default, finalizing." in error
 
 
+@pytest.mark.slow
 def test_unreachable_broker_exits_3(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
     config = tmp_path / "config.json"

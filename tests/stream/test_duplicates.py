@@ -16,6 +16,7 @@ CONFIGURATION = {
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 def test_a_second_finished_report_changes_nothing(workers: Pipeline, readers: Readers, app: App) -> None:
     workers.worker().wait_assigned()
     runs, results, sessions = readers["task-runs"], readers["task-results"], readers["sessions"]

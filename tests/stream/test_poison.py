@@ -20,6 +20,7 @@ def fired(uid: str, trigger: str, kwargs_json: str = "{}") -> bytes:
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 def test_poison_input_goes_to_dead_letter_and_the_session_carries_on(
     workers: Pipeline, readers: Readers, app: App
 ) -> None:

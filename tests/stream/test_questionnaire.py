@@ -130,6 +130,7 @@ class EventIndex:
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 def test_questionnaire_sessions_in_shuffled_orders(workers: Pipeline, readers: Readers, app: App) -> None:
     rng = random.Random(20240501)
     worker = workers.worker()  # default manager: finalizing

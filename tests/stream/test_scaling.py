@@ -37,6 +37,7 @@ def split_between(group: list[Proc], since: dict[str, int] | None = None) -> boo
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 def test_a_worker_joins_and_one_leaves_mid_stream(workers: Pipeline, readers: Readers, app: App) -> None:
     results, finalized = readers["task-results"], readers["sessions"]
     expected = sum(len(workload.expected_results(i)) for i in range(SESSIONS))

@@ -7,6 +7,9 @@ different tests never rebalance each other.  Whatever a pipeline started is kill
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +20,8 @@ from stream_triggers.kafka.topics import Topics
 from .app import App
 from .processes import Proc
 
+STOP_S = 15.0
+"""How long a process may take to stop cleanly at teardown before it is killed."""
 SESSION_TIMEOUT_MS = "3000"
 """Group session timeout of the processes a pipeline starts: joins take about half of it, and a
 SIGKILLed member is noticed after it (the CLI's default is 6 s)."""
@@ -88,9 +93,18 @@ class Pipeline(App):
         return self._start(name, [*args, *extra])
 
     def stop_all(self) -> None:
-        """Kill every process started (by PID) and drop the application's producer."""
+        """Stop every process started (SIGTERM by PID, SIGKILL if ignored) and drop the application's producer.
+
+        A clean exit lets a process write its coverage data.
+        """
         for proc in self.started:
-            proc.kill()
+            if proc.running:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in self.started:
+            try:
+                proc.process.wait(STOP_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         self.close()
 
     def report(self) -> str:
