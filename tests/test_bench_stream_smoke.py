@@ -16,6 +16,7 @@ PEERS = REPO.parent / "shared" / "peers" / "quix"
 
 @pytest.mark.broker
 @pytest.mark.timeout(150)
+@pytest.mark.slow
 def test_quick_run_outputs_every_expected_record_exactly_once(tmp_path: Path) -> None:
     if not (PEERS / "gen_workload.py").is_file():
         pytest.skip(f"the peer workload generator is not in {PEERS}")

@@ -20,13 +20,13 @@ from typing import Any
 import psutil
 import pytest
 from click.testing import CliRunner
-from harness import Pipeline, Proc, Record, read_topic, run_cli, wait_until
 
 from stream_triggers.cli import cli as main_cli
 from stream_triggers.cli.demo_tasks import QUESTIONNAIRE, FailsOnce, WhoRunsMe, subject_id
 from stream_triggers.kafka.topics import Topics, create_topics
 from stream_triggers.ops.broker import EmbeddedBroker, free_port
 from stream_triggers.types import TaskInstance
+from tests.support import Pipeline, Proc, Record, read_topic, run_cli, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -77,6 +77,7 @@ def test_topics_create_makes_the_six_topics_then_finds_them(broker: EmbeddedBrok
     assert again.stdout.splitlines() == [f"{name}: exists" for name in names]
 
 
+@pytest.mark.slow
 def test_configure_from_a_file_and_stdin_fire_with_kwargs_and_inspect(app: Pipeline, tmp_path: Path) -> None:
     config = tmp_path / "questionnaire.json"
     config.write_text(json.dumps(QUESTIONNAIRE))
@@ -129,6 +130,7 @@ def test_configure_from_a_file_and_stdin_fire_with_kwargs_and_inspect(app: Pipel
     assert small_doc["instances"][0]["result"]["pid"] > 0
 
 
+@pytest.mark.slow
 def test_replay_with_kwargs_and_skip_with_a_cascaded_result(app: Pipeline) -> None:
     configuration = json.dumps(
         {
@@ -231,12 +233,13 @@ def events_of(app: Pipeline, uid: str) -> list[Record]:
 # -- tail ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tail_decodes_every_topic_and_shows_undecodable_records(app: Pipeline) -> None:
     uid = "cli-tail"
     cli(app, "configure", uid, "-", input=json.dumps({"t_who": {"after": ["go"], "run": WhoRunsMe.name}}))
     cli(app, "fire", uid, "go", "--kwargs", '{"n": 1}')
     app.wait_finalized(uid)
-    app.produce_raw(app.topics.events, b"cli-garbage", b"\x00\x01 not a record")
+    app.produce_raw(b"cli-garbage", b"\x00\x01 not a record", topic=app.topics.events)
     wait_until(lambda: "cli-garbage" in cli(app, "tail", "dead-letter", "--idle-exit", "0.5"), "the dead letter")
 
     def tail(*args: str) -> list[str]:
@@ -321,6 +324,7 @@ def test_unknown_manager_on_worker_exits_5(app: Pipeline, tmp_path: Path) -> Non
     assert "Unknown trigger manager 'nope'; registered trigger managers: default, finalizing." in error
 
 
+@pytest.mark.slow
 def test_unreachable_broker_exits_3(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
     config = tmp_path / "config.json"

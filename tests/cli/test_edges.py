@@ -14,10 +14,10 @@ from pathlib import Path
 
 import click
 import pytest
-from harness import run_cli
 
 from stream_triggers.cli import cli
 from stream_triggers.ops.broker import free_port
+from tests.support import run_cli
 
 EXIT_USAGE, EXIT_BROKER, EXIT_INPUT = 2, 3, 5
 

@@ -17,13 +17,13 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner
-from harness import Proc, run_cli
 
 from stream_triggers.cli import cli
 from stream_triggers.cli.kafka_settings import load_kafka_config, parse_properties, redacted
 from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics, create_topics
 from stream_triggers.ops.broker import EmbeddedBroker, free_port
+from tests.support import Proc, run_cli
 
 EXIT_USAGE, EXIT_BROKER = 2, 3
 

@@ -16,8 +16,7 @@ from stream_triggers.storages import storage_backends
 from stream_triggers.task import TaskContext, TriggerTask
 from stream_triggers.testing import DevNullTask, FailingTask, PassThruTask
 from stream_triggers.types import TaskConfig, TaskInstance
-
-from .conftest import Session
+from tests.support import Session
 
 # -- recipe 1: manager and storage types chosen by settings ------------------------------------
 

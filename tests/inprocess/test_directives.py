@@ -15,8 +15,7 @@ from stream_triggers.runners import BaseTaskRunner, ThreadingTaskRunner, task_ru
 from stream_triggers.task import ALLOW_TASK_IMPORTS_ENV, TaskContext, TriggerTask, UnknownTask, resolve_task
 from stream_triggers.testing import DevNullTask, PassThruTask
 from stream_triggers.types import TaskInstance
-
-from .conftest import Session
+from tests.support import Session
 
 
 class Shout(TriggerTask):

@@ -15,8 +15,7 @@ from stream_triggers.manager import TriggerManager, trigger_managers
 from stream_triggers.runners import ThreadingTaskRunner
 from stream_triggers.testing import DevNullTask, FailingTask, PassThruTask
 from stream_triggers.types import TaskInstance
-
-from .conftest import Session, StorageFactory
+from tests.support import Session, StorageFactory
 
 FAILING_THEN_DOWNSTREAM = {
     "t_alpha": {"after": ["data"], "run": FailingTask.name},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -13,8 +15,7 @@ from stream_triggers.storages.base import BaseTriggerStorage, LockAcquisitionFai
 from stream_triggers.storages.rocksdb import RocksDBStorage, close_all
 from stream_triggers.testing import DevNullTask, FailingTask, PassThruTask
 from stream_triggers.types import TaskConfig, TaskInstance
-
-from .conftest import Session, StorageFactory
+from tests.support import Session, StorageFactory
 
 QUESTIONNAIRE_START = {
     "t_importSubject": {"after": ["firstPageReceived", "questionnaireComplete"], "run": PassThruTask.name},
@@ -241,16 +242,34 @@ def test_acquire_lock_without_blocking_fails_at_once_while_another_thread_holds_
 
 def test_the_lock_keeps_other_threads_out(session: Session, make_storage: StorageFactory) -> None:
     session.manager.update_configuration({"t_alpha": {"after": ["x"], "run": DevNullTask.name}})
-    done = threading.Event()
+    done, tried, blocked = threading.Event(), threading.Event(), []
+    elsewhere = make_storage("session")
+    session_lock = elsewhere._session_lock
+
+    @contextlib.contextmanager
+    def probed() -> Iterator[None]:
+        """The other storage's lock, noting whether its first try found it taken."""
+        lock = session_lock()
+        blocked.append(not lock.acquire(blocking=False))
+        tried.set()
+        if blocked[-1]:
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    elsewhere._session_lock = probed  # type: ignore[method-assign]
 
     def fire_elsewhere() -> None:
-        TriggerManager(make_storage("session")).fire("x")
+        TriggerManager(elsewhere).fire("x")
         done.set()
 
     with session.manager.storage.acquire_lock():
         thread = threading.Thread(target=fire_elsewhere)
         thread.start()
-        assert not done.wait(0.2)  # blocked while this thread holds the lock
+        assert tried.wait(5)
+        assert blocked[0]  # the other thread found the lock taken while this thread holds it
     assert done.wait(5)
     thread.join()
     ThreadingTaskRunner.join_all()

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,11 +15,11 @@ from stream_triggers.engine.errors import InvalidPayload
 from stream_triggers.exceptions import with_context
 from stream_triggers.manager import TriggerManager
 from stream_triggers.runners import ThreadingTaskRunner
+from stream_triggers.runners import threading as threading_runner
 from stream_triggers.task import MaxRetriesExceeded, TaskContext, TriggerTask, resolve_task, task_registry
 from stream_triggers.testing import DevNullTask, PassThruTask, SelfRetryingTask, SelfSkippingTask
 from stream_triggers.types import TaskInstance
-
-from .conftest import Session, StorageFactory
+from tests.support import Session, StorageFactory
 
 # -- naming and registration ---------------------------------------------------------------
 
@@ -212,15 +213,27 @@ class CoolDown(TriggerTask):
         return {}
 
 
+quick_ran = threading.Event()
+
+
 class Quick(TriggerTask):
     def _run(self, context: TaskContext) -> Mapping[str, Any]:
         with runs_lock:
             runs.append(("quick", time.monotonic()))
+        quick_ran.set()
         return {}
 
 
-def test_retry_cooldown_delays_the_replay_without_blocking_other_sessions(make_session) -> None:
+def test_retry_cooldown_delays_the_replay_without_blocking_other_sessions(make_session, monkeypatch) -> None:
     runs.clear()
+    quick_ran.clear()
+    cooldowns: list[tuple[float, bool]] = []
+
+    def cool_down(seconds: float) -> None:
+        """The replay's cooldown, lasting until the other session's task ran (10 s at most)."""
+        cooldowns.append((seconds, quick_ran.wait(10)))
+
+    monkeypatch.setattr(threading_runner, "time", SimpleNamespace(sleep=cool_down))
     slow, other = make_session("slow"), make_session("other")
     slow.manager.update_configuration({"t_cool": {"after": ["go"], "run": CoolDown.name}})
     other.manager.update_configuration({"t_quick": {"after": ["go"], "run": Quick.name}})
@@ -236,8 +249,8 @@ def test_retry_cooldown_delays_the_replay_without_blocking_other_sessions(make_s
     slow.assertInstanceFinished("t_cool#1", {})
     other.assertInstanceFinished("t_quick#0", {})
     when = dict(runs)
-    assert when["cooldown#1"] - when["cooldown#0"] >= COOLDOWN
-    # The other session's task ran while the replay was still cooling down.
+    # The replay waited COOLDOWN, and the other session's task ran while it was cooling down.
+    assert cooldowns == [(COOLDOWN, True)]
     assert when["quick"] < when["cooldown#1"]
     assert slow.storage["t_cool#1"].cooldown == COOLDOWN
 

@@ -11,8 +11,7 @@ from stream_triggers.engine.errors import InvalidConfiguration
 from stream_triggers.runners import ThreadingTaskRunner
 from stream_triggers.storages.memory import MemoryStorage
 from stream_triggers.testing import DevNullTask, FailingTask, PassThruTask
-
-from .conftest import Session
+from tests.support import Session
 
 GOOD = {"t_good": {"after": ["a"], "run": PassThruTask.name}}
 

@@ -9,8 +9,7 @@ import pytest
 from stream_triggers.events import encode, event_record, jsonx
 from stream_triggers.events.codec import MAGIC
 from stream_triggers.storages.kafka import KafkaStorage
-
-from .conftest import App, Readers, Workers, kwargs_of, wait_until
+from tests.support import App, Pipeline, Readers, kwargs_of, wait_until
 
 UID = "poison-1"
 CONFIGURATION = {"t_a": {"after": ["go"], "run": "A"}, "t_b": {"after": ["t_a"], "run": "B"}}
@@ -21,10 +20,11 @@ def fired(uid: str, trigger: str, kwargs_json: str = "{}") -> bytes:
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 def test_poison_input_goes_to_dead_letter_and_the_session_carries_on(
-    workers: Workers, readers: Readers, app: App
+    workers: Pipeline, readers: Readers, app: App
 ) -> None:
-    workers.start().wait_assigned()
+    workers.worker().wait_assigned()
     app.configure(UID, CONFIGURATION)
     key = UID.encode()
 
