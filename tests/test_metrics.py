@@ -30,10 +30,10 @@ from stream_triggers.engine import Fired, InstanceChanged
 from stream_triggers.events.codec import decode
 from stream_triggers.executor import ExecutorStats
 from stream_triggers.kafka.topics import Topics
+from stream_triggers.ops.health import Health
 from stream_triggers.ops.metrics import (
     EXECUTOR_METRICS,
     WORKER_METRICS,
-    Health,
     MetricsServer,
     executor_registry,
     serve_executor_metrics,
@@ -281,9 +281,12 @@ def test_health_starting_running_stalled_and_stopped() -> None:
     assert health.alive()[0] is False  # the loop never started
     target.loop_at = clock.now
     assert health.alive() == (True, "ok")
-    assert health.ready() == (False, "partitions not assigned and restored yet")
+    assert health.ready() == (False, "serving no partitions (none assigned, or not restored yet)")
     target.ready.set()
     assert health.ready() == (True, "ready")
+    target.ready.clear()  # lost its partitions: read afresh on every probe, never cached
+    assert health.ready() == (False, "serving no partitions (none assigned, or not restored yet)")
+    target.ready.set()
     clock.now += 61
     assert health.alive()[0] is False and "stalled" in health.alive()[1]
     assert health.ready()[0] is False

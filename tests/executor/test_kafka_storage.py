@@ -1,0 +1,120 @@
+"""The application-side ``kafka`` storage: client settings, bounded waits, clear errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream_triggers.executor import ExecutorSettings, TaskExecutor
+from stream_triggers.kafka import clients
+from stream_triggers.kafka.topics import Topics, create_topics
+from stream_triggers.manager import TriggerManager
+from stream_triggers.ops.broker import EmbeddedBroker
+from stream_triggers.storages import kafka as kafka_storage
+from stream_triggers.storages import storage_backends
+from stream_triggers.storages.kafka import BrokerTimeout, KafkaStorage, RecordTooLarge
+
+pytestmark = pytest.mark.broker
+
+MARK = {"client.rack": "marked-by-the-test"}
+"""A harmless librdkafka setting whose presence shows the user's settings reached a client."""
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """Every consumer and producer built through kafka.clients: (kind, kafka_config)."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    real_consumer, real_producer = clients.consumer, clients.producer
+
+    def consumer(*args: Any, **kwargs: Any) -> Any:
+        seen.append(("consumer", dict(kwargs.get("kafka_config") or {})))
+        return real_consumer(*args, **kwargs)
+
+    def producer(*args: Any, **kwargs: Any) -> Any:
+        seen.append(("producer", dict(kwargs.get("kafka_config") or {})))
+        return real_producer(*args, **kwargs)
+
+    monkeypatch.setattr(clients, "consumer", consumer)
+    monkeypatch.setattr(clients, "producer", producer)
+    return seen
+
+
+def test_the_registry_builds_a_kafka_storage_whose_clients_get_the_settings(
+    broker: EmbeddedBroker, topics: Topics, built: list[tuple[str, dict[str, Any]]]
+) -> None:
+    storage = storage_backends.get(
+        "kafka", uid=f"cfg-{uuid.uuid4().hex[:6]}", bootstrap=broker.bootstrap, kafka_config=MARK
+    )
+    assert isinstance(storage, KafkaStorage)
+    storage.topics = topics  # this test's topics (the registry call takes the default prefix)
+    TriggerManager(storage).fire("go")
+    assert storage.read_snapshot() is None  # no worker runs: nothing committed, but the read ended
+    assert {kind for kind, _ in built} == {"producer", "consumer"}
+    assert all(config == MARK for _, config in built)
+    # The producer is shared per bootstrap and settings: another session reuses it, other settings do not.
+    other = KafkaStorage("another", broker.bootstrap, kafka_config=MARK)
+    assert other._producer is storage._producer
+    assert KafkaStorage("another", broker.bootstrap)._producer is not storage._producer
+
+
+def test_the_executor_gives_the_settings_to_every_client(
+    broker: EmbeddedBroker, topics: Topics, built: list[tuple[str, dict[str, Any]]]
+) -> None:
+    TaskExecutor(ExecutorSettings(bootstrap=broker.bootstrap, topic_prefix=topics.prefix, kafka_config=MARK))
+    assert sorted(kind for kind, _ in built) == ["consumer", "producer"]
+    assert all(config == MARK for _, config in built)
+
+
+def test_settings_that_break_the_connection_give_a_clear_error_in_bounded_time(
+    broker: EmbeddedBroker, topics: Topics
+) -> None:
+    storage = KafkaStorage(
+        "tls", broker.bootstrap, topics.prefix, timeout_s=2, kafka_config={"security.protocol": "ssl"}
+    )
+    with pytest.raises(BrokerTimeout, match="did not answer within 2 s"):
+        TriggerManager(storage).fire("go")
+    with pytest.raises(BrokerTimeout, match="did not answer within 2 s"):
+        storage.read_snapshot()
+
+
+def test_an_event_above_the_record_limit_is_refused_before_anything_is_sent(
+    broker: EmbeddedBroker, topics: Topics
+) -> None:
+    storage = KafkaStorage("huge", broker.bootstrap, topics.prefix)
+    with pytest.raises(RecordTooLarge, match="above the 998,976-byte record limit"):
+        TriggerManager(storage).fire("go", {"blob": "x" * 1_100_000})
+
+
+@pytest.fixture
+def frozen_broker(tmp_path: Path) -> Iterator[tuple[EmbeddedBroker, Topics]]:
+    """A broker of this test's own, with topics; the test may SIGSTOP it (resumed and stopped after)."""
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as own:
+        names = Topics(prefix=f"f{uuid.uuid4().hex[:8]}")
+        create_topics(own.bootstrap, names, partitions=2)
+        try:
+            yield own, names
+        finally:
+            assert own.pid is not None
+            os.kill(own.pid, signal.SIGCONT)
+            for key in [k for k in kafka_storage._producers if k[0] == own.bootstrap]:
+                kafka_storage._producers.pop(key).flush(0)
+
+
+def test_a_frozen_broker_makes_fire_fail_clearly_within_the_timeout(
+    frozen_broker: tuple[EmbeddedBroker, Topics],
+) -> None:
+    own, names = frozen_broker
+    manager = TriggerManager(KafkaStorage("paused", own.bootstrap, names.prefix, timeout_s=2))
+    manager.fire("before")  # answered: metadata and producer are warm
+    assert own.pid is not None
+    os.kill(own.pid, signal.SIGSTOP)
+    with pytest.raises(BrokerTimeout, match=r"TriggerFired for session 'paused'.*did not answer within 2 s"):
+        manager.fire("during")
+    with pytest.raises(BrokerTimeout):
+        manager.storage.read_snapshot()
