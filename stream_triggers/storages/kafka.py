@@ -9,6 +9,19 @@ Reads (tasks, instances, unresolved tasks...) return the state the workers last
 committed for the session, read from the changelog; a session no worker has
 committed yet is a clear :class:`SessionNotFound`.
 
+Direct edits: under ``acquire_lock()``, edits of an instance read from here (its status
+or metadata) are published by ``save()`` as the events the manager would publish
+(``InstanceStatusUpdateRequested``, ``InstanceMetadataUpdateRequested``); an edit no
+event expresses (``create_instance()``, changed kwargs, a removed metadata key) raises
+:class:`UnsupportedEdit` at once.  Nothing is dropped silently.
+
+Early refusals: a replay, skip, status or metadata update, or logs-resolved mark is
+checked against the session's committed state before it is published (when the session
+has one), and raises what the worker would answer (``UnknownInstance``,
+``OperationNotAllowed``).  The committed state may lag events still in flight, so a
+refusal can be retried once they are applied; the worker's dead letter stays the final
+word for what passes here.
+
 Bounded waits: every broker call (a publish, a metadata lookup, a changelog read)
 waits at most ``timeout_s`` (default :data:`DEFAULT_TIMEOUT_S`), then raises
 :class:`BrokerTimeout` naming what was not answered; a publish that timed out may or
@@ -26,7 +39,17 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from stream_triggers.engine import Effect, Input, SessionState
+from stream_triggers.engine import (
+    Effect,
+    Input,
+    LogsResolved,
+    MetadataUpdated,
+    ReplayRequested,
+    SessionState,
+    SkipRequested,
+    StatusUpdated,
+    step,
+)
 from stream_triggers.events.codec import decode, encode
 from stream_triggers.events.envelope import event_record
 from stream_triggers.events.records import record_from_input
@@ -34,7 +57,8 @@ from stream_triggers.events.state_format import decode_state
 from stream_triggers.kafka import clients
 from stream_triggers.kafka.partitioning import partition_for
 from stream_triggers.kafka.topics import Topics
-from stream_triggers.storages.base import BaseTriggerStorage
+from stream_triggers.storages.base import BaseTriggerStorage, utc_now
+from stream_triggers.types import Status, TaskConfig, TaskInstance
 
 __all__ = [
     "BOOTSTRAP_ENV",
@@ -43,6 +67,7 @@ __all__ = [
     "KafkaStorage",
     "RecordTooLarge",
     "SessionNotFound",
+    "UnsupportedEdit",
     "shared_producer",
 ]
 
@@ -70,6 +95,14 @@ class BrokerTimeout(KafkaException):
 
 class RecordTooLarge(ValueError):
     """An event is larger than a Kafka record may be (``message.max.bytes``)."""
+
+
+class UnsupportedEdit(RuntimeError):
+    """A direct edit of the session that no event can carry to the worker."""
+
+
+_CHECKED_INPUTS = (ReplayRequested, SkipRequested, StatusUpdated, MetadataUpdated, LogsResolved)
+"""Inputs about one existing instance: checked against the committed state before publishing."""
 
 
 def _config_key(kafka_config: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
@@ -158,10 +191,20 @@ class KafkaStorage(BaseTriggerStorage):
     # -- writes: publish -----------------------------------------------------------------
 
     def apply(self, event: Input) -> list[Effect]:
-        """Publish ``event``; the worker that owns the session applies it."""
+        """Check ``event`` against the committed state, publish it; the owning worker applies it."""
+        if isinstance(event, _CHECKED_INPUTS):
+            self._refuse_early(event)
         self.publish(event)
-        self._state = None  # the committed state will change
+        self.invalidate_cache()  # the committed state will change
         return []
+
+    def _refuse_early(self, event: Input) -> None:
+        """Raise what the worker would answer, if the committed state already shows it."""
+        try:
+            committed = self.state
+        except SessionNotFound:
+            return  # nothing committed yet: the worker decides (dead letter if invalid)
+        step(committed, event)  # UnknownInstance, OperationNotAllowed... as the worker would raise
 
     def publish(self, event: Input, *, timeout_s: float | None = None, max_bytes: int | None = None) -> None:
         """Publish one input for this session and wait for the broker's acknowledgement.
@@ -212,7 +255,53 @@ class KafkaStorage(BaseTriggerStorage):
         return len(found.partitions)
 
     def save(self) -> None:
-        """Nothing to save: every operation was published (and acknowledged) by ``apply``."""
+        """Publish the edits made to instances read under the lock (operations were published by ``apply``).
+
+        Every edit is checked before the first is published: one that no event carries
+        raises :class:`UnsupportedEdit` and nothing is sent.
+        """
+        if not self.has_lock:
+            raise RuntimeError("You must ``acquire_lock`` before saving!")
+        if self._state is None or not self._views:
+            return
+        events = [event for view in self._views.values() for event in self._edit_events(view)]
+        for event in events:
+            self.publish(event)
+        if events:
+            self.invalidate_cache()
+
+    def _edit_events(self, view: TaskInstance) -> list[Input]:
+        """The events that carry the edits of ``view`` (none if unchanged)."""
+        assert self._state is not None
+        stored = self._state.instances.get(view.name)
+        if stored is None or view.same_as(stored):
+            return []
+        if view.kwargs != stored.kwargs or set(view.abandon_state) != set(stored.abandon_state):
+            raise UnsupportedEdit(
+                f"Instance {view.name!r}: the kafka storage cannot publish changed kwargs or abandon state "
+                f"(no event carries them); use replay_failed_instance(..., replacement_kwargs) instead."
+            )
+        if view.config is not stored.config:
+            raise UnsupportedEdit(f"Instance {view.name!r}: its task configuration cannot be swapped by hand.")
+        removed = sorted(set(stored.metadata) - set(view.metadata))
+        if removed:
+            raise UnsupportedEdit(
+                f"Instance {view.name!r}: the kafka storage cannot remove metadata keys {removed} "
+                f"(metadata updates merge); set them to None instead."
+            )
+        changed = {k: v for k, v in view.metadata.items() if k not in stored.metadata or stored.metadata[k] != v}
+        status = Status(view.status)
+        if status != stored.status:
+            return [StatusUpdated(view.name, status, changed, False, None, utc_now())]
+        return [MetadataUpdated(view.name, changed, utc_now())]
+
+    def create_instance(self, task_config: TaskConfig | str, **kwargs: Any) -> TaskInstance:
+        """Refused: no event creates an instance by hand (instances come from fires and replays)."""
+        name = task_config.name if isinstance(task_config, TaskConfig) else task_config
+        raise UnsupportedEdit(
+            f"create_instance({name!r}) cannot be published by the kafka storage: instances are created by "
+            f"the worker when triggers fire (andEvery for more than one) or by replay_failed_instance()."
+        )
 
     def _save_state(self, state: SessionState, expected_version: int) -> int:
         raise NotImplementedError("the kafka storage publishes events; it never writes state itself")

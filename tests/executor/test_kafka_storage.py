@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import Pipeline, Record, read_topic
 
+from stream_triggers.engine import OperationNotAllowed, UnknownInstance
 from stream_triggers.executor import ExecutorSettings, TaskExecutor
 from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics, create_topics
@@ -18,7 +20,7 @@ from stream_triggers.manager import TriggerManager
 from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.storages import kafka as kafka_storage
 from stream_triggers.storages import storage_backends
-from stream_triggers.storages.kafka import BrokerTimeout, KafkaStorage, RecordTooLarge
+from stream_triggers.storages.kafka import BrokerTimeout, KafkaStorage, RecordTooLarge, UnsupportedEdit
 
 pytestmark = pytest.mark.broker
 
@@ -118,3 +120,83 @@ def test_a_frozen_broker_makes_fire_fail_clearly_within_the_timeout(
         manager.fire("during")
     with pytest.raises(BrokerTimeout):
         manager.storage.read_snapshot()
+
+
+# -- direct edits and early refusals (issue 15) -----------------------------------------------
+
+NEVER = {"t_a": {"after": ["go", "never"], "run": "stream_triggers.testing.DevNullTask"}}
+
+
+def configured(pipeline: Pipeline, uid: str) -> KafkaStorage:
+    """A session whose committed state holds the unstarted ``t_a#0`` (a worker runs)."""
+    pipeline.worker()
+    pipeline.manager(uid).update_configuration(NEVER)
+    pipeline.manager(uid).fire("go")  # creates t_a#0, which waits for "never"
+    pipeline.wait_status(uid, "t_a#0", "unstarted")
+    return pipeline.storage(uid)
+
+
+def published(pipeline: Pipeline, uid: str, type_name: str) -> list[Record]:
+    return [
+        r
+        for r in read_topic(pipeline.bootstrap, pipeline.topics.events)
+        if r.key == uid.encode()
+        if r.type == type_name
+    ]
+
+
+def test_edits_under_the_lock_are_published_by_save(pipeline: Pipeline) -> None:
+    storage = configured(pipeline, "edits")
+    with storage.acquire_lock():
+        storage.instances["t_a#0"].metadata["note"] = "hello"
+        storage.save()
+    state = pipeline.wait_session("edits", lambda s: s.instances["t_a#0"].metadata.get("note") == "hello", "note")
+    assert state.instances["t_a#0"].status == "unstarted"
+
+    with storage.acquire_lock():
+        instance = storage.instances["t_a#0"]
+        instance.status = "failed"
+        instance.metadata["why"] = "set by hand"
+        storage.save()
+    failed = pipeline.wait_status("edits", "t_a#0", "failed")
+    assert failed.metadata["why"] == "set by hand" and failed.metadata["note"] == "hello"
+
+
+def test_edits_no_event_carries_raise_and_publish_nothing(pipeline: Pipeline) -> None:
+    storage = configured(pipeline, "refused-edits")
+    with storage.acquire_lock():
+        with pytest.raises(UnsupportedEdit, match=r"create_instance\('t_a'\)"):
+            storage.create_instance("t_a")
+        with pytest.raises(UnsupportedEdit, match="create_instance"):
+            storage.clone_instance("t_a#0")
+        instance = storage.instances["t_a#0"]
+        instance.metadata["note"] = "kept back"
+        instance.kwargs["extra"] = 1
+        with pytest.raises(UnsupportedEdit, match="changed kwargs"):
+            storage.save()  # every edit is checked before any is sent: the note is not sent either
+    assert published(pipeline, "refused-edits", "InstanceMetadataUpdateRequested") == []
+    assert published(pipeline, "refused-edits", "InstanceStatusUpdateRequested") == []
+
+
+def test_operations_the_committed_state_refuses_raise_at_once(pipeline: Pipeline) -> None:
+    configured(pipeline, "refused-ops")
+    manager = pipeline.manager("refused-ops")
+    with pytest.raises(OperationNotAllowed, match="unstarted state cannot be replayed"):
+        manager.replay_failed_instance("t_a#0")
+    with pytest.raises(UnknownInstance):
+        manager.skip_failed_instance("t_zzz#0")
+    with pytest.raises(UnknownInstance):
+        manager.update_instance_metadata("t_zzz#0", {"note": 1})
+    with pytest.raises(UnknownInstance):
+        manager.update_instance_status("t_zzz#0", "failed")
+    for type_name in ("ReplayRequested", "SkipRequested", "InstanceMetadataUpdateRequested"):
+        assert published(pipeline, "refused-ops", type_name) == []
+    # A valid one passes the check and is applied.
+    manager.update_instance_metadata("t_a#0", {"note": 1})
+    pipeline.wait_session("refused-ops", lambda s: s.instances["t_a#0"].metadata.get("note") == 1, "note")
+
+
+def test_without_committed_state_the_worker_has_the_last_word(pipeline: Pipeline) -> None:
+    manager = pipeline.manager("never-committed")
+    manager.replay_failed_instance("t_a#0")  # nothing to check against: published
+    assert len(published(pipeline, "never-committed", "ReplayRequested")) == 1
