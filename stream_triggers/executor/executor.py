@@ -139,15 +139,24 @@ class TaskExecutor(Lifecycle):
             self._shutdown()
 
     def _shutdown(self) -> None:
-        """Hand back what waits, let what runs finish and report, commit, leave: each step bounded."""
-        limit = self.settings.shutdown_timeout_s
+        """Hand back what waits, let what runs finish and report, commit, leave.
+
+        All within ``shutdown_timeout_s``: the commit may take half of what the tasks in
+        hand left, leaving the group the rest (each given up, with a warning, when the
+        broker does not answer).
+        """
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+
+        def left(share: float = 1.0) -> float:
+            return max(0.1, (deadline - time.monotonic()) * share)
+
         self._timers.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._wait_for(self._futures_of(None), limit)
-        bounded(lambda: self._producer.flush(limit), limit, "flushing the producer")
-        self._commit_now(limit)
+        self._wait_for(self._futures_of(None), left())
+        self._producer.flush(left(0.5))
+        self._commit_now(left(0.5))
         self._closing = True  # close() revokes the partitions: nothing left to do for them
-        if not bounded(self._consumer.close, limit, "leaving the consumer group"):
+        if not bounded(self._consumer.close, left(), "leaving the consumer group"):
             log.warning("left without a clean group exit: the next executor waits a session timeout")
         log.info("executor stopped")
 

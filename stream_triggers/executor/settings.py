@@ -31,9 +31,10 @@ class ExecutorSettings:
     report_timeout_s: float = 10.0
     """How long one attempt to report an outcome waits for the broker's acknowledgement.
     A failed attempt is retried (the request stays uncommitted) until the executor stops."""
-    shutdown_timeout_s: float = 30.0
-    """Bound on each step of a shutdown or a revoke (tasks in hand, flush, commit, leaving
-    the group), so SIGTERM ends the process even while the broker does not answer."""
+    shutdown_timeout_s: float = 20.0
+    """Bound on a shutdown (tasks in hand, flush, commit, leaving the group), so SIGTERM ends
+    the process even while the broker does not answer (fits Kubernetes' default 30 s grace
+    period); a revoke waits as long for the tasks of the partitions it takes away."""
     max_report_bytes: int | None = None
     """Largest status report the executor publishes; an outcome above it is reported as
     ``failed`` (:class:`~stream_triggers.executor.reports.OutcomeTooLarge`) instead.

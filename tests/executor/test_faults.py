@@ -145,3 +145,28 @@ def test_the_executor_is_not_ready_once_it_owns_no_partition(pipeline: Pipeline)
     assert not executor.ready.is_set()
     executor._on_assign(executor._consumer, [])  # an empty assignment does not make it ready
     assert not executor.ready.is_set()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_an_executor_process_while_the_broker_does_not_answer(
+    own_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    topics = Topics(prefix=f"f{uuid.uuid4().hex[:8]}")
+    create_topics(own_broker.bootstrap, topics, partitions=PARTITIONS)
+    pipeline = Pipeline(own_broker.bootstrap, topics, tmp_path)
+    try:
+        pipeline.worker()
+        executor = pipeline.executor(imports=("stream_triggers.testing",))
+        uid = "frozen-process"
+        pipeline.manager(uid).update_configuration({"t_done": {"after": ["go"], "run": DevNullTask.name}})
+        pipeline.manager(uid).fire("go")
+        pipeline.wait_status(uid, "t_done#0", "finished")
+
+        assert own_broker.pid is not None
+        os.kill(own_broker.pid, signal.SIGSTOP)
+        # Before: the shutdown commit never returned and the process hung until SIGKILL.
+        assert executor.terminate(timeout=60) == 0
+        assert "executor stopped" in executor.log()
+    finally:
+        os.kill(own_broker.pid or 0, signal.SIGCONT)
+        pipeline.stop_all()
