@@ -533,3 +533,18 @@ def test_worker_and_executor_processes_expose_moving_metrics(
     assert value(restored, w + "restores_total") >= 1
     assert successor.stop() == 0
     assert executor.stop() == 0
+
+
+def test_metrics_and_health_never_import_the_processes_they_read() -> None:
+    """They read the worker and the executor through protocols (imports run one way)."""
+    import ast
+
+    import stream_triggers.ops.health as health_module
+    import stream_triggers.ops.metrics as metrics_module
+
+    for module in (metrics_module, health_module):
+        tree = ast.parse(Path(module.__file__ or "").read_text())
+        imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        upward = sorted(m for m in imported if m.startswith(("stream_triggers.stream", "stream_triggers.executor")))
+        assert upward == [], f"{module.__name__} imports {upward}"

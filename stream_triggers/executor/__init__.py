@@ -6,8 +6,15 @@ publishing outcomes and dead letters; ``offsets.py`` what may be committed;
 """
 
 from stream_triggers.executor.executor import TaskExecutor
-from stream_triggers.executor.reports import OutcomeTooLarge
+from stream_triggers.executor.reports import OutcomeNotPublishable, OutcomeTooLarge
 from stream_triggers.executor.settings import ExecutorSettings, import_task_modules
 from stream_triggers.executor.stats import ExecutorStats
 
-__all__ = ["ExecutorSettings", "ExecutorStats", "OutcomeTooLarge", "TaskExecutor", "import_task_modules"]
+__all__ = [
+    "ExecutorSettings",
+    "ExecutorStats",
+    "OutcomeNotPublishable",
+    "OutcomeTooLarge",
+    "TaskExecutor",
+    "import_task_modules",
+]

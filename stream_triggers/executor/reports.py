@@ -2,9 +2,10 @@
 
 A report is retried while the executor runs (the request stays uncommitted meanwhile,
 so nothing is lost if the process dies), and tried once more while it stops.  An
-outcome whose report would exceed the record limit can never be published: it is
-reported as ``failed`` with :class:`OutcomeTooLarge` instead, so the instance is
-resolved and the partition's commits move on.
+outcome whose report would exceed the record limit (or break the payload rules) can
+never be published: it is reported as ``failed`` with :class:`OutcomeTooLarge` (or
+:class:`OutcomeNotPublishable`) instead, so the instance is resolved and the
+partition's commits move on.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from stream_triggers.engine import Input, StatusReported
-from stream_triggers.events.codec import encode
+from stream_triggers.engine import Input, InvalidPayload, StatusReported
+from stream_triggers.events.codec import CodecError, encode
 from stream_triggers.events.envelope import now_us
 from stream_triggers.events.records import dead_letter_record
 from stream_triggers.kafka.clients import publish_and_wait
@@ -27,15 +28,19 @@ from stream_triggers.types import Status
 from .settings import ExecutorSettings
 from .stats import TaskCounters
 
-__all__ = ["OutcomeTooLarge", "Reporter"]
+__all__ = ["OutcomeNotPublishable", "OutcomeTooLarge", "Reporter"]
 
 log = logging.getLogger(__name__)
 
 _RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
 
-class OutcomeTooLarge(ValueError):
-    """A task's outcome (result, metadata) does not fit in one Kafka record."""
+class OutcomeNotPublishable(ValueError):
+    """A task's outcome (result, metadata) cannot travel as an event: its report is refused."""
+
+
+class OutcomeTooLarge(OutcomeNotPublishable):
+    """A task's outcome does not fit in one Kafka record."""
 
 
 class Reporter:
@@ -58,17 +63,21 @@ class Reporter:
         self._now = now
 
     def report(self, storage: KafkaStorage, event: Input) -> bool:
-        """Publish ``event``; False if it was too large and a failure was reported instead.
+        """Publish ``event``; False if it could not travel and a failure was reported instead.
 
-        Raises :class:`KafkaException` when the broker did not take it and the executor
-        is stopping (the request then stays uncommitted and runs again elsewhere).
+        An event above the record limit, or with a payload the events refuse (the engine's
+        payload rules, the codec), is replaced by a ``failed`` report naming the reason, so
+        the instance is resolved and the request's offset can be committed.  Raises
+        :class:`KafkaException` when the broker did not take it and the executor is
+        stopping (the request then stays uncommitted and runs again elsewhere).
         """
         try:
             self._publish(storage, event)
             return True
-        except RecordTooLarge as exc:
+        except (RecordTooLarge, InvalidPayload, CodecError) as exc:
             instance = getattr(event, "instance", "?")
-            reason = OutcomeTooLarge(
+            kind = OutcomeTooLarge if isinstance(exc, RecordTooLarge) else OutcomeNotPublishable
+            reason = kind(
                 f"The report of {instance} ({type(event).__name__}) cannot be published: {exc} "
                 f"Return a smaller result (store large data elsewhere and return a reference)."
             )

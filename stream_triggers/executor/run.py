@@ -33,7 +33,8 @@ __all__ = ["run_request"]
 log = logging.getLogger(__name__)
 
 _OUTCOMES = {Finished: "finished", Failed: "failed", Retried: "retried", Changed: "status_changed"}
-TOO_LARGE = "outcome_too_large"
+NOT_PUBLISHED = "outcome_not_published"
+"""The outcome could not travel as an event and was reported as ``failed`` instead."""
 
 
 def run_request(
@@ -59,7 +60,7 @@ def run_request(
             return trigger_managers.get("default", storage=storage)
 
     if not reporter.report(storage, running_input(instance, kwargs, now())):
-        counters.outcome(run, TOO_LARGE, None)
+        counters.outcome(run, NOT_PUBLISHED, None)
         return
     try:
         task_cls = resolve_task(run)
@@ -84,4 +85,4 @@ def run_request(
     elif isinstance(outcome, Retried):
         log.info("task %s for %s asked to retry (cooldown %s s)", run, instance, outcome.cooldown, extra=extra)
     reported = reporter.report(storage, outcome_input(instance, outcome, now()))
-    counters.outcome(run, _OUTCOMES.get(type(outcome), "other") if reported else TOO_LARGE, elapsed)
+    counters.outcome(run, _OUTCOMES.get(type(outcome), "other") if reported else NOT_PUBLISHED, elapsed)

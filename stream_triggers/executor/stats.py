@@ -15,7 +15,7 @@ class ExecutorStats:
     """Per-task counters the metrics endpoint reads; pool threads update them under a lock.
 
     ``outcomes``: TriggerTask name -> outcome (``finished``, ``failed``, ``retried``,
-    ``status_changed``, ``unknown_task``, ``outcome_too_large``) -> count; ``durations``:
+    ``status_changed``, ``unknown_task``, ``outcome_not_published``) -> count; ``durations``:
     TriggerTask name -> seconds its ``_run`` took.
     """
 
@@ -46,7 +46,7 @@ class TaskCounters:
 
     def outcome(self, task: str, outcome: str, seconds: float | None) -> None:
         legacy = outcome if outcome in ("finished", "failed", "retried") else "other"
-        if outcome in ("unknown_task", "outcome_too_large"):
+        if outcome in ("unknown_task", "outcome_not_published"):
             legacy = "failed"
         with self._lock:
             stats = self.task_stats

@@ -96,7 +96,7 @@ EXECUTOR_METRICS: Mapping[str, tuple[str, str]] = {
     _E + "task_outcomes": (
         "counter",
         "Task outcomes by TriggerTask name: finished, failed, retried, status_changed, unknown_task, "
-        "outcome_too_large (reported as failed: the outcome did not fit in a record).",
+        "outcome_not_published (reported as failed: the outcome did not fit in an event).",
     ),
     _E + "task_duration_seconds": ("histogram", "Seconds a task's _run took, by TriggerTask name."),
     _E + "dead_letters": ("counter", "task-runs records sent to the dead-letter topic, by reason."),
