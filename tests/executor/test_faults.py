@@ -102,38 +102,47 @@ def test_an_outcome_above_the_record_limit_is_reported_failed_and_commits_move_o
     )
 
 
+class Frozen:
+    """A pipeline on a broker of the test's own, which :meth:`freeze` stops answering (SIGSTOP)."""
+
+    def __init__(self, broker: EmbeddedBroker, tmp_path: Path) -> None:
+        self.broker = broker
+        topics = Topics(prefix=f"f{uuid.uuid4().hex[:8]}")
+        create_topics(broker.bootstrap, topics, partitions=PARTITIONS)
+        self.pipeline = Pipeline(broker.bootstrap, topics, tmp_path)
+        self.pipeline.worker()
+
+    def run_one_task(self, uid: str) -> None:
+        """Run one task to the end, so the executor has offsets to commit when it stops."""
+        self.pipeline.manager(uid).update_configuration({"t_done": {"after": ["go"], "run": DevNullTask.name}})
+        self.pipeline.manager(uid).fire("go")
+        self.pipeline.wait_status(uid, "t_done#0", "finished")
+
+    def freeze(self) -> None:
+        assert self.broker.pid is not None
+        os.kill(self.broker.pid, signal.SIGSTOP)
+
+
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    """A broker of this test's own, which the test may freeze (SIGSTOP); resumed and stopped after."""
+def frozen(tmp_path: Path) -> Iterator[Frozen]:
     with EmbeddedBroker(log_path=tmp_path / "tansu.log") as own:
+        setup = None
         try:
-            yield own
+            setup = Frozen(own, tmp_path)
+            yield setup
         finally:
             assert own.pid is not None
             os.kill(own.pid, signal.SIGCONT)
+            if setup is not None:
+                setup.pipeline.stop_all()
 
 
-def test_a_stop_ends_the_executor_while_the_broker_does_not_answer(
-    own_broker: EmbeddedBroker, tmp_path: Path, started: list[Started]
-) -> None:
-    topics = Topics(prefix=f"f{uuid.uuid4().hex[:8]}")
-    create_topics(own_broker.bootstrap, topics, partitions=PARTITIONS)
-    pipeline = Pipeline(own_broker.bootstrap, topics, tmp_path)
-    try:
-        pipeline.worker()
-        one = Started(pipeline, shutdown_timeout_s=3, report_timeout_s=2)
-        uid = "frozen"
-        pipeline.manager(uid).update_configuration({"t_done": {"after": ["go"], "run": DevNullTask.name}})
-        pipeline.manager(uid).fire("go")
-        pipeline.wait_status(uid, "t_done#0", "finished")  # the executor has offsets to commit at shutdown
-
-        assert own_broker.pid is not None
-        os.kill(own_broker.pid, signal.SIGSTOP)
-        assert one.stop(limit=60), "the executor did not stop while the broker was frozen"
-        assert not one.executor.ready.is_set()
-    finally:
-        os.kill(own_broker.pid or 0, signal.SIGCONT)
-        pipeline.stop_all()
+def test_a_stop_ends_the_executor_while_the_broker_does_not_answer(frozen: Frozen, started: list[Started]) -> None:
+    one = Started(frozen.pipeline, shutdown_timeout_s=3, report_timeout_s=2)
+    frozen.run_one_task("frozen")
+    frozen.freeze()
+    assert one.stop(limit=60), "the executor did not stop while the broker was frozen"
+    assert not one.executor.ready.is_set()
 
 
 def test_the_executor_is_not_ready_once_it_owns_no_partition(pipeline: Pipeline) -> None:
@@ -150,25 +159,10 @@ def test_the_executor_is_not_ready_once_it_owns_no_partition(pipeline: Pipeline)
 
 
 @pytest.mark.slow
-def test_sigterm_ends_an_executor_process_while_the_broker_does_not_answer(
-    own_broker: EmbeddedBroker, tmp_path: Path
-) -> None:
-    topics = Topics(prefix=f"f{uuid.uuid4().hex[:8]}")
-    create_topics(own_broker.bootstrap, topics, partitions=PARTITIONS)
-    pipeline = Pipeline(own_broker.bootstrap, topics, tmp_path)
-    try:
-        pipeline.worker()
-        executor = pipeline.executor(imports=("stream_triggers.testing",))
-        uid = "frozen-process"
-        pipeline.manager(uid).update_configuration({"t_done": {"after": ["go"], "run": DevNullTask.name}})
-        pipeline.manager(uid).fire("go")
-        pipeline.wait_status(uid, "t_done#0", "finished")
-
-        assert own_broker.pid is not None
-        os.kill(own_broker.pid, signal.SIGSTOP)
-        # Before: the shutdown commit never returned and the process hung until SIGKILL.
-        assert executor.terminate(timeout=60) == 0
-        assert "executor stopped" in executor.log()
-    finally:
-        os.kill(own_broker.pid or 0, signal.SIGCONT)
-        pipeline.stop_all()
+def test_sigterm_ends_an_executor_process_while_the_broker_does_not_answer(frozen: Frozen) -> None:
+    executor = frozen.pipeline.executor(imports=("stream_triggers.testing",))
+    frozen.run_one_task("frozen-process")
+    frozen.freeze()
+    # Before: the shutdown commit never returned and the process hung until SIGKILL.
+    assert executor.terminate(timeout=60) == 0
+    assert "executor stopped" in executor.log()
