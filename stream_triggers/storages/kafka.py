@@ -352,7 +352,12 @@ def _clear_error(exc: KafkaException, what: str, bootstrap: str, timeout_s: floa
     code = error.code() if isinstance(error, KafkaError) else None
     if code == KafkaError.MSG_SIZE_TOO_LARGE:
         return RecordTooLarge(f"{what}: the broker refused the record as too large ({error.str()}).")
-    if code in _TIMEOUTS or isinstance(exc, clients.ReadTimeout):
+    if isinstance(exc, clients.ReadTimeout):
+        return BrokerTimeout(
+            f"{what}: not read to its end within {timeout_s} s (the kafka storage's timeout_s): the broker "
+            f"at {bootstrap} is slow or does not answer, or the partition is larger than that allows."
+        )
+    if code in _TIMEOUTS:
         return BrokerTimeout(
             f"{what}: the broker at {bootstrap} did not answer within {timeout_s} s (the kafka storage's "
             f"timeout_s); a publish may or may not have been applied."
