@@ -20,7 +20,8 @@ checked against the session's committed state before it is published (when the s
 has one), and raises what the worker would answer (``UnknownInstance``,
 ``OperationNotAllowed``).  The committed state may lag events still in flight, so a
 refusal can be retried once they are applied; the worker's dead letter stays the final
-word for what passes here.
+word for what passes here.  ``check_committed=False`` publishes without the check (one
+changelog read less, for callers that checked already).
 
 Bounded waits: every broker call (a publish, a metadata lookup, a changelog read)
 waits at most ``timeout_s`` (default :data:`DEFAULT_TIMEOUT_S`), then raises
@@ -163,7 +164,9 @@ class KafkaStorage(BaseTriggerStorage):
         producer: Producer | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         kafka_config: Mapping[str, Any] | None = None,
+        check_committed: bool = True,
     ) -> None:
+        """``check_committed=False`` skips the early refusals (for callers that checked already)."""
         super().__init__(uid)
         bootstrap = bootstrap or os.environ.get(BOOTSTRAP_ENV)
         if not bootstrap:
@@ -176,6 +179,7 @@ class KafkaStorage(BaseTriggerStorage):
         self.kafka_config = dict(kafka_config or {})
         """The user's librdkafka settings (security, timeouts...), for every client this storage builds."""
         self._producer = producer or shared_producer(bootstrap, self.kafka_config, timeout_s=timeout_s)
+        self.check_committed = check_committed
         self._key = uid.encode()
 
     def fresh(self) -> KafkaStorage:
@@ -186,13 +190,14 @@ class KafkaStorage(BaseTriggerStorage):
             producer=self._producer,
             timeout_s=self.timeout_s,
             kafka_config=self.kafka_config,
+            check_committed=self.check_committed,
         )
 
     # -- writes: publish -----------------------------------------------------------------
 
     def apply(self, event: Input) -> list[Effect]:
         """Check ``event`` against the committed state, publish it; the owning worker applies it."""
-        if isinstance(event, _CHECKED_INPUTS):
+        if self.check_committed and isinstance(event, _CHECKED_INPUTS):
             self._refuse_early(event)
         self.publish(event)
         self.invalidate_cache()  # the committed state will change

@@ -196,6 +196,13 @@ def test_operations_the_committed_state_refuses_raise_at_once(pipeline: Pipeline
     pipeline.wait_session("refused-ops", lambda s: s.instances["t_a#0"].metadata.get("note") == 1, "note")
 
 
+def test_a_storage_told_not_to_check_publishes_what_the_worker_will_refuse(pipeline: Pipeline) -> None:
+    configured(pipeline, "unchecked")
+    storage = KafkaStorage("unchecked", pipeline.bootstrap, pipeline.topics.prefix, check_committed=False)
+    TriggerManager(storage.fresh()).replay_failed_instance("t_a#0")  # (fresh() keeps the choice)
+    assert len(published(pipeline, "unchecked", "ReplayRequested")) == 1
+
+
 def test_without_committed_state_the_worker_has_the_last_word(pipeline: Pipeline) -> None:
     manager = pipeline.manager("never-committed")
     manager.replay_failed_instance("t_a#0")  # nothing to check against: published
