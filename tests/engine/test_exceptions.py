@@ -21,12 +21,13 @@ from stream_triggers.engine.errors import (
 from stream_triggers.events.errors import CodecError
 from stream_triggers.events.state_format import StateFormatError
 from stream_triggers.exceptions import RegistryKeyError, StreamTriggersError
+from stream_triggers.executor.reports import OutcomeNotPublishable, OutcomeTooLarge
 from stream_triggers.kafka.clients import ReadTimeout
 from stream_triggers.kafka.topics import TopicsError
 from stream_triggers.ops.broker import BrokerError
 from stream_triggers.registry import RegistryKeyError as RegistryModuleKeyError
 from stream_triggers.storages.base import ConcurrentModification
-from stream_triggers.storages.kafka import SessionNotFound
+from stream_triggers.storages.kafka import BrokerTimeout, RecordTooLarge, SessionNotFound, UnsupportedEdit
 from stream_triggers.storages.locking import LockAcquisitionFailed
 from stream_triggers.task import MaxRetriesExceeded, Retry, StatusChange, UnknownTask
 
@@ -42,6 +43,11 @@ PROJECT_ERRORS: dict[type[BaseException], type[BaseException]] = {
     TopicsError: RuntimeError,
     ConcurrentModification: RuntimeError,
     LockAcquisitionFailed: RuntimeError,
+    BrokerTimeout: KafkaException,
+    RecordTooLarge: ValueError,
+    UnsupportedEdit: RuntimeError,
+    OutcomeNotPublishable: ValueError,
+    OutcomeTooLarge: ValueError,
     BrokerError: RuntimeError,
     SessionNotFound: LookupError,
     UnknownTask: LookupError,
