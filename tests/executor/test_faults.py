@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
-from harness import Pipeline, committed_offset, read_topic, uid_on_partition, wait_until
 
 from stream_triggers.executor import ExecutorSettings, OutcomeNotPublishable, OutcomeTooLarge, TaskExecutor
 from stream_triggers.kafka.topics import Topics, create_topics
@@ -25,6 +24,7 @@ from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.task import TaskContext, TriggerTask
 from stream_triggers.testing import DevNullTask
 from stream_triggers.types import TaskInstance
+from tests.support import Pipeline, committed_offset, read_topic, uid_on_partition, wait_until
 
 from .conftest import PARTITIONS
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Pipeline, Record, read_topic
 
 from stream_triggers.engine import OperationNotAllowed, UnknownInstance
 from stream_triggers.executor import ExecutorSettings, TaskExecutor
@@ -21,6 +20,7 @@ from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.storages import kafka as kafka_storage
 from stream_triggers.storages import storage_backends
 from stream_triggers.storages.kafka import BrokerTimeout, KafkaStorage, RecordTooLarge, UnsupportedEdit
+from tests.support import Pipeline, Record, read_topic
 
 pytestmark = pytest.mark.broker
 
