@@ -47,9 +47,9 @@ input event, read back from the topics after the run (key + value sizes).
 
 ``--compare-quix`` runs the peer's own ``bench.py`` the way ``../shared/peers/README.md``
 says, on a fresh broker of its own (the same in-memory Tansu, started by us and given to
-``bench.py --bootstrap`` so that its topics can be measured), in a virtualenv of its own (``bench/.peer-venv``, made on first use: quixstreams 3.28.1 pins
-confluent-kafka<2.13).  If that cannot be made, the peer's figures are null with the
-reason.
+``bench.py --bootstrap`` so that its topics can be measured), in a virtualenv of its own
+(``bench/.peer-venv``, made on first use: quixstreams 3.28.1 pins confluent-kafka<2.13).
+If that cannot be made, the peer's figures are null with the reason.
 
     /work/venv/bin/python bench/stream.py --quick
     /work/venv/bin/python bench/stream.py --compare-quix --json runs/preload.json
@@ -59,7 +59,8 @@ reason.
 
 The code is in ``bench/streambench/``: ``workload`` (the events and their producer),
 ``processes`` (workers, sampling, stopping by PID), ``measurement`` (one run of ours and its
-figures), ``peer`` (the Quix Streams run), ``topicsize`` (bytes in the topics), ``report`` (table, medians), ``cli`` (options, main).
+figures), ``peer`` (the Quix Streams run), ``topicsize`` (bytes in the topics), ``report``
+(table, medians), ``cli`` (options, main).
 """
 
 from __future__ import annotations
