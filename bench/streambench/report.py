@@ -11,6 +11,7 @@ from .common import (
 )
 
 ROWS = [
+    ("engine of the trigger worker", "engine", "", ""),
     ("input events/s (first->last applied)", "events_per_s", "ev/s", "higher"),
     ("sessions/s", "sessions_per_s", "/s", "higher"),
     ("CPU per event (worker process)", "cpu_us_per_event", "µs", "lower"),
@@ -26,6 +27,8 @@ ROWS = [
     ("duplicate outputs", "duplicate_outputs", "", "lower"),
     ("longest output silence", "max_output_gap_s", "s", "lower"),
     ("broker CPU while applying", "broker_cpu_s", "s", "lower"),
+    ("changelog bytes per input event", "changelog_bytes_per_event", "B", "lower"),
+    ("output bytes per input event", "output_bytes_per_event", "B", "lower"),
     ("outputs correct (each exactly once)", "outputs_correct", "", ""),
 ]
 
@@ -88,12 +91,16 @@ def git_describe() -> dict[str, Any]:
 
 
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One figure per key over repeated runs: the median of numbers; booleans must all hold."""
+    """One figure per key over repeated runs: the median of numbers; booleans must all hold; names must agree."""
     out: dict[str, Any] = {}
     for key in {k for run in runs for k in run}:
         values = [run.get(key) for run in runs]
         if any(isinstance(v, bool) for v in values):
             out[key] = all(v is True for v in values)
+            continue
+        names = sorted({v for v in values if isinstance(v, str)})
+        if names:
+            out[key] = names[0] if len(names) == 1 else "mixed: " + ", ".join(names)
             continue
         numbers = [v for v in values if isinstance(v, (int, float))]
         out[key] = round(statistics.median(numbers), 3) if numbers else None
