@@ -259,7 +259,6 @@ class TriggerManager:
             if resolved and not any(type(e) is Fired or type(e) is Cascade for e in effects):
                 work.append(partial(self._post_resolve, resolved))
         except BaseException as exc:
-            self._inline = None  # (reports of an input that did not complete: never apply them later)
             storage._unlock(lock, (type(exc), exc, exc.__traceback__))
             raise
         storage._unlock(lock)
