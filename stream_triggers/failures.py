@@ -10,9 +10,11 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
+from stream_triggers.engine import MAX_PAYLOAD_BYTES, InvalidPayload, checked_payload
+from stream_triggers.engine.payloads import Weigher
 from stream_triggers.types import TaskInstance
 
-__all__ = ["failure_metadata", "jsonable_context"]
+__all__ = ["MAX_FAILURE_TEXT", "failure_metadata", "jsonable_context", "reportable_failure"]
 
 
 def failure_metadata(exc: BaseException, log_level: int | None = None) -> dict[str, Any]:
@@ -36,3 +38,54 @@ def jsonable_context(context: Any) -> Any:
     if isinstance(context, (str, int, float, bool)) or context is None:
         return context
     return repr(context)
+
+
+MAX_FAILURE_TEXT = 32 * 1024
+"""Characters of a traceback a failure report keeps when the whole one is too heavy."""
+
+_MAX_FAILURE_PART = 8 * 1024
+
+
+def reportable_failure(exc: BaseException, log_level: int | None = None) -> dict[str, Any]:
+    """:func:`failure_metadata` of ``exc``, clipped if need be so that a report can carry it.
+
+    A failure whose traceback or context breaks the payload rules (a message quoting a
+    huge value, a context nested too deep) would be refused in turn and leave its
+    instance unresolved; its text is clipped instead (head and tail kept).
+    """
+    try:
+        metadata = failure_metadata(exc, log_level)
+    except RecursionError:
+        metadata = {TaskInstance.META_EXCEPTION_CONTEXT: {}}
+    else:
+        if _reportable(metadata):
+            return metadata
+    clipped = {
+        TaskInstance.META_EXCEPTION_CONTEXT: metadata[TaskInstance.META_EXCEPTION_CONTEXT],
+        TaskInstance.META_EXCEPTION_INFO: _clip(
+            "".join(_clip(part, _MAX_FAILURE_PART) for part in traceback.format_exception(exc)), MAX_FAILURE_TEXT
+        ),
+        TaskInstance.META_EXCEPTION_TYPE: f"{type(exc).__module__}.{type(exc).__name__}",
+    }
+    if log_level is not None:
+        clipped[TaskInstance.META_LOG_LEVEL] = log_level
+    if not _reportable(clipped):
+        clipped[TaskInstance.META_EXCEPTION_CONTEXT] = {"clipped": "the exception's context is too large to report"}
+    return clipped
+
+
+def _reportable(metadata: Mapping[str, Any]) -> bool:
+    weigher = Weigher()
+    try:
+        checked_payload(metadata, "failure metadata", weigher)
+    except (InvalidPayload, RecursionError):
+        return False
+    return weigher.size <= MAX_PAYLOAD_BYTES
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.encode("utf-8", "backslashreplace").decode()  # (lone surrogates are not Unicode)
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]} [... {len(text) - 2 * half:,} characters clipped ...] {text[-half:]}"

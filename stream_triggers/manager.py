@@ -37,7 +37,7 @@ from stream_triggers.engine import (
     TriggerFired,
     json_mapping,
 )
-from stream_triggers.failures import failure_metadata
+from stream_triggers.failures import failure_metadata, reportable_failure
 from stream_triggers.registry import PluginRegistry
 from stream_triggers.runners import ThreadingTaskRunner, task_runners
 from stream_triggers.runners.base import BaseTaskRunner
@@ -274,7 +274,8 @@ class TriggerManager:
             self._runner(runner_name).run(self, instance)
         except Exception as exc:
             log.warning("could not start %s with runner %r: %s", instance.name, runner_name, exc)
-            self._transition(storage, StatusReported(instance.name, Status.FAILED, failure_metadata(exc), self.clock()))
+            failed = StatusReported(instance.name, Status.FAILED, reportable_failure(exc), self.clock())
+            self._transition(storage, failed)
             storage.save()
 
     def _transition(self, storage: BaseTriggerStorage, event: Input) -> list[Effect]:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from stream_triggers.engine import Input, RetryRequested, StatusReported, StatusUpdated, json_mapping
 from stream_triggers.engine.errors import InvalidPayload
 from stream_triggers.exceptions import StreamTriggersError, with_context
-from stream_triggers.failures import failure_metadata, jsonable_context
+from stream_triggers.failures import failure_metadata, jsonable_context, reportable_failure
 from stream_triggers.types import Status, TaskInstance
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "TriggerTask",
     "UnknownTask",
     "execute",
+    "failure_input",
     "outcome_input",
     "resolve_task",
     "task_registry",
@@ -308,8 +309,19 @@ Outcome = Finished | Failed | Changed | Retried
 
 
 def execute(task_cls: type[TriggerTask], context: TaskContext, depth: int = 0) -> Outcome:
-    """Run ``task_cls`` once in ``context``; never raises (failures become ``Failed``)."""
-    task = task_cls(TaskRequest(retries=depth))
+    """Run ``task_cls`` once in ``context``; never raises (failures become ``Failed``).
+
+    The outcome may still break the payload rules (a result too heavy, say): the
+    engine refuses its report, and the runner then reports the refusal as the failure.
+    """
+    try:
+        return _outcome(task_cls(TaskRequest(retries=depth)), context)
+    except Exception as exc:  # (e.g. a RecursionError describing absurdly deep metadata)
+        return Failed(reportable_failure(exc, context.log_level))
+
+
+def _outcome(task: TriggerTask, context: TaskContext) -> Outcome:
+    name = type(task).name
     try:
         result = task._run(context)
         if result is None:
@@ -317,12 +329,12 @@ def execute(task_cls: type[TriggerTask], context: TaskContext, depth: int = 0) -
         if not isinstance(result, Mapping):
             raise with_context(
                 ValueError(
-                    f"{task_cls.name} must return a Mapping (dict), so that it can be used "
+                    f"{name} must return a Mapping (dict), so that it can be used "
                     f"as kwargs for cascading triggers; it returned {type(result).__name__}."
                 ),
                 {"actual_result": repr(result)},
             )
-        result = json_mapping(result, f"Result of {task_cls.name}")
+        result = json_mapping(result, f"Result of {name}")
         return Finished(result, context.log_level)
     except Retry as retry:
         try:
@@ -332,20 +344,35 @@ def execute(task_cls: type[TriggerTask], context: TaskContext, depth: int = 0) -
                 else json_mapping(retry.replacement_kwargs, "replacement_kwargs")
             )
         except InvalidPayload as exc:
-            return Failed(failure_metadata(exc, context.log_level))
+            return Failed(reportable_failure(exc, context.log_level))
         return Retried(_plain(retry.metadata), replacement, retry.cooldown)
     except StatusChange as change:
         return Changed(change.status, _plain(change.metadata))
     except Exception as exc:
         _task_log.debug("task %s failed", context.instance_name, exc_info=True)
-        return Failed(failure_metadata(exc, context.log_level))
+        return Failed(reportable_failure(exc, context.log_level))
 
 
 def _plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """``metadata`` as JSON where it can be; else as given, for the engine to refuse by name."""
     try:
         return json_mapping(metadata, "task metadata")
     except InvalidPayload:
-        return jsonable_context(metadata)
+        try:
+            return jsonable_context(metadata)
+        except RecursionError:
+            return dict(metadata)
+
+
+_REFUSED_REPORT = "refused_report"
+
+
+def failure_input(instance: str, exc: BaseException, at: datetime, refused: Input | None = None) -> Input:
+    """The report that fails ``instance`` with ``exc`` (``refused``: the report ``exc`` refused)."""
+    if refused is not None:
+        status = getattr(refused, "status", None)
+        with_context(exc, {_REFUSED_REPORT: "retry" if status is None else str(Status(status).value)})
+    return StatusReported(instance, Status.FAILED, reportable_failure(exc), at)
 
 
 def running_input(instance: str, kwargs: Mapping[str, Any], at: datetime) -> Input:

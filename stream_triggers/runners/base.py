@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import copy
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from stream_triggers.engine import Input
+from stream_triggers.engine import Input, InvalidPayload
 from stream_triggers.registry import PluginRegistry
 from stream_triggers.storages.base import BaseTriggerStorage
-from stream_triggers.task import TriggerTask, resolve_task
+from stream_triggers.task import TriggerTask, failure_input, resolve_task
 from stream_triggers.types import TaskInstance
 
-__all__ = ["BaseTaskRunner", "RunnerHost", "task_runners", "task_kwargs", "merge_dict_recursive"]
+__all__ = ["BaseTaskRunner", "RunnerHost", "fail_instance", "task_runners", "task_kwargs", "merge_dict_recursive"]
+
+log = logging.getLogger(__name__)
 
 
 class RunnerHost(Protocol):
@@ -90,6 +93,24 @@ def task_kwargs(task_instance: TaskInstance) -> dict[str, Any]:
     with_params = task_instance.config.with_params
     kwargs = merge_dict_recursive(with_params, task_instance.kwargs) if with_params else task_instance.kwargs
     return copy.deepcopy(dict(kwargs))
+
+
+def fail_instance(manager: RunnerHost, instance: str, exc: Exception, report: Input | None = None) -> None:
+    """Report ``instance`` failed with ``exc``, which broke its run or the report of its outcome.
+
+    For runners that report from this process: whatever goes wrong after the instance
+    was handed over, it must not stay ``scheduled`` or ``running`` for ever.  With
+    ``report``, an :class:`InvalidPayload` is the engine's refusal of that report (a
+    result too heavy, say), and the failure says which report it refused.  Should the
+    outcome have gone through after all (a follow-up raised), the engine ignores this
+    report: a resolved instance stays as it is.
+    """
+    refused = report if isinstance(exc, InvalidPayload) else None
+    log.warning("task instance %s failed in its runner: %s", instance, exc, exc_info=exc)
+    try:
+        manager.submit(failure_input(instance, exc, manager.clock(), refused))
+    except Exception:
+        log.exception("could not report task instance %s failed", instance)
 
 
 task_runners: PluginRegistry[BaseTaskRunner] = PluginRegistry(group="stream_triggers.runners", kind="task runner")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from stream_triggers.runners.base import BaseTaskRunner, RunnerHost, task_kwargs
+from stream_triggers.engine import Input
+from stream_triggers.runners.base import BaseTaskRunner, RunnerHost, fail_instance, task_kwargs
 from stream_triggers.task import TaskContext, execute, outcome_input, running_input
 from stream_triggers.types import TaskInstance
 
@@ -39,13 +40,23 @@ class ThreadingTaskRunner(BaseTaskRunner):
         context = TaskContext(task_instance.name, kwargs, lambda: task_manager, session_uid=manager.storage.uid)
 
         def work() -> None:
-            if task_instance.cooldown:
-                time.sleep(float(task_instance.cooldown))
-            task_manager.submit(running_input(task_instance.name, kwargs, task_manager.clock()))
-            outcome = execute(task_cls, context, task_instance.depth)
-            task_manager.submit(outcome_input(task_instance.name, outcome, task_manager.clock()))
+            report: Input | None = None
+            try:
+                if task_instance.cooldown:
+                    time.sleep(float(task_instance.cooldown))
+                task_manager.submit(running_input(task_instance.name, kwargs, task_manager.clock()))
+                outcome = execute(task_cls, context, task_instance.depth)
+                report = outcome_input(task_instance.name, outcome, task_manager.clock())
+                task_manager.submit(report)
+            except Exception as exc:  # e.g. the report refused by the payload rules: fail, never hang
+                fail_instance(task_manager, task_instance.name, exc, report)
 
         thread = threading.Thread(target=work, name=f"task {task_instance.name}", daemon=True)
         with _threads_guard:
             _threads.append(thread)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:  # (no thread: join_all must not wait for it; the manager fails the instance)
+            with _threads_guard:
+                _threads.remove(thread)
+            raise

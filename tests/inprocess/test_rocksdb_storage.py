@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from stream_triggers.engine import MAX_PAYLOAD_BYTES
 from stream_triggers.manager import TriggerManager
 from stream_triggers.runners import ThreadingTaskRunner
 from stream_triggers.storages import rocksdb
@@ -150,3 +151,18 @@ def test_timeout_is_the_sessions_time_to_live_across_restarts(path: str) -> None
     assert len(RocksDBStorage("kept", path).tasks) == 10
     reborn = RocksDBStorage("gone", path)
     assert (list(reborn.tasks), dict(reborn.latest_kwargs)) == ([], {"b": {"new": True}})
+
+
+def test_a_result_over_half_the_payload_limit_survives_a_restart(path: str) -> None:
+    # The report carries the result twice (metadata and cascade), weighed once when applied;
+    # replaying the logged report must weigh it the same, or the session becomes unreadable.
+    blob = "r" * (MAX_PAYLOAD_BYTES * 2 // 3)
+    manager = TriggerManager(RocksDBStorage("heavy", path))
+    manager.update_configuration({"t_heavy": {"after": ["go"], "run": PassThruTask.name}})
+    manager.fire("go", {"blob": blob})
+    ThreadingTaskRunner.join_all()
+    expected = _state_of(path, "heavy")
+    assert expected["instances"]["t_heavy#0"]["status"] == "finished"
+
+    close_all()
+    assert _state_of(path, "heavy") == expected
