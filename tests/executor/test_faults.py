@@ -24,9 +24,7 @@ from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.task import TaskContext, TriggerTask
 from stream_triggers.testing import DevNullTask
 from stream_triggers.types import TaskInstance
-from tests.support import Pipeline, committed_offset, read_topic, uid_on_partition, wait_until
-
-from .conftest import PARTITIONS
+from tests.support import PARTITIONS, Pipeline, committed_offset, read_topic, uid_on_partition, wait_until
 
 pytestmark = pytest.mark.broker
 
