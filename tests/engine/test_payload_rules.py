@@ -75,7 +75,8 @@ class FakeProducer:
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BaseTriggerStorage]:
     """A storage holding one session whose instance ``t#0`` waits (unstarted)."""
     if request.param == "kafka":
-        yield KafkaStorage("s-1", "fake:9092", "payload-rules", producer=FakeProducer())
+        # (check_committed=False: no broker to read the committed state from; refusals come first anyway)
+        yield KafkaStorage("s-1", "fake:9092", "payload-rules", producer=FakeProducer(), check_committed=False)
         return
     if request.param == "memory":
         built: BaseTriggerStorage = MemoryStorage("s-1", MemoryStore())

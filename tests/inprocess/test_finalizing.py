@@ -18,8 +18,7 @@ from stream_triggers.manager import FinalizingTriggerManager
 from stream_triggers.stream.session import OutputSink, SessionEntry, WorkerRunners, WorkerSessionStorage
 from stream_triggers.testing import DevNullTask, FailingTask, SelfSkippingTask
 from stream_triggers.types import Status
-
-from .conftest import Session, SessionFactory
+from tests.support import Session, SessionFactory
 
 FINALIZED = FinalizingTriggerManager.TRIGGER_SESSION_FINALIZED
 AT = datetime(2026, 1, 1)

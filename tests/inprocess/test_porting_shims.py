@@ -20,8 +20,7 @@ from stream_triggers.storages.memory import DEFAULT_STORE, MemoryStorage, Memory
 from stream_triggers.task import TaskContext, TriggerTask, UnknownTask, task_registry
 from stream_triggers.testing import DevNullTask, TriggerManagerTestCaseMixin, name_matches_classpath
 from stream_triggers.types import TaskInstance
-
-from .conftest import Session
+from tests.support import Session
 
 
 class ReportsUid(TriggerTask):

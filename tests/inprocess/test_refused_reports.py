@@ -18,8 +18,7 @@ from stream_triggers.manager import FinalizingTriggerManager
 from stream_triggers.task import TaskContext, TriggerTask
 from stream_triggers.testing import DevNullTask
 from stream_triggers.types import Status, TaskInstance
-
-from .conftest import Session, SessionFactory
+from tests.support import Session, SessionFactory
 
 FINALIZED = FinalizingTriggerManager.TRIGGER_SESSION_FINALIZED
 OVERSIZED = "x" * (MAX_PAYLOAD_BYTES + 1024)

@@ -18,8 +18,7 @@ from stream_triggers.runners.base import BaseTaskRunner, RunnerHost
 from stream_triggers.storages.base import BaseTriggerStorage
 from stream_triggers.testing import DevNullTask
 from stream_triggers.types import Status, TaskInstance
-
-from .conftest import Session, StorageFactory
+from tests.support import Session, StorageFactory
 
 
 class ChattyRefusal(RuntimeError):
