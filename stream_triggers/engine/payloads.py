@@ -67,9 +67,7 @@ payload (level 0, as an instance's kwargs)."""
 _CLIP = 80
 """Characters of a value a message quotes at most."""
 
-_repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = _repr.maxlong = _CLIP
-_bounded_repr = _repr.repr
+_reprs: dict[int, reprlib.Repr] = {}
 
 _ITEM_BYTES = 8
 """What a number, bool, None or container counts for (strings count their UTF-8 bytes)."""
@@ -313,8 +311,12 @@ def _enveloped(value: Mapping[Any, Any], depth: int, envelope: Mapping[str, int]
 
 def clipped_repr(value: Any, limit: int = _CLIP) -> str:
     """``repr(value)`` cut to ``limit`` characters, for messages (never a whole huge value)."""
+    bounded = _reprs.get(limit)
+    if bounded is None:
+        bounded = _reprs[limit] = reprlib.Repr()  # (abbreviates containers: never builds a huge text)
+        bounded.maxstring = bounded.maxother = bounded.maxlong = limit
     try:
-        text = _bounded_repr(value)
+        text = bounded.repr(value)
     except Exception:  # (a repr that fails must not hide the refusal)
         return f"<{type(value).__name__}>"
     return text if len(text) <= limit else f"{text[: limit - 3]}..."

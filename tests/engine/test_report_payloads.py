@@ -27,6 +27,7 @@ from stream_triggers.engine import (
 from stream_triggers.events.codec import decode, encode
 from stream_triggers.events.envelope import event_record
 from stream_triggers.events.records import input_from_record, record_from_input
+from stream_triggers.failures import jsonable_context
 from stream_triggers.task import (
     Changed,
     Failed,
@@ -215,3 +216,10 @@ def _raising(error: BaseException) -> type[TriggerTask]:
 
 def _context() -> TaskContext:
     return TaskContext("t#0", {}, lambda: None)
+
+
+def test_an_exception_context_quotes_values_clipped() -> None:
+    huge = set(range(200_000))
+    context = jsonable_context({"ids": huge, "few": {1, 2}})
+    assert context["few"] == "{1, 2}"
+    assert context["ids"].startswith("{0, 1, 2") and len(context["ids"]) < 2_000
