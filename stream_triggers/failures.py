@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stream_triggers.engine import MAX_PAYLOAD_BYTES, InvalidPayload, checked_payload
-from stream_triggers.engine.payloads import Weigher
+from stream_triggers.engine.payloads import Weigher, clipped_repr
 from stream_triggers.types import TaskInstance
 
 __all__ = ["MAX_FAILURE_TEXT", "failure_metadata", "jsonable_context", "reportable_failure"]
@@ -30,14 +30,18 @@ def failure_metadata(exc: BaseException, log_level: int | None = None) -> dict[s
 
 
 def jsonable_context(context: Any) -> Any:
-    """Exception context as JSON-friendly data (reprs for what JSON cannot carry)."""
+    """Exception context as JSON-friendly data (reprs, clipped, for what JSON cannot carry)."""
     if isinstance(context, Mapping):
         return {str(k): jsonable_context(v) for k, v in context.items()}
     if isinstance(context, (list, tuple)):
         return [jsonable_context(v) for v in context]
     if isinstance(context, (str, int, float, bool)) or context is None:
         return context
-    return repr(context)
+    return clipped_repr(context, _MAX_CONTEXT_REPR)
+
+
+_MAX_CONTEXT_REPR = 1024
+"""Characters of a value's repr an exception context keeps (a huge set must not fill a report)."""
 
 
 MAX_FAILURE_TEXT = 32 * 1024

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from stream_triggers.engine import Input, RetryRequested, StatusReported, StatusUpdated, json_mapping
 from stream_triggers.engine.errors import InvalidPayload
+from stream_triggers.engine.payloads import clipped_repr
 from stream_triggers.exceptions import StreamTriggersError, with_context
 from stream_triggers.failures import failure_metadata, jsonable_context, reportable_failure
 from stream_triggers.types import Status, TaskInstance
@@ -332,9 +333,9 @@ def _outcome(task: TriggerTask, context: TaskContext) -> Outcome:
                     f"{name} must return a Mapping (dict), so that it can be used "
                     f"as kwargs for cascading triggers; it returned {type(result).__name__}."
                 ),
-                {"actual_result": repr(result)},
+                {"actual_result": clipped_repr(result)},
             )
-        result = json_mapping(result, f"Result of {name}")
+        result = json_mapping(result, f"Result of {name}")  # (the payload rules, as every input meets)
         return Finished(result, context.log_level)
     except Retry as retry:
         try:

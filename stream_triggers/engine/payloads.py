@@ -19,7 +19,10 @@ A payload (an input's ``kwargs``, ``result``, ``metadata``, ``replacement_kwargs
 Subclasses of ``str``, ``int``, ``float``, ``dict``, ``list``, ``tuple``, ``set`` and
 ``frozenset`` (enums, ``OrderedDict``, named tuples...) and other mappings are stored as
 their base type - what a round trip through RocksDB or Kafka gives back anyway.
-Containers nest at most :data:`MAX_PAYLOAD_DEPTH` deep, and the payloads of one input
+Containers nest at most :data:`MAX_PAYLOAD_DEPTH` deep in the user's own payload: the
+levels a report wraps around it (an instance's kwargs by trigger, ``result`` and
+``actualKwargs`` in a report's metadata, see :data:`ENVELOPE_DEPTHS`) do not count, so
+what a task was fired with or returned is never refused once wrapped.  The payloads of one input
 weigh at most :data:`MAX_PAYLOAD_BYTES` (see ``checked_input`` for how they are
 weighed).  Anything else raises :class:`InvalidPayload` naming the input, the field and
 the path of the culprit.  Configurations are checked by ``build_task_configs``; here
@@ -28,6 +31,7 @@ only their depth and size.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -35,13 +39,17 @@ from typing import Any
 from uuid import UUID
 
 from stream_triggers.engine.errors import InvalidPayload
+from stream_triggers.types import TaskInstance
 
 __all__ = [
+    "ENVELOPE_DEPTHS",
     "MAX_PAYLOAD_BYTES",
     "MAX_PAYLOAD_DEPTH",
+    "clipped_repr",
     "Weigher",
     "check_configuration_weight",
     "checked_payload",
+    "checked_value",
     "plain_weight",
 ]
 
@@ -50,6 +58,16 @@ MAX_PAYLOAD_BYTES = 512 * 1024
 
 MAX_PAYLOAD_DEPTH = 64
 """The deepest containers may nest in a payload (the payload mapping itself is level 1)."""
+
+ENVELOPE_DEPTHS: dict[str, int] = {TaskInstance.META_RESULT: 1, TaskInstance.META_ACTUAL_KWARGS: 0}
+"""Metadata keys whose value is a user payload of its own, by the level it starts at: a
+task's result is a payload (level 1), the kwargs it ran with map each trigger to its
+payload (level 0, as an instance's kwargs)."""
+
+_CLIP = 80
+"""Characters of a value a message quotes at most."""
+
+_reprs: dict[int, reprlib.Repr] = {}
 
 _ITEM_BYTES = 8
 """What a number, bool, None or container counts for (strings count their UTF-8 bytes)."""
@@ -108,7 +126,7 @@ class Weigher:
                     new = item
                 elif kind is int:
                     if not _INT_MIN <= item < _INT_END:
-                        raise _Refused(f"is {item}, outside the 64-bit range storages carry")
+                        raise _Refused(f"is {_clipped_int(item)}, outside the 64-bit range storages carry")
                     size += _ITEM_BYTES
                     new = item
                 elif kind is bool or kind is float or item is None:
@@ -132,7 +150,7 @@ class Weigher:
             return str.__str__(key)
         if not self.strict:
             return repr(key)  # (weighed only; build_task_configs names the bad key)
-        raise _Refused(f"has the key {key!r} ({type(key).__name__}); keys must be strings")
+        raise _Refused(f"has the key {clipped_repr(key)} ({type(key).__name__}); keys must be strings")
 
     def value(self, value: Any, depth: int) -> Any:
         kind = type(value)
@@ -144,7 +162,7 @@ class Weigher:
             return value
         if kind is int:
             if not _INT_MIN <= value < _INT_END:
-                raise _Refused(f"is {value}, outside the 64-bit range storages carry")
+                raise _Refused(f"is {_clipped_int(value)}, outside the 64-bit range storages carry")
             self.size += _ITEM_BYTES
             return value
         if kind is dict:
@@ -166,7 +184,7 @@ class Weigher:
             try:
                 new = self.value(item, depth + 1)
             except _Refused as exc:
-                exc.path.append(f"[{index}]" if kind is list or kind is tuple else f"{{{item!r:.40}}}")
+                exc.path.append(f"[{index}]" if kind is list or kind is tuple else f"{{{clipped_repr(item, 40)}}}")
                 raise
             changed = changed or new is not item
             new_items.append(new)
@@ -192,7 +210,9 @@ class Weigher:
             self.size += _ITEM_BYTES
             return value
         kind = type(value)
-        raise _Refused(f"is a {kind.__module__}.{kind.__qualname__} ({value!r:.80}); a payload holds only {_KINDS}")
+        raise _Refused(
+            f"is a {kind.__module__}.{kind.__qualname__} ({clipped_repr(value)}); a payload holds only {_KINDS}"
+        )
 
 
 def plain_weight(value: dict[Any, Any], depth: int) -> int:
@@ -230,24 +250,83 @@ def _utf8_size(text: str, what: str = "is a string that") -> int:
     try:
         return len(text.encode())
     except UnicodeEncodeError as exc:
-        raise _Refused(f"{what} is not valid Unicode ({exc.reason} at position {exc.start}): {text!r:.40}") from None
+        raise _Refused(
+            f"{what} is not valid Unicode ({exc.reason} at position {exc.start}): {clipped_repr(text, 40)}"
+        ) from None
 
 
-def checked_payload(value: Any, what: str, weigher: Weigher | None = None) -> Any:
+def checked_payload(
+    value: Any, what: str, weigher: Weigher | None = None, depth: int = 1, envelope: Mapping[str, int] | None = None
+) -> Any:
     """``value`` (or its normalised copy) if it is an acceptable payload; else :class:`InvalidPayload`.
 
-    ``what`` names it in the message (e.g. ``"kwargs of trigger 'go'"``).  Only the depth
-    and each value are checked here; the size limit applies to a whole input.
+    ``what`` names it in the message (e.g. ``"kwargs of trigger 'go'"``).  ``depth`` is
+    the level ``value`` itself is at (0 for a mapping of payloads, such as an instance's
+    kwargs); ``envelope`` names keys whose values are payloads of their own, by the level
+    they start at (:data:`ENVELOPE_DEPTHS` for metadata).  Only the depth and each value
+    are checked here; the size limit applies to a whole input.
     """
     if value is None:
         return None
     weigher = weigher if weigher is not None else Weigher()
     if not isinstance(value, Mapping):
-        raise InvalidPayload(f"{_capital(what)} must be a mapping (dict), not {type(value).__name__}: {value!r:.80}")
+        raise InvalidPayload(
+            f"{_capital(what)} must be a mapping (dict), not {type(value).__name__}: {clipped_repr(value)}"
+        )
     try:
-        return weigher.mapping(value, 1)
+        if envelope is None or envelope.keys().isdisjoint(value):
+            return weigher.mapping(value, depth)
+        return _enveloped(value, depth, envelope, weigher)
     except _Refused as exc:
         raise InvalidPayload(f"{_capital(what)}{exc.where()} {exc.problem}.") from None
+
+
+def checked_value(value: Any, what: str, depth: int = 2) -> Any:
+    """One value inside a payload (``depth``: its level), checked and normalised like one."""
+    try:
+        return Weigher().value(value, depth)
+    except _Refused as exc:
+        raise InvalidPayload(f"{_capital(what)}{exc.where()} {exc.problem}.") from None
+
+
+def _enveloped(value: Mapping[Any, Any], depth: int, envelope: Mapping[str, int], weigher: Weigher) -> Any:
+    """A mapping checked as a whole but for its ``envelope`` keys, whose values start afresh."""
+    inner = {key: value[key] for key in envelope if key in value}
+    rest = {key: item for key, item in value.items() if key not in inner}
+    checked_rest = weigher.mapping(rest, depth)
+    changed = checked_rest is not rest or type(value) is not dict
+    checked_inner = {}
+    for key, item in inner.items():
+        weigher.size += len(key)
+        try:
+            checked_inner[key] = new = weigher.value(item, envelope[key])
+        except _Refused as exc:
+            exc.path.append(f"[{key!r}]")
+            raise
+        changed = changed or new is not item
+    if not changed:
+        return value
+    return {**checked_rest, **checked_inner}
+
+
+def clipped_repr(value: Any, limit: int = _CLIP) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages (never a whole huge value)."""
+    bounded = _reprs.get(limit)
+    if bounded is None:
+        bounded = _reprs[limit] = reprlib.Repr()  # (abbreviates containers: never builds a huge text)
+        bounded.maxstring = bounded.maxother = bounded.maxlong = limit
+    try:
+        text = bounded.repr(value)
+    except Exception:  # (a repr that fails must not hide the refusal)
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _clipped_int(value: int) -> str:
+    """An int's digits, clipped (int->str of a huge int is slow, and refused above 4,300 digits)."""
+    if value.bit_length() > 256:
+        return f"a {value.bit_length()}-bit integer"
+    return clipped_repr(value)
 
 
 def _capital(text: str) -> str:

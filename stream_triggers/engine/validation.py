@@ -21,11 +21,14 @@ from stream_triggers.engine.inputs import (
     TriggerFired,
 )
 from stream_triggers.engine.payloads import (
+    ENVELOPE_DEPTHS,
     MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_DEPTH,
     Weigher,
     check_configuration_weight,
     checked_payload,
+    checked_value,
+    clipped_repr,
     plain_weight,
 )
 from stream_triggers.types import TaskConfig, TaskInstance
@@ -102,15 +105,17 @@ def build_task_config(name: str, directives: Any) -> TaskConfig:
         raise InvalidConfiguration(name, "after", "must name at least one trigger")
     run = directives["run"]
     if not isinstance(run, str) or not run:
-        raise InvalidConfiguration(name, "run", f"must be a task name (string), not {run!r}")
+        raise InvalidConfiguration(name, "run", f"must be a task name (string), not {clipped_repr(run)}")
     unless = directives.get("unless")
     unless = _trigger_list(name, "unless", unless) if unless is not None else []
     and_every = directives.get("andEvery")
     if and_every is not None and (not isinstance(and_every, str) or not and_every):
-        raise InvalidConfiguration(name, "andEvery", f"must be a single trigger name (string), not {and_every!r}")
+        raise InvalidConfiguration(
+            name, "andEvery", f"must be a single trigger name (string), not {clipped_repr(and_every)}"
+        )
     using = directives.get("using")
     if using is not None and (not isinstance(using, str) or not using):
-        raise InvalidConfiguration(name, "using", f"must be a task runner name, not {using!r}")
+        raise InvalidConfiguration(name, "using", f"must be a task runner name, not {clipped_repr(using)}")
     with_params = directives.get("withParams")
     if with_params is not None:
         if not isinstance(with_params, Mapping) or not all(
@@ -128,7 +133,7 @@ def build_task_config(name: str, directives: Any) -> TaskConfig:
             continue
         if not isinstance(key, str):
             raise InvalidConfiguration(name, repr(key), "directive names must be strings")
-        extras[key] = _json_value(value, f"task {name!r} directive {key!r}")
+        extras[key] = checked_value(value, f"task {name!r} directive {key!r}")
     return TaskConfig(
         name=name,
         after=after,
@@ -144,29 +149,47 @@ def build_task_config(name: str, directives: Any) -> TaskConfig:
 def _trigger_list(task: str, directive: str, value: Any) -> list[str]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
         raise InvalidConfiguration(
-            task, directive, f"must be a list of trigger names, not {type(value).__name__} {value!r}"
+            task, directive, f"must be a list of trigger names, not {type(value).__name__} {clipped_repr(value)}"
         )
     for item in value:
         if not isinstance(item, str) or not item:
-            raise InvalidConfiguration(task, directive, f"must contain only non-empty strings; found {item!r}")
+            raise InvalidConfiguration(
+                task, directive, f"must contain only non-empty strings; found {clipped_repr(item)}"
+            )
     return list(value)
 
 
 def json_mapping(value: Any, what: str) -> dict[str, Any]:
-    """A deep copy of ``value`` if it is a JSON-serialisable mapping, else InvalidPayload.
+    """A copy of ``value`` if it follows the payload rules (:mod:`stream_triggers.engine.payloads`),
+    else :class:`InvalidPayload` naming the path and type of the culprit.
 
     Copying protects the session state from a caller that later mutates its dict.
     """
     if value is None:
         return {}
     if type(value) is not dict and not isinstance(value, Mapping):  # (a plain dict skips the ABC check)
-        raise InvalidPayload(f"{what} must be a mapping (dict), not {type(value).__name__}: {value!r}")
+        kind = type(value).__name__
+        raise InvalidPayload(f"{_capital(what)} must be a mapping (dict), not {kind}: {clipped_repr(value)}")
     try:
         return _plain_dict(value, 1)
     except _Unusual:
-        # Something other than plain JSON types, or nested too deep: the thorough copy
-        # below accepts it (subclasses, other mappings) or names the culprit in its error.
-        return _json_dict(value, what, 1)
+        # Something other than plain JSON types, or nested too deep: the payload rules
+        # normalise it (subclasses, other mappings) or name the culprit in their error.
+        return _copied(checked_payload(value, what))
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a checked payload's containers (its leaves are immutable)."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        return kind(_copied(item) for item in value)
+    return value
 
 
 # The fast path (every fire() copies its kwargs): exact built-in types only, and no
@@ -203,38 +226,13 @@ def _plain_value(value: Any, depth: int) -> Any:
         return value
     if kind is dict:
         return _plain_dict(value, depth)
-    if kind is list or kind is tuple:
+    if kind is list or kind is tuple:  # (a tuple stays one, as the payload rules keep it)
         if depth > MAX_PAYLOAD_DEPTH:
             raise _Unusual
-        return [_plain_value(item, depth + 1) for item in value]
+        return kind([_plain_value(item, depth + 1) for item in value])
     if kind is float and math.isfinite(value):
         return value
     raise _Unusual
-
-
-def _json_dict(value: Mapping[Any, Any], what: str, depth: int) -> dict[str, Any]:
-    if depth > MAX_PAYLOAD_DEPTH:
-        raise InvalidPayload(f"{what} nests containers more than {MAX_PAYLOAD_DEPTH} deep")
-    out = {}
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise InvalidPayload(f"{what} must have string keys; found {key!r}")
-        out[key] = _json_value(item, f"{what}[{key!r}]", depth + 1)
-    return out
-
-
-def _json_value(value: Any, what: str, depth: int = 1) -> Any:
-    if isinstance(value, _SCALARS):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidPayload(f"{what} is {value!r}, which JSON cannot carry")
-        return value
-    if isinstance(value, Mapping):
-        return _json_dict(value, what, depth)
-    if isinstance(value, (list, tuple)):
-        if depth > MAX_PAYLOAD_DEPTH:
-            raise InvalidPayload(f"{what} nests containers more than {MAX_PAYLOAD_DEPTH} deep")
-        return [_json_value(item, f"{what}[{i}]", depth + 1) for i, item in enumerate(value)]
-    raise InvalidPayload(f"{what} is a {type(value).__name__} ({value!r}), which is not JSON-serialisable")
 
 
 # Per input type: its payload fields, each with how to name it in a message.
@@ -285,12 +283,13 @@ def checked_input(event: Input) -> Input:
         return event
     fields = _PAYLOADS.get(kind)
     if fields is None:
-        raise TypeError(f"not an engine input: {event!r}")
+        raise TypeError(f"not an engine input: {clipped_repr(event)}")
     weigher = Weigher()
     changes = {}
     for field, what in fields:
         value = getattr(event, field)
-        checked = checked_payload(value, what(event), weigher)
+        envelope = ENVELOPE_DEPTHS if field == "metadata" else None
+        checked = checked_payload(value, what(event), weigher, envelope=envelope)
         if checked is not value:
             changes[field] = checked
     if kind is StatusReported and event.metadata:  # type: ignore[union-attr]
@@ -307,15 +306,20 @@ def checked_input(event: Input) -> Input:
 def _echoed_weight(report: StatusReported) -> int:
     """What a runner's report echoes back is not weighed again: the instance's own kwargs
     (``actualKwargs``, each weighed when it was fired) and the result it carries twice
-    (in ``metadata`` and as ``result``)."""
+    (in ``metadata`` and as ``result``).  The copies are compared by value: a report
+    decoded from a record (Kafka, the RocksDB log) holds two equal copies, and must weigh
+    what it weighed when it was first applied."""
     metadata = report.metadata or {}
     echoed = [metadata.get(TaskInstance.META_ACTUAL_KWARGS)]
-    if report.result is not None and metadata.get(TaskInstance.META_RESULT) is report.result:
-        echoed.append(report.result)
+    result = report.result
+    if result is not None:
+        copy = metadata.get(TaskInstance.META_RESULT)
+        if copy is result or (type(copy) is type(result) and copy == result):
+            echoed.append(result)
     weigher = Weigher()
     for value in echoed:
         if value is not None:
-            weigher.value(value, 2)
+            weigher.value(value, 0)  # (checked already: weighed only)
     return weigher.size
 
 
@@ -337,8 +341,9 @@ def checked_instance(instance: TaskInstance) -> TaskInstance:
     """
     name = instance.name
     weigher = Weigher()
-    kwargs = checked_payload(instance.kwargs, f"kwargs of instance {name!r}", weigher)
-    metadata = checked_payload(instance.metadata, f"metadata of instance {name!r}", weigher)
+    # (kwargs map each trigger to its payload; metadata wraps a result and actualKwargs)
+    kwargs = checked_payload(instance.kwargs, f"kwargs of instance {name!r}", weigher, depth=0)
+    metadata = checked_payload(instance.metadata, f"metadata of instance {name!r}", weigher, envelope=ENVELOPE_DEPTHS)
     if kwargs is instance.kwargs and metadata is instance.metadata:
         return instance
     return instance.evolve(kwargs=kwargs, metadata=metadata)

@@ -21,8 +21,8 @@ from stream_triggers.events.codec import CodecError, encode
 from stream_triggers.events.envelope import now_us
 from stream_triggers.events.records import dead_letter_record
 from stream_triggers.exceptions import StreamTriggersError
+from stream_triggers.failures import reportable_failure
 from stream_triggers.kafka.clients import publish_and_wait
-from stream_triggers.manager import failure_metadata
 from stream_triggers.storages.kafka import KafkaStorage, RecordTooLarge, max_record_bytes
 from stream_triggers.types import Status
 
@@ -83,7 +83,8 @@ class Reporter:
                 f"Return a smaller result (store large data elsewhere and return a reference)."
             )
             log.error("%s", reason, extra={"session_uid": storage.uid, "instance": instance})
-            self._publish(storage, StatusReported(instance, Status.FAILED, failure_metadata(reason), self._now()))
+            # (described as the threading runner describes failures: clipped if it would break the rules)
+            self._publish(storage, StatusReported(instance, Status.FAILED, reportable_failure(reason), self._now()))
             return False
 
     def _publish(self, storage: KafkaStorage, event: Input) -> None:

@@ -8,7 +8,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stream_triggers.engine import StatusReported
-from stream_triggers.manager import failure_metadata, trigger_managers
+from stream_triggers.failures import reportable_failure
+from stream_triggers.manager import trigger_managers
 from stream_triggers.registry import RegistryKeyError
 from stream_triggers.storages.kafka import KafkaStorage
 from stream_triggers.task import (
@@ -68,7 +69,7 @@ def run_request(
         if import_errors:
             exc = UnknownTask(f"{exc} Task modules that failed to import: {dict(import_errors)}")
         log.error("task %s for %s failed: %s", run, instance, exc, extra=extra)
-        reporter.report(storage, StatusReported(instance, Status.FAILED, failure_metadata(exc), now()))
+        reporter.report(storage, StatusReported(instance, Status.FAILED, reportable_failure(exc), now()))
         counters.outcome(run, "unknown_task", None)
         return
     counters.started()

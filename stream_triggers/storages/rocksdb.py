@@ -26,12 +26,11 @@ from typing import Any
 
 from rocksdict import Options, Rdict, WriteBatch
 
-from stream_triggers.engine import EMPTY, Effect, Input, SessionState, StatusReported, step
+from stream_triggers.engine import EMPTY, Effect, Input, SessionState, step
 from stream_triggers.events.records import input_from_record, record_from_input, us_from_datetime
 from stream_triggers.events.state_format import decode_state, encode_state, pack, unpack
 from stream_triggers.storages.base import BaseTriggerStorage, ConcurrentModification
 from stream_triggers.storages.locking import SessionLocks
-from stream_triggers.types import TaskInstance
 
 __all__ = ["RocksDBStorage", "DEFAULT_PATH_ENV", "COMPACT_AFTER", "CACHED_SESSIONS", "close_all"]
 
@@ -231,15 +230,7 @@ def _log_records(inputs: list[Input]) -> list[bytes] | None:
 def _input_from_log(data: bytes) -> Input:
     type_name, record, at_us = unpack(data)
     record["produced_at"] = at_us
-    event = input_from_record(type_name, record)
-    if type(event) is StatusReported and event.result is not None and event.metadata:
-        # A report carries its result twice, weighed once only when both are one object
-        # (the engine's ``_echoed_weight``); decoding made two: rejoin them, or a result
-        # accepted when applied would be refused on replay and the session unreadable.
-        echoed = event.metadata.get(TaskInstance.META_RESULT)
-        if echoed is not event.result and echoed == event.result:
-            event.metadata[TaskInstance.META_RESULT] = event.result
-    return event
+    return input_from_record(type_name, record)  # (a report's two copies of its result weigh once: the engine)
 
 
 _open_guard = threading.Lock()

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from stream_triggers.engine import Input, InvalidPayload, StatusReported
+from stream_triggers.engine import MAX_PAYLOAD_BYTES, Input, InvalidPayload, StatusReported, checked_input
 from stream_triggers.executor import ExecutorSettings
 from stream_triggers.executor.reports import OutcomeNotPublishable, OutcomeTooLarge, Reporter
 from stream_triggers.executor.stats import TaskCounters
+from stream_triggers.failures import MAX_FAILURE_TEXT
 from stream_triggers.storages.kafka import RecordTooLarge
 from stream_triggers.types import Status, TaskInstance
 
@@ -80,3 +81,16 @@ def test_a_stopping_executor_gives_up_a_report_after_one_more_try() -> None:
     with pytest.raises(KafkaException):
         report.report(Storage(timeout, timeout), FINISHED)  # type: ignore[arg-type]
     assert counters.task_stats.report_errors == 1
+
+
+def test_a_refusal_too_long_to_quote_is_clipped_as_the_threading_runner_clips_failures() -> None:
+    report, _ = reporter()
+    huge = InvalidPayload("x" * MAX_PAYLOAD_BYTES)  # (a message quoting a huge value)
+    storage = Storage(huge)
+    assert report.report(storage, FINISHED) is False  # type: ignore[arg-type]
+    [failed] = storage.published
+    assert checked_input(failed) is failed  # the replacement report itself follows the payload rules
+    assert "characters clipped" in failed.metadata[TaskInstance.META_EXCEPTION_INFO]  # type: ignore[union-attr]
+    assert len(failed.metadata[TaskInstance.META_EXCEPTION_INFO]) < MAX_FAILURE_TEXT + 100  # type: ignore[union-attr]
+    kind = failed.metadata[TaskInstance.META_EXCEPTION_TYPE]  # type: ignore[union-attr]
+    assert kind == f"{OutcomeNotPublishable.__module__}.OutcomeNotPublishable"

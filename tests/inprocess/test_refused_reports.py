@@ -40,12 +40,21 @@ class OversizedResultTask(TriggerTask):
 
 
 class HugeSetResultTask(TriggerTask):
-    """Returns a set (not JSON) so big that the refusal's message alone breaks the size limit."""
+    """Returns a set of 200,000 ids: too heavy to report (the refusal names its weight, never its value)."""
 
     name = "refused.huge_set_result"
 
     def _run(self, context: TaskContext) -> Mapping[str, Any]:
         return {"ids": set(range(200_000))}
+
+
+class HugeMessageTask(TriggerTask):
+    """Fails with a message quoting a value so big that its traceback breaks the size limit."""
+
+    name = "refused.huge_message"
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        raise ValueError(f"bad ids: {set(range(200_000))}")
 
 
 class HugeIntResultTask(TriggerTask):
@@ -65,12 +74,12 @@ class DeepResultTask(TriggerTask):
 
 
 class LimitDepthResultTask(TriggerTask):
-    """A result exactly as deep as a payload may be: the report nests it one level more."""
+    """A result one level deeper than a payload may be (the levels its report adds do not count)."""
 
     name = "refused.limit_depth_result"
 
     def _run(self, context: TaskContext) -> Mapping[str, Any]:
-        return nested(MAX_PAYLOAD_DEPTH)
+        return nested(MAX_PAYLOAD_DEPTH + 1)
 
 
 class OversizedRetryTask(TriggerTask):
@@ -156,12 +165,12 @@ def test_a_refused_retry_fails_without_a_replay(session: Session) -> None:
 
 
 def test_a_failure_whose_description_breaks_the_limits_is_reported_clipped(session: Session) -> None:
-    # The set's repr makes the refusal's message (and so the traceback) weigh more than
+    # The set's repr makes the message (and so the traceback) weigh more than
     # an input may carry: the failure is still reported, its text clipped.
-    _configure(session, HugeSetResultTask)
+    _configure(session, HugeMessageTask)
     session.fire("start")
 
-    session.assertInstanceFailed("t_refused#0", InvalidPayload)
+    session.assertInstanceFailed("t_refused#0", ValueError)
     info = session.storage["t_refused#0"].metadata[TaskInstance.META_EXCEPTION_INFO]
-    assert "not JSON-serialisable" in info
+    assert "bad ids" in info
     assert "clipped" in info
