@@ -123,12 +123,17 @@ class StreamWorker(Lifecycle):
             self._close()
 
     def _close(self) -> None:
+        """Flush, close the stores, then leave the group - the last even when the rest fails.
+
+        A store whose directory vanished fails to close; the consumer must still close, or
+        the group waits a whole session timeout before it gives the partitions to others.
+        """
         self.ready.clear()
         try:
             self._producer.flush(30)
-        finally:
             for partition in self._partitions.values():
-                partition.store.close()
+                _close_store(partition)
+        finally:
             self._partitions.clear()
             self.stats.owned_partitions = 0
             self.stats.consumer_lag = {}
@@ -185,7 +190,7 @@ class StreamWorker(Lifecycle):
         for tp in revoked:
             partition = self._partitions.pop(tp.partition, None)
             if partition is not None:
-                partition.store.close()
+                _close_store(partition)
         self.stats.owned_partitions = len(self._partitions)
         if not self._partitions:
             self.ready.clear()  # owning nothing, the worker serves nothing
@@ -350,6 +355,19 @@ class StreamWorker(Lifecycle):
                 continue
             lag[number] = max(0, high - (low if position is None or position < 0 else position))
         return lag
+
+
+def _close_store(partition: Partition) -> None:
+    """Close a partition's store; a failure (its directory vanished) is reported, not raised."""
+    try:
+        partition.store.close()
+    except Exception as exc:
+        log.error(
+            "could not close the store of partition %d (%s): %s; it is rebuilt from the changelog next time",
+            partition.number,
+            partition.store.path,
+            exc,
+        )
 
 
 _CGMD_MAGIC = b"CGMDv2:"
