@@ -30,7 +30,7 @@ from stream_triggers.stream.checkpoint import Checkpoint, PartitionsLost
 from stream_triggers.stream.inputs import InputApplier
 from stream_triggers.stream.outputs import OutputSink
 from stream_triggers.stream.partition import Partition
-from stream_triggers.stream.restore import restore
+from stream_triggers.stream.restore import checkpoints_past_the_end, restore
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
 from stream_triggers.stream.store import PartitionStore
 
@@ -200,6 +200,23 @@ class StreamWorker(Lifecycle):
     def _restore(self, partitions: list[Partition]) -> None:
         if not partitions:
             return
+        changelog = self.topics.changelog
+        past = checkpoints_past_the_end(self._restorer, changelog, partitions, self.settings.restore_timeout_s)
+        for partition in partitions:
+            if partition.number in past:
+                log.error(
+                    "the local store of partition %d reflects %s up to offset %d, but that partition ends at %d "
+                    "(the changelog was recreated or lost data, or this is another cluster): "
+                    "rebuilding the store from the changelog",
+                    partition.number,
+                    changelog,
+                    partition.store.changelog_checkpoint,
+                    past[partition.number],
+                )
+                _close_store(partition)
+                PartitionStore.wipe(self.settings.state_dir, self.topics.events, partition.number)
+                partition.store = PartitionStore(self.settings.state_dir, self.topics.events, partition.number)
+                partition.sessions.clear()
         result = restore(
             self._restorer,
             self.topics.changelog,

@@ -128,3 +128,26 @@ def test_a_worker_whose_state_dir_vanished_still_leaves_the_group(
         worker.stop()
         wait_until(lambda: "worker stopped" in caplog.text, "the worker to close its consumer")
     assert "could not close the store" in caplog.text
+
+
+@pytest.mark.broker
+def test_a_store_checkpoint_past_the_changelog_end_is_detected_and_rebuilt(
+    start: Start, app: App, readers: Readers, tmp_path: Path, topics: Topics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As after a recreated changelog: the worker says so, rebuilds from the changelog and serves."""
+    first = start()
+    app.configure("kept", {"t": {"after": ["a", "b"], "run": "x", "using": "noop"}})
+    app.fire("kept", "a")
+    wait_until(lambda: first.stats.events_applied == 2, "the first worker to apply two inputs")
+    first.stop()
+    wait_until(lambda: first.loop_at is None, "the first worker to stop")
+    number = partition_for(b"kept", 4)
+    store = PartitionStore(str(tmp_path / "state"), topics.events, number)
+    store.write([], 1_000)  # far past the changelog's end
+    store.close()
+    with caplog.at_level(logging.ERROR, logger="stream_triggers.stream.worker"):
+        start()  # ready: the restore ended
+    assert "rebuilding the store from the changelog" in caplog.text
+    app.fire("kept", "b")
+    readers["task-results"].wait_for(lambda _r: readers["task-results"].of("kept"), "the session to finish")
+    assert str(app.manager("kept").storage.state.instances["t#0"].status) == "finished"
