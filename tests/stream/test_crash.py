@@ -33,6 +33,7 @@ PROGRESS = 100  # task-results records a worker produces before it is stopped
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 def test_kill_9_mid_stream_then_restart_on_the_same_and_on_an_empty_state_dir(
     workers: Workers, readers: Readers, app: App
 ) -> None:

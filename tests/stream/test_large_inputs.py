@@ -98,7 +98,6 @@ def test_a_large_task_result(app: App, worker: StreamWorker, readers: Readers) -
 
 
 @pytest.mark.broker
-@pytest.mark.slow
 def test_thousands_of_and_every_instances(app: App, worker: StreamWorker, readers: Readers) -> None:
     uid = "many-instances"
     app.configure(uid, {"each": {"after": [], "andEvery": "tick", "run": "x"}})

@@ -36,6 +36,7 @@ def split_between(group: list[WorkerProcess], since: dict[str, int] | None = Non
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 def test_a_worker_joins_and_one_leaves_mid_stream(workers: Workers, readers: Readers, app: App) -> None:
     results, finalized = readers["task-results"], readers["sessions"]
     expected = sum(len(workload.expected_results(i)) for i in range(SESSIONS))
