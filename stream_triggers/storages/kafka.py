@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -51,10 +51,10 @@ from stream_triggers.engine import (
     StatusUpdated,
     step,
 )
-from stream_triggers.events.codec import decode, encode
+from stream_triggers.events.codec import encode
 from stream_triggers.events.envelope import event_record
 from stream_triggers.events.records import record_from_input
-from stream_triggers.events.state_format import decode_state
+from stream_triggers.events.state_format import ChangelogReader, decode_state
 from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka import clients
 from stream_triggers.kafka.partitioning import partition_for
@@ -133,17 +133,6 @@ def max_record_bytes(kafka_config: Mapping[str, Any] | None) -> int:
     """The largest event value worth producing under these client settings."""
     limit = int((kafka_config or {}).get("message.max.bytes", _DEFAULT_MAX_RECORD_BYTES))
     return limit - _RECORD_OVERHEAD_BYTES
-
-
-def latest_snapshot(messages: Iterable[Any], key: bytes, latest: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Fold changelog messages into the newest snapshot of the session keyed ``key``.
-
-    The one place that knows what a changelog record looks like to a reader.
-    """
-    for message in messages:
-        if message.key() == key:
-            latest = decode(message.value())[1]
-    return latest
 
 
 def state_of(snapshot: Mapping[str, Any]) -> tuple[SessionState, int]:
@@ -337,10 +326,11 @@ class KafkaStorage(BaseTriggerStorage):
             consumer.close()
             raise
         try:
-            latest = None
+            reader = ChangelogReader(self.uid)  # newest state, never a stale writer's (docs/fencing.md)
             for batch in clients.read_to_end(consumer, topic, {partition: 0}, self.timeout_s):
-                latest = latest_snapshot(batch, self._key, latest)
-            return latest
+                for message in batch:
+                    reader.add(message.key(), message.value(), partition)
+            return reader.snapshot()
         except KafkaException as exc:
             raise _clear_error(exc, f"{topic}[{partition}]", self.bootstrap, self.timeout_s) from exc
         finally:

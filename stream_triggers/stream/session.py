@@ -1,152 +1,26 @@
-"""A session as the worker sees it during a batch, and where its outputs go.
+"""A session as the worker's trigger manager sees it: storage over the batch's entry.
 
 The worker runs the configured trigger manager over a :class:`WorkerSessionStorage`
-whose "backend" is the batch's in-memory session entry, so custom managers' hooks
-run exactly as in process.  Every transition's effects pass through ``apply``, which
-turns them into output records; the ``kafka`` runner's requests arrive through
-:meth:`OutputSink.task_run`.  Outputs of one input are held until it has been
-applied completely, so an input that fails half-way emits nothing.
+whose "backend" is the batch's in-memory :class:`~stream_triggers.stream.partition.SessionEntry`,
+so custom managers' hooks run exactly as in process.  Effects reach the outputs by one
+route only: the manager's ``observer`` (see :mod:`stream_triggers.stream.outputs`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stream_triggers.engine import EMPTY, Effect, Fired, Input, InstanceChanged, SessionState
-from stream_triggers.events import jsonx
-from stream_triggers.events.codec import decode, encode
-from stream_triggers.events.records import us_from_datetime
-from stream_triggers.kafka.topics import Topics
-from stream_triggers.ops.stats import OutputCounts
-from stream_triggers.runners.base import BaseTaskRunner, task_kwargs
+from stream_triggers.engine import SessionState
+from stream_triggers.runners.base import BaseTaskRunner
 from stream_triggers.runners.kafka import KafkaTaskRunner
 from stream_triggers.runners.noop import NoopTaskRunner
 from stream_triggers.storages.base import BaseTriggerStorage
-from stream_triggers.types import PUBLISHED_STATUSES, SESSION_FINALIZED, TaskInstance
+from stream_triggers.stream.outputs import OutputSink
+from stream_triggers.stream.partition import SessionEntry
 
-if TYPE_CHECKING:
-    from stream_triggers.manager import TriggerManager
-
-__all__ = ["SessionEntry", "OutputSink", "WorkerSessionStorage", "WorkerRunners"]
-
-Output = tuple[str, bytes, bytes]
-"""(topic, key, value) ready to produce."""
-
-
-class SessionEntry:
-    """A session's current state and the offset of the last input applied to it."""
-
-    __slots__ = ("state", "applied_offset", "manager")
-
-    def __init__(self, state: SessionState = EMPTY, applied_offset: int = -1) -> None:
-        self.state = state
-        self.applied_offset = applied_offset
-        self.manager: TriggerManager | None = None
-
-
-class OutputSink:
-    """Collects the output records of the input being applied."""
-
-    def __init__(self, topics: Topics, counts: OutputCounts | None = None) -> None:
-        self.topics = topics
-        self.counts = OutputCounts() if counts is None else counts
-        self.outputs: list[Output] = []
-        self._key = b""
-        self._uid = ""
-        self._cause_id = ""
-        self._cause_at = 0
-        self._id_prefix = ""
-        self._now_us = 0
-
-    def begin(self, uid: str, key: bytes, cause_id: str, cause_at: int, id_prefix: str, now_us: int) -> None:
-        """Start collecting for one input; output ids are ``<id_prefix>:<n>``."""
-        self.outputs = []
-        self._uid, self._key = uid, key
-        self._cause_id, self._cause_at = cause_id, cause_at
-        self._id_prefix, self._now_us = id_prefix, now_us
-
-    def _envelope(self) -> dict[str, Any]:
-        return {
-            "event_id": f"{self._id_prefix}:{len(self.outputs)}",
-            "session_uid": self._uid,
-            "produced_at": self._now_us,
-            "cause_event_id": self._cause_id,
-            "cause_produced_at": self._cause_at,
-        }
-
-    def effects(self, effects: list[Effect]) -> None:
-        for effect in effects:
-            kind = type(effect)
-            if kind is InstanceChanged:
-                instance = effect.instance
-                status = instance.status
-                if status in PUBLISHED_STATUSES and status != effect.previous:
-                    self._status_changed(instance, effect.previous)
-            elif kind is Fired and effect.trigger == SESSION_FINALIZED:
-                record = self._envelope()
-                record["kwargs_json"] = "{}"
-                self.outputs.append((self.topics.sessions, self._key, encode("SessionFinalized", record)))
-                self.counts.sessions_finalized += 1
-
-    def _status_changed(self, instance: TaskInstance, previous: str | None) -> None:
-        record = self._envelope()
-        metadata = {k: v for k, v in instance.metadata.items() if k != TaskInstance.META_TIMESTAMPS}
-        record["instance"] = instance.name
-        record["task"] = instance.config.name
-        record["status"] = str(instance.status)
-        record["previous_status"] = None if previous is None else str(previous)
-        record["metadata_json"] = _metadata_json(metadata)
-        self.outputs.append((self.topics.task_results, self._key, encode("InstanceStatusChanged", record)))
-        statuses = self.counts.statuses
-        statuses[record["status"]] = statuses.get(record["status"], 0) + 1
-
-    def task_run(self, manager: TriggerManager, task_instance: TaskInstance) -> None:
-        record = self._envelope()
-        config = task_instance.config
-        cooldown = task_instance.cooldown
-        record["instance"] = task_instance.name
-        record["task"] = config.name
-        record["run"] = config.run
-        record["runner"] = config.using or manager.default_task_runner_name
-        record["manager"] = manager_key(manager)
-        record["kwargs_json"] = jsonx.dumps(task_kwargs(task_instance))
-        record["depth"] = task_instance.depth
-        record["not_before"] = us_from_datetime(manager.clock() + timedelta(seconds=float(cooldown))) if cooldown else 0
-        self.outputs.append((self.topics.task_runs, self._key, encode("TaskRunRequested", record)))
-        self.counts.task_runs += 1
-
-    def discard(self) -> None:
-        """Drop the outputs of an input that failed half-way, and take them off the counts."""
-        counts = self.counts
-        for topic, _key, value in self.outputs:
-            if topic == self.topics.task_runs:
-                counts.task_runs -= 1
-            elif topic == self.topics.sessions:
-                counts.sessions_finalized -= 1
-            elif topic == self.topics.task_results:
-                status = decode(value)[1]["status"]
-                counts.statuses[status] -= 1
-        self.outputs = []
-
-
-def _metadata_json(metadata: dict[str, Any]) -> str:
-    """Plain JSON when it can be (most metadata is), jsonx for datetimes and friends."""
-    try:
-        return _plain_dumps(metadata)
-    except (TypeError, ValueError):
-        return jsonx.dumps(metadata)
-
-
-_plain_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
-def manager_key(manager: TriggerManager) -> str:
-    """The registry key that rebuilds this manager's class (``default`` if unregistered)."""
-    return getattr(type(manager), "triggers__registry_key", None) or manager.name or "default"
+__all__ = ["OutputSink", "SessionEntry", "WorkerRunners", "WorkerSessionStorage"]
 
 
 class WorkerRunners(Mapping[str, BaseTaskRunner]):
@@ -170,18 +44,17 @@ class WorkerRunners(Mapping[str, BaseTaskRunner]):
 
 
 class WorkerSessionStorage(BaseTriggerStorage):
-    """Storage over a batch's session entry: single-threaded, no reloads, effects to outputs."""
+    """Storage over a batch's session entry: single-threaded, no reloads."""
 
     default_task_runner_name = "kafka"
 
-    def __init__(self, uid: str, entry: SessionEntry, sink: OutputSink) -> None:
+    def __init__(self, uid: str, entry: SessionEntry) -> None:
         super().__init__(uid)
         self.entry = entry
-        self.sink = sink
         self._state = entry.state
 
     def fresh(self) -> WorkerSessionStorage:
-        return WorkerSessionStorage(self.uid, self.entry, self.sink)
+        return WorkerSessionStorage(self.uid, self.entry)
 
     def _load_state(self) -> tuple[SessionState | None, int]:
         return self.entry.state, 0
@@ -197,8 +70,3 @@ class WorkerSessionStorage(BaseTriggerStorage):
         # Nothing to reload: the batch's entry is the only copy, kept current by save().
         self._state = self.entry.state
         self._views = {}
-
-    def apply(self, event: Input) -> list[Effect]:
-        effects = super().apply(event)
-        self.sink.effects(effects)
-        return effects

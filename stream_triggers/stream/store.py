@@ -22,6 +22,7 @@ __all__ = ["PartitionStore", "SessionRecord"]
 _OFFSET = struct.Struct(">q")
 _SESSION = b"s:"
 _CHECKPOINT = b"m:changelog-offset"
+_MAX_EPOCH = b"m:max-epoch"
 _MEMTABLE_BYTES = 4 * 1024 * 1024
 
 SessionRecord = tuple[int, bytes]
@@ -57,13 +58,26 @@ class PartitionStore:
         value = self._db.get(_CHECKPOINT)
         return -1 if value is None else _OFFSET.unpack(value)[0]
 
-    def write(self, sessions: Iterable[tuple[str, int, bytes]], changelog_checkpoint: int | None) -> None:
-        """Atomically store ``(uid, applied_offset, state)`` rows and the checkpoint."""
+    @property
+    def max_epoch(self) -> int:
+        """Highest owner epoch seen in the changelog up to the checkpoint (0: none)."""
+        value = self._db.get(_MAX_EPOCH)
+        return 0 if value is None else _OFFSET.unpack(value)[0]
+
+    def write(
+        self,
+        sessions: Iterable[tuple[str, int, bytes]],
+        changelog_checkpoint: int | None,
+        max_epoch: int | None = None,
+    ) -> None:
+        """Atomically store ``(uid, applied_offset, state)`` rows, the checkpoint and the max epoch."""
         batch = WriteBatch(raw_mode=True)
         for uid, applied_offset, state in sessions:
             batch.put(_SESSION + uid.encode(), _OFFSET.pack(applied_offset) + state)
         if changelog_checkpoint is not None:
             batch.put(_CHECKPOINT, _OFFSET.pack(changelog_checkpoint))
+        if max_epoch is not None:
+            batch.put(_MAX_EPOCH, _OFFSET.pack(max_epoch))
         if not batch.is_empty():
             self._db.write(batch, self._write_options)
 

@@ -29,6 +29,8 @@ from stream_triggers.registry import RegistryKeyError as RegistryModuleKeyError
 from stream_triggers.storages.base import ConcurrentModification
 from stream_triggers.storages.kafka import BrokerTimeout, RecordTooLarge, SessionNotFound, UnsupportedEdit
 from stream_triggers.storages.locking import LockAcquisitionFailed
+from stream_triggers.stream.checkpoint import DeliveryFailed, PartitionsLost
+from stream_triggers.stream.inputs import Rejected
 from stream_triggers.task import MaxRetriesExceeded, Retry, StatusChange, UnknownTask
 
 # Each project error and the standard base its callers rely on.
@@ -48,6 +50,9 @@ PROJECT_ERRORS: dict[type[BaseException], type[BaseException]] = {
     UnsupportedEdit: RuntimeError,
     OutcomeNotPublishable: ValueError,
     OutcomeTooLarge: ValueError,
+    DeliveryFailed: KafkaException,
+    PartitionsLost: Exception,
+    Rejected: Exception,
     BrokerError: RuntimeError,
     SessionNotFound: LookupError,
     UnknownTask: LookupError,

@@ -1,0 +1,145 @@
+"""The commit order of a batch: what becomes durable, in which order, and why.
+
+After the batch's inputs were applied (their outputs and dead letters produced):
+
+1. flush: every output and dead letter is acknowledged by the broker;
+   then make sure the worker still owns its partitions (a membership probe when the
+   batch took long enough for the group to have moved on: a frozen process); if not,
+   the batch is dropped here, before any state is published (docs/fencing.md);
+2. produce one changelog record per session the batch changed (its state and the
+   offset of the last input applied to it, stamped with the owner epoch) and flush again - so a state never becomes
+   durable before the outputs it caused;
+3. write those sessions and the changelog checkpoint to RocksDB in one write batch;
+4. commit the input offsets.
+
+A crash between any two steps loses nothing: the inputs after the committed offsets
+are consumed again, and those at or below a session's applied offset (durable in the
+changelog with the state) are skipped, so no input changes a state twice; outputs are
+at least once, each with a deterministic ``event_id``.  A record that cannot be
+delivered stops the worker before step 4 (nothing committed): a restart re-applies
+the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from stream_triggers.events.codec import encode
+from stream_triggers.events.state_format import encode_state
+from stream_triggers.exceptions import StreamTriggersError
+from stream_triggers.kafka.topics import Topics
+from stream_triggers.stream import faults
+from stream_triggers.stream.partition import Partition
+
+__all__ = ["Checkpoint", "DeliveryFailed", "PartitionsLost"]
+
+log = logging.getLogger(__name__)
+
+FLUSH_WAIT_S = 30.0
+"""One flush wait; a slow broker is waited for in rounds of this (librdkafka keeps retrying)."""
+
+
+class DeliveryFailed(StreamTriggersError, KafkaException):
+    """A record the broker refused for good: the batch is not committed."""
+
+
+class PartitionsLost(StreamTriggersError):
+    """The group moved the partitions away while the batch was in hand: it must not be published."""
+
+
+class Checkpoint:
+    """Steps 1-4 above for one worker's producer and consumer."""
+
+    def __init__(self, producer: Producer, consumer: Consumer, topics: Topics) -> None:
+        self.producer = producer
+        self.consumer = consumer
+        self.topics = topics
+        self.delivery_errors: list[str] = []
+        self._changelog_offsets: dict[int, int] = {}
+
+    def on_output_delivery(self, error: KafkaError | None, message: Any) -> None:
+        """Delivery report of outputs and dead letters (only errors matter)."""
+        if error is not None:
+            self.delivery_errors.append(str(error))
+
+    def _on_changelog_delivery(self, error: KafkaError | None, message: Any) -> None:
+        if error is not None:
+            self.delivery_errors.append(str(error))
+        else:
+            partition = message.partition()
+            if message.offset() > self._changelog_offsets.get(partition, -1):
+                self._changelog_offsets[partition] = message.offset()
+
+    def commit(self, partitions: Iterable[Partition], still_owner: Callable[[], bool] | None = None) -> None:
+        """Make the batch in hand durable, in the order of the module docstring.
+
+        Raises :class:`PartitionsLost` (nothing published, nothing committed) when
+        ``still_owner`` says the worker lost its partitions.
+        """
+        partitions = list(partitions)
+        self.flush()  # 1
+        if any(p.dirty for p in partitions):
+            faults.reached("before-changelog")
+            if still_owner is not None and not still_owner():
+                raise PartitionsLost("the group moved this worker's partitions away during the batch")
+        changelog = self.topics.changelog
+        produce = self.producer.produce
+        now = time.time_ns() // 1000
+        rows_by_partition: dict[int, list[tuple[str, int, bytes]]] = {}
+        for partition in partitions:  # 2
+            if not partition.dirty:
+                continue
+            rows = rows_by_partition[partition.number] = []
+            for uid, entry in partition.dirty.items():
+                state = entry.encoded or encode_state(entry.state, partition.epoch)
+                entry.encoded, entry.size_bound = None, len(state)
+                rows.append((uid, entry.applied_offset, state))
+                snapshot = {
+                    "session_uid": uid,
+                    "produced_at": now,
+                    "state": state,
+                    "input_partition": partition.number,
+                    "applied_offset": entry.applied_offset,
+                }
+                produce(
+                    changelog,
+                    encode("SessionSnapshot", snapshot),
+                    uid.encode(),
+                    partition.number,
+                    on_delivery=self._on_changelog_delivery,
+                )
+        if rows_by_partition:
+            self.flush()
+        if rows_by_partition:
+            faults.reached("before-store")
+        offsets = []
+        for partition in partitions:
+            rows = rows_by_partition.get(partition.number)
+            if rows:  # 3
+                partition.store.write(rows, self._changelog_offsets.get(partition.number), partition.epoch)
+                partition.dirty.clear()
+            if partition.commit_offset is not None:
+                offsets.append(TopicPartition(self.topics.events, partition.number, partition.commit_offset))
+                partition.committed = partition.commit_offset
+            partition.skip_rest = False
+        if offsets:  # 4
+            faults.reached("before-commit")
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+            faults.reached("after-commit")
+
+    def flush(self) -> None:
+        """Wait until every record produced so far is acknowledged; raise on a refused one."""
+        while True:
+            remaining = self.producer.flush(FLUSH_WAIT_S)
+            if self.delivery_errors:
+                errors = self.delivery_errors[:3]
+                self.delivery_errors.clear()
+                raise DeliveryFailed(f"could not deliver records; errors: {errors}")
+            if not remaining:
+                return
+            log.warning("still waiting for the broker to acknowledge %d records", remaining)

@@ -1,0 +1,71 @@
+"""The stream worker's settings and the counters it keeps (read by metrics and benchmarks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_triggers.ops.stats import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, Buckets, OutputCounts
+
+__all__ = ["WorkerSettings", "WorkerStats"]
+
+
+@dataclass
+class WorkerSettings:
+    bootstrap: str
+    state_dir: str
+    group: str = "stream-triggers"
+    topic_prefix: str = "triggers"
+    manager: str = "finalizing"
+    batch_size: int = 10_000
+    batch_timeout_s: float = 0.01
+    fetch_wait_ms: int = 10
+    session_timeout_ms: int = 6_000
+    session_cache_size: int = 5_000
+    restore_timeout_s: float = 120.0
+    max_payload_bytes: int = 512 * 1024
+    """An ``events`` record larger than this is dead-lettered (``payload_too_large``), not applied."""
+    max_session_bytes: int = 900 * 1024
+    """A session whose encoded state would grow past this refuses the input (``session_too_large``).
+
+    Below the broker's record limit (``max_record_bytes``) with room for the changelog
+    record's envelope, so a session's changelog record can always be delivered.
+    """
+    max_record_bytes: int = 1_000_000
+    """The broker's (and producer's) record size limit: an input whose output record would
+    be larger is dead-lettered (``output_too_large``); dead letters are cut to fit."""
+    kafka_config: dict[str, Any] = field(default_factory=dict)
+    """The user's librdkafka settings (security, timeouts...), for every client the worker builds."""
+    consumer_config: dict[str, Any] = field(default_factory=dict)
+    producer_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerStats:
+    """Counters the metrics endpoint and the benchmarks read."""
+
+    events_applied: int = 0
+    events_skipped_applied: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    outputs: int = 0
+    batches: int = 0
+    batches_dropped: int = 0  # batches not published: the partitions moved away while in hand
+    offset_gaps: int = 0
+    restored_records: int = 0
+    restore_seconds: float = 0.0
+    first_event_at: float | None = None
+    last_event_at: float | None = None
+    cpu_first: float | None = None  # time.process_time() at first_event_at (benchmarks)
+    cpu_last: float | None = None  # time.process_time() at last_event_at
+    # For the metrics endpoint (stream_triggers.ops.metrics reads these when scraped).
+    applied_by_type: dict[str, int] = field(default_factory=dict)  # events record type -> count
+    skipped_by_type: dict[str, int] = field(default_factory=dict)
+    dead_letters_by_type: dict[str, int] = field(default_factory=dict)  # "unknown" if undecodable
+    batch_size: Buckets = field(default_factory=lambda: Buckets(BATCH_SIZE_BUCKETS))
+    batch_seconds: Buckets = field(default_factory=lambda: Buckets(BATCH_SECONDS_BUCKETS))
+    event_latency: Buckets = field(default_factory=lambda: Buckets(LATENCY_BUCKETS))  # produced_at -> commit
+    restores: int = 0
+    rebalances: int = 0
+    owned_partitions: int = 0
+    consumer_lag: dict[int, int] = field(default_factory=dict)  # owned partition -> records behind, ~1 s old
+    produced: OutputCounts = field(default_factory=OutputCounts)  # task runs, statuses, finalized sessions
