@@ -446,10 +446,14 @@ impl Reader<'_> {
         String::from_utf8(raw.to_vec()).map_err(|e| format!("UnicodeDecodeError: {e}"))
     }
 
-    fn union_index(&mut self) -> Result<i64, String> {
+    /// A branch index into `count` choices, indexed as Python indexes a list (fastavro
+    /// does `choices[index]`, so -1 is the last one).
+    fn index(&mut self, count: usize) -> Result<usize, String> {
         let index = self.long()?;
-        if index == 0 || index == 1 {
-            Ok(index)
+        let count = count as i64;
+        let wrapped = if index < 0 { index + count } else { index };
+        if (0..count).contains(&wrapped) {
+            Ok(wrapped as usize)
         } else {
             Err("IndexError: list index out of range".into())
         }
@@ -461,15 +465,15 @@ impl Reader<'_> {
             Kind::Long | Kind::Int => Field::Long(self.long()?),
             Kind::Bool => Field::Bool(self.byte()? != 0),
             Kind::Bytes => Field::Bytes(self.bytes()?.to_vec()),
-            Kind::OptStr => match self.union_index()? {
+            Kind::OptStr => match self.index(2)? {
                 0 => Field::Null,
                 _ => Field::Str(self.string()?),
             },
-            Kind::OptBytes => match self.union_index()? {
+            Kind::OptBytes => match self.index(2)? {
                 0 => Field::Null,
                 _ => Field::Bytes(self.bytes()?.to_vec()),
             },
-            Kind::OptDouble => match self.union_index()? {
+            Kind::OptDouble => match self.index(2)? {
                 0 => Field::Null,
                 _ => {
                     let end = self.at + 8;
@@ -481,12 +485,8 @@ impl Reader<'_> {
                 }
             },
             Kind::ReportedStatus => {
-                let index = self.long()?;
-                let status = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| REPORTED_STATUSES.get(i))
-                    .ok_or("IndexError: list index out of range")?;
-                Field::Str((*status).to_string())
+                let index = self.index(REPORTED_STATUSES.len())?;
+                Field::Str(REPORTED_STATUSES[index].to_string())
             }
         })
     }
