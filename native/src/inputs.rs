@@ -68,7 +68,10 @@ pub fn input_from_record(record: &Record) -> Result<(Input, i64), Refusal> {
     if !(MIN_US..=MAX_US).contains(&at) {
         // (The Python path raises OverflowError here, which escapes the worker's handler:
         // a bug reported to the lead.  A dead letter is what the contract asks for.)
-        return Err(rejected("invalid_payload", format!("produced_at {at} is outside the years 1-9999")));
+        return Err(rejected(
+            "invalid_payload",
+            format!("produced_at {at} is outside the years 1-9999"),
+        ));
     }
     let instance = || text(r, "instance").to_string();
     let input = match r.type_name {
