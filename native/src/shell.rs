@@ -46,10 +46,59 @@ pub enum Outcome {
     Python(String),
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Entry {
     pub state: SessionState,
     pub applied_offset: i64,
+}
+
+impl Entry {
+    fn new() -> Entry {
+        Entry {
+            state: SessionState::default(),
+            applied_offset: -1,
+        }
+    }
+}
+
+/// Whether applying `input` could end in `Unsupported` after changing the state: only
+/// through a `task-runs` record whose depth or cooldown the core does not model (a user
+/// may put anything in metadata), or a retry cooldown beyond a datetime.
+fn needs_snapshot(state: &SessionState, input: &Input) -> bool {
+    let touches = |metadata: &Option<Map>| {
+        metadata
+            .as_ref()
+            .is_some_and(|m| m.contains_key("depth") || m.contains_key("cooldown"))
+    };
+    let risky_input = match input {
+        Input::StatusUpdated { metadata, .. } | Input::StatusReported { metadata, .. } => {
+            touches(metadata)
+        }
+        Input::Retry {
+            metadata, cooldown, ..
+        } => touches(metadata) || cooldown.is_some_and(|c| !(c.is_finite() && c.abs() < 1e9)),
+        Input::MetadataUpdated { metadata, .. } => {
+            metadata.contains_key("depth") || metadata.contains_key("cooldown")
+        }
+        _ => false,
+    };
+    risky_input
+        || state
+            .instances
+            .values()
+            .any(|i| risky_metadata(&i.metadata))
+}
+
+fn risky_metadata(metadata: &Map) -> bool {
+    let depth = metadata
+        .get("depth")
+        .is_some_and(|d| !matches!(d, Value::Int(i) if i.unsigned_abs() < 1 << 31));
+    let cooldown = metadata.get("cooldown").is_some_and(|c| match c {
+        Value::Int(i) => i.unsigned_abs() >= 1_000_000_000,
+        Value::Float(f) => !(f.is_finite() && f.abs() < 1e9),
+        other => other.truthy(),
+    });
+    depth || cooldown
 }
 
 pub struct Core {
@@ -240,11 +289,21 @@ impl Core {
             Ok(pair) => pair,
             Err(refusal) => return refused(refusal),
         };
-        let mut state = self
-            .sessions
-            .get(uid)
-            .map(|e| e.state.clone())
-            .unwrap_or_default();
+        let Core {
+            manager,
+            manager_key,
+            sessions,
+        } = self;
+        let known = sessions.contains_key(uid);
+        if !known {
+            sessions.insert(uid.to_string(), Entry::new());
+        }
+        let Some(entry) = sessions.get_mut(uid) else {
+            return Outcome::Python("session entry vanished".into());
+        };
+        // Work on the state in place; a copy is kept only when the input could be handed
+        // back to Python after a change (see `needs_snapshot`).  Refusals come before changes.
+        let snapshot = needs_snapshot(&entry.state, &input).then(|| entry.state.clone());
         let mut sink = Sink {
             uid,
             cause_id: record.str("event_id").unwrap_or_default(),
@@ -253,20 +312,32 @@ impl Core {
             now_us,
             outputs: Vec::new(),
         };
-        if let Err(refusal) = self.submit(&mut state, input, at, &mut sink) {
+        let rules = Rules {
+            manager: *manager,
+            manager_key,
+        };
+        if let Err(refusal) = rules.submit(&mut entry.state, input, at, &mut sink) {
+            if let Some(before) = snapshot {
+                entry.state = before;
+            }
+            if !known {
+                sessions.remove(uid);
+            }
             return refused(refusal);
         }
+        entry.applied_offset = offset;
         let outputs = sink.outputs;
-        self.sessions.insert(
-            uid.to_string(),
-            Entry {
-                state,
-                applied_offset: offset,
-            },
-        );
         Outcome::Applied { type_name, outputs }
     }
+}
 
+/// The manager's side of applying an input: its follow-ups, runners and hook.
+struct Rules<'a> {
+    manager: Manager,
+    manager_key: &'a str,
+}
+
+impl Rules<'_> {
     /// Apply one input and everything that follows from it, depth first (`TriggerManager.submit`).
     fn submit(
         &self,
@@ -325,7 +396,7 @@ impl Core {
                             result: Some(Map::new()),
                         }));
                     } else {
-                        sink.task_run(&instance, &self.manager_key, at)?;
+                        sink.task_run(&instance, self.manager_key, at)?;
                     }
                 }
                 Effect::Cascade { trigger, kwargs } => {
