@@ -220,3 +220,48 @@ def test_a_retry_chain_with_cooldown_and_a_noop_cascade() -> None:
     ]
     for manager in ("default", "finalizing"):
         run_both(manager, list(enumerate(records)))
+
+
+def test_one_batch_of_interleaved_sessions() -> None:
+    """One call per batch: several sessions, their offsets interleaved, re-deliveries skipped."""
+    at = 1_700_000_000_000_000
+    configuration = json.dumps({"t": {"after": ["a", "b"], "run": "x"}, "n": {"after": ["t"], "run": "y"}})
+    batch = []
+    for n, uid in enumerate(["s1", "s2", "s3"] * 2):
+        fields = {"configuration_json": configuration} if n < 3 else {"trigger": "a", "kwargs_json": "{}"}
+        kind = "ConfigurationUpdated" if n < 3 else "TriggerFired"
+        batch.append((n, uid.encode(), codec.encode(kind, event_record(kind, uid, f"e{n}", at, **fields))))
+    for n, uid in enumerate(["s1", "s2"], start=len(batch)):
+        batch.append(
+            (
+                n,
+                uid.encode(),
+                codec.encode(
+                    "TriggerFired", event_record("TriggerFired", uid, f"e{n}", at, trigger="b", kwargs_json='{"v":1}')
+                ),
+            )
+        )
+    batch.append(batch[-1])  # a re-delivery within the batch
+    python = PythonSide()
+    core = native.NativeCore("default", TOPICS.task_runs, TOPICS.task_results, TOPICS.sessions)
+    theirs = [python.apply(3, offset, key, value, NOW) for offset, key, value in batch]
+    ours = core.apply_batch(3, batch, NOW)
+    assert [o[:2] for o in ours] == [t[:2] for t in theirs]
+    assert ours[-1][0] == "skipped"
+    for mine, reference in zip(ours, theirs, strict=True):
+        if reference[0] == "applied":
+            assert_same_outputs(reference[2], mine[2])
+    for uid in ("s1", "s2", "s3"):
+        assert native_state(core, uid) == comparable(python.sessions[uid].state)
+
+
+def test_what_the_core_does_not_model_goes_back_to_python_unchanged() -> None:
+    """jsonx-tagged payloads (datetimes, sets...) are the Python engine's: the core says so."""
+    at = 1_700_000_000_000_000
+    core = native.NativeCore("default", TOPICS.task_runs, TOPICS.task_results, TOPICS.sessions)
+    config = encoded("ConfigurationUpdated", at, configuration_json='{"t": {"after": ["a"], "run": "x"}}')
+    tagged = encoded("TriggerFired", at, trigger="a", kwargs_json='{"when":{"$st":"date","v":"2024-01-02"}}')
+    outcomes = core.apply_batch(0, [(0, UID.encode(), config), (1, UID.encode(), tagged)], NOW)
+    assert outcomes[0][0] == "applied"
+    assert outcomes[1][0] == "python"
+    assert core.applied_offset(UID) == 0
