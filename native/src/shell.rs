@@ -82,23 +82,7 @@ fn needs_snapshot(state: &SessionState, input: &Input) -> bool {
         }
         _ => false,
     };
-    risky_input
-        || state
-            .instances
-            .values()
-            .any(|i| risky_metadata(&i.metadata))
-}
-
-fn risky_metadata(metadata: &Map) -> bool {
-    let depth = metadata
-        .get("depth")
-        .is_some_and(|d| !matches!(d, Value::Int(i) if i.unsigned_abs() < 1 << 31));
-    let cooldown = metadata.get("cooldown").is_some_and(|c| match c {
-        Value::Int(i) => i.unsigned_abs() >= 1_000_000_000,
-        Value::Float(f) => !(f.is_finite() && f.abs() < 1e9),
-        other => other.truthy(),
-    });
-    depth || cooldown
+    risky_input || state.unmodelled > 0
 }
 
 pub struct Core {

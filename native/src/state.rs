@@ -104,6 +104,21 @@ impl Instance {
                     .all(|t| self.kwargs.contains_key(t)))
     }
 
+    /// Whether its metadata holds a `depth` or `cooldown` a `task-runs` record could not
+    /// carry the way the Python path does (a user may put anything in metadata).
+    pub fn is_unmodelled(&self) -> bool {
+        let depth = self
+            .metadata
+            .get("depth")
+            .is_some_and(|d| !matches!(d, Value::Int(i) if i.unsigned_abs() < 1 << 31));
+        let cooldown = self.metadata.get("cooldown").is_some_and(|c| match c {
+            Value::Int(i) => i.unsigned_abs() >= 1_000_000_000,
+            Value::Float(f) => !(f.is_finite() && f.abs() < 1e9),
+            other => other.truthy(),
+        });
+        depth || cooldown
+    }
+
     /// Whether firing `trigger` would still change it (the `accepting` index).
     pub fn accepts(&self, trigger: &str) -> bool {
         self.status == Status::Unstarted
@@ -123,6 +138,8 @@ pub struct SessionState {
     pub unresolved: HashMap<String, Vec<String>>,
     pub latest_kwargs: Map,
     pub metadata: Map,
+    /// How many instances are `is_unmodelled` (kept so that no input scans them all).
+    pub unmodelled: usize,
 }
 
 impl SessionState {
@@ -139,6 +156,7 @@ impl SessionState {
                 .or_default()
                 .push(instance.name.clone());
         }
+        self.unmodelled += usize::from(instance.is_unmodelled());
         self.instances.insert(instance.name.clone(), instance);
     }
 
@@ -164,6 +182,8 @@ impl SessionState {
                 }
             }
         }
+        self.unmodelled -= usize::from(previous.is_unmodelled());
+        self.unmodelled += usize::from(instance.is_unmodelled());
         let name = instance.name.clone();
         self.instances.insert(name, instance);
     }

@@ -207,3 +207,31 @@ fn refusals_change_nothing() {
     }
     assert_eq!(s.core.sessions[UID].state, before);
 }
+
+#[test]
+fn an_input_python_must_apply_comes_back_with_the_state_untouched() {
+    let mut s = Session::new(
+        Manager::Default,
+        r#"{"t": {"after": ["a"], "run": "x"}, "u": {"after": ["b"], "run": "y"}}"#,
+    );
+    s.fire("a");
+    s.applied(&plain(
+        "InstanceMetadataUpdateRequested",
+        &["t#0", r#"{"depth": "deep"}"#],
+    ));
+    assert_eq!(s.core.sessions[UID].state.unmodelled, 1);
+    let before = s.core.sessions[UID].state.clone();
+    // Retrying t#0 would need depth + 1 of a string: the Python engine decides.
+    let mut writer = Writer::new(current("RetryRequested").unwrap());
+    writer
+        .str("e")
+        .str(UID)
+        .long(AT)
+        .str("t#0")
+        .str("{}")
+        .opt_str(None)
+        .long(0);
+    assert!(matches!(s.apply(&writer.finish()), Outcome::Python(_)));
+    assert_eq!(s.core.sessions[UID].state, before);
+    assert_eq!(s.core.sessions[UID].applied_offset, 3);
+}
