@@ -143,7 +143,7 @@ impl Sink<'_> {
     fn task_run(&mut self, instance: &Instance, manager_key: &str, at: i64) -> Result<(), Refusal> {
         let config = &instance.config;
         let kwargs = if config.with_params.is_empty() {
-            instance.kwargs.clone()
+            (*instance.kwargs).clone()
         } else {
             merge(&config.with_params, &instance.kwargs)
         };

@@ -80,8 +80,9 @@ pub struct Instance {
     pub name: String,
     pub config: Arc<TaskConfig>,
     pub status: Status,
-    pub metadata: Map,
-    pub kwargs: Map,
+    /// Shared between versions of the state (and effects): copied only when changed.
+    pub metadata: Arc<Map>,
+    pub kwargs: Arc<Map>,
     pub abandon_state: BTreeSet<String>,
 }
 
@@ -219,8 +220,8 @@ impl SessionState {
                     Value::Str(i.name.clone()),
                     Value::Str(i.config.name.clone()),
                     Value::Str(i.status.as_str().into()),
-                    Value::Map(i.kwargs.clone()),
-                    Value::Map(i.metadata.clone()),
+                    Value::Map((*i.kwargs).clone()),
+                    Value::Map((*i.metadata).clone()),
                     Value::List(
                         i.abandon_state
                             .iter()

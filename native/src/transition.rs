@@ -222,16 +222,16 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
         }
         Input::MetadataUpdated { instance, metadata } => {
             let mut current = existing(state, instance)?;
-            let mut merged = std::mem::take(&mut current.metadata);
+            let mut merged = (*current.metadata).clone();
             merged.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
-            current.metadata = stamped(merged, None, at)?;
+            current.metadata = Arc::new(stamped(merged, None, at)?);
             state.put(current);
         }
         Input::LogsResolved { instance } => {
             let mut current = existing(state, instance)?;
-            let mut merged = std::mem::take(&mut current.metadata);
+            let mut merged = (*current.metadata).clone();
             merged.insert("logsResolved".into(), Value::Bool(true));
-            current.metadata = stamped(merged, None, at)?;
+            current.metadata = Arc::new(stamped(merged, None, at)?);
             state.put(current);
         }
     }
@@ -291,8 +291,7 @@ fn fire(
         }
         took.insert(instance.config.name.clone());
         if instance.config.after.contains(trigger) && !instance.kwargs.contains_key(trigger) {
-            instance
-                .kwargs
+            Arc::make_mut(&mut instance.kwargs)
                 .insert(trigger.to_string(), Value::Map(kwargs.clone()));
         }
         if instance.config.unless.contains(trigger) {
@@ -331,8 +330,8 @@ fn fire(
             name: free_name(state, task, state.count_of(task)),
             config: Arc::clone(config),
             status: Status::Unstarted,
-            metadata: timestamps_only(at),
-            kwargs: inherited,
+            metadata: Arc::new(timestamps_only(at)),
+            kwargs: Arc::new(inherited),
             abandon_state,
         };
         effects.push(Effect::Changed {
@@ -411,10 +410,8 @@ fn replay(
         name: free_name(state, task, state.count_of(task)),
         config: Arc::clone(&replayed.config),
         status: Status::Unstarted,
-        metadata,
-        kwargs: replacement
-            .cloned()
-            .unwrap_or_else(|| replayed.kwargs.clone()),
+        metadata: Arc::new(metadata),
+        kwargs: replacement.map_or_else(|| Arc::clone(&replayed.kwargs), |r| Arc::new(r.clone())),
         abandon_state: replayed.abandon_state.clone(),
     };
     state.put(clone.clone());
@@ -454,12 +451,12 @@ fn set_status(
     at: i64,
     effects: &mut Vec<Effect>,
 ) -> Result<Instance, Refusal> {
-    let mut merged = std::mem::take(&mut instance.metadata);
+    let mut merged = (*instance.metadata).clone();
     if let Some(extra) = metadata {
         merged.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     let previous = instance.status;
-    instance.metadata = stamped(merged, Some(status), at)?;
+    instance.metadata = Arc::new(stamped(merged, Some(status), at)?);
     instance.status = status;
     state.put(instance.clone());
     effects.push(Effect::Changed {
