@@ -11,7 +11,7 @@ fi
 # The native core (Rust, native/): checked and built where a Rust toolchain exists;
 # without one everything runs on the Python engine (and tests/native skips).
 if command -v cargo >/dev/null 2>&1; then
-  (cd native && cargo fmt --check && cargo clippy --quiet --all-targets -- -D warnings && cargo test --quiet)
+  (cd native && cargo fmt --check && cargo clippy --quiet --all-targets --all-features -- -D warnings && cargo test --quiet)
   .venv/bin/python -m pip install --quiet ./native
 else
   echo "cargo not found: not building the native core"
