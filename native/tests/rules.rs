@@ -235,3 +235,62 @@ fn an_input_python_must_apply_comes_back_with_the_state_untouched() {
     assert_eq!(s.core.sessions[UID].state, before);
     assert_eq!(s.core.sessions[UID].applied_offset, 3);
 }
+
+/// A tiny deterministic generator (xorshift), so the fuzz loop below needs no crate.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let len = (self.next() % (max as u64 + 1)) as usize;
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn no_bytes_make_the_core_panic() {
+    let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+    let mut core = Core::new(Manager::Finalizing, "finalizing");
+    let headers: Vec<[u8; 8]> = stream_triggers_native::avro::SCHEMAS
+        .iter()
+        .map(|s| s.fingerprint)
+        .collect();
+    let valid = [
+        plain(
+            "ConfigurationUpdated",
+            &[r#"{"t": {"after": ["a"], "run": "x", "using": "noop"}}"#],
+        ),
+        plain("TriggerFired", &["a", r#"{"k": [1, 2.5, "x"]}"#]),
+        report("t#0", 2),
+        replay("t#0"),
+    ];
+    for offset in 0..50_000 {
+        let mut value = if noise.next().is_multiple_of(2) {
+            let mut value = valid[(noise.next() % valid.len() as u64) as usize].clone();
+            for _ in 0..=noise.next() % 3 {
+                let at = 10 + (noise.next() as usize) % (value.len() - 10);
+                value[at] = noise.next() as u8;
+            }
+            value
+        } else {
+            let mut value = vec![0xc3, 0x01];
+            value.extend_from_slice(&headers[(noise.next() % headers.len() as u64) as usize]);
+            value
+        };
+        value.extend(noise.bytes(8));
+        let key = if noise.next().is_multiple_of(8) {
+            noise.bytes(4)
+        } else {
+            UID.as_bytes().to_vec()
+        };
+        let _ = core.apply(0, offset, Some(&key), Some(&value), AT);
+        let json = noise.bytes(24);
+        let _ = stream_triggers_native::value::parse(&String::from_utf8_lossy(&json));
+    }
+}
