@@ -1,6 +1,10 @@
 //! Decoded `events` records to engine inputs (`input_from_record` of events/records.py).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::avro::Record;
+use crate::config::{build_task_configs, TaskConfig};
 use crate::errors::{rejected, unsupported, Refusal};
 use crate::state::{Status, STATUSES};
 use crate::transition::Input;
@@ -9,6 +13,30 @@ use crate::value::{parse, JsonError, Map, Value};
 /// The datetimes Python can hold: years 1 to 9999, in µs since the epoch.
 pub const MIN_US: i64 = -62_135_596_800_000_000;
 pub const MAX_US: i64 = 253_402_300_799_999_999;
+
+/// Configurations built lately, by their JSON text: usually every session of an application
+/// gets the same one, so they share one set of configs (memory) and skip the building (time).
+#[derive(Default)]
+pub struct Configs {
+    built: HashMap<String, Arc<Vec<Arc<TaskConfig>>>>,
+}
+
+const CONFIGS_KEPT: usize = 256;
+
+impl Configs {
+    fn get(&mut self, text: &str) -> Result<Arc<Vec<Arc<TaskConfig>>>, Refusal> {
+        if let Some(configs) = self.built.get(text) {
+            return Ok(Arc::clone(configs));
+        }
+        let configuration = mapping(Some(text), "configuration_json")?.unwrap_or_default();
+        let configs = Arc::new(build_task_configs(&configuration)?);
+        if self.built.len() >= CONFIGS_KEPT {
+            self.built.clear();
+        }
+        self.built.insert(text.to_string(), Arc::clone(&configs));
+        Ok(configs)
+    }
+}
 
 fn mapping(text: Option<&str>, what: &str) -> Result<Option<Map>, Refusal> {
     let Some(text) = text else {
@@ -44,7 +72,7 @@ fn text<'a>(record: &'a Record, field: &str) -> &'a str {
 }
 
 /// The engine input an `events` record asks for, and its time (its `produced_at`).
-pub fn input_from_record(record: &Record) -> Result<(Input, i64), Refusal> {
+pub fn input_from_record(record: &Record, configs: &mut Configs) -> Result<(Input, i64), Refusal> {
     let r = record;
     let known = matches!(
         r.type_name,
@@ -79,9 +107,7 @@ pub fn input_from_record(record: &Record) -> Result<(Input, i64), Refusal> {
             trigger: text(r, "trigger").to_string(),
             kwargs: mapping(Some(text(r, "kwargs_json")), "kwargs_json")?.unwrap_or_default(),
         },
-        "ConfigurationUpdated" => Input::Configure(
-            mapping(Some(text(r, "configuration_json")), "configuration_json")?.unwrap_or_default(),
-        ),
+        "ConfigurationUpdated" => Input::Configure(configs.get(text(r, "configuration_json"))?),
         "InstanceStatusReported" => Input::StatusReported {
             instance: instance(),
             status: status(text(r, "status"))?,

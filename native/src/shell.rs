@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::avro::{current, decode, Writer};
 use crate::errors::{unsupported, Refusal, Rejection};
-use crate::inputs::{input_from_record, MAX_US, MIN_US};
+use crate::inputs::{input_from_record, Configs, MAX_US, MIN_US};
 use crate::state::{Instance, SessionState, Status};
 use crate::transition::{step, Effect, Input, META_TIMESTAMPS};
 use crate::value::{dumps, py_repr, Map, Style, Value};
@@ -89,6 +89,7 @@ pub struct Core {
     pub manager: Manager,
     pub manager_key: String,
     pub sessions: HashMap<String, Entry>,
+    configs: Configs,
 }
 
 /// The envelope of one input's outputs.
@@ -225,6 +226,7 @@ impl Core {
             manager,
             manager_key: manager_key.to_string(),
             sessions: HashMap::new(),
+            configs: Configs::default(),
         }
     }
 
@@ -269,7 +271,7 @@ impl Core {
         if offset <= applied_offset {
             return Outcome::Skipped { type_name };
         }
-        let (input, at) = match input_from_record(&record) {
+        let (input, at) = match input_from_record(&record, &mut self.configs) {
             Ok(pair) => pair,
             Err(refusal) => return refused(refusal),
         };
@@ -277,6 +279,7 @@ impl Core {
             manager,
             manager_key,
             sessions,
+            ..
         } = self;
         let known = sessions.contains_key(uid);
         if !known {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
-use crate::config::build_task_configs;
+use crate::config::TaskConfig;
 use crate::errors::{rejected, unsupported, Refusal};
 use crate::state::{Instance, SessionState, Status};
 use crate::value::{py_repr, Map, Value};
@@ -17,7 +17,8 @@ const LAST_MODIFIED: &str = "lastModified";
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
-    Configure(Map),
+    /// Validated task configurations (`inputs` builds them, shared between sessions).
+    Configure(Arc<Vec<Arc<TaskConfig>>>),
     Fire {
         trigger: String,
         kwargs: Map,
@@ -255,10 +256,10 @@ fn existing(state: &SessionState, name: &str) -> Result<Instance, Refusal> {
     })
 }
 
-fn configure(state: &mut SessionState, configuration: &Map) -> Result<(), Refusal> {
+fn configure(state: &mut SessionState, configs: &[Arc<TaskConfig>]) -> Result<(), Refusal> {
     // Previously fired triggers are deliberately not re-applied (as in the original).
-    let configs = build_task_configs(configuration)?;
     for config in configs {
+        let config = Arc::clone(config);
         let names = state.by_task.get(&config.name).cloned().unwrap_or_default();
         for name in names {
             if let Some(instance) = state.instances.get_mut(&name) {
