@@ -32,6 +32,7 @@ import msgpack
 
 from stream_triggers.engine.state import SessionState
 from stream_triggers.events.codec import CodecError, decode, encode
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.types import TaskConfig, TaskInstance
 
 __all__ = [
@@ -56,7 +57,7 @@ _EPOCH = datetime(1970, 1, 1)
 _DT = struct.Struct(">qi")  # microseconds since epoch (wall clock), utcoffset seconds
 
 
-class StateFormatError(ValueError):
+class StateFormatError(StreamTriggersError, ValueError):
     """Bytes that are not a session state this version can read."""
 
 

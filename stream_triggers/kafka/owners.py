@@ -31,6 +31,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.clients import ReadTimeout, publish_and_wait
 
 __all__ = [
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-class OwnersFormatError(ValueError):
+class OwnersFormatError(StreamTriggersError, ValueError):
     """An owners record that is not what a worker writes."""
 
 

@@ -17,9 +17,13 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from stream_triggers.exceptions import StreamTriggersError
+from stream_triggers.kafka import clients
 
 __all__ = ["DEFAULT_PREFIX", "TopicsError", "Topics", "create_topics", "topic_configs"]
 
@@ -28,7 +32,7 @@ _LEGAL = re.compile(r"^[A-Za-z0-9._-]+$")
 _log = logging.getLogger(__name__)
 
 
-class TopicsError(RuntimeError):
+class TopicsError(StreamTriggersError, RuntimeError):
     """The topics could not be created, or existing ones break the stream contract."""
 
 
@@ -105,17 +109,18 @@ def create_topics(
     replication: int = 1,
     *,
     timeout: float = 30.0,
-    admin_config: Mapping[str, str] | None = None,
+    kafka_config: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Create the topics that are missing; returns ``{topic: "created" | "exists"}``.
+
+    ``kafka_config``: the user's client settings (security...) for the admin client.
 
     ``events`` and ``changelog`` always end up with the same partition count: if one
     exists, the other is created like it; if both exist and differ, :class:`TopicsError`.
     """
     if partitions < 1 or replication < 1:
         raise ValueError(f"partitions ({partitions}) and replication ({replication}) must be at least 1")
-    config = {"bootstrap.servers": bootstrap, "allow.auto.create.topics": "false", "logger": _log}
-    admin = AdminClient({**config, **(admin_config or {})})
+    admin = clients.admin(bootstrap, kafka_config=kafka_config, allow_auto_create_topics="false", logger=_log)
     deadline = time.monotonic() + timeout
     try:
         existing = _partition_counts(admin, timeout)

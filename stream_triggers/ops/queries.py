@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stream_triggers.exceptions import StreamTriggersError
+
 __all__ = [
     "SESSIONS_PATH",
     "CommittedSession",
@@ -59,11 +61,11 @@ class CommittedSession:
     state: bytes | None = None
 
 
-class NotOwner(LookupError):
+class NotOwner(StreamTriggersError, LookupError):
     """The worker does not own the session's partition."""
 
 
-class Restoring(LookupError):
+class Restoring(StreamTriggersError, LookupError):
     """The worker owns the partition but has not restored it yet."""
 
 
@@ -115,7 +117,7 @@ def session_route(source: SessionSource) -> Route:
 # -- the reader's side ------------------------------------------------------------------------
 
 
-class OwnerUnavailable(RuntimeError):
+class OwnerUnavailable(StreamTriggersError, RuntimeError):
     """The advertised owner did not give an answer (down, moved on, restoring, or garbled)."""
 
 

@@ -4,10 +4,12 @@ A read of one session should cost what that session costs, not what its changelo
 partition ever held.  So the reader looks up the partition's owner in
 ``<prefix>.owners`` (one small compacted topic, kafka/owners.py) and asks it over HTTP
 (ops/queries.py) for the session's committed record.  An answer counts only if it
-comes from the advertised owner epoch or a later one; anything else - no owner
-advertised yet, connection refused, the partition moved on (404) or is still being
-restored (503) - is retried with a fresh look at the owners topic until
-``wait_s`` has passed, and then the caller falls back to the changelog.
+comes from the advertised owner epoch or a later one; anything else - connection
+refused, the partition moved on (404) or is still being restored (503) - is retried
+with a fresh look at the owners topic until ``wait_s`` has passed, and then the
+caller falls back to the changelog.  A partition no worker ever advertised (workers
+without ``--metrics-port``, or an older topic set) falls back at once: waiting would
+only slow every read of such a deployment down.
 """
 
 from __future__ import annotations
@@ -53,19 +55,19 @@ def read_from_owner(
         except KafkaException as exc:
             raise OwnerUnavailable(f"cannot read {owners_topic}: {exc}") from exc
         if owner is None:
-            problem = f"no worker advertised partition {partition} in {owners_topic}"
+            never = f"no worker advertised partition {partition} in {owners_topic}"
+            raise OwnerUnavailable("; then ".join([*tried, never]))  # not worth waiting for: see above
+        try:
+            answer = ask_owner(owner.endpoint, uid, partitions, min(http_timeout_s, left))
+        except OwnerUnavailable as exc:
+            problem = str(exc)
         else:
-            try:
-                answer = ask_owner(owner.endpoint, uid, partitions, min(http_timeout_s, left))
-            except OwnerUnavailable as exc:
-                problem = str(exc)
-            else:
-                if answer.partition == partition and answer.epoch >= owner.epoch:
-                    return OwnerRead(_snapshot(uid, answer.partition, answer.applied_offset, answer.state), owner)
-                problem = (
-                    f"{owner.endpoint} answered for partition {answer.partition} epoch {answer.epoch}, "
-                    f"not partition {partition} epoch >= {owner.epoch}"
-                )
+            if answer.partition == partition and answer.epoch >= owner.epoch:
+                return OwnerRead(_snapshot(uid, answer.partition, answer.applied_offset, answer.state), owner)
+            problem = (
+                f"{owner.endpoint} answered for partition {answer.partition} epoch {answer.epoch}, "
+                f"not partition {partition} epoch >= {owner.epoch}"
+            )
         if not tried or tried[-1] != problem:
             tried.append(problem)
         if time.monotonic() + RETRY_PAUSE_S > deadline:

@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from stream_triggers.events.codec import encode
 from stream_triggers.events.state_format import encode_state
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.stream import faults
 from stream_triggers.stream.partition import Partition
@@ -43,11 +44,11 @@ FLUSH_WAIT_S = 30.0
 """One flush wait; a slow broker is waited for in rounds of this (librdkafka keeps retrying)."""
 
 
-class DeliveryFailed(KafkaException):
+class DeliveryFailed(StreamTriggersError, KafkaException):
     """A record the broker refused for good: the batch is not committed."""
 
 
-class PartitionsLost(Exception):
+class PartitionsLost(StreamTriggersError):
     """The group moved the partitions away while the batch was in hand: it must not be published."""
 
 

@@ -17,6 +17,7 @@ from stream_triggers.engine import EngineError
 from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.events.records import input_from_record, uid_of_key
 from stream_triggers.events.state_format import StateFormatError, encode_state
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.manager import TriggerManager
 from stream_triggers.stream.outputs import Output, OutputSink
 from stream_triggers.stream.partition import Partition, SessionEntry
@@ -28,7 +29,7 @@ __all__ = ["InputApplier", "Rejected"]
 log = logging.getLogger(__name__)
 
 
-class Rejected(Exception):
+class Rejected(StreamTriggersError):
     """An input that cannot be applied, with its dead-letter reason."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.events.state_format import StateFormatError, newer, state_epoch
 from stream_triggers.kafka.clients import read_to_end
 from stream_triggers.stream.partition import Partition
 
-__all__ = ["RestoreResult", "restore"]
+__all__ = ["RestoreResult", "checkpoints_past_the_end", "restore"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,35 @@ def restore(
     result.complete = not (should_stop is not None and should_stop())
     result.seconds = time.monotonic() - started
     return result
+
+
+def checkpoints_past_the_end(
+    client: Consumer, changelog: str, partitions: list[Partition], timeout_s: float
+) -> dict[int, int]:
+    """Partitions whose store's checkpoint lies past their changelog's end -> that end.
+
+    It happens when the changelog was recreated, a broker lost its data, or the workers
+    moved to another cluster: a restore from the checkpoint would wait for records that
+    never come (Tansu) or silently skip some (a reset on Apache Kafka).  The listed high
+    watermark cannot decide alone (Tansu lists the newest batch's base offset + 1, below
+    the real end), so when the checkpoint is past it the end is found by fetching from it
+    to the partition's EOF - at most the newest batch.
+    """
+    suspects = {}
+    for partition in partitions:
+        checkpoint = partition.store.changelog_checkpoint
+        if checkpoint < 0:
+            continue
+        _low, high = client.get_watermark_offsets(TopicPartition(changelog, partition.number), timeout=timeout_s)
+        if checkpoint + 1 > high:
+            suspects[partition.number] = (checkpoint, max(high, 0))
+    if not suspects:
+        return {}
+    ends = {number: start for number, (_checkpoint, start) in suspects.items()}
+    for batch in read_to_end(client, changelog, ends, timeout_s):
+        for message in batch:
+            ends[message.partition()] = max(ends[message.partition()], message.offset() + 1)
+    return {number: end for number, end in ends.items() if suspects[number][0] + 1 > end}
 
 
 def _epoch_of(state: bytes) -> int:

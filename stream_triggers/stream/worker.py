@@ -31,7 +31,7 @@ from stream_triggers.stream.inputs import InputApplier
 from stream_triggers.stream.outputs import OutputSink
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.queries import OwnerAdvertiser, ServedState
-from stream_triggers.stream.restore import restore
+from stream_triggers.stream.restore import checkpoints_past_the_end, restore
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
 from stream_triggers.stream.store import PartitionStore
 
@@ -127,13 +127,18 @@ class StreamWorker(Lifecycle):
             self._close()
 
     def _close(self) -> None:
+        """Flush, close the stores, then leave the group - the last even when the rest fails.
+
+        A store whose directory vanished fails to close; the consumer must still close, or
+        the group waits a whole session timeout before it gives the partitions to others.
+        """
         self.ready.clear()
+        self.served.withdraw(list(self._partitions))  # no query reads a store from here on
         try:
             self._producer.flush(30)
-        finally:
-            self.served.withdraw(list(self._partitions))
             for partition in self._partitions.values():
-                partition.store.close()
+                _close_store(partition)
+        finally:
             self._partitions.clear()
             self.stats.owned_partitions = 0
             self.stats.consumer_lag = {}
@@ -194,7 +199,7 @@ class StreamWorker(Lifecycle):
         for tp in revoked:
             partition = self._partitions.pop(tp.partition, None)
             if partition is not None:
-                partition.store.close()
+                _close_store(partition)
         self.stats.owned_partitions = len(self._partitions)
         if not self._partitions:
             self.ready.clear()  # owning nothing, the worker serves nothing
@@ -204,6 +209,23 @@ class StreamWorker(Lifecycle):
     def _restore(self, partitions: list[Partition]) -> None:
         if not partitions:
             return
+        changelog = self.topics.changelog
+        past = checkpoints_past_the_end(self._restorer, changelog, partitions, self.settings.restore_timeout_s)
+        for partition in partitions:
+            if partition.number in past:
+                log.error(
+                    "the local store of partition %d reflects %s up to offset %d, but that partition ends at %d "
+                    "(the changelog was recreated or lost data, or this is another cluster): "
+                    "rebuilding the store from the changelog",
+                    partition.number,
+                    changelog,
+                    partition.store.changelog_checkpoint,
+                    past[partition.number],
+                )
+                _close_store(partition)
+                PartitionStore.wipe(self.settings.state_dir, self.topics.events, partition.number)
+                partition.store = PartitionStore(self.settings.state_dir, self.topics.events, partition.number)
+                partition.sessions.clear()
         result = restore(
             self._restorer,
             self.topics.changelog,
@@ -257,6 +279,8 @@ class StreamWorker(Lifecycle):
                 self._consumer.seek(TopicPartition(self.topics.events, partition.number, expected))
                 partition.skip_rest = True
                 continue
+            if partition.committed is None:
+                partition.committed = offset  # nothing before it is pending: safe to commit (and probe with)
             partition.next_offset = offset + 1
             partition.commit_offset = offset + 1
             for topic, key, value in apply(partition, offset, message.key(), message.value()):
@@ -359,6 +383,19 @@ class StreamWorker(Lifecycle):
                 continue
             lag[number] = max(0, high - (low if position is None or position < 0 else position))
         return lag
+
+
+def _close_store(partition: Partition) -> None:
+    """Close a partition's store; a failure (its directory vanished) is reported, not raised."""
+    try:
+        partition.store.close()
+    except Exception as exc:
+        log.error(
+            "could not close the store of partition %d (%s): %s; it is rebuilt from the changelog next time",
+            partition.number,
+            partition.store.path,
+            exc,
+        )
 
 
 _CGMD_MAGIC = b"CGMDv2:"

@@ -18,8 +18,7 @@ from stream_triggers.engine import TriggerFired
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.stream.worker import StreamWorker, WorkerSettings
-
-from .conftest import App, Readers, wait_until
+from tests.support import App, Readers, wait_until
 
 KB = 1024
 
@@ -98,7 +97,6 @@ def test_a_large_task_result(app: App, worker: StreamWorker, readers: Readers) -
 
 
 @pytest.mark.broker
-@pytest.mark.slow
 def test_thousands_of_and_every_instances(app: App, worker: StreamWorker, readers: Readers) -> None:
     uid = "many-instances"
     app.configure(uid, {"each": {"after": [], "andEvery": "tick", "run": "x"}})

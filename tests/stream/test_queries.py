@@ -20,27 +20,25 @@ from stream_triggers.engine import SessionState
 from stream_triggers.events.state_format import decode_state, encode_state
 from stream_triggers.ops.broker import free_port
 from stream_triggers.storages.kafka import KafkaStorage, SessionNotFound, SessionUnreadable
-from tests.harness import run_cli
-
-from .conftest import App, WorkerProcess, Workers, wait_until
+from tests.support import Pipeline, Proc, run_cli, wait_until
 
 ALL = {0, 1, 2, 3}
 CONFIG = {"t_report": {"after": ["page"], "run": "report"}}
 
 
-def serving_worker(workers: Workers, name: str) -> tuple[WorkerProcess, str]:
+def serving_worker(workers: Pipeline, name: str) -> tuple[Proc, str]:
     port = free_port()
     endpoint = f"127.0.0.1:{port}"
-    worker = workers.start(name, extra=["--metrics-port", str(port), "--advertise", endpoint])
+    worker = workers.worker(name, extra=["--metrics-port", str(port), "--advertise", endpoint])
     return worker, endpoint
 
 
-def advertised(worker: WorkerProcess, endpoint: str, partitions: set[int]) -> bool:
+def advertised(worker: Proc, endpoint: str, partitions: set[int]) -> bool:
     text = f"advertised {endpoint} as the owner of partitions {sorted(partitions)}"
     return text in worker.log()
 
 
-def inspect(workers: Workers, uid: str) -> tuple[int, str, str]:
+def inspect(workers: Pipeline, uid: str) -> tuple[int, str, str]:
     result = run_cli(
         "inspect", "--bootstrap", workers.bootstrap, "--topic-prefix", workers.topics.prefix, uid, "--json"
     )
@@ -52,12 +50,12 @@ def same(state: SessionState) -> bytes:
     return encode_state(state)
 
 
-def storage(workers: Workers, uid: str, **options: object) -> KafkaStorage:
+def storage(workers: Pipeline, uid: str, **options: object) -> KafkaStorage:
     return KafkaStorage(uid, workers.bootstrap, workers.topics.prefix, **options)  # type: ignore[arg-type]
 
 
 @pytest.mark.broker
-def test_reads_ask_the_owner_follow_it_and_fall_back_without_it(workers: Workers, app: App) -> None:
+def test_reads_ask_the_owner_follow_it_and_fall_back_without_it(workers: Pipeline, app: Pipeline) -> None:
     first, first_endpoint = serving_worker(workers, "w0")
     wait_until(lambda: advertised(first, first_endpoint, ALL), "w0 advertising its partitions")
     uid = "query-session"

@@ -16,6 +16,7 @@ from stream_triggers.kafka.partitioning import partition_for
 from stream_triggers.ops.broker import free_port
 from stream_triggers.ops.metrics import serve_worker_metrics
 from stream_triggers.ops.queries import SESSIONS_PATH, OwnerUnavailable, ask_owner, session_route
+from stream_triggers.storages import owner_reads
 from stream_triggers.storages.base import utc_now
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.queries import ServedState
@@ -101,3 +102,17 @@ def test_a_worker_that_does_not_answer_is_named() -> None:
     endpoint = f"127.0.0.1:{free_port()}"
     with pytest.raises(OwnerUnavailable, match=f"{endpoint} did not answer"):
         ask_owner(endpoint, "s1", PARTITIONS, 2)
+
+
+def test_a_partition_no_worker_ever_advertised_goes_to_the_changelog_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers without --metrics-port never advertise: waiting for them would slow every read."""
+    looks: list[str] = []
+
+    def read_owners(client: object, topic: str, timeout_s: float) -> dict[int, OwnerRecord]:
+        looks.append(topic)
+        return {1: OwnerRecord(1, "elsewhere:1", 2)}  # another partition's owner only
+
+    monkeypatch.setattr(owner_reads, "read_owners", read_owners)
+    with pytest.raises(OwnerUnavailable, match=r"no worker advertised partition 0 in t\.owners"):
+        owner_reads.read_from_owner(None, "t.owners", "s1", 0, PARTITIONS, 60.0, 5.0)  # type: ignore[arg-type]
+    assert looks == ["t.owners"]  # one look, no retries
