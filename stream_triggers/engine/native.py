@@ -12,6 +12,8 @@ import os
 from types import ModuleType
 from typing import Any
 
+from stream_triggers.exceptions import StreamTriggersError
+
 __all__ = ["ENGINE_ENV", "NativeUnavailable", "available", "choose", "describe", "new_core"]
 
 ENGINE_ENV = "STREAM_TRIGGERS_ENGINE"
@@ -30,7 +32,7 @@ def _load() -> ModuleType | None:
 _native = _load()
 
 
-class NativeUnavailable(RuntimeError):
+class NativeUnavailable(StreamTriggersError, RuntimeError):
     """The native engine was asked for but cannot run here."""
 
 

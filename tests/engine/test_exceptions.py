@@ -18,6 +18,7 @@ from stream_triggers.engine.errors import (
     OperationNotAllowed,
     UnknownInstance,
 )
+from stream_triggers.engine.native import NativeUnavailable
 from stream_triggers.events.errors import CodecError
 from stream_triggers.events.state_format import StateFormatError
 from stream_triggers.exceptions import RegistryKeyError, StreamTriggersError
@@ -53,6 +54,7 @@ PROJECT_ERRORS: dict[type[BaseException], type[BaseException]] = {
     DeliveryFailed: KafkaException,
     PartitionsLost: Exception,
     Rejected: Exception,
+    NativeUnavailable: RuntimeError,
     BrokerError: RuntimeError,
     SessionNotFound: LookupError,
     UnknownTask: LookupError,
