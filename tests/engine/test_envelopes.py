@@ -115,10 +115,10 @@ def test_session_finalized_and_the_published_statuses_are_defined_once() -> None
     from stream_triggers.cli import inspect
     from stream_triggers.events import records
     from stream_triggers.manager import FinalizingTriggerManager
-    from stream_triggers.stream import session
+    from stream_triggers.stream import outputs
 
     assert SESSION_FINALIZED == "sessionFinalized"
     assert FinalizingTriggerManager.TRIGGER_SESSION_FINALIZED is SESSION_FINALIZED
-    assert session.SESSION_FINALIZED is SESSION_FINALIZED
+    assert outputs.SESSION_FINALIZED is SESSION_FINALIZED
     assert inspect.SESSION_FINALIZED is SESSION_FINALIZED
-    assert records.PUBLISHED_STATUSES is session.PUBLISHED_STATUSES is PUBLISHED_STATUSES
+    assert records.PUBLISHED_STATUSES is outputs.PUBLISHED_STATUSES is PUBLISHED_STATUSES

@@ -63,6 +63,7 @@ PROJECT_ERRORS: dict[type[BaseException], type[BaseException]] = {
     DeliveryFailed: KafkaException,
     PartitionsLost: Exception,
     Rejected: Exception,
+    NativeUnavailable: RuntimeError,
     BrokerError: RuntimeError,
     SessionNotFound: LookupError,
     SessionUnreadable: BrokerTimeout,  # a read that timed out, saying what each path answered

@@ -15,7 +15,9 @@ import pytest
 from stream_triggers.engine import ConfigurationUpdated, SkipRequested, StatusReported, TriggerFired
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import FinalizingTriggerManager
-from stream_triggers.stream.session import OutputSink, SessionEntry, WorkerRunners, WorkerSessionStorage
+from stream_triggers.stream.outputs import OutputSink
+from stream_triggers.stream.partition import SessionEntry
+from stream_triggers.stream.session import WorkerRunners, WorkerSessionStorage
 from stream_triggers.testing import DevNullTask, FailingTask, SelfSkippingTask
 from stream_triggers.types import Status
 from tests.support import Session, SessionFactory
@@ -68,8 +70,9 @@ def _worker_manager() -> tuple[FinalizingTriggerManager, SessionEntry]:
     entry = SessionEntry()
     sink = OutputSink(Topics())
     sink.begin("s", b"s", "cause", 0, "0:0", 0)
-    storage = WorkerSessionStorage("s", entry, sink)
-    return FinalizingTriggerManager(storage, runners=WorkerRunners(sink), clock=lambda: AT), entry
+    storage = WorkerSessionStorage("s", entry)
+    manager = FinalizingTriggerManager(storage, runners=WorkerRunners(sink), clock=lambda: AT, observer=sink.effects)
+    return manager, entry
 
 
 def test_in_the_worker_a_self_skipped_last_instance_finalizes() -> None:

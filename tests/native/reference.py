@@ -19,8 +19,10 @@ from stream_triggers.events.records import input_from_record, us_from_datetime
 from stream_triggers.events.state_format import StateFormatError
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import trigger_managers
-from stream_triggers.stream.session import OutputSink, SessionEntry, WorkerRunners, WorkerSessionStorage
-from stream_triggers.stream.worker import _reason, _Rejected
+from stream_triggers.stream.inputs import Rejected, reason_of
+from stream_triggers.stream.outputs import OutputSink
+from stream_triggers.stream.partition import SessionEntry
+from stream_triggers.stream.session import WorkerRunners, WorkerSessionStorage
 
 TOPICS = Topics(prefix="triggers")
 
@@ -42,11 +44,11 @@ class PythonSide:
         validation._shared.clear()
         try:
             if key is None:
-                raise _Rejected("missing_key", "events records must be keyed by session UID")
+                raise Rejected("missing_key", "events records must be keyed by session UID")
             uid = key.decode()
             type_name, record = decode(value or b"")
             if record.get("session_uid") != uid:
-                raise _Rejected(
+                raise Rejected(
                     "key_mismatch", f"record session_uid {record.get('session_uid')!r} differs from key {uid!r}"
                 )
             entry = self.sessions.get(uid) or SessionEntry()
@@ -58,27 +60,24 @@ class PythonSide:
                 # A produced_at beyond the years 1-9999 escapes the worker's handler today (a bug
                 # in records.datetime_from_us, reported); the native core dead-letters it.
                 at = record["produced_at"]
-                raise _Rejected("invalid_payload", f"produced_at {at} is outside the years 1-9999") from exc
-        except _Rejected as exc:
+                raise Rejected("invalid_payload", f"produced_at {at} is outside the years 1-9999") from exc
+        except Rejected as exc:
             return ("dead", exc.reason, str(exc))
         except (CodecError, EngineError, StateFormatError, UnicodeDecodeError) as exc:
-            return ("dead", _reason(exc), str(exc))
+            return ("dead", reason_of(exc), str(exc))
         sink = self.sink
         sink.begin(uid, key, record["event_id"], record["produced_at"], f"{partition}:{offset}", now_us)
         before = entry.state
         self._event_at = event.at
-        manager = entry.manager
-        if manager is None:
-            manager = entry.manager = self.manager_class(
-                WorkerSessionStorage(uid, entry, sink), runners=self.runners, clock=lambda: self._event_at
-            )
+        manager = self.manager_class(
+            WorkerSessionStorage(uid, entry), runners=self.runners, clock=lambda: self._event_at, observer=sink.effects
+        )
         try:
             manager.submit(event)
         except Exception as exc:
             entry.state = before
-            entry.manager = None
             sink.discard()
-            return ("dead", _reason(exc), str(exc))
+            return ("dead", reason_of(exc), str(exc))
         entry.applied_offset = offset
         self.sessions[uid] = entry
         return ("applied", type_name, [(topic, value) for topic, _key, value in sink.outputs])

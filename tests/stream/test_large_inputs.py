@@ -6,6 +6,7 @@ the produce failed, the worker exited, and every restart failed on the same batc
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from stream_triggers.engine import TriggerFired
+from stream_triggers.events.codec import encode
+from stream_triggers.events.envelope import event_record
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.stream.worker import StreamWorker, WorkerSettings
@@ -62,7 +65,10 @@ def test_large_fires_to_one_session(app: App, worker: StreamWorker, readers: Rea
     app.configure(uid, {"t": {"after": ["a", "b", "c"], "run": "x"}})
     app.fire(uid, "a", {"blob": "x" * 400 * KB})  # 2 copies (latest kwargs, instance kwargs): fits
     app.fire(uid, "b", {"blob": "y" * 400 * KB})  # 4 copies: past the session limit
-    app.fire(uid, "c", {"blob": "z" * 600 * KB})  # past the payload limit on its own
+    # Past the payload limit on its own: the kafka storage refuses to publish that, so it
+    # is produced as another producer (not this product's) might send it.
+    record = event_record("TriggerFired", uid, trigger="c", kwargs_json=json.dumps({"blob": "z" * 600 * KB}))
+    app.produce_raw(uid.encode(), encode("TriggerFired", record))
     wait_until(lambda: len(reasons(readers, uid)) == 2, "two dead letters")
     assert reasons(readers, uid) == ["session_too_large", "payload_too_large"]
     still_flows(app, worker, readers)
