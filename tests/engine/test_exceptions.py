@@ -49,7 +49,6 @@ PROJECT_ERRORS: dict[type[BaseException], type[BaseException]] = {
     InvalidPayload: ValueError,
     OperationNotAllowed: ValueError,
     UnknownInstance: KeyError,
-    NativeUnavailable: RuntimeError,
     CodecError: ValueError,
     StateFormatError: ValueError,
     TopicsError: RuntimeError,
