@@ -6,10 +6,13 @@ After the batch's inputs were applied (their outputs and dead letters produced):
    then make sure the worker still owns its partitions (a membership probe when the
    batch took long enough for the group to have moved on: a frozen process); if not,
    the batch is dropped here, before any state is published (docs/fencing.md);
-2. produce one changelog record per session the batch changed (its state and the
-   offset of the last input applied to it, stamped with the owner epoch) and flush again - so a state never becomes
-   durable before the outputs it caused;
-3. write those sessions and the changelog checkpoint to RocksDB in one write batch;
+2. produce, per session the batch changed, the parts it changed (new or changed
+   instances, a tombstone per instance removed) and then its header (the applied
+   offset of the last input, configurations, latest kwargs), every one stamped with the
+   owner epoch and that applied offset (docs/state-format.md), and flush again - so a
+   state never becomes durable before the outputs it caused;
+3. write those parts (a session stored in one whole-session value loses it: it is in
+   parts now) and the changelog checkpoint to RocksDB in one write batch;
 4. commit the input offsets.
 
 A crash between any two steps loses nothing: the inputs after the committed offsets
@@ -30,11 +33,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from stream_triggers.events.codec import encode
-from stream_triggers.events.state_format import encode_state
 from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.stream import faults
-from stream_triggers.stream.partition import Partition
+from stream_triggers.stream.partition import Partition, changelog_rows
+from stream_triggers.stream.store import PART, PartitionStore
 
 __all__ = ["Checkpoint", "DeliveryFailed", "PartitionsLost"]
 
@@ -90,29 +93,27 @@ class Checkpoint:
         changelog = self.topics.changelog
         produce = self.producer.produce
         now = time.time_ns() // 1000
-        rows_by_partition: dict[int, list[tuple[str, int, bytes]]] = {}
+        rows_by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for partition in partitions:  # 2
             if not partition.dirty:
                 continue
             rows = rows_by_partition[partition.number] = []
+            number, epoch = partition.number, partition.epoch
             for uid, entry in partition.dirty.items():
-                state = entry.encoded or encode_state(entry.state, partition.epoch)
-                entry.encoded, entry.size_bound = None, len(state)
-                rows.append((uid, entry.applied_offset, state))
-                snapshot = {
-                    "session_uid": uid,
-                    "produced_at": now,
-                    "state": state,
-                    "input_partition": partition.number,
-                    "applied_offset": entry.applied_offset,
-                }
-                produce(
-                    changelog,
-                    encode("SessionSnapshot", snapshot),
-                    uid.encode(),
-                    partition.number,
-                    on_delivery=self._on_changelog_delivery,
-                )
+                if entry.committed is None:  # stored whole (or new): in parts from now on
+                    rows.append((PartitionStore.whole_key(uid), None))
+                for key, value in changelog_rows(uid, entry, epoch):
+                    rows.append((PART + key, value))
+                    if value is not None:
+                        snapshot = {
+                            "session_uid": uid,
+                            "produced_at": now,
+                            "state": value,
+                            "input_partition": number,
+                            "applied_offset": entry.applied_offset,
+                        }
+                        value = encode("SessionSnapshot", snapshot)
+                    produce(changelog, value, key, number, on_delivery=self._on_changelog_delivery)
         if rows_by_partition:
             self.flush()
         if rows_by_partition:
@@ -121,7 +122,9 @@ class Checkpoint:
         for partition in partitions:
             rows = rows_by_partition.get(partition.number)
             if rows:  # 3
-                partition.store.write(rows, self._changelog_offsets.get(partition.number), partition.epoch)
+                partition.store.write_parts(rows, self._changelog_offsets.get(partition.number), partition.epoch)
+                for entry in partition.dirty.values():
+                    entry.committed, entry.encoded = entry.state, None
                 partition.dirty.clear()
             if partition.commit_offset is not None:
                 offsets.append(TopicPartition(self.topics.events, partition.number, partition.commit_offset))

@@ -25,12 +25,16 @@ class WorkerSettings:
     restore_timeout_s: float = 120.0
     max_payload_bytes: int = 512 * 1024
     """An ``events`` record larger than this is dead-lettered (``payload_too_large``), not applied."""
-    max_session_bytes: int = 900 * 1024
+    max_session_bytes: int = 16 * 1024 * 1024
     """A session whose encoded state would grow past this refuses the input (``session_too_large``).
 
-    Below the broker's record limit (``max_record_bytes``) with room for the changelog
-    record's envelope, so a session's changelog record can always be delivered.
+    A session is stored in parts (one per instance plus a header), so this bounds what
+    one session may hold in memory, in RocksDB and in a reader's hands, not a record.
     """
+    max_part_bytes: int = 900 * 1024
+    """A session part (its header, or one instance) that would grow past this refuses the
+    input (``session_too_large``).  Below the broker's record limit (``max_record_bytes``)
+    with room for the changelog record's envelope, so every changelog record can be delivered."""
     max_record_bytes: int = 1_000_000
     """The broker's (and producer's) record size limit: an input whose output record would
     be larger is dead-lettered (``output_too_large``); dead letters are cut to fit."""
