@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from stream_triggers.engine import EMPTY, SessionState
+from stream_triggers.events.state_format import StateFormatError
 from stream_triggers.events.state_parts import (
     changed_instances,
     encode_header,
@@ -103,9 +104,16 @@ class Partition:
         """Set once the store caught up with the changelog: only then are inputs applied."""
 
     def session(self, uid: str) -> SessionEntry:
-        """The cached session, loaded from the store (or new) on first use."""
+        """The cached session, loaded from the store (or new) on first use.
+
+        Raises ``StateFormatError`` for a session that cannot be read or is quarantined
+        (its input goes to the dead letters with reason ``corrupt_state``).
+        """
         entry = self.sessions.get(uid)
         if entry is None:
+            quarantined = self.store.quarantined(uid)
+            if quarantined is not None:
+                raise StateFormatError(f"session {uid!r} is quarantined: {quarantined}")
             stored = self.store.read_session(uid)
             if stored is None:
                 entry = SessionEntry()

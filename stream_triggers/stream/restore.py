@@ -13,9 +13,13 @@ instance part counts once a header at least as new was read (until then it waits
 ``q:``); a tombstone removes its part, a header's the whole session.  So no restore ever
 takes a session back.
 
-It is strict: a record it cannot read stops the restore of its partition with
-:class:`CorruptChangelog` (what was read before it is kept), never a quiet skip that
-would leave an older state in place.
+It is strict, never a quiet skip that would leave an older state in place: a record it
+cannot read **quarantines** its session (``x:`` + uid in the store, with the reason;
+counted in ``RestoreResult.quarantined``): from then on every input of that session is
+dead-lettered (``corrupt_state``) instead of being applied to a state that may be
+missing something, while the partition's other sessions flow.  A record whose key names
+no session stops the restore of the partition with :class:`CorruptChangelog` (what was
+read before it is kept).  docs/state-format.md, "Unreadable records".
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from stream_triggers.events.state_parts import header_key, instance_prefix, part
 from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.clients import read_to_end
 from stream_triggers.stream.partition import Partition
-from stream_triggers.stream.store import PART, PENDING, PartitionStore
+from stream_triggers.stream.store import PART, PENDING, QUARANTINE, PartitionStore
 
 __all__ = ["CorruptChangelog", "RestoreResult", "checkpoints_past_the_end", "restore"]
 
@@ -59,6 +63,8 @@ class RestoreResult:
     records: int = 0
     stale: int = 0
     """Records skipped: stamped with an epoch below one seen before them, or older than the store's."""
+    quarantined: int = 0
+    """Sessions quarantined because one of their records could not be read."""
     seconds: float = 0.0
     complete: bool = True
     """False when ``should_stop`` ended the read early (the stores hold a consistent prefix)."""
@@ -103,7 +109,9 @@ class _Writes:
         return version
 
     def drop_session(self, uid: str) -> None:
+        """The session was removed from the changelog: its parts, pending parts and quarantine go."""
         self.pending.pop(uid, None)
+        self.put(QUARANTINE + uid.encode(), None)
         self.put(PartitionStore.whole_key(uid), None)
         self.put(PART + header_key(uid), None)
         for prefix in (PART + instance_prefix(uid), PENDING + instance_prefix(uid)):
@@ -173,6 +181,16 @@ def _take(writes: _Writes, key: bytes | None, value: bytes | None, max_epoch: in
     return uid, epoch, True
 
 
+def _session_of(key: bytes | None) -> str | None:
+    """The session a changelog key names, or None."""
+    if key is None:
+        return None
+    try:
+        return split_key(key).uid
+    except StateFormatError:
+        return None
+
+
 def restore(
     client: Consumer,
     changelog: str,
@@ -207,14 +225,24 @@ def restore(
                 pending = writes.get(number)
                 if pending is None:
                     pending = writes[number] = _Writes(partition.store)
+                key = message.key()
                 try:
-                    uid, epoch, kept = _take(pending, message.key(), message.value(), max_epoch[number])
+                    uid, epoch, kept = _take(pending, key, message.value(), max_epoch[number])
                 except (CodecError, StateFormatError, KeyError, TypeError) as exc:
-                    raise CorruptChangelog(
-                        f"cannot restore partition {number}: the changelog record {changelog}[{number}] at offset "
-                        f"{offset} (key {message.key()!r}) is unreadable: {exc}. Its session would come back older "
-                        f"than it is, so the restore stops here; see docs/state-format.md (Unreadable records)."
-                    ) from exc
+                    where = f"the changelog record {changelog}[{number}] at offset {offset} (key {key!r})"
+                    uid = _session_of(key)
+                    if uid is None:
+                        raise CorruptChangelog(
+                            f"cannot restore partition {number}: {where} is unreadable and names no session: "
+                            f"{exc}; the restore stops here (docs/state-format.md, Unreadable records)"
+                        ) from exc
+                    reason = f"{where} is unreadable: {exc}"
+                    log.error("quarantining session %s: %s", uid, reason, extra={"session_uid": uid})
+                    pending.put(QUARANTINE + uid.encode(), reason.encode())
+                    result.quarantined += 1
+                    partition.forget(uid)
+                    last[number] = offset
+                    continue
                 last[number] = offset
                 max_epoch[number] = epoch
                 if kept:

@@ -56,6 +56,8 @@ class WorkerStats:
     batches_dropped: int = 0  # batches not published: the partitions moved away while in hand
     offset_gaps: int = 0
     restored_records: int = 0
+    quarantined_sessions: int = 0
+    """Sessions whose changelog record restore could not read (docs/state-format.md, "Unreadable records")."""
     restore_seconds: float = 0.0
     first_event_at: float | None = None
     last_event_at: float | None = None

@@ -25,12 +25,13 @@ from stream_triggers.engine.state import SessionState
 from stream_triggers.events.state_format import decode_state, encode_state, state_epoch
 from stream_triggers.events.state_parts import assemble, header_key, instance_prefix, read_header
 
-__all__ = ["PART", "PENDING", "PartitionStore", "SessionRecord", "StoredSession"]
+__all__ = ["PART", "PENDING", "QUARANTINE", "PartitionStore", "SessionRecord", "StoredSession"]
 
 _OFFSET = struct.Struct(">q")
 _SESSION = b"s:"
 PART = b"p:"
 PENDING = b"q:"
+QUARANTINE = b"x:"
 _CHECKPOINT = b"m:changelog-offset"
 _MAX_EPOCH = b"m:max-epoch"
 _MEMTABLE_BYTES = 4 * 1024 * 1024
@@ -107,6 +108,11 @@ class PartitionStore:
         if value is None:
             return None
         return _OFFSET.unpack_from(value)[0], value[_OFFSET.size :]
+
+    def quarantined(self, uid: str) -> str | None:
+        """Why the session is quarantined (restore could not read one of its records), or None."""
+        reason = self._db.get(QUARANTINE + uid.encode())
+        return None if reason is None else reason.decode(errors="replace")
 
     def get_raw(self, key: bytes) -> bytes | None:
         """The value under a full store key (``p:``, ``q:``, ``s:`` ...)."""

@@ -227,6 +227,7 @@ class StreamWorker(Lifecycle):
         )
         self.stats.restores += 1
         self.stats.restored_records += result.records
+        self.stats.quarantined_sessions += result.quarantined
         self.stats.restore_seconds += result.seconds
         numbers = sorted(p.number for p in partitions)
         log.info(

@@ -10,6 +10,7 @@ from confluent_kafka import KafkaError
 
 from stream_triggers.engine import EMPTY, ConfigurationUpdated, SessionState, TriggerFired, step
 from stream_triggers.events.codec import encode
+from stream_triggers.events.records import record_from_input
 from stream_triggers.events.state_format import (
     ChangelogReader,
     StateFormatError,
@@ -23,7 +24,6 @@ from stream_triggers.events.state_parts import (
     changed_instances,
     changelog_keys,
     encode_header,
-    encode_instance,
     header_key,
     instance_key,
     split_key,
@@ -286,6 +286,11 @@ def test_a_session_stored_whole_is_rewritten_in_parts_on_its_next_change(store: 
     assert [key for _topic, key in producer.produced] == [instance_key("s", "each#3"), header_key("s")]
 
 
+def event(uid: str, source: object) -> bytes:
+    type_name, fields = record_from_input(source)
+    return encode(type_name, {"event_id": "e", "session_uid": uid, "produced_at": 0, **fields})
+
+
 def messages(rows: list[tuple[bytes, bytes | None]], first_offset: int = 0) -> list[Message]:
     return [Message(0, first_offset + i, key, value) for i, (key, value) in enumerate(rows)]
 
@@ -306,22 +311,50 @@ def test_restore_assembles_parts_whose_header_comes_in_a_later_fetch(store: Part
     assert store.changelog_checkpoint == len(log) - 1
 
 
-def test_restore_stops_at_an_unreadable_record_and_keeps_what_came_before(store: PartitionStore) -> None:
+def test_an_unreadable_record_quarantines_its_session_and_is_counted(store: PartitionStore) -> None:
+    """Never a quiet skip: the session's inputs are dead-lettered, the others flow."""
+    first = ticks(CONFIGURED, 2)
+    rows = records("s", parts_of("s", None, first, 3, 1), 3)
+    rows += [(header_key("s"), b"\x00garbage"), *records("s3", parts_of("s3", None, first, 9, 1), 9)]
+    partition = Partition(0, store)
+    result = restore(FakeConsumer([messages(rows), EOF]), "t.changelog", [partition], timeout_s=5)
+    assert result.quarantined == 1
+    assert "t.changelog[0] at offset 3" in store.quarantined("s")
+    with pytest.raises(StateFormatError, match="quarantined"):
+        partition.session("s")
+    assert same(partition.session("s3").state, first)
+    assert store.changelog_checkpoint == len(rows) - 1
+
+
+def test_an_input_of_a_quarantined_session_is_dead_lettered(store: PartitionStore) -> None:
+    from stream_triggers.kafka.topics import Topics
+    from stream_triggers.manager import TriggerManager
+    from stream_triggers.stream.inputs import InputApplier
+    from stream_triggers.stream.outputs import OutputSink
+    from stream_triggers.stream.settings import WorkerSettings, WorkerStats
+
+    store.write_parts([(b"x:s", b"unreadable")], 0)
+    stats = WorkerStats()
+    applier = InputApplier(TriggerManager, OutputSink(Topics("t")), stats, WorkerSettings("-", "-"))
+    value = event("s", TriggerFired("go", {}, AT))
+    [(topic, _key, _value)] = applier.apply(Partition(0, store), 5, b"s", value)
+    assert (topic, stats.dead_letters) == (Topics("t").dead_letter, {"corrupt_state": 1})
+
+
+def test_a_record_that_names_no_session_stops_the_restore(store: PartitionStore) -> None:
     first = ticks(CONFIGURED, 2)
     good = records("s", parts_of("s", None, first, 3, 1), 3)
-    log = messages([*good, (b"s2\xffh", b"\x00garbage"), *records("s3", parts_of("s3", None, first, 9, 1), 9)])
-    partition = Partition(0, store)
+    log = messages([*good, (None, b"\x00garbage")])
     with pytest.raises(CorruptChangelog, match=r"t.changelog\[0\] at offset 3"):
-        restore(FakeConsumer([log]), "t.changelog", [partition], timeout_s=5)
+        restore(FakeConsumer([log]), "t.changelog", [Partition(0, store)], timeout_s=5)
     assert same(store.read_session("s").state, first)
     assert store.changelog_checkpoint == 2, "the next restore starts at the unreadable record again"
-    assert store.read_session("s3") is None
 
 
 def test_restore_refuses_a_part_under_another_sessions_key(store: PartitionStore) -> None:
     rows = records("s", parts_of("s", None, CONFIGURED, 3, 1), 3)
-    with pytest.raises(CorruptChangelog, match="under the key"):
-        restore(FakeConsumer([messages([(b"other\xffh", rows[-1][1])])]), "t.changelog", [Partition(0, store)], 5)
+    restore(FakeConsumer([messages([(b"other\xffh", rows[-1][1])]), EOF]), "t.changelog", [Partition(0, store)], 5)
+    assert "under the key" in store.quarantined("other")
 
 
 def test_restore_drops_a_session_whose_header_is_tombstoned(store: PartitionStore) -> None:
