@@ -64,7 +64,7 @@ def still_flows(app: App, worker: StreamWorker, readers: Readers) -> None:
 @pytest.mark.broker
 def test_large_fires_to_one_session(app: App, worker: StreamWorker, readers: Readers) -> None:
     uid = "large-fires"
-    app.configure(uid, {"t": {"after": ["a", "b", "c"], "run": "x"}})
+    app.configure(uid, {"t": {"after": ["a", "b", "c", "d"], "run": "x"}})
     app.fire(uid, "a", {"blob": "x" * 400 * KB})  # the header (latest kwargs) and t#0 hold it once each
     app.fire(uid, "b", {"blob": "y" * 400 * KB})  # 800 KB in the header and in t#0: still fits a part
     app.fire(uid, "c", {"blob": "z" * 200 * KB})  # 1 MB: past the limit of a part
