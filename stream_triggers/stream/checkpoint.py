@@ -9,7 +9,8 @@ After the batch's inputs were applied (their outputs and dead letters produced):
 2. produce, per session the batch changed, the parts it changed (new or changed
    instances, a tombstone per instance removed) and then its header (the applied
    offset of the last input, configurations, latest kwargs), every one stamped with the
-   owner epoch and that applied offset (docs/state-format.md), and flush again - so a
+   owner epoch and that applied offset (docs/state-format.md) - or, for a small
+   session never written in parts, one whole-session record - and flush again - so a
    state never becomes durable before the outputs it caused;
 3. write those parts (a session stored in one whole-session value loses it: it is in
    parts now) and the changelog checkpoint to RocksDB in one write batch;
@@ -26,6 +27,7 @@ the batch.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -33,15 +35,23 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from stream_triggers.events.codec import encode
+from stream_triggers.events.state_format import encode_state
 from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.stream import faults
-from stream_triggers.stream.partition import Partition, changelog_rows
+from stream_triggers.stream.partition import Partition, SessionEntry, changelog_rows
 from stream_triggers.stream.store import PART, PartitionStore
 
-__all__ = ["Checkpoint", "DeliveryFailed", "PartitionsLost"]
+__all__ = ["WHOLE_SESSION_BYTES", "Checkpoint", "DeliveryFailed", "PartitionsLost"]
 
 log = logging.getLogger(__name__)
+
+_OFFSET = struct.Struct(">q")
+
+WHOLE_SESSION_BYTES = 2048
+"""A session whose whole state is at most this, and that was never written in parts, is
+written as one whole-session record: for small sessions, one record costs less than a
+header and parts (each with its envelope and key).  Past it, the session goes to parts for good."""
 
 FLUSH_WAIT_S = 30.0
 """One flush wait; a slow broker is waited for in rounds of this (librdkafka keeps retrying)."""
@@ -58,8 +68,11 @@ class PartitionsLost(StreamTriggersError):
 class Checkpoint:
     """Steps 1-4 above for one worker's producer and consumer."""
 
-    def __init__(self, producer: Producer, consumer: Consumer, topics: Topics) -> None:
+    def __init__(
+        self, producer: Producer, consumer: Consumer, topics: Topics, whole_session_bytes: int = WHOLE_SESSION_BYTES
+    ) -> None:
         self.producer = producer
+        self.whole_session_bytes = whole_session_bytes
         self.consumer = consumer
         self.topics = topics
         self.delivery_errors: list[str] = []
@@ -100,10 +113,16 @@ class Checkpoint:
             rows = rows_by_partition[partition.number] = []
             number, epoch = partition.number, partition.epoch
             for uid, entry in partition.dirty.items():
-                if entry.committed is None:  # stored whole (or new): in parts from now on
-                    rows.append((PartitionStore.whole_key(uid), None))
-                for key, value in changelog_rows(uid, entry, epoch):
-                    rows.append((PART + key, value))
+                whole = self._small_whole(entry, epoch)
+                if whole is not None:  # one whole-session record
+                    rows.append((PartitionStore.whole_key(uid), _OFFSET.pack(entry.applied_offset) + whole))
+                    records: list[tuple[bytes, bytes | None]] = [(uid.encode(), whole)]
+                else:
+                    if entry.committed is None:  # stored whole (or new): in parts from now on
+                        rows.append((PartitionStore.whole_key(uid), None))
+                    records = changelog_rows(uid, entry, epoch)
+                    rows.extend((PART + key, value) for key, value in records)
+                for key, value in records:
                     if value is not None:
                         snapshot = {
                             "session_uid": uid,
@@ -124,7 +143,9 @@ class Checkpoint:
             if rows:  # 3
                 partition.store.write_parts(rows, self._changelog_offsets.get(partition.number), partition.epoch)
                 for entry in partition.dirty.values():
-                    entry.committed, entry.encoded = entry.state, None
+                    entry.encoded = None
+                    if not entry.whole:
+                        entry.committed = entry.state
                 partition.dirty.clear()
             if partition.commit_offset is not None:
                 offsets.append(TopicPartition(self.topics.events, partition.number, partition.commit_offset))
@@ -134,6 +155,17 @@ class Checkpoint:
             faults.reached("before-commit")
             self.consumer.commit(offsets=offsets, asynchronous=True)
             faults.reached("after-commit")
+
+    def _small_whole(self, entry: SessionEntry, epoch: int) -> bytes | None:
+        """The session's whole-state value if it is written whole this batch (small, never in parts)."""
+        entry.whole = False
+        if entry.committed is not None or entry.size_bound > self.whole_session_bytes * 64:
+            return None
+        whole = encode_state(entry.state, epoch)
+        if len(whole) > self.whole_session_bytes:
+            return None
+        entry.whole = True
+        return whole
 
     def flush(self) -> None:
         """Wait until every record produced so far is acknowledged; raise on a refused one."""

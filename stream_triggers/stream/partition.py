@@ -28,7 +28,7 @@ class SessionEntry:
     is freed by reference counting at once.
     """
 
-    __slots__ = ("state", "applied_offset", "committed", "encoded", "size_bound")
+    __slots__ = ("state", "applied_offset", "committed", "encoded", "size_bound", "whole")
 
     def __init__(
         self, state: SessionState = EMPTY, applied_offset: int = -1, committed: SessionState | None = None
@@ -41,6 +41,8 @@ class SessionEntry:
         """``(state, applied offset, its instance rows)`` once its sizes were checked (None: not yet)."""
         self.size_bound = 0
         """An upper bound of the encoded state's size (see ``InputApplier._check_sizes``)."""
+        self.whole = False
+        """Written as one whole-session record by the batch in hand (small, never in parts)."""
 
 
 def instance_rows(uid: str, entry: SessionEntry, epoch: int) -> ChangelogRows:

@@ -93,7 +93,7 @@ class StreamWorker(Lifecycle):
             batch_num_messages=10_000,
             queue_buffering_max_messages=2_000_000,
         )
-        self._checkpoint = Checkpoint(self._producer, self._consumer, self.topics)
+        self._checkpoint = Checkpoint(self._producer, self._consumer, self.topics, settings.whole_session_bytes)
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -254,13 +254,28 @@ def store(tmp_path: Path):
         opened.close()
 
 
-def commit(partition: Partition, uid: str, state: SessionState, applied: int) -> FakeProducer:
+def commit(partition: Partition, uid: str, state: SessionState, applied: int, whole_bytes: int = 0) -> FakeProducer:
     producer = FakeProducer()
     entry = partition.session(uid)
     entry.state, entry.applied_offset = state, applied
     partition.dirty[uid] = entry
-    Checkpoint(producer, FakeConsumer(), _Topics()).commit([partition])
+    Checkpoint(producer, FakeConsumer(), _Topics(), whole_session_bytes=whole_bytes).commit([partition])
     return producer
+
+
+def test_a_small_session_is_written_whole_until_it_grows_then_in_parts_for_good(store: PartitionStore) -> None:
+    partition = Partition(0, store, epoch=2)
+    limit = len(encode_state(ticks(CONFIGURED, 2), 2))
+    keys = []
+    for applied, state in enumerate([ticks(CONFIGURED, 2), ticks(CONFIGURED, 3), ticks(CONFIGURED, 3, start=1)]):
+        partition.sessions.clear()
+        produced = commit(partition, "s", state, applied, whole_bytes=limit).produced
+        keys.append([key for _topic, key in produced])
+        assert same(store.read_session("s").state, state)
+    assert keys[0] == [b"s"]
+    assert keys[1] == [*(instance_key("s", f"each#{n}") for n in range(3)), header_key("s")]
+    assert store.get_whole("s") is None and store.read_session("s").in_parts
+    assert len(keys[2]) == 4, "in parts for good, though it is no larger now"
 
 
 def test_a_session_stored_whole_is_rewritten_in_parts_on_its_next_change(store: PartitionStore) -> None:
