@@ -110,9 +110,12 @@ class _Writes:
 
     def drop_session(self, uid: str) -> None:
         """The session was removed from the changelog: its parts, pending parts and quarantine go."""
-        self.pending.pop(uid, None)
         self.put(QUARANTINE + uid.encode(), None)
         self.put(PartitionStore.whole_key(uid), None)
+        self.drop_parts(uid)
+
+    def drop_parts(self, uid: str) -> None:
+        self.pending.pop(uid, None)
         self.put(PART + header_key(uid), None)
         for prefix in (PART + instance_prefix(uid), PENDING + instance_prefix(uid)):
             for key in list(self.scan(prefix)):
@@ -176,7 +179,8 @@ def _take(writes: _Writes, key: bytes | None, value: bytes | None, max_epoch: in
     else:  # a whole session (formats 1-3, 4/S): it replaces the parts
         if part.part != "whole":
             raise StateFormatError(f"a whole session under the key {key!r}")
-        writes.drop_session(uid)
+        if writes.get(PART + header_key(uid)) is not None:  # (a worker of an older version wrote it)
+            writes.drop_parts(uid)
         writes.put(PartitionStore.whole_key(uid), _OFFSET.pack(snapshot["applied_offset"]) + state)
     return uid, epoch, True
 
