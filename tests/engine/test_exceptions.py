@@ -30,6 +30,7 @@ from stream_triggers.storages.base import ConcurrentModification
 from stream_triggers.storages.kafka import BrokerTimeout, RecordTooLarge, SessionNotFound, UnsupportedEdit
 from stream_triggers.storages.locking import LockAcquisitionFailed
 from stream_triggers.stream.checkpoint import DeliveryFailed, PartitionsLost
+from stream_triggers.stream.restore import CorruptChangelog
 from stream_triggers.stream.inputs import Rejected
 from stream_triggers.task import MaxRetriesExceeded, Retry, StatusChange, UnknownTask
 
@@ -52,6 +53,7 @@ PROJECT_ERRORS: dict[type[BaseException], type[BaseException]] = {
     OutcomeTooLarge: ValueError,
     DeliveryFailed: KafkaException,
     PartitionsLost: Exception,
+    CorruptChangelog: Exception,
     Rejected: Exception,
     BrokerError: RuntimeError,
     SessionNotFound: LookupError,
