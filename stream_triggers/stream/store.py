@@ -109,6 +109,17 @@ class PartitionStore:
             return None
         return _OFFSET.unpack_from(value)[0], value[_OFFSET.size :]
 
+    def changelog_keys(self, uid: str) -> list[bytes]:
+        """Every changelog key the session may have, from what this store holds (what retention tombstones).
+
+        Its whole-session key, its header key, and the key of every instance part stored
+        (committed or pending); ``state_parts.changelog_keys`` gives the same from a state.
+        """
+        keys = {uid.encode(), header_key(uid)}
+        for prefix in (PART, PENDING):
+            keys.update(key[len(prefix) :] for key, _ in self.scan(prefix + instance_prefix(uid)))
+        return sorted(keys)
+
     def quarantined(self, uid: str) -> str | None:
         """Why the session is quarantined (restore could not read one of its records), or None."""
         reason = self._db.get(QUARANTINE + uid.encode())

@@ -379,3 +379,9 @@ def test_restore_drops_a_session_whose_header_is_tombstoned(store: PartitionStor
     restore(FakeConsumer([messages(rows), EOF]), "t.changelog", [Partition(0, store)], timeout_s=5)
     assert store.read_session("s") is None
     assert list(store.scan(b"p:")) == [] and list(store.scan(b"q:")) == []
+
+
+def test_the_store_lists_every_changelog_key_of_a_session(store: PartitionStore) -> None:
+    state = ticks(CONFIGURED, 3)
+    commit(Partition(0, store, epoch=1), "s", state, 4)
+    assert store.changelog_keys("s") == sorted(changelog_keys("s", state.instances))
