@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 _OFFSET = struct.Struct(">q")
 
-WHOLE_SESSION_BYTES = 2048
+WHOLE_SESSION_BYTES = 16384
 """A session whose whole state is at most this, and that was never written in parts, is
 written as one whole-session record: for small sessions, one record costs less than a
 header and parts (each with its envelope and key).  Past it, the session goes to parts for good."""

@@ -35,7 +35,7 @@ class WorkerSettings:
     """A session part (its header, or one instance) that would grow past this refuses the
     input (``session_too_large``).  Below the broker's record limit (``max_record_bytes``)
     with room for the changelog record's envelope, so every changelog record can be delivered."""
-    whole_session_bytes: int = 2048
+    whole_session_bytes: int = 16384
     """A session whose whole state is at most this, and that was never written in parts, is
     written as one changelog record (cheaper for small sessions); past it, in parts for good."""
     max_record_bytes: int = 1_000_000
