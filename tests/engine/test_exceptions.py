@@ -30,8 +30,8 @@ from stream_triggers.storages.base import ConcurrentModification
 from stream_triggers.storages.kafka import BrokerTimeout, RecordTooLarge, SessionNotFound, UnsupportedEdit
 from stream_triggers.storages.locking import LockAcquisitionFailed
 from stream_triggers.stream.checkpoint import DeliveryFailed, PartitionsLost
-from stream_triggers.stream.restore import CorruptChangelog
 from stream_triggers.stream.inputs import Rejected
+from stream_triggers.stream.restore import CorruptChangelog
 from stream_triggers.task import MaxRetriesExceeded, Retry, StatusChange, UnknownTask
 
 # Each project error and the standard base its callers rely on.
