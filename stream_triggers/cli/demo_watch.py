@@ -13,7 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from stream_triggers.cli.demo_plan import Plan
 from stream_triggers.cli.inspect import session_document
 from stream_triggers.events.codec import CodecError, decode
-from stream_triggers.events.state_format import StateFormatError, decode_state
+from stream_triggers.events.state_format import ChangelogReader, StateFormatError
 from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.types import TERMINAL_STATUSES
@@ -91,28 +91,27 @@ class Watcher:
 
 def committed_states(bootstrap: str, topics: Topics, partitions: int, uids: set[str]) -> dict[str, Any]:
     """The newest committed state of each session, read from the changelog in one pass."""
-    snapshots: dict[str, bytes] = {}
+    reader = ChangelogReader()  # sessions are stored in parts: the reader assembles them
     consumer = clients.consumer(bootstrap, "demo-read", enable_partition_eof=True)
     try:
         start = dict.fromkeys(range(partitions), OFFSET_BEGINNING)
         for batch in clients.read_to_end(consumer, topics.changelog, start, 10.0):
             for message in batch:
-                try:
-                    _, snapshot = decode(message.value())
-                except CodecError:
-                    continue
-                if snapshot["session_uid"] in uids:
-                    snapshots[snapshot["session_uid"]] = snapshot["state"]
+                key = message.key()
+                if key is not None and key.split(b"\xff", 1)[0].decode(errors="replace") in uids:
+                    reader.add(key, message.value(), message.partition())
     except clients.ReadTimeout:
         pass  # show what was read; the sessions missing are reported as such
     finally:
         consumer.close()
     states = {}
-    for uid, data in snapshots.items():
+    for uid in uids:
         try:
-            states[uid] = decode_state(data)
+            found = reader.state(uid)
         except StateFormatError:
             continue
+        if found is not None:
+            states[uid] = found[0]
     return states
 
 

@@ -22,7 +22,15 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaExcep
 from stream_triggers.cli.kafka_settings import kafka_options
 from stream_triggers.cli.options import ENV, EXIT_INPUT, bootstrap_option, check_broker, fail, prefix_option
 from stream_triggers.events.codec import CodecError, decode
-from stream_triggers.events.state_format import StateFormatError, decode_state
+from stream_triggers.events.state_format import (
+    KIND_HEADER,
+    KIND_INSTANCE,
+    StateFormatError,
+    decode_state,
+    state_kind,
+    unpack,
+)
+from stream_triggers.events.state_parts import read_header
 from stream_triggers.kafka import clients
 
 __all__ = ["SHORT_NAMES", "format_record", "resolve_topic", "tail", "tail_topic"]
@@ -205,6 +213,12 @@ def _text(value: str) -> str:
 
 def _state_summary(data: bytes) -> str:
     try:
+        kind = state_kind(data)
+        if kind == KIND_HEADER:  # a session in parts (docs/state-format.md)
+            return f"state: header part, {read_header(data).instance_count} instances"
+        if kind == KIND_INSTANCE:
+            row = unpack(data[10:])
+            return f"state: instance part {row[2]} {row[4]}"
         state = decode_state(data)
     except StateFormatError as exc:
         return f"state: <unreadable: {exc}>"

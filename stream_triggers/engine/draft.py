@@ -29,8 +29,6 @@ from stream_triggers.types import RESOLVED_STATUSES, TaskConfig, TaskInstance
 __all__ = ["Draft"]
 
 
-
-
 _new_state = object.__new__
 
 

@@ -94,7 +94,7 @@ class StreamWorker(Lifecycle):
             batch_num_messages=10_000,
             queue_buffering_max_messages=2_000_000,
         )
-        self._checkpoint = Checkpoint(self._producer, self._consumer, self.topics)
+        self._checkpoint = Checkpoint(self._producer, self._consumer, self.topics, settings.whole_session_bytes)
         self.served = ServedState()
         """Restored partitions, as the query endpoint reads them (stream/queries.py)."""
         self._advertiser = OwnerAdvertiser(self._producer, self.topics, self.served, settings)
@@ -236,6 +236,7 @@ class StreamWorker(Lifecycle):
         )
         self.stats.restores += 1
         self.stats.restored_records += result.records
+        self.stats.quarantined_sessions += result.quarantined
         self.stats.restore_seconds += result.seconds
         numbers = sorted(p.number for p in partitions)
         log.info(

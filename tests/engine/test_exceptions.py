@@ -40,6 +40,7 @@ from stream_triggers.storages.kafka import (
 from stream_triggers.storages.locking import LockAcquisitionFailed
 from stream_triggers.stream.checkpoint import DeliveryFailed, PartitionsLost
 from stream_triggers.stream.inputs import Rejected
+from stream_triggers.stream.restore import CorruptChangelog
 from stream_triggers.task import MaxRetriesExceeded, Retry, StatusChange, UnknownTask
 
 # Each project error and the standard base its callers rely on.
@@ -61,6 +62,7 @@ PROJECT_ERRORS: dict[type[BaseException], type[BaseException]] = {
     OutcomeTooLarge: ValueError,
     DeliveryFailed: KafkaException,
     PartitionsLost: Exception,
+    CorruptChangelog: Exception,
     Rejected: Exception,
     NativeUnavailable: RuntimeError,
     BrokerError: RuntimeError,

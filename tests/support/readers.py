@@ -17,7 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from stream_triggers.events import jsonx
 from stream_triggers.events.codec import CodecError, decode
-from stream_triggers.events.state_format import decode_state
+from stream_triggers.events.state_format import ChangelogReader, decode_state
 from stream_triggers.kafka.topics import Topics
 
 from .waits import WAIT_S
@@ -195,21 +195,26 @@ def drain(bootstrap: str, topic: str, n: int, timeout: float = WAIT_S) -> list[R
 
 
 def latest_snapshots(bootstrap: str, topics: Topics, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
-    """The newest changelog snapshot of every session: ``state`` decoded, ``state_bytes`` as stored."""
+    """The newest changelog snapshot of every session, assembled from its parts: ``state`` decoded,
+    ``state_bytes`` as a whole state, ``changelog_offset`` of its newest record."""
     reader = TopicReader(bootstrap, topics.changelog, contiguous=False)  # compaction may leave holes
     try:
         records = reader.read_to_end(timeout)
     finally:
         reader.close()
-    latest: dict[str, dict[str, Any]] = {}
+    changelog = ChangelogReader()
+    newest: dict[str, tuple[int, int]] = {}
     for record in records:
-        assert record.type == "SessionSnapshot", record
-        assert record.key == record["session_uid"].encode()
-        latest[record["session_uid"]] = {
-            **record.value,
-            "state": decode_state(record["state"]),
-            "state_bytes": record["state"],
-            "changelog_offset": (record.partition, record.offset),
+        changelog.add(record.key, record.raw or None, record.partition)
+        if record.type is not None:
+            newest[record["session_uid"]] = (record.partition, record.offset)
+    latest: dict[str, dict[str, Any]] = {}
+    for uid, snapshot in changelog.snapshots.items():
+        latest[uid] = {
+            **snapshot,
+            "state": decode_state(snapshot["state"]),
+            "state_bytes": snapshot["state"],
+            "changelog_offset": newest[uid],
         }
     return latest
 
