@@ -12,8 +12,9 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from stream_triggers.cli.demo_plan import Plan
 from stream_triggers.cli.inspect import session_document
+from stream_triggers.events.changelog_reader import ChangelogReader
 from stream_triggers.events.codec import CodecError, decode
-from stream_triggers.events.state_format import ChangelogReader, StateFormatError
+from stream_triggers.events.state_format import StateFormatError
 from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.types import TERMINAL_STATUSES

@@ -306,14 +306,3 @@ def state_kind(data: bytes) -> int:
 _READERS = {1: _read_v1, 2: _read_v2, 3: _read_v2, 4: _read_v2}
 _BODY_AT = {1: 1, 2: 1, 3: 1 + _EPOCH_BYTES.size, 4: PREFIX_BYTES}
 
-
-def __getattr__(name: str) -> Any:
-    """``ChangelogReader`` and ``newer``, from :mod:`~stream_triggers.events.changelog_reader`.
-
-    Imported lazily, because that module builds on this one; ``from ... import`` finds them.
-    """
-    if name in ("ChangelogReader", "newer"):
-        from stream_triggers.events import changelog_reader
-
-        return getattr(changelog_reader, name)
-    raise AttributeError(name)

@@ -55,10 +55,11 @@ from stream_triggers.engine import (
     StatusUpdated,
     step,
 )
+from stream_triggers.events.changelog_reader import ChangelogReader
 from stream_triggers.events.codec import encode
 from stream_triggers.events.envelope import event_record
 from stream_triggers.events.records import record_from_input
-from stream_triggers.events.state_format import ChangelogReader, decode_state
+from stream_triggers.events.state_format import decode_state
 from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka import clients
 from stream_triggers.kafka.partitioning import partition_for

@@ -5,7 +5,7 @@ not by ListOffsets: Tansu's high watermark can be wrong, a fetch's EOF is not.  
 are read from the store's checkpoint on and written in one RocksDB batch per fetched
 batch, with the new checkpoint, so an interrupted restore resumes where it stopped.
 
-The rules are the :class:`~stream_triggers.events.state_format.ChangelogReader`'s
+The rules are the :class:`~stream_triggers.events.changelog_reader.ChangelogReader`'s
 (docs/fencing.md, docs/state-format.md): a record stamped with an epoch below one
 already seen in its partition is stale and skipped; a header or whole-session record
 replaces the session only if it is newer (owner epoch, then applied offset); an

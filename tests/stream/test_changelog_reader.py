@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from stream_triggers.engine import EMPTY, ConfigurationUpdated, step
+from stream_triggers.events.changelog_reader import ChangelogReader
 from stream_triggers.events.codec import encode
-from stream_triggers.events.state_format import ChangelogReader, encode_state, state_epoch
+from stream_triggers.events.state_format import encode_state, state_epoch
 from stream_triggers.storages.base import utc_now
 
 CONFIGURED = step(EMPTY, ConfigurationUpdated({"t": {"after": ["a"], "run": "x"}}, utc_now()))[0]

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -53,8 +53,8 @@ class Pipeline(App):
             args += ["--session-timeout-ms", self.session_timeout_ms]
         return args
 
-    def _start(self, name: str, args: list[str]) -> Proc:
-        proc = Proc(name, args, self.tmp_path / f"{name}-{len(self.started)}.log")
+    def _start(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Proc:
+        proc = Proc(name, args, self.tmp_path / f"{name}-{len(self.started)}.log", env)
         self.started.append(proc)
         return proc
 
@@ -69,13 +69,18 @@ class Pipeline(App):
         group: str | None = None,
         manager: str | None = None,
         extra: Iterable[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> Proc:
-        """Start ``stream-triggers worker`` (its own state dir unless ``state_dir`` is given)."""
+        """Start ``stream-triggers worker`` (its own state dir unless ``state_dir`` is given).
+
+        ``env``: variables for this process only (the others' environment stays clean of
+        ``STREAM_TRIGGERS_*``), e.g. ``STREAM_TRIGGERS_FAULTS`` for the fault suite.
+        """
         name = name or f"w{len(self.started)}"
         args = ["worker", *self._common(group or self.group), "--state-dir", state_dir or self.state_dir(name)]
         if manager is not None:
             args += ["--manager", manager]
-        return self._start(name, [*args, *extra])
+        return self._start(name, [*args, *extra], env)
 
     def executor(
         self,

@@ -16,8 +16,9 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream_triggers.events import jsonx
+from stream_triggers.events.changelog_reader import ChangelogReader
 from stream_triggers.events.codec import CodecError, decode
-from stream_triggers.events.state_format import ChangelogReader, decode_state
+from stream_triggers.events.state_format import decode_state
 from stream_triggers.kafka.topics import Topics
 
 from .waits import WAIT_S
