@@ -9,10 +9,10 @@ import pytest
 from confluent_kafka import KafkaError
 
 from stream_triggers.engine import EMPTY, ConfigurationUpdated, SessionState, TriggerFired, step
+from stream_triggers.events.changelog_reader import ChangelogReader
 from stream_triggers.events.codec import encode
 from stream_triggers.events.records import record_from_input
 from stream_triggers.events.state_format import (
-    ChangelogReader,
     StateFormatError,
     decode_state,
     encode_state,
