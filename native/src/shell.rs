@@ -37,6 +37,8 @@ pub enum Outcome {
     Applied {
         type_name: &'static str,
         outputs: Vec<Output>,
+        /// The input's `produced_at` (µs), for the worker's latency histogram.
+        at: i64,
     },
     /// Its offset was applied to the session before (a re-delivery).
     Skipped { type_name: &'static str },
@@ -218,6 +220,8 @@ fn metadata_json(metadata: &Map) -> Result<String, Refusal> {
 enum Work {
     Input(Input),
     PostFire(String),
+    /// The finalizing manager's `_post_resolve`: an input resolved instances without a fire.
+    PostResolve,
 }
 
 impl Core {
@@ -314,7 +318,11 @@ impl Core {
         }
         entry.applied_offset = offset;
         let outputs = sink.outputs;
-        Outcome::Applied { type_name, outputs }
+        Outcome::Applied {
+            type_name,
+            outputs,
+            at,
+        }
     }
 }
 
@@ -342,8 +350,9 @@ impl Rules<'_> {
                     more.reverse();
                     stack.extend(more);
                 }
-                Work::PostFire(trigger) => {
-                    if trigger != SESSION_FINALIZED && ready_to_finalize(state) {
+                Work::PostFire(_) | Work::PostResolve => {
+                    let after_finalized = matches!(&item, Work::PostFire(t) if t == SESSION_FINALIZED);
+                    if !after_finalized && ready_to_finalize(state) {
                         let fire = Input::Fire {
                             trigger: SESSION_FINALIZED.into(),
                             kwargs: Map::new(),
@@ -368,6 +377,14 @@ impl Rules<'_> {
         sink.effects(&effects)?;
         let mut work = Vec::new();
         let mut inline = Vec::new();
+        let post_resolve = self.manager == Manager::Finalizing
+            && effects.iter().any(|e| {
+                matches!(e, Effect::Changed { instance, previous }
+                    if instance.status.is_resolved() && !previous.is_some_and(Status::is_resolved))
+            })
+            && !effects
+                .iter()
+                .any(|e| matches!(e, Effect::Fired { .. } | Effect::Cascade { .. }));
         for effect in effects {
             match effect {
                 Effect::Run(instance) => {
@@ -394,6 +411,9 @@ impl Rules<'_> {
                 }
                 _ => {}
             }
+        }
+        if post_resolve {
+            work.push(Work::PostResolve);
         }
         work.extend(inline);
         Ok(work)
