@@ -16,7 +16,8 @@ by the Python engine, counted in ``WorkerStats.engine_fallbacks`` and logged; th
 session then stays on Python for as long as it is cached, and the rest of its inputs in
 that batch (which the core refuses to apply past the handed-back one) go there too.  So
 do sessions near the size limit, whose exact checks (``session_too_large``,
-``output_too_large``) are the Python applier's.
+``output_too_large``) are the Python applier's, and inputs large enough that the Python
+engine's payload weight limit may refuse them.
 
 State records are still written by Python (:mod:`stream_triggers.events.state_format`):
 :func:`state_parts` and :func:`state_from_parts` move a state across the boundary, so
@@ -33,6 +34,7 @@ from typing import Any
 
 from stream_triggers.engine import EMPTY, SessionState
 from stream_triggers.engine import native as engines
+from stream_triggers.engine.payloads import MAX_PAYLOAD_BYTES
 from stream_triggers.events.state_format import StateFormatError, decode_state
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager, trigger_managers
@@ -50,6 +52,12 @@ Record = tuple[int, "bytes | None", "bytes | None"]
 
 SIZE_CHECKED = "near the session size limit"
 """The fallback reason of a session whose next inputs could grow it past ``max_session_bytes``."""
+
+
+WEIGHED = "a payload large enough to need weighing"
+WEIGH_ABOVE = MAX_PAYLOAD_BYTES // 4
+"""Records larger than this go to the Python engine, which weighs payloads (``MAX_PAYLOAD_BYTES``):
+an item weighs at most 4 times its JSON text (8 bytes for ``0,``), so smaller ones always pass."""
 
 
 class NativeEntry(SessionEntry):
@@ -166,19 +174,23 @@ class NativeApplier:
                 continue
             entry = self._entry(partition, uid)
             if isinstance(entry, NativeEntry):
-                grown = growth.get(uid, entry.size_bound) + (len(value or b"") + 2048) * (entry.tasks + 2)
+                size = len(value or b"")
+                grown = growth.get(uid, entry.size_bound) + (size + 2048) * (entry.tasks + 2)
                 growth[uid] = grown
-                if grown <= self.max_session:
+                reason = SIZE_CHECKED if grown > self.max_session else WEIGHED if size > WEIGH_ABOVE else None
+                if reason is None:
                     native.append(record)
                     continue
-                self._to_python(partition, uid, entry)
-                reasons[uid] = SIZE_CHECKED
+                reasons[uid] = reason  # (handed over once its earlier inputs in the batch are applied)
             else:
                 reasons.setdefault(uid, "session on the Python engine")
             to_python[uid].append(record)
         if native:
             outputs.extend(self._apply_native(partition, native, to_python, reasons))
         for uid, handed in to_python.items():
+            entry = partition.sessions.get(uid)
+            if isinstance(entry, NativeEntry):
+                self._to_python(partition, uid, entry)
             outputs.extend(self._apply_python(partition, uid, handed, reasons[uid]))
         return outputs
 
@@ -238,9 +250,6 @@ class NativeApplier:
                 uid = key.decode()  # type: ignore[union-attr]
                 if uid not in to_python:
                     reasons[uid] = outcome[1]
-                    entry = sessions.get(uid)
-                    if isinstance(entry, NativeEntry):
-                        self._to_python(partition, uid, entry)
                 to_python[uid].append((offset, key, value))
         for uid, entry in dirty.items():
             if isinstance(entry, NativeEntry) and entry.state is EMPTY:

@@ -34,8 +34,9 @@ class WorkerSettings:
     max_record_bytes: int = 1_000_000
     """The broker's (and producer's) record size limit: an input whose output record would
     be larger is dead-lettered (``output_too_large``); dead letters are cut to fit."""
-    engine: str = "auto"
-    """``native``, ``python`` or ``auto`` (native when installed and the manager is a built-in one)."""
+    engine: str | None = None
+    """``native``, ``python`` or ``auto`` (native when installed and the manager is a built-in one);
+    None: ``$STREAM_TRIGGERS_ENGINE``, else auto."""
     kafka_config: dict[str, Any] = field(default_factory=dict)
     """The user's librdkafka settings (security, timeouts...), for every client the worker builds."""
     consumer_config: dict[str, Any] = field(default_factory=dict)
