@@ -63,6 +63,8 @@ def test_task_order_does_not_come_from_another_sessions_equal_configuration() ->
             event_record("ConfigurationUpdated", uid, f"c{n}", 0, configuration_json=json.dumps(configuration)),
         )
         side.apply(0, 2 * n, uid.encode(), value, 0)
-        fire = codec.encode("TriggerFired", event_record("TriggerFired", uid, f"f{n}", 0, trigger="go", kwargs_json="{}"))
+        fire = codec.encode(
+            "TriggerFired", event_record("TriggerFired", uid, f"f{n}", 0, trigger="go", kwargs_json="{}")
+        )
         _, _, outputs = side.apply(0, 2 * n + 1, uid.encode(), fire, 0)
         assert [codec.decode(v)[1]["task"] for _, v in outputs] == list(configuration)
