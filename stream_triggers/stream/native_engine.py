@@ -60,6 +60,9 @@ WEIGH_ABOVE = MAX_PAYLOAD_BYTES // 4
 an item weighs at most 4 times its JSON text (8 bytes for ``0,``), so smaller ones always pass."""
 
 
+UNREADABLE = "a stored state that cannot be read"
+
+
 class NativeEntry(SessionEntry):
     """A cached session the native core holds (``state`` is filled only for the checkpoint)."""
 
@@ -183,7 +186,7 @@ class NativeApplier:
                     continue
                 reasons[uid] = reason  # (handed over once its earlier inputs in the batch are applied)
             else:
-                reasons.setdefault(uid, "session on the Python engine")
+                reasons.setdefault(uid, "session on the Python engine" if entry else UNREADABLE)
             to_python[uid].append(record)
         if native:
             outputs.extend(self._apply_native(partition, native, to_python, reasons))
@@ -194,8 +197,12 @@ class NativeApplier:
             outputs.extend(self._apply_python(partition, uid, handed, reasons[uid]))
         return outputs
 
-    def _entry(self, partition: Partition, uid: str) -> SessionEntry:
-        """The session's cache entry, loading it into the core if it is not held there yet."""
+    def _entry(self, partition: Partition, uid: str) -> SessionEntry | None:
+        """The session's cache entry, loading it into the core if it is not held there yet.
+
+        None for a stored state that cannot be read: the Python applier dead-letters the
+        session's inputs (``corrupt_state``), as it would on the Python engine.
+        """
         entry = partition.sessions.get(uid)
         if entry is not None:
             return entry
@@ -208,7 +215,7 @@ class NativeApplier:
         try:
             state = decode_state(data)
         except StateFormatError:
-            return partition.session(uid)  # the Python applier dead-letters its inputs (corrupt_state)
+            return None
         try:
             self.core.load(uid, applied_offset, *state_parts(state))
         except ValueError as exc:
