@@ -182,6 +182,7 @@ def topics_create(
     default="auto",
     show_default=True,
     envvar="STREAM_TRIGGERS_ENGINE",
+    show_envvar=True,
     help="What applies inputs: the native core (Rust), the Python engine, or auto "
     "(native when installed and the manager is a built-in one).",
 )
