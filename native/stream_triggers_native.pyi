@@ -5,7 +5,8 @@ from typing import Any
 __version__: str
 
 Outcome = (
-    tuple[str, str, list[tuple[str, bytes]], int]  # ("applied", type_name, [(topic, value), ...], produced_at)
+    # ("applied", type_name, [(topic, value, status or None), ...], produced_at)
+    tuple[str, str, list[tuple[str, bytes, str | None]], int]
     | tuple[str, str]  # ("skipped", type_name) or ("python", why)
     | tuple[str, str, str]  # ("dead", reason, message)
 )

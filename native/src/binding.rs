@@ -50,7 +50,8 @@ impl NativeCore {
 
     /// Apply a batch of `(offset, key, value)` records of one partition, in order.
     ///
-    /// Returns one tuple per record: `("applied", type_name, [(topic, value), ...], produced_at)`,
+    /// Returns one tuple per record: `("applied", type_name, [(topic, value, status), ...], produced_at)`
+    /// (`status`: the one an `InstanceStatusChanged` announces, else None),
     /// `("skipped", type_name)`, `("dead", reason, message)` or `("python", why)`.
     fn apply_batch<'py>(
         &mut self,
@@ -90,12 +91,12 @@ impl NativeCore {
                     let records: Vec<Bound<'py, PyTuple>> = outputs
                         .iter()
                         .map(|(topic, value)| {
-                            let name = match topic {
-                                Topic::TaskRuns => &self.topics[0],
-                                Topic::TaskResults => &self.topics[1],
-                                Topic::Sessions => &self.topics[2],
+                            let (name, status) = match topic {
+                                Topic::TaskRuns => (&self.topics[0], None),
+                                Topic::TaskResults(status) => (&self.topics[1], Some(status.as_str())),
+                                Topic::Sessions => (&self.topics[2], None),
                             };
-                            (name.as_str(), PyBytes::new(py, value)).into_pyobject(py)
+                            (name.as_str(), PyBytes::new(py, value), status).into_pyobject(py)
                         })
                         .collect::<PyResult<_>>()?;
                     ("applied", type_name, records, at).into_pyobject(py)

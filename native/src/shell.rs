@@ -24,7 +24,8 @@ pub enum Manager {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Topic {
     TaskRuns,
-    TaskResults,
+    /// An `InstanceStatusChanged` record announcing this status (the worker counts them).
+    TaskResults(Status),
     Sessions,
 }
 
@@ -130,7 +131,7 @@ impl Sink<'_> {
                         .str(instance.status.as_str())
                         .opt_str(previous.map(Status::as_str))
                         .str(&metadata);
-                    self.outputs.push((Topic::TaskResults, writer.finish()));
+                    self.outputs.push((Topic::TaskResults(instance.status), writer.finish()));
                 }
                 Effect::Fired { trigger } if trigger == SESSION_FINALIZED => {
                     let mut writer = self.envelope("SessionFinalized");

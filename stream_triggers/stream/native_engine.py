@@ -19,23 +19,28 @@ do sessions near the size limit, whose exact checks (``session_too_large``,
 ``output_too_large``) are the Python applier's, and inputs large enough that the Python
 engine's payload weight limit may refuse them.
 
-State records are still written by Python (:mod:`stream_triggers.events.state_format`):
-:func:`state_parts` and :func:`state_from_parts` move a state across the boundary, so
-the changelog and RocksDB hold exactly what the Python worker writes.  They are the one
-place the Rust encoder of the next state format replaces.
+State records are still encoded by Python, in the current format
+(:mod:`stream_triggers.events.state_format`): :func:`state_parts` and
+:func:`state_from_parts` move a state across the boundary and :func:`encode_parts` encodes
+a session's exported parts as ``encode_state`` would, so the changelog and RocksDB hold
+exactly what the Python worker writes.  These three are the one place the Rust encoder
+of the next state format replaces.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from stream_triggers.engine import EMPTY, SessionState
 from stream_triggers.engine import native as engines
 from stream_triggers.engine.payloads import MAX_PAYLOAD_BYTES
-from stream_triggers.events.state_format import StateFormatError, decode_state
+from stream_triggers.events.records import us_from_datetime
+from stream_triggers.events.state_format import FORMAT, StateFormatError, decode_state, pack
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager, trigger_managers
 from stream_triggers.stream.inputs import InputApplier
@@ -44,7 +49,7 @@ from stream_triggers.stream.partition import Partition, SessionEntry
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
 from stream_triggers.types import TaskConfig, TaskInstance
 
-__all__ = ["NativeApplier", "NativeEntry", "new_applier", "state_from_parts", "state_parts"]
+__all__ = ["NativeApplier", "NativeEntry", "encode_parts", "new_applier", "state_from_parts", "state_parts"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +69,7 @@ UNREADABLE = "a stored state that cannot be read"
 
 
 class NativeEntry(SessionEntry):
-    """A cached session the native core holds (``state`` is filled only for the checkpoint)."""
+    """A cached session the native core holds (``encoded`` is set for the checkpoint; ``state`` stays empty)."""
 
     __slots__ = ("tasks",)
 
@@ -103,6 +108,26 @@ def _config(name: str, directives: dict[str, Any]) -> TaskConfig:
             _configs.clear()
         config = _configs[key] = TaskConfig(name=name, **directives)
     return config
+
+
+def encode_parts(parts: tuple[Any, ...], epoch: int) -> bytes:
+    """``encode_state`` of the state these parts make, without building it (same bytes: format 3)."""
+    raw_tasks, raw_instances, latest_kwargs, metadata = parts
+    rows = []
+    for name, task, status, kwargs, meta, abandon in raw_instances:
+        timestamps = meta.get(_TIMESTAMPS)
+        stamps = None
+        if type(timestamps) is dict and all(type(v) is datetime and v.tzinfo is None for v in timestamps.values()):
+            stamps = {key: us_from_datetime(value) for key, value in timestamps.items()}
+            meta = {key: value for key, value in meta.items() if key != _TIMESTAMPS}
+        rows.append([name, task, status, kwargs, meta, abandon, stamps])
+    body = [[[name, directives] for name, directives in raw_tasks], rows, latest_kwargs, metadata]
+    return _FORMAT_BYTE + _EPOCH.pack(epoch) + pack(body)
+
+
+_FORMAT_BYTE = bytes((FORMAT,))
+_EPOCH = struct.Struct(">q")
+_TIMESTAMPS = TaskInstance.META_TIMESTAMPS
 
 
 def state_from_parts(parts: tuple[Any, ...]) -> SessionState:
@@ -151,6 +176,7 @@ class NativeApplier:
     ) -> None:
         self.core = engines.new_core(manager, topics.task_runs, topics.task_results, topics.sessions)
         self.python = python
+        self.task_runs = topics.task_runs
         self.stats = stats
         self.max_payload = settings.max_payload_bytes
         self.max_session = settings.max_session_bytes
@@ -165,12 +191,12 @@ class NativeApplier:
         outputs: list[Output] = []
         for record in records:
             offset, key, value = record
+            if key is not None and value is not None and len(value) > self.max_payload:
+                outputs.extend(self.python.apply(partition, offset, key, value))  # payload_too_large
+                continue
             uid = _uid(key)
             if uid is None:
                 native.append(record)  # the core dead-letters it (missing key, bad UTF-8)
-                continue
-            if value is not None and len(value) > self.max_payload:
-                outputs.extend(self.python.apply(partition, offset, key, value))  # payload_too_large
                 continue
             if uid in to_python:
                 to_python[uid].append(record)
@@ -243,7 +269,9 @@ class NativeApplier:
                 entry.applied_offset = offset
                 dirty[uid] = entry
                 _, type_name, produced, at = outcome
-                outputs.extend((topic, key, record) for topic, record in produced)
+                for topic, output, status in produced:
+                    outputs.append((topic, key, output))
+                    self._count(topic, status)
                 stats.events_applied += 1
                 stats.outputs += len(produced)
                 stats.applied_by_type[type_name] = stats.applied_by_type.get(type_name, 0) + 1
@@ -258,12 +286,23 @@ class NativeApplier:
                 if uid not in to_python:
                     reasons[uid] = outcome[1]
                 to_python[uid].append((offset, key, value))
+        epoch = partition.epoch
         for uid, entry in dirty.items():
-            if isinstance(entry, NativeEntry) and entry.state is EMPTY:
+            if type(entry) is NativeEntry and entry.encoded is None:
                 parts = self.core.export(uid)
-                entry.state = state_from_parts(parts)
+                entry.encoded = encode_parts(parts, epoch)  # (what the checkpoint writes)
                 entry.tasks = len(parts[0])
         return outputs
+
+    def _count(self, topic: str, status: str | None) -> None:
+        """What ``OutputSink`` counts for the metrics (task runs, statuses, finalized sessions)."""
+        counts = self.stats.produced
+        if status is not None:
+            counts.statuses[status] = counts.statuses.get(status, 0) + 1
+        elif topic == self.task_runs:
+            counts.task_runs += 1
+        else:
+            counts.sessions_finalized += 1
 
     def _to_python(self, partition: Partition, uid: str, entry: NativeEntry) -> None:
         """Hand a held session to the Python engine (its current state from the core)."""
@@ -292,14 +331,8 @@ class NativeApplier:
         return outputs
 
     def settle(self, partitions: list[Partition]) -> None:
-        """After the checkpoint: drop exported copies, and let go of sessions no longer cached."""
-        held = 0
-        for partition in partitions:
-            for entry in partition.sessions.values():
-                if type(entry) is NativeEntry:
-                    held += 1
-                    if entry.state is not EMPTY:
-                        entry.state = EMPTY
+        """After the checkpoint: let go of sessions no longer cached."""
+        held = sum(type(e) is NativeEntry for p in partitions for e in p.sessions.values())
         if len(self.core) > held:
             cached = {uid for p in partitions for uid, e in p.sessions.items() if type(e) is NativeEntry}
             self.core.forget([uid for uid in self.core.held() if uid not in cached])

@@ -73,8 +73,8 @@ def assert_same(theirs: tuple, ours: tuple) -> None:
             assert ours[2] == theirs[2]
     elif theirs[0] == "applied":
         assert ours[:2] == theirs[:2]
-        assert [t for t, _ in ours[2]] == [t for t, _ in theirs[2]]
-        for (_, mine), (_, reference) in zip(ours[2], theirs[2], strict=True):
+        assert [t for t, *_ in ours[2]] == [t for t, _ in theirs[2]]
+        for (_, mine, *_), (_, reference) in zip(ours[2], theirs[2], strict=True):
             assert mine == reference or decoded(mine) == decoded(reference)
     else:
         assert ours == theirs

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from stream_triggers.events import codec
 from stream_triggers.events.envelope import event_record
 from stream_triggers.events.state_format import encode_state
-from stream_triggers.stream.native_engine import state_from_parts, state_parts
+from stream_triggers.stream.native_engine import encode_parts, state_from_parts, state_parts
 
 from .reference import TOPICS, PythonSide, comparable, native_state
 
@@ -162,10 +162,11 @@ def sessions(draw: st.DrawFn) -> tuple[str, list[tuple[int, bytes]]]:
     return manager, records
 
 
-def assert_same_outputs(theirs: list[tuple[str, bytes]], ours: list[tuple[str, bytes]]) -> None:
-    assert [topic for topic, _ in ours] == [topic for topic, _ in theirs]
-    for (_, mine), (_, reference) in zip(ours, theirs, strict=True):
+def assert_same_outputs(theirs: list[tuple[str, bytes]], ours: list[tuple[str, bytes, str | None]]) -> None:
+    assert [topic for topic, *_ in ours] == [topic for topic, _ in theirs]
+    for (_, mine, status), (_, reference) in zip(ours, theirs, strict=True):
         assert mine == reference, (codec.decode(mine), codec.decode(reference))
+        assert status == codec.decode(mine)[1].get("status"), "the status the worker counts"
 
 
 HANDED_BACK = ("an integer beyond 64 bits", "JSON nested too deeply")
@@ -191,7 +192,9 @@ def run_both(manager: str, records: list[tuple[int, bytes]]) -> None:
         assert native_state(core, UID) == (None if state is None else comparable(state.state))
         assert core.applied_offset(UID) == (-1 if state is None else state.applied_offset)
         if state is not None:
-            assert encode_state(state_from_parts(core.export(UID)), 7) == encode_state(state.state, 7)
+            expected = encode_state(state.state, 7)
+            assert encode_parts(core.export(UID), 7) == expected
+            assert encode_state(state_from_parts(core.export(UID)), 7) == expected
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

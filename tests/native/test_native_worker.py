@@ -42,7 +42,7 @@ class Side:
         self.settings = WorkerSettings(bootstrap="", state_dir=str(tmp_path), engine=engine, **settings)
         self.stats = WorkerStats()
         manager_class = trigger_managers.get_class(self.settings.manager)
-        sink = OutputSink(TOPICS)
+        sink = OutputSink(TOPICS, self.stats.produced)
         self.applier = new_applier(self.settings, manager_class, TOPICS, sink, self.stats)
         self.partition = Partition(0, PartitionStore(str(tmp_path), f"{engine}-events", 0), epoch=3)
         self.cache = cache
@@ -54,10 +54,11 @@ class Side:
 
     def checkpoint(self) -> None:
         partition = self.partition
-        rows = [
-            (key, entry.applied_offset, encode_state(entry.state, partition.epoch))
-            for key, entry in partition.dirty.items()
-        ]
+        rows = []
+        for key, entry in partition.dirty.items():  # (as Checkpoint.commit, step 2)
+            state = entry.encoded or encode_state(entry.state, partition.epoch)
+            entry.encoded, entry.size_bound = None, len(state)
+            rows.append((key, entry.applied_offset, state))
         partition.store.write(rows, None, partition.epoch)
         partition.dirty.clear()
         partition.trim(self.cache)
@@ -114,6 +115,8 @@ def test_the_native_worker_writes_what_the_python_worker_writes(tmp_path: Path, 
     assert native.stats.events_applied == python.stats.events_applied == 40 * STEPS
     assert native.stats.events_skipped_applied == python.stats.events_skipped_applied == 1
     assert native.stats.applied_by_type == python.stats.applied_by_type
+    assert native.stats.produced == python.stats.produced
+    assert native.stats.outputs == python.stats.outputs
     assert len(native.applier.produced_at) == 40 * STEPS
 
 
