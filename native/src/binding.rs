@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::avro::SCHEMAS;
 use crate::pystate;
@@ -19,6 +19,7 @@ const AFTER_HANDED: &str = "after an input of its session handed to Python";
 struct NativeCore {
     core: Core,
     topics: [String; 3],
+    task_rows: pystate::TaskRows,
 }
 
 type RawInput = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
@@ -45,6 +46,7 @@ impl NativeCore {
         Ok(NativeCore {
             core: Core::new(kind, manager),
             topics: [task_runs, task_results, sessions],
+            task_rows: pystate::TaskRows::default(),
         })
     }
 
@@ -159,6 +161,16 @@ impl NativeCore {
             .sessions
             .get(uid)
             .map(|entry| pystate::export(py, entry))
+            .transpose()
+    }
+
+    /// The body of the current state format for a held session (see `pystate::export_rows`), or None.
+    fn export_rows<'py>(&mut self, py: Python<'py>, uid: &str) -> PyResult<Option<Bound<'py, PyList>>> {
+        let task_rows = &mut self.task_rows;
+        self.core
+            .sessions
+            .get(uid)
+            .map(|entry| pystate::export_rows(py, entry, task_rows))
             .transpose()
     }
 

@@ -21,9 +21,10 @@ engine's payload weight limit may refuse them.
 
 State records are still encoded by Python, in the current format
 (:mod:`stream_triggers.events.state_format`): :func:`state_parts` and
-:func:`state_from_parts` move a state across the boundary and :func:`encode_parts` encodes
-a session's exported parts as ``encode_state`` would, so the changelog and RocksDB hold
-exactly what the Python worker writes.  These three are the one place the Rust encoder
+:func:`state_from_parts` move a state across the boundary, and :func:`encode_rows`
+(the checkpoint's) and :func:`encode_parts` encode a session the core holds as
+``encode_state`` would, so the changelog and RocksDB hold
+exactly what the Python worker writes.  These are the one place the Rust encoder
 of the next state format replaces.
 """
 
@@ -49,7 +50,15 @@ from stream_triggers.stream.partition import Partition, SessionEntry
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
 from stream_triggers.types import TaskConfig, TaskInstance
 
-__all__ = ["NativeApplier", "NativeEntry", "encode_parts", "new_applier", "state_from_parts", "state_parts"]
+__all__ = [
+    "NativeApplier",
+    "NativeEntry",
+    "encode_parts",
+    "encode_rows",
+    "new_applier",
+    "state_from_parts",
+    "state_parts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +132,11 @@ def encode_parts(parts: tuple[Any, ...], epoch: int) -> bytes:
         rows.append([name, task, status, kwargs, meta, abandon, stamps])
     body = [[[name, directives] for name, directives in raw_tasks], rows, latest_kwargs, metadata]
     return _FORMAT_BYTE + _EPOCH.pack(epoch) + pack(body)
+
+
+def encode_rows(rows: list[Any], epoch: int) -> bytes:
+    """``encode_state`` from ``NativeCore.export_rows`` (the format's body, timestamps already integers)."""
+    return _FORMAT_BYTE + _EPOCH.pack(epoch) + pack(rows)
 
 
 _FORMAT_BYTE = bytes((FORMAT,))
@@ -289,9 +303,9 @@ class NativeApplier:
         epoch = partition.epoch
         for uid, entry in dirty.items():
             if type(entry) is NativeEntry and entry.encoded is None:
-                parts = self.core.export(uid)
-                entry.encoded = encode_parts(parts, epoch)  # (what the checkpoint writes)
-                entry.tasks = len(parts[0])
+                rows = self.core.export_rows(uid)
+                entry.encoded = encode_rows(rows, epoch)  # (what the checkpoint writes)
+                entry.tasks = len(rows[0])
         return outputs
 
     def _count(self, topic: str, status: str | None) -> None:

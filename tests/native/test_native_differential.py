@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from stream_triggers.events import codec
 from stream_triggers.events.envelope import event_record
 from stream_triggers.events.state_format import encode_state
-from stream_triggers.stream.native_engine import encode_parts, state_from_parts, state_parts
+from stream_triggers.stream.native_engine import encode_parts, encode_rows, state_from_parts, state_parts
 
 from .reference import TOPICS, PythonSide, comparable, native_state
 
@@ -194,6 +194,7 @@ def run_both(manager: str, records: list[tuple[int, bytes]]) -> None:
         if state is not None:
             expected = encode_state(state.state, 7)
             assert encode_parts(core.export(UID), 7) == expected
+            assert encode_rows(core.export_rows(UID), 7) == expected
             assert encode_state(state_from_parts(core.export(UID)), 7) == expected
 
 
