@@ -95,7 +95,9 @@ impl NativeCore {
                         .map(|(topic, value)| {
                             let (name, status) = match topic {
                                 Topic::TaskRuns => (&self.topics[0], None),
-                                Topic::TaskResults(status) => (&self.topics[1], Some(status.as_str())),
+                                Topic::TaskResults(status) => {
+                                    (&self.topics[1], Some(status.as_str()))
+                                }
                                 Topic::Sessions => (&self.topics[2], None),
                             };
                             (name.as_str(), PyBytes::new(py, value), status).into_pyobject(py)
@@ -139,7 +141,7 @@ impl NativeCore {
         uid: String,
         applied_offset: i64,
         tasks: Vec<(String, Bound<'py, PyAny>)>,
-        instances: Vec<(String, String, String, Bound<'py, PyAny>, Bound<'py, PyAny>, Vec<String>)>,
+        instances: Vec<pystate::InstanceRow<'py>>,
         latest_kwargs: Bound<'py, PyAny>,
         metadata: Bound<'py, PyAny>,
     ) -> PyResult<()> {
@@ -165,7 +167,11 @@ impl NativeCore {
     }
 
     /// The body of the current state format for a held session (see `pystate::export_rows`), or None.
-    fn export_rows<'py>(&mut self, py: Python<'py>, uid: &str) -> PyResult<Option<Bound<'py, PyList>>> {
+    fn export_rows<'py>(
+        &mut self,
+        py: Python<'py>,
+        uid: &str,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
         let task_rows = &mut self.task_rows;
         self.core
             .sessions

@@ -72,7 +72,11 @@ fn unsupported(what: impl Into<String>) -> PyErr {
     PyValueError::new_err(what.into())
 }
 
-pub fn to_py<'py>(py: Python<'py>, clock: &Clock<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+pub fn to_py<'py>(
+    py: Python<'py>,
+    clock: &Clock<'py>,
+    value: &Value,
+) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Value::Null => py.None().into_bound(py),
         Value::Bool(b) => b.into_bound_py_any(py)?,
@@ -186,7 +190,7 @@ pub fn export<'py>(py: Python<'py>, entry: &Entry) -> PyResult<Bound<'py, PyTupl
         .into_pyobject(py)
 }
 
-type InstanceRow<'py> = (
+pub type InstanceRow<'py> = (
     String,
     String,
     String,
@@ -208,7 +212,9 @@ pub fn import<'py>(
         configuration.insert(name.clone(), from_py(clock, directives)?);
     }
     let configs = build_task_configs(&configuration).map_err(|refusal| match refusal {
-        Refusal::Rejected(rejection) => unsupported(format!("a task config: {}", rejection.message)),
+        Refusal::Rejected(rejection) => {
+            unsupported(format!("a task config: {}", rejection.message))
+        }
         Refusal::Unsupported(why) => unsupported(why),
     })?;
     let mut state = SessionState::default();
@@ -216,12 +222,12 @@ pub fn import<'py>(
         state.tasks.insert(config.name.clone(), config);
     }
     for (name, task, status, kwargs, meta, abandon) in instances {
-        let config = state
-            .tasks
-            .get(&task)
-            .cloned()
-            .ok_or_else(|| unsupported(format!("instance {name:?} of an unknown task {task:?}")))?;
-        let status = Status::parse(&status).ok_or_else(|| unsupported(format!("status {status:?}")))?;
+        let config =
+            state.tasks.get(&task).cloned().ok_or_else(|| {
+                unsupported(format!("instance {name:?} of an unknown task {task:?}"))
+            })?;
+        let status =
+            Status::parse(&status).ok_or_else(|| unsupported(format!("status {status:?}")))?;
         state.add(Instance {
             name,
             config: Arc::clone(&config),
@@ -325,11 +331,13 @@ impl TaskRows {
             return Ok(row.bind(py).clone());
         }
         let directives = to_py(py, clock, &config.serialize())?;
-        let row = PyList::new(py, [PyString::new(py, &config.name).into_any(), directives])?.into_any();
+        let row =
+            PyList::new(py, [PyString::new(py, &config.name).into_any(), directives])?.into_any();
         if self.rows.len() >= TASK_ROWS_KEPT {
             self.rows.clear();
         }
-        self.rows.insert(key, (Arc::clone(config), row.clone().unbind()));
+        self.rows
+            .insert(key, (Arc::clone(config), row.clone().unbind()));
         Ok(row)
     }
 }

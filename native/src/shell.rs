@@ -131,7 +131,8 @@ impl Sink<'_> {
                         .str(instance.status.as_str())
                         .opt_str(previous.map(Status::as_str))
                         .str(&metadata);
-                    self.outputs.push((Topic::TaskResults(instance.status), writer.finish()));
+                    self.outputs
+                        .push((Topic::TaskResults(instance.status), writer.finish()));
                 }
                 Effect::Fired { trigger } if trigger == SESSION_FINALIZED => {
                     let mut writer = self.envelope("SessionFinalized");
@@ -352,7 +353,8 @@ impl Rules<'_> {
                     stack.extend(more);
                 }
                 Work::PostFire(_) | Work::PostResolve => {
-                    let after_finalized = matches!(&item, Work::PostFire(t) if t == SESSION_FINALIZED);
+                    let after_finalized =
+                        matches!(&item, Work::PostFire(t) if t == SESSION_FINALIZED);
                     if !after_finalized && ready_to_finalize(state) {
                         let fire = Input::Fire {
                             trigger: SESSION_FINALIZED.into(),
