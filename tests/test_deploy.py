@@ -460,7 +460,13 @@ def test_every_stream_triggers_variable_is_a_cli_envvar() -> None:
 def exported_sample_names() -> set[str]:
     """Sample names (``..._total``, ``..._bucket``, ...) the collectors produce, every family filled."""
     stats = WorkerStats()
-    for counts in (stats.applied_by_type, stats.skipped_by_type, stats.dead_letters_by_type, stats.dead_letters):
+    for counts in (
+        stats.applied_by_type,
+        stats.skipped_by_type,
+        stats.dead_letters_by_type,
+        stats.dead_letters,
+        stats.engine_fallbacks,
+    ):
         counts["x"] = 1
     stats.produced.statuses["finished"] = 1
     stats.consumer_lag[0] = 1

@@ -15,6 +15,7 @@ down once:
 from __future__ import annotations
 
 import os
+import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "KafkaConfig",
     "ReadTimeout",
     "admin",
+    "group_generation",
     "consumer",
     "producer",
     "publish_and_wait",
@@ -171,3 +173,17 @@ def publish_and_wait(
         raise KafkaException(errors[0])
     if remaining:
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"{what} not acknowledged within {timeout_s} s"))
+
+
+_CGMD_MAGIC = b"CGMDv2:"
+
+
+def group_generation(consumer: Consumer) -> int:
+    """The consumer group generation this consumer is in (-1: none), from librdkafka's group metadata.
+
+    librdkafka serialises it as ``CGMDv2:`` then the generation id (int32, host order).
+    """
+    metadata = consumer.consumer_group_metadata()
+    if not isinstance(metadata, bytes) or not metadata.startswith(_CGMD_MAGIC):
+        return -1
+    return struct.unpack_from("=i", metadata, len(_CGMD_MAGIC))[0]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -157,7 +156,7 @@ class StreamWorker(Lifecycle):
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         self.ready.clear()
-        generation = self._generation = group_generation(consumer)
+        generation = self._generation = clients.group_generation(consumer)
         for tp in assigned:
             partition = self._partitions.get(tp.partition)
             if partition is None:
@@ -331,7 +330,7 @@ class StreamWorker(Lifecycle):
                 for p in self._partitions.values()
                 if p.committed is not None
             ]
-            if group_generation(self._consumer) != self._generation:
+            if clients.group_generation(self._consumer) != self._generation:
                 return False  # the consumer already knows it left the generation it owned them in
             if not offsets:
                 return True
@@ -410,17 +409,3 @@ def _close_store(partition: Partition) -> None:
             partition.store.path,
             exc,
         )
-
-
-_CGMD_MAGIC = b"CGMDv2:"
-
-
-def group_generation(consumer: Consumer) -> int:
-    """The consumer group generation this consumer is in (-1: none), from librdkafka's group metadata.
-
-    librdkafka serialises it as ``CGMDv2:`` then the generation id (int32, host order).
-    """
-    metadata = consumer.consumer_group_metadata()
-    if not isinstance(metadata, bytes) or not metadata.startswith(_CGMD_MAGIC):
-        return -1
-    return struct.unpack_from("=i", metadata, len(_CGMD_MAGIC))[0]

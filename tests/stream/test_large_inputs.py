@@ -76,7 +76,9 @@ def test_large_fires_to_one_session(app: App, worker: StreamWorker, readers: Rea
     record = event_record("TriggerFired", uid, trigger="d", kwargs_json=json.dumps({"blob": "w" * 600 * KB}))
     app.produce_raw(uid.encode(), encode("TriggerFired", record))
     wait_until(lambda: len(reasons(readers, uid)) == 2, "two dead letters")
-    assert reasons(readers, uid) == ["session_too_large", "payload_too_large"]
+    # (Each dead letter names its input's offset; the native engine may publish a rejection
+    # it decides itself before one the Python engine decides for an earlier input.)
+    assert sorted(reasons(readers, uid)) == ["payload_too_large", "session_too_large"]
     still_flows(app, worker, readers)
     state = app.manager(uid).storage.state
     assert set(state.latest_kwargs) == {"a", "b"}, "the refused inputs changed nothing"
