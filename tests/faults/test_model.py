@@ -110,6 +110,8 @@ class WorkerVersusModel(RuleBasedStateMachine):
     workers: Workers
     readers: Readers
     worker: list[WorkerProcess]
+    tally: defaultdict[str, int] = defaultdict(int)
+    """What the examples did, over the whole run (printed at the end)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -132,10 +134,12 @@ class WorkerVersusModel(RuleBasedStateMachine):
 
     def send(self, uid: str, event: Input) -> None:
         """The same input to the model and to the worker (a rejection is a dead letter there)."""
+        self.tally[type(event).__name__] += 1
         try:
             self.model(uid).submit(event)
         except EngineError:
             self.rejected[uid] += 1
+            self.tally["rejected (dead letter)"] += 1
         self.app.submit(uid, event)
 
     def instances(self, uid: str, *statuses: Status) -> list[str]:
@@ -204,6 +208,7 @@ class WorkerVersusModel(RuleBasedStateMachine):
     def crash_and_restart_the_worker(self, empty_state_dir: bool) -> None:
         """``kill -9``, then a new worker on the same state dir or on an empty one."""
         self.crashes += 1
+        self.tally["crash, empty state dir" if empty_state_dir else "crash, same state dir"] += 1
         old = self.worker[0]
         old.kill()
         state_dir = None if empty_state_dir else old.state_dir
@@ -266,3 +271,5 @@ def test_model_of_the_worker_with_crashes_matches_the_in_process_manager(
             suppress_health_check=list(HealthCheck),
         ),
     )
+    print(f"model test steps: {dict(WorkerVersusModel.tally)}")
+    assert WorkerVersusModel.tally["crash, same state dir"] + WorkerVersusModel.tally["crash, empty state dir"]
