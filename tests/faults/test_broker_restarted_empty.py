@@ -211,9 +211,9 @@ def test_broker_restarted_empty_then_its_changelog_grew_past_a_stopped_workers_c
     cluster.restart_empty()
     other = workers.start("meanwhile")
     other.wait_assigned()
-    for k in range(40):  # about 10 changelog records per partition, past A's checkpoints (2 or so)
+    for k in range(80):  # about 20 changelog records per partition, far past A's checkpoints (a few)
         app.configure(f"filler-{k}", CONFIGURATION)
-    wait_until(lambda: len(newest_snapshots(app)[0]) == 40, "the new cluster's changelog to grow")
+    wait_until(lambda: len(newest_snapshots(app)[0]) == 80, "the new cluster's changelog to grow")
     assert other.terminate() == 0
 
     back = workers.start("back", state_dir=first.state_dir)
