@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
 from stream.conftest import App, Readers, WorkerProcess, Workers, latest_snapshots, wait_until
 from stream.test_fencing import newest_snapshots
 
 from stream_triggers.kafka.topics import Topics, create_topics
+from stream_triggers.manager import TriggerManager
 from stream_triggers.ops.broker import EmbeddedBroker, free_port
 from stream_triggers.storages import kafka as kafka_storage
+from stream_triggers.storages.kafka import KafkaStorage
 
 PARTITIONS = 4
 CONFIGURATION = {"t_a": {"after": ["x", "y"], "run": "faults.A", "using": "noop"}}
@@ -220,3 +223,26 @@ def test_broker_restarted_empty_then_its_changelog_grew_past_a_stopped_workers_c
     back.wait_assigned()
     _check_the_new_cluster(readers, app)
     assert back.terminate() == 0
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=KafkaException,
+    reason="bug (storages/kafka.py): the kafka storage's process-wide idempotent producer stays bound to the lost "
+    "cluster (its sequence numbers do not match the new one's): each fire() waits for its timeout and fails with "
+    "'not acknowledged', until the application restarts",
+)
+def test_broker_restarted_empty_the_applications_kafka_storage_publishes_again(cluster: RestartableBroker) -> None:
+    """Fault: the broker loses everything under a running application (the kafka storage's producer)."""
+    manager = TriggerManager(KafkaStorage("app-session", cluster.bootstrap, cluster.topics.prefix, timeout_s=10))
+    manager.fire("before")
+    cluster.broker.stop(remove_log=False)
+    cluster.generation += 1
+    cluster.broker = cluster._start()
+    create_topics(cluster.bootstrap, cluster.topics, partitions=PARTITIONS)
+    for attempt in range(2):  # not a single slow first delivery: the second one fails the same way
+        TriggerManager(KafkaStorage("app-session", cluster.bootstrap, cluster.topics.prefix, timeout_s=10)).fire(
+            f"after-{attempt}"
+        )

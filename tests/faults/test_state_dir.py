@@ -12,6 +12,7 @@ namespace (``unshare -m``), where a read-only bind mount or a tiny tmpfs covers 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -131,7 +132,7 @@ def test_state_dir_disk_full_mid_stream_exits_non_zero_and_loses_nothing(
 ) -> None:
     """Fault: the state dir's disk fills up while the worker applies inputs (a 1 MB tmpfs).
 
-    Large inputs (300 KB kwargs each, kept as the trigger's latest kwargs; 45 MB in all)
+    Large inputs (300 KB of random hex each, kept as the trigger's latest kwargs; 45 MB in all)
     fill the stores' 4 MB memtables, whose flushes cannot fit: the store refuses writes.
     The batch was published to the changelog but not committed: a worker on a usable dir
     applies it again (from the committed offsets) and serves everything.
@@ -142,12 +143,12 @@ def test_state_dir_disk_full_mid_stream_exits_non_zero_and_loses_nothing(
     tiny = 'mount -t tmpfs -o size=1m tmpfs "$D"'
     worker = start_under_mount(workers, "disk-full", state_dir, tiny)
     worker.wait_assigned()
-    blob = "x" * 300_000
-    for k in range(BIG_FIRES):
+    blobs = [os.urandom(150_000).hex() for _ in range(BIG_FIRES)]  # incompressible: SST files stay large
+    for k, blob in enumerate(blobs):
         app.fire(f"big-{k}", "big", {"blob": blob})
     workload.publish(app, workload.schedule(sessions), rate=1000)
     assert _exits(worker, timeout=120) == EXIT_FAILURE, worker.tail()
     assert "No space left on device" in worker.log(), worker.tail()
     _a_usable_dir_recovers_everything(workers, readers, app, sessions)
     snapshots, _stale = newest_snapshots(app)
-    assert all(snapshots[f"big-{k}"]["state"].latest_kwargs["big"] == {"blob": blob} for k in range(BIG_FIRES))
+    assert all(snapshots[f"big-{k}"]["state"].latest_kwargs["big"] == {"blob": blob} for k, blob in enumerate(blobs))
