@@ -270,6 +270,8 @@ class StreamWorker(Lifecycle):
                 self._consumer.seek(TopicPartition(self.topics.events, partition.number, expected))
                 partition.skip_rest = True
                 continue
+            if partition.committed is None:
+                partition.committed = offset  # nothing before it is pending: safe to commit (and probe with)
             partition.next_offset = offset + 1
             partition.commit_offset = offset + 1
             for topic, key, value in apply(partition, offset, message.key(), message.value()):

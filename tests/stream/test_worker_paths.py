@@ -9,6 +9,7 @@ nothing.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ def test_an_offset_gap_is_fetched_again_from_the_expected_offset(worker: StreamW
     own(worker, 0)
     worker._partitions[0].next_offset = 5
     messages = [Message(0, 5, b"s1", configure("s1")), Message(0, 7, b"s2", configure("s2")), Message(0, 8)]
-    worker._process(messages, 0.0)
+    worker._process(messages, time.monotonic())
     assert worker._consumer.seeks == [(0, 6)]
     assert worker.stats.offset_gaps == 1
     assert worker.stats.events_applied == 1, "nothing after the gap is applied before the re-fetch"
@@ -140,7 +141,7 @@ def test_a_failed_delivery_stops_the_batch_before_its_offsets_are_committed(work
     own(worker, 0)
     worker._producer.fail = True
     with pytest.raises(DeliveryFailed):
-        worker._process([Message(0, 0, b"s1", configure("s1"))], 0.0)
+        worker._process([Message(0, 0, b"s1", configure("s1"))], time.monotonic())
     assert worker._consumer.commits == []
     assert worker._partitions[0].store.get("s1") is None, "no state became durable"
 
@@ -197,3 +198,34 @@ class _Eof:
 
     def code(self) -> int:
         return KafkaError._PARTITION_EOF
+
+
+class RefusingConsumer(FakeConsumer):
+    """A coordinator that no longer counts this member: synchronous commits are refused."""
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
+        if not asynchronous:
+            from confluent_kafka import KafkaException
+
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_MEMBER_ID))
+        super().commit(offsets, asynchronous)
+
+
+def test_a_slow_batch_of_a_worker_the_group_dropped_publishes_no_state(worker: StreamWorker) -> None:
+    worker._consumer = worker._checkpoint.consumer = RefusingConsumer()
+    own(worker, 0)
+    long_ago = -1e9  # the batch began "long ago": as after a freeze past the session timeout
+    worker._process([Message(0, 7, b"s1", configure("s1")), Message(0, 8, b"s2", configure("s2"))], long_ago)
+    assert worker.stats.batches_dropped == 1
+    assert [topic for topic, _key in worker._producer.produced if topic.endswith("changelog")] == []
+    assert worker._partitions[0].store.get("s1") is None
+    assert worker._consumer.commits == [] and worker._consumer.seeks == [(0, 7)]
+    assert worker._partitions[0].next_offset == 7 and not worker._partitions[0].sessions
+
+
+def test_a_quick_batch_publishes_without_asking_the_coordinator(worker: StreamWorker) -> None:
+    worker._consumer = worker._checkpoint.consumer = RefusingConsumer()
+    own(worker, 0)
+    worker._process([Message(0, 7, b"s1", configure("s1"))], time.monotonic())
+    assert worker.stats.batches_dropped == 0
+    assert worker._partitions[0].store.get("s1")[0] == 7
