@@ -14,8 +14,6 @@ expected output comes out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,75 +21,16 @@ from confluent_kafka import KafkaException
 from stream.conftest import App, Readers, WorkerProcess, Workers, latest_snapshots, wait_until
 from stream.test_fencing import newest_snapshots
 
-from stream_triggers.kafka.topics import Topics, create_topics
+from stream_triggers.kafka.topics import create_topics
 from stream_triggers.manager import TriggerManager
-from stream_triggers.ops.broker import EmbeddedBroker, free_port
-from stream_triggers.storages import kafka as kafka_storage
 from stream_triggers.storages.kafka import KafkaStorage
+
+from .brokers import RestartableBroker
 
 PARTITIONS = 4
 CONFIGURATION = {"t_a": {"after": ["x", "y"], "run": "faults.A", "using": "noop"}}
 REBUILT = "rebuilding the store from the changelog"
 EXIT_FAILURE = 1
-
-
-class RestartableBroker:
-    """A broker of this test's own on a fixed port, which can be replaced by an empty one."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.tmp_path = tmp_path
-        self.generation = 0
-        self.broker = self._start()
-        self.bootstrap = self.broker.bootstrap
-        self.topics = Topics(prefix="lost")
-        create_topics(self.bootstrap, self.topics, partitions=PARTITIONS)
-
-    def _start(self) -> EmbeddedBroker:
-        log = self.tmp_path / f"tansu-{self.generation}.log"
-        return EmbeddedBroker(port=self.port, log_path=log).start()
-
-    def restart_empty(self) -> None:
-        """Stop the broker (its data goes with it), start an empty one, recreate the topics."""
-        self.broker.stop(remove_log=False)
-        self.generation += 1
-        self.broker = self._start()
-        create_topics(self.bootstrap, self.topics, partitions=PARTITIONS)
-        # The application restarts too: the kafka storage's process-wide idempotent producer,
-        # still bound to the lost cluster, had an event unacknowledged for 30 s when reused
-        # (see docs/faults.md).
-        self.forget_application_producer()
-
-    def forget_application_producer(self) -> None:
-        producer = kafka_storage._producers.pop(self.bootstrap, None)
-        if producer is not None:
-            producer.flush(0)
-
-    def stop(self) -> None:
-        self.broker.stop(remove_log=False)
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[RestartableBroker]:
-    running = RestartableBroker(tmp_path)
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-def lost(cluster: RestartableBroker, tmp_path: Path) -> Iterator[tuple[Workers, Readers, App]]:
-    """Workers, readers and the application side on the restartable broker."""
-    started = Workers(cluster.bootstrap, cluster.topics, tmp_path)
-    readers = Readers(cluster.bootstrap, cluster.topics)
-    try:
-        yield started, readers, App(cluster.bootstrap, cluster.topics)
-    finally:
-        started.cleanup()
-        readers.close()
-        cluster.forget_application_producer()
-        print(started.report())
 
 
 def _before_the_loss(workers: Workers, app: App) -> None:
@@ -142,7 +81,7 @@ def _check_the_new_cluster(
 @pytest.mark.broker
 @pytest.mark.slow
 def test_broker_restarted_empty_under_a_running_worker_is_detected_and_rebuilt(
-    cluster: RestartableBroker, lost: tuple[Workers, Readers, App]
+    cluster: RestartableBroker, on_own_broker: tuple[Workers, Readers, App]
 ) -> None:
     """Fault: the broker loses everything while a worker runs; the worker must rebuild, not reuse.
 
@@ -151,7 +90,7 @@ def test_broker_restarted_empty_under_a_running_worker_is_detected_and_rebuilt(
     may exit with code 1 (README: "1 failure") naming that error, before committing the
     batch; a supervisor's restart on the same state dir must then serve everything.
     """
-    workers, readers, app = lost
+    workers, readers, app = on_own_broker
     worker = workers.start("through-the-loss")
     worker.wait_assigned()
     _before_the_loss(workers, app)
@@ -171,10 +110,10 @@ def test_broker_restarted_empty_under_a_running_worker_is_detected_and_rebuilt(
 @pytest.mark.broker
 @pytest.mark.slow
 def test_broker_restarted_empty_while_the_worker_was_down_is_detected_and_rebuilt(
-    cluster: RestartableBroker, lost: tuple[Workers, Readers, App]
+    cluster: RestartableBroker, on_own_broker: tuple[Workers, Readers, App]
 ) -> None:
     """Fault: the broker loses everything while the worker is stopped; it comes back on its state dir."""
-    workers, readers, app = lost
+    workers, readers, app = on_own_broker
     worker = workers.start("before")
     worker.wait_assigned()
     _before_the_loss(workers, app)
@@ -198,14 +137,14 @@ def test_broker_restarted_empty_while_the_worker_was_down_is_detected_and_rebuil
     "would tell)",
 )
 def test_broker_restarted_empty_then_its_changelog_grew_past_a_stopped_workers_checkpoint(
-    cluster: RestartableBroker, lost: tuple[Workers, Readers, App]
+    cluster: RestartableBroker, on_own_broker: tuple[Workers, Readers, App]
 ) -> None:
     """Fault: the broker lost everything while worker A was down; B served the new cluster a while; A returns.
 
     A's stores still hold the lost cluster's sessions, with checkpoints below the new
     changelog's end: nothing marks them as another cluster's.
     """
-    workers, readers, app = lost
+    workers, readers, app = on_own_broker
     first = workers.start("before")
     first.wait_assigned()
     _before_the_loss(workers, app)

@@ -49,13 +49,14 @@ CONFIGURATIONS: list[dict[str, dict[str, Any]]] = [
     {
         "t_a": {"after": ["x", "y"], "run": "model.A"},
         "t_b": {"after": ["t_a"], "andEvery": "page", "run": "model.B"},
-        "t_c": {"after": ["x"], "unless": ["stop"], "run": "model.C", "using": "noop"},
+        "t_c": {"after": ["x"], "unless": ["stop"], "run": "model.C"},  # one fire schedules it
+        "t_n": {"after": ["z"], "run": "model.N", "using": "noop"},  # finishes inside the worker, cascades
     },
     {  # a reconfiguration: t_a waits for z as well, a new task joins
         "t_a": {"after": ["x", "y", "z"], "run": "model.A"},
         "t_d": {"after": ["t_c"], "unless": ["stop"], "run": "model.D", "withParams": {"t_c": {"k": 1}}},
     },
-    {"t_e": {"after": ["z"], "andEvery": "page", "run": "model.E", "using": "noop"}},
+    {"t_e": {"after": ["t_n"], "andEvery": "page", "run": "model.E", "using": "noop"}},
 ]
 TRIGGERS = ("x", "y", "z", "page", "stop")
 SESSIONS_PER_EXAMPLE = 2
@@ -263,7 +264,7 @@ def test_model_of_the_worker_with_crashes_matches_the_in_process_manager(
     run_state_machine_as_test(
         WorkerVersusModel,
         settings=settings(
-            max_examples=8,
+            max_examples=10,
             stateful_step_count=15,
             deadline=None,
             database=None,

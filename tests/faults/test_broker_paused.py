@@ -1,0 +1,63 @@
+"""Fault: the broker paused (SIGSTOP) for 15 s under load, then resumed.
+
+Every client's connection hangs: the worker's fetches, produces and heartbeats, the
+application's publishes.  The group's session timeout (6 s) passes on the worker's side
+of the clock but not on the frozen coordinator's.  What must hold: nothing lost or
+applied twice, every expected output at least once, the worker serving again without a
+human, and the application's publishes made during the pause delivered (the kafka
+storage waits up to its 30 s timeout).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from stream import workload
+from stream.conftest import App, Readers, Workers, committed_offsets, end_offsets
+from stream.test_fencing import newest_snapshots
+
+from .brokers import RestartableBroker
+
+SESSIONS = 200
+RATE = 100.0
+PAUSE_S = 15.0
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_broker_paused_15_s_under_load_loses_nothing(
+    cluster: RestartableBroker, on_own_broker: tuple[Workers, Readers, App]
+) -> None:
+    """Fault: SIGSTOP of the broker for 15 s while a worker applies a steady stream of inputs."""
+    workers, readers, app = on_own_broker
+    results, finalized = readers["task-results"], readers["sessions"]
+    expected = sum(len(workload.expected_results(i)) for i in range(SESSIONS))
+    worker = workers.start("w0", extra=["--batch-size", "64"])
+    worker.wait_assigned()
+    publisher = workload.Publisher(app, workload.schedule(SESSIONS), RATE)
+    results.wait_count(expected // 4, timeout=90)
+
+    cluster.pause()
+    try:
+        time.sleep(PAUSE_S)  # the fault itself is a duration: nothing to wait for
+    finally:
+        cluster.resume()
+    paused_at = len(results.records)
+
+    publisher.finish()
+    results.wait_count(expected, timeout=120)
+    finalized.wait_count(SESSIONS, timeout=90)
+    for reader in (results, finalized):
+        reader.settle(quiet_s=1.0)
+    assert worker.running, f"the worker exited after the pause:\n{worker.tail()}"
+    assert worker.terminate() == 0
+
+    workload.check_outputs(SESSIONS, results.records, finalized.records)
+    events = readers["events"].read_to_end()
+    snapshots, _stale = newest_snapshots(app)
+    workload.check_state(SESSIONS, snapshots, events)
+    ends = end_offsets(events)
+    assert committed_offsets(app.bootstrap, app.topics.events, workers.group, ends) == ends
+    assert not readers["dead-letter"].read_to_end()
+    assert paused_at < expected, "the stream ended before the pause"
