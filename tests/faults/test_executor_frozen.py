@@ -64,6 +64,7 @@ def test_executor_frozen_past_its_session_timeout_tasks_rerun_elsewhere_one_outc
     for uid in uids:
         pipeline.wait_status(uid, "t_nap#0", "running")
 
+    assigned_before = frozen.log().count("assigned task-runs partitions")
     os.kill(frozen.pid, signal.SIGSTOP)
     try:
         wait_until(lambda: other.owned() == ALL, "the other executor to take every partition over", timeout=60)
@@ -73,8 +74,12 @@ def test_executor_frozen_past_its_session_timeout_tasks_rerun_elsewhere_one_outc
         os.kill(frozen.pid, signal.SIGCONT)
 
     states = {uid: pipeline.wait_finalized(uid, timeout=60) for uid in uids}
-    # A's late reports reach the worker too; wait until A is back in the group.
-    wait_until(lambda: frozen.running and frozen.owned(), "the woken executor to rejoin the group", timeout=60)
+    # A's late reports reach the worker too; A learns it was dropped and joins the group again.
+    wait_until(
+        lambda: frozen.log().count("assigned task-runs partitions") > assigned_before and frozen.owned(),
+        "the woken executor to rejoin the group",
+        timeout=60,
+    )
     results = [r for r in read_topic(pipeline.bootstrap, pipeline.topics.task_results) if r.key.decode() in uids]
     for uid, state in states.items():
         assert list(state.instances) == ["t_nap#0"], f"{uid}: {list(state.instances)}"

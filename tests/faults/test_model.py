@@ -123,6 +123,7 @@ class WorkerVersusModel(RuleBasedStateMachine):
         self.clock = itertools.count()
         self.rejected: dict[str, int] = defaultdict(int)
         self.crashes = 0
+        self.reconfigurations = 0
 
     def now(self) -> datetime:
         return AT + timedelta(seconds=next(self.clock))
@@ -159,8 +160,10 @@ class WorkerVersusModel(RuleBasedStateMachine):
         for uid in self.uids:
             self.send(uid, ConfigurationUpdated(CONFIGURATIONS[0], self.now()))
 
+    @precondition(lambda self: self.reconfigurations < 2)  # (the rule Hypothesis would otherwise favour)
     @rule(k=st.integers(0, SESSIONS_PER_EXAMPLE - 1), which=st.integers(1, len(CONFIGURATIONS) - 1))
     def reconfigure(self, k: int, which: int) -> None:
+        self.reconfigurations += 1
         self.send(self.uids[k], ConfigurationUpdated(CONFIGURATIONS[which], self.now()))
 
     @rule(k=st.integers(0, SESSIONS_PER_EXAMPLE - 1), trigger=st.sampled_from(TRIGGERS), n=st.integers(0, 3))
