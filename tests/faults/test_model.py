@@ -201,6 +201,13 @@ class WorkerVersusModel(RuleBasedStateMachine):
         uid, name = data.draw(st.sampled_from(self.with_instances(Status.FAILED)))
         self.send(uid, ReplayRequested(name, replacement, self.now()))
 
+    @precondition(lambda self: self.with_instances(Status.SCHEDULED, Status.RUNNING, Status.FINISHED))
+    @rule(data=st.data())
+    def replay_of_an_instance_that_did_not_fail(self, data: st.DataObject) -> None:
+        """An operator's mistake: the engine refuses it, so the worker must dead-letter it."""
+        uid, name = data.draw(st.sampled_from(self.with_instances(Status.SCHEDULED, Status.RUNNING, Status.FINISHED)))
+        self.send(uid, ReplayRequested(name, None, self.now()))
+
     @precondition(lambda self: self.with_instances(Status.FAILED))
     @rule(data=st.data(), cascade=st.booleans())
     def skip(self, data: st.DataObject, cascade: bool) -> None:
