@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from stream import workload
-from stream.conftest import App, Readers, WorkerProcess, Workers, committed_offsets
+from stream.conftest import App, Readers, WorkerProcess, Workers, committed_offsets, wait_until
 from stream.test_fencing import newest_snapshots
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
@@ -127,15 +127,16 @@ def test_state_dir_read_only_exits_non_zero_with_a_clear_error(workers: Workers,
 @pytest.mark.broker
 @pytest.mark.slow
 @needs_mounts
-def test_state_dir_disk_full_mid_stream_exits_non_zero_and_loses_nothing(
-    workers: Workers, readers: Readers, app: App
-) -> None:
+def test_state_dir_disk_full_mid_stream_says_so_and_loses_nothing(workers: Workers, readers: Readers, app: App) -> None:
     """Fault: the state dir's disk fills up while the worker applies inputs (a 1 MB tmpfs).
 
-    Large inputs (300 KB of random hex each, kept as the trigger's latest kwargs; 45 MB in all)
-    fill the stores' 4 MB memtables, whose flushes cannot fit: the store refuses writes.
-    The batch was published to the changelog but not committed: a worker on a usable dir
-    applies it again (from the committed offsets) and serves everything.
+    Large inputs (300 KB of random hex each, kept as the trigger's latest kwargs; 45 MB in
+    all) fill the stores' 4 MB memtables, whose flushes cannot fit.  RocksDB reports that
+    to a later write (the worker exits 1: that batch is in the changelog, its offsets not
+    committed) or, in some runs, only when the store is flushed on close (the worker
+    serves from memory, and a SIGTERM exit logs that the store could not be closed).
+    Either way the log says "No space left on device", and a worker on a usable dir
+    serves everything: the store is only a cache of the changelog.
     """
     sessions = 10
     state_dir = workers.tmp_path / "full"
@@ -147,7 +148,18 @@ def test_state_dir_disk_full_mid_stream_exits_non_zero_and_loses_nothing(
     for k, blob in enumerate(blobs):
         app.fire(f"big-{k}", "big", {"blob": blob})
     workload.publish(app, workload.schedule(sessions), rate=1000)
-    assert _exits(worker, timeout=120) == EXIT_FAILURE, worker.tail()
+    results = readers["task-results"]
+    expected = sum(len(workload.expected_results(i)) for i in range(sessions))
+
+    def stopped_or_served() -> bool:
+        results.poll()
+        return not worker.running or len(results.records) >= expected
+
+    wait_until(stopped_or_served, "the worker to exit, or to serve every output", 120)
+    if worker.running:
+        assert worker.terminate() == 0
+    else:
+        assert worker.process.returncode == EXIT_FAILURE, worker.tail()
     assert "No space left on device" in worker.log(), worker.tail()
     _a_usable_dir_recovers_everything(workers, readers, app, sessions)
     snapshots, _stale = newest_snapshots(app)
