@@ -9,4 +9,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e .
+# The native core (Rust, native/) where a Rust toolchain exists; else the Python engine runs.
+if command -v cargo >/dev/null 2>&1; then
+  .venv/bin/python -m pip install --quiet ./native
+else
+  echo "cargo not found: not building the native core"
+fi
+.venv/bin/python -c 'from stream_triggers.engine.native import describe; print(describe())'
 exec .venv/bin/stream-triggers demo "$@"

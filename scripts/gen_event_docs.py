@@ -70,6 +70,8 @@ TOPIC_ROLE = {
     "sessions": "Session-level outputs (`sessionFinalized`).",
     "changelog": "Session state after each batch; workers restore their RocksDB stores from it.",
     "dead-letter": "Input that could not be decoded or applied, with the reason and the original bytes.",
+    "owners": "Which worker serves which partition's committed state, and where (one partition; JSON values, "
+    "not Avro): see [queries.md](queries.md).",
 }
 
 
@@ -154,9 +156,13 @@ def render() -> str:
         '  tagged objects `{"$st": tag, "v": value}` (see `stream_triggers/events/jsonx.py`).',
         "* Timestamps (`produced_at`, `cause_produced_at`, `not_before`) are microseconds since",
         "  the Unix epoch, UTC.",
-        "* Worker outputs have deterministic `event_id`s (`<partition>:<offset>:<n>` of the",
-        "  input that caused them): outputs are delivered at least once, so subscribers drop",
-        "  records whose `event_id` they have seen.",
+        "* `event_id`: worker outputs have deterministic ids, `<partition>:<offset>:<n>` of the",
+        "  input that caused them: outputs are delivered at least once, so subscribers drop",
+        "  records whose `event_id` they have seen. Dead letters are deterministic too:",
+        "  `<partition>:<offset>:dead-letter` from a worker (the `events` position),",
+        "  `executor:<partition>:<offset>:dead-letter` from an executor (the `task-runs`",
+        "  position). Inputs (an application's operations, an executor's reports) carry a",
+        "  random id (32 hex digits); a repeated report changes nothing, whatever its id.",
         "* Schemas evolve only by adding fields with defaults. Older versions are kept in",
         "  `schemas/history/` so records written by older producers stay readable (see",
         "  [Schema history](#schema-history)).",
@@ -165,7 +171,7 @@ def render() -> str:
         "",
         f"Names are `<prefix>.<name>`; the prefix defaults to `{topics.prefix}`"
         " (`--topic-prefix`, `STREAM_TRIGGERS_TOPIC_PREFIX`). `stream-triggers topics create`"
-        " creates all six with these configs.",
+        " creates them all with these configs.",
         "",
         "| topic | configs | record types | role |",
         "|---|---|---|---|",
@@ -177,6 +183,8 @@ def render() -> str:
     lines.append("")
     for short in short_names:
         names = [n for n in sorted(schemas) if TOPIC_OF[n] == short]
+        if not names:
+            continue  # owners: no event records (kafka/owners.py)
         lines += [f"## On `{topics.prefix}.{short}`", ""]
         for name in names:
             lines += render_record(schemas[name], topics)

@@ -8,5 +8,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# The native core (Rust, native/): checked and built where a Rust toolchain exists;
+# without one everything runs on the Python engine (and tests/native skips).
+if command -v cargo >/dev/null 2>&1; then
+  (cd native && cargo fmt --check && cargo clippy --quiet --all-targets --all-features -- -D warnings && cargo test --quiet)
+  .venv/bin/python -m pip install --quiet ./native
+else
+  echo "cargo not found: not building the native core"
+fi
+.venv/bin/python -c 'from stream_triggers.engine.native import describe; print(describe())'
 .venv/bin/ruff check stream_triggers tests bench
 .venv/bin/python -m pytest "$@"

@@ -11,18 +11,19 @@ instead of recursing, however long a cascade chain is.
 from __future__ import annotations
 
 import logging
-import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from stream_triggers import runners as _runners
 from stream_triggers.engine import (
     Cascade,
     ConfigurationUpdated,
     Effect,
     Fired,
     Input,
+    InstanceChanged,
     LogsResolved,
     MetadataUpdated,
     Replayed,
@@ -36,21 +37,27 @@ from stream_triggers.engine import (
     TriggerFired,
     json_mapping,
 )
+from stream_triggers.failures import failure_metadata, reportable_failure
 from stream_triggers.registry import PluginRegistry
+from stream_triggers.runners import ThreadingTaskRunner, task_runners
+from stream_triggers.runners.base import BaseTaskRunner
 from stream_triggers.storages.base import BaseTriggerStorage, utc_now
-from stream_triggers.types import Status, TaskConfig, TaskInstance
+from stream_triggers.types import RESOLVED_STATUSES, SESSION_FINALIZED, Status, TaskConfig, TaskInstance
 
-if TYPE_CHECKING:
-    from stream_triggers.runners.base import BaseTaskRunner
-
-__all__ = ["TriggerManager", "FinalizingTriggerManager", "trigger_managers"]
+__all__ = ["TriggerManager", "FinalizingTriggerManager", "failure_metadata", "trigger_managers"]
 
 log = logging.getLogger(__name__)
 
 _Work = Input | Callable[[], None]
 
 # The hook that each kind of effect calls; a manager class skips the ones it leaves alone.
-_HOOKS_BY_EFFECT = {Fired: "_post_fire", Replayed: "_post_replay", Skipped: "_post_skip"}
+# (``InstanceChanged`` feeds ``_post_resolve``, called once per input, see ``_apply``.)
+_HOOKS_BY_EFFECT = {
+    Fired: "_post_fire",
+    Replayed: "_post_replay",
+    Skipped: "_post_skip",
+    InstanceChanged: "_post_resolve",
+}
 
 
 class TriggerManager:
@@ -96,10 +103,14 @@ class TriggerManager:
     def default_task_runner_name(self) -> str:
         """Runner for tasks without ``using``; override in a subclass to change it.
 
-        The storage decides by default: ``threading`` in process, ``kafka`` in a
+        The storage decides by default: ``threading`` in process (or whatever
+        ``stream_triggers.runners.DEFAULT_TASK_RUNNER`` is patched to), ``kafka`` in a
         stream worker.
         """
-        return self.storage.default_task_runner_name
+        name = self.storage.default_task_runner_name
+        if name == ThreadingTaskRunner.name:
+            return _runners.DEFAULT_TASK_RUNNER.name or name
+        return name
 
     # -- the original framework's API ----------------------------------------------------
 
@@ -184,6 +195,14 @@ class TriggerManager:
     def _post_skip(self, task_instance: TaskInstance, cascade: bool) -> None:
         """After an instance was skipped, and after its cascade (if any) was processed."""
 
+    def _post_resolve(self, task_instances: list[TaskInstance]) -> None:
+        """After an input resolved instances without firing anything (not in the original).
+
+        A task that skips itself, a skip without cascade, a status set by hand without
+        cascade: no ``_post_fire`` follows those, so a manager that waits for the
+        session to settle hears of them here.  Receives copies, lock released.
+        """
+
     # -- the shell -------------------------------------------------------------------------
 
     def submit(self, event: Input) -> None:
@@ -219,6 +238,7 @@ class TriggerManager:
             effects = self._transition(storage, event)
             storage.save()
             hooks = self._hooked_effects
+            resolved: list[TaskInstance] | None = None
             for effect in effects:  # one pass: start runners now, collect the follow-ups
                 kind = type(effect)
                 if kind is RunInstance:
@@ -228,11 +248,16 @@ class TriggerManager:
                 elif kind not in hooks:
                     continue  # the base class's hook does nothing: skip the call and the copies
                 elif kind is Fired:
-                    work.append(partial(self._post_fire, effect.trigger, _Copies(effect.scheduled)))
+                    work.append(partial(self._post_fire, effect.trigger, [i.copy() for i in effect.scheduled]))
                 elif kind is Replayed:
                     work.append(partial(self._post_replay, effect.failed.copy()))
                 elif kind is Skipped:
                     work.append(partial(self._post_skip, effect.instance.copy(), effect.cascade))
+                elif kind is InstanceChanged and _newly_resolved(effect):
+                    resolved = [] if resolved is None else resolved
+                    resolved.append(effect.instance.copy())
+            if resolved and not any(type(e) is Fired or type(e) is Cascade for e in effects):
+                work.append(partial(self._post_resolve, resolved))
         except BaseException as exc:
             storage._unlock(lock, (type(exc), exc, exc.__traceback__))
             raise
@@ -249,7 +274,8 @@ class TriggerManager:
             self._runner(runner_name).run(self, instance)
         except Exception as exc:
             log.warning("could not start %s with runner %r: %s", instance.name, runner_name, exc)
-            self._transition(storage, StatusReported(instance.name, Status.FAILED, failure_metadata(exc), self.clock()))
+            failed = StatusReported(instance.name, Status.FAILED, reportable_failure(exc), self.clock())
+            self._transition(storage, failed)
             storage.save()
 
     def _transition(self, storage: BaseTriggerStorage, event: Input) -> list[Effect]:
@@ -262,8 +288,6 @@ class TriggerManager:
     def _runner(self, name: str) -> BaseTaskRunner:
         runner = self.runners.get(name)
         if runner is None:
-            from stream_triggers.runners import task_runners
-
             runner = task_runners.get(name)
         return runner
 
@@ -274,17 +298,28 @@ class TriggerManager:
 class FinalizingTriggerManager(TriggerManager):
     """Fires ``sessionFinalized`` once, when every task is resolved.
 
+    Checked after every fire and after every input that resolved instances without a
+    fire (the original cookbook's recipe looked only after fires, and so never
+    finalized a session whose last task skipped itself).
+
     Tasks that wait for ``sessionFinalized`` themselves are ignored by the check
     (the cookbook's "Finalizing a Session" recipe).  Unlike the recipe, the check and
     the firing hold the session lock, so tasks finishing together finalize only once
     (``sessionFinalized``'s own follow-ups then run before that lock is released).
     """
 
-    TRIGGER_SESSION_FINALIZED = "sessionFinalized"
+    TRIGGER_SESSION_FINALIZED = SESSION_FINALIZED
 
     def _post_fire(self, trigger_name: str, tasks_scheduled: list[TaskInstance]) -> None:
-        if trigger_name == self.TRIGGER_SESSION_FINALIZED:
-            return
+        if trigger_name != self.TRIGGER_SESSION_FINALIZED:
+            self._finalize_if_settled()
+
+    def _post_resolve(self, task_instances: list[TaskInstance]) -> None:
+        # The last instance may be resolved without any fire (a task that skipped
+        # itself, a skip without cascade): no ``_post_fire`` would ever look.
+        self._finalize_if_settled()
+
+    def _finalize_if_settled(self) -> None:
         # Cheap look at the state in hand first: most firings leave work unresolved.
         if not self._ready_to_finalize(self.storage.state):
             return
@@ -301,57 +336,8 @@ class FinalizingTriggerManager(TriggerManager):
         return all(finalized in config.after for config in state.unresolved_tasks())
 
 
-class _Copies(Sequence[TaskInstance]):
-    """The instances a hook receives: private copies, made only if the hook looks."""
-
-    __slots__ = ("_instances", "_copies")
-
-    def __init__(self, instances: tuple[TaskInstance, ...]) -> None:
-        self._instances = instances
-        self._copies: list[TaskInstance] | None = None
-
-    def _materialise(self) -> list[TaskInstance]:
-        if self._copies is None:
-            self._copies = [instance.copy() for instance in self._instances]
-        return self._copies
-
-    def __getitem__(self, index: Any) -> Any:
-        return self._materialise()[index]
-
-    def __len__(self) -> int:
-        return len(self._instances)
-
-    def __iter__(self) -> Iterator[TaskInstance]:
-        return iter(self._materialise())
-
-    def __eq__(self, other: object) -> bool:
-        return list(self) == other if isinstance(other, (list, Sequence)) else NotImplemented
-
-    def __repr__(self) -> str:
-        return repr(self._materialise())
-
-
-def failure_metadata(exc: BaseException, log_level: int | None = None) -> dict[str, Any]:
-    """Instance metadata describing an exception (type as ``module.ClassName``)."""
-    metadata = {
-        TaskInstance.META_EXCEPTION_CONTEXT: _jsonable_context(getattr(exc, "context", {})),
-        TaskInstance.META_EXCEPTION_INFO: "".join(traceback.format_exception(exc)),
-        TaskInstance.META_EXCEPTION_TYPE: f"{type(exc).__module__}.{type(exc).__name__}",
-    }
-    if log_level is not None:
-        metadata[TaskInstance.META_LOG_LEVEL] = log_level
-    return metadata
-
-
-def _jsonable_context(context: Any) -> Any:
-    """Exception context as JSON-friendly data (reprs for what JSON cannot carry)."""
-    if isinstance(context, Mapping):
-        return {str(k): _jsonable_context(v) for k, v in context.items()}
-    if isinstance(context, (list, tuple)):
-        return [_jsonable_context(v) for v in context]
-    if isinstance(context, (str, int, float, bool)) or context is None:
-        return context
-    return repr(context)
+def _newly_resolved(effect: InstanceChanged) -> bool:
+    return effect.instance.status in RESOLVED_STATUSES and effect.previous not in RESOLVED_STATUSES
 
 
 def _instance_name(instance: TaskInstance | str) -> str:

@@ -11,8 +11,9 @@ from collections.abc import Callable, Hashable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-from class_registry import RegistryKeyError
 from class_registry.entry_points import EntryPointClassRegistry
+
+from stream_triggers.exceptions import RegistryKeyError
 
 __all__ = ["PluginRegistry", "RegistryKeyError", "REGISTRY_KEY_ATTR"]
 

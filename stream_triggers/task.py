@@ -11,22 +11,23 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from stream_triggers.engine import Input, RetryRequested, StatusReported, StatusUpdated, json_mapping
 from stream_triggers.engine.errors import InvalidPayload
-from stream_triggers.exceptions import with_context
+from stream_triggers.engine.payloads import clipped_repr
+from stream_triggers.exceptions import StreamTriggersError, with_context
+from stream_triggers.failures import failure_metadata, jsonable_context, reportable_failure
 from stream_triggers.types import Status, TaskInstance
 
-if TYPE_CHECKING:
-    from stream_triggers.manager import TriggerManager
-
 __all__ = [
+    "ALLOW_TASK_IMPORTS_ENV",
     "MaxRetriesExceeded",
     "Retry",
     "StatusChange",
@@ -35,6 +36,7 @@ __all__ = [
     "TriggerTask",
     "UnknownTask",
     "execute",
+    "failure_input",
     "outcome_input",
     "resolve_task",
     "task_registry",
@@ -46,11 +48,11 @@ task_registry: dict[str, type[TriggerTask]] = {}
 _task_log = logging.getLogger("stream_triggers.tasks")
 
 
-class UnknownTask(LookupError):
+class UnknownTask(StreamTriggersError, LookupError):
     """No TriggerTask is registered under the configured ``run`` name."""
 
 
-class MaxRetriesExceeded(Exception):
+class MaxRetriesExceeded(StreamTriggersError):
     """A task asked to retry itself more than its ``max_retries``."""
 
 
@@ -125,8 +127,6 @@ class TriggerTask:
         """
         metadata = dict(metadata or {})
         if exc is not None:
-            from stream_triggers.manager import failure_metadata
-
             metadata.update(failure_metadata(exc))
         if self.request.retries >= self.max_retries:
             raise with_context(
@@ -138,22 +138,37 @@ class TriggerTask:
         return Retry(metadata, replacement_kwargs, cooldown)
 
 
-def resolve_task(name: str) -> type[TriggerTask]:
-    """The TriggerTask class registered as ``name``, importing its module if needed."""
+ALLOW_TASK_IMPORTS_ENV = "STREAM_TRIGGERS_ALLOW_TASK_IMPORTS"
+"""Set to ``1`` to let a ``run`` name import its module (off: names are code paths)."""
+
+
+def resolve_task(name: str, *, allow_imports: bool | None = None) -> type[TriggerTask]:
+    """The TriggerTask class registered as ``name``.
+
+    Only classes already imported (by the application, or by an executor's
+    ``--import``) can run: a ``run`` name comes from a session's configuration, and
+    importing whatever module it names would run that module's code.  The original
+    framework turned its Python-path targets off for the same reason.  With
+    ``allow_imports`` (default: ``$STREAM_TRIGGERS_ALLOW_TASK_IMPORTS`` set to ``1``)
+    an unregistered ``module.Class`` name imports ``module`` first, as before.
+    """
     task = task_registry.get(name)
-    if task is None and "." in name:
+    if task is not None:
+        return task
+    if allow_imports is None:
+        allow_imports = os.environ.get(ALLOW_TASK_IMPORTS_ENV, "") in ("1", "true", "yes")
+    hint = "import the module that defines it (executors: --import MODULE)"
+    if allow_imports and "." in name:
         module = name.rsplit(".", 1)[0]
         try:
             importlib.import_module(module)
-        except ImportError:
-            pass
+        except ImportError as exc:
+            hint = f"importing {module!r} failed: {exc}"
         task = task_registry.get(name)
-    if task is None:
-        raise UnknownTask(
-            f"No TriggerTask named {name!r} is registered; import the module that defines "
-            f"it (executors: --import MODULE). Known tasks: {', '.join(sorted(task_registry)) or 'none'}."
-        )
-    return task
+        if task is not None:
+            return task
+    known = ", ".join(sorted(task_registry)) or "none"
+    raise UnknownTask(f"No TriggerTask named {name!r} is registered; {hint}. Known tasks: {known}.")
 
 
 class TaskContext:
@@ -163,7 +178,7 @@ class TaskContext:
         self,
         instance_name: str,
         trigger_kwargs: Mapping[str, Any],
-        manager_factory: Callable[[], TriggerManager],
+        manager_factory: Callable[[], Any],
         *,
         session_uid: str | None = None,
     ) -> None:
@@ -173,11 +188,19 @@ class TaskContext:
         self.log_level = logging.NOTSET
         """Highest level logged inside ``get_logger_context`` blocks so far."""
         self._manager_factory = manager_factory
-        self._manager: TriggerManager | None = None
+        self._manager: Any = None
 
     @property
-    def manager(self) -> TriggerManager:
-        """A trigger manager for this task's session (e.g. to fire more triggers)."""
+    def storage_uid(self) -> str | None:
+        """The session's UID under the original's name (``session_uid``)."""
+        return self.session_uid
+
+    @property
+    def manager(self) -> Any:
+        """A trigger manager for this task's session (e.g. to fire more triggers).
+
+        (Typed loosely: this module sits below the manager and must not import it.)
+        """
         if self._manager is None:
             self._manager = self._manager_factory()
         return self._manager
@@ -287,10 +310,19 @@ Outcome = Finished | Failed | Changed | Retried
 
 
 def execute(task_cls: type[TriggerTask], context: TaskContext, depth: int = 0) -> Outcome:
-    """Run ``task_cls`` once in ``context``; never raises (failures become ``Failed``)."""
-    from stream_triggers.manager import failure_metadata
+    """Run ``task_cls`` once in ``context``; never raises (failures become ``Failed``).
 
-    task = task_cls(TaskRequest(retries=depth))
+    The outcome may still break the payload rules (a result too heavy, say): the
+    engine refuses its report, and the runner then reports the refusal as the failure.
+    """
+    try:
+        return _outcome(task_cls(TaskRequest(retries=depth)), context)
+    except Exception as exc:  # (e.g. a RecursionError describing absurdly deep metadata)
+        return Failed(reportable_failure(exc, context.log_level))
+
+
+def _outcome(task: TriggerTask, context: TaskContext) -> Outcome:
+    name = type(task).name
     try:
         result = task._run(context)
         if result is None:
@@ -298,12 +330,12 @@ def execute(task_cls: type[TriggerTask], context: TaskContext, depth: int = 0) -
         if not isinstance(result, Mapping):
             raise with_context(
                 ValueError(
-                    f"{task_cls.name} must return a Mapping (dict), so that it can be used "
+                    f"{name} must return a Mapping (dict), so that it can be used "
                     f"as kwargs for cascading triggers; it returned {type(result).__name__}."
                 ),
-                {"actual_result": repr(result)},
+                {"actual_result": clipped_repr(result)},
             )
-        result = json_mapping(result, f"Result of {task_cls.name}")
+        result = json_mapping(result, f"Result of {name}")  # (the payload rules, as every input meets)
         return Finished(result, context.log_level)
     except Retry as retry:
         try:
@@ -313,22 +345,35 @@ def execute(task_cls: type[TriggerTask], context: TaskContext, depth: int = 0) -
                 else json_mapping(retry.replacement_kwargs, "replacement_kwargs")
             )
         except InvalidPayload as exc:
-            return Failed(failure_metadata(exc, context.log_level))
+            return Failed(reportable_failure(exc, context.log_level))
         return Retried(_plain(retry.metadata), replacement, retry.cooldown)
     except StatusChange as change:
         return Changed(change.status, _plain(change.metadata))
     except Exception as exc:
         _task_log.debug("task %s failed", context.instance_name, exc_info=True)
-        return Failed(failure_metadata(exc, context.log_level))
+        return Failed(reportable_failure(exc, context.log_level))
 
 
 def _plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """``metadata`` as JSON where it can be; else as given, for the engine to refuse by name."""
     try:
         return json_mapping(metadata, "task metadata")
     except InvalidPayload:
-        from stream_triggers.manager import _jsonable_context
+        try:
+            return jsonable_context(metadata)
+        except RecursionError:
+            return dict(metadata)
 
-        return _jsonable_context(metadata)
+
+_REFUSED_REPORT = "refused_report"
+
+
+def failure_input(instance: str, exc: BaseException, at: datetime, refused: Input | None = None) -> Input:
+    """The report that fails ``instance`` with ``exc`` (``refused``: the report ``exc`` refused)."""
+    if refused is not None:
+        status = getattr(refused, "status", None)
+        with_context(exc, {_REFUSED_REPORT: "retry" if status is None else str(Status(status).value)})
+    return StatusReported(instance, Status.FAILED, reportable_failure(exc), at)
 
 
 def running_input(instance: str, kwargs: Mapping[str, Any], at: datetime) -> Input:

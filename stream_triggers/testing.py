@@ -1,18 +1,22 @@
 """Testing toolbox: assertions on instance status and a few ready-made tasks.
 
-Use ``TriggerManagerTestCaseMixin`` with ``unittest.TestCase``; set ``self.manager``
-in ``setUp``.  Tasks run in threads (the ``threading`` runner is the in-process
-default), so call ``ThreadingTaskRunner.join_all()`` before asserting.
+Use ``TriggerManagerTestCaseMixin`` with ``unittest.TestCase`` (it is a mixin, not a
+TestCase itself); set ``self.manager`` in ``setUp`` after calling ``super().setUp()``,
+which empties the shared memory store.  Tasks run in threads (the ``threading``
+runner is the in-process default), so call ``ThreadingTaskRunner.join_all()`` before
+asserting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pprint import pformat
-from typing import Any
+from typing import Any, TypeVar
 
 from stream_triggers.manager import TriggerManager
-from stream_triggers.task import TaskContext, TriggerTask
+from stream_triggers.runners import ThreadingTaskRunner
+from stream_triggers.storages.memory import DEFAULT_STORE
+from stream_triggers.task import TaskContext, TriggerTask, task_registry
 from stream_triggers.types import Status, TaskInstance
 
 __all__ = [
@@ -22,7 +26,20 @@ __all__ = [
     "SelfRetryingTask",
     "SelfSkippingTask",
     "TriggerManagerTestCaseMixin",
+    "name_matches_classpath",
 ]
+
+T = TypeVar("T", bound=type[TriggerTask])
+
+
+def name_matches_classpath(cls: T) -> T:
+    """Decorator: name (and register) a task ``module.ClassName``, whatever it set.
+
+    Tasks are named so by default; this undoes a custom ``name`` (the original's helper).
+    """
+    cls.name = f"{cls.__module__}.{cls.__name__}"
+    task_registry[cls.name] = cls
+    return cls
 
 
 class PassThruTask(TriggerTask):
@@ -64,9 +81,23 @@ class SelfRetryingTask(TriggerTask):
 
 
 class TriggerManagerTestCaseMixin:
-    """Assertions about a session's instances; expects ``self.manager`` to be set."""
+    """Assertions about a session's instances; expects ``self.manager`` to be set.
+
+    ``setUp`` waits for task threads left by the previous test, then empties the
+    ``memory`` storage's shared store (sessions with the same uid would otherwise
+    carry over from test to test); set ``reset_memory_store = False`` to keep it.
+    """
 
     manager: TriggerManager
+    reset_memory_store: bool = True
+
+    def setUp(self) -> None:
+        ThreadingTaskRunner.join_all()
+        if self.reset_memory_store:
+            DEFAULT_STORE.clear()
+        parent = getattr(super(), "setUp", None)
+        if parent is not None:
+            parent()
 
     def _fresh_instance(self, instance_name: str) -> TaskInstance | None:
         # Read the stored state, not a cached copy: tasks ran in other threads.

@@ -14,7 +14,16 @@ from enum import StrEnum
 from logging import ERROR, NOTSET, getLevelName
 from typing import Any
 
-__all__ = ["Status", "TaskConfig", "TaskInstance", "RESOLVED_STATUSES"]
+__all__ = [
+    "FAILURE_STATUSES",
+    "PUBLISHED_STATUSES",
+    "RESOLVED_STATUSES",
+    "SESSION_FINALIZED",
+    "TERMINAL_STATUSES",
+    "Status",
+    "TaskConfig",
+    "TaskInstance",
+]
 
 
 class Status(StrEnum):
@@ -30,7 +39,24 @@ class Status(StrEnum):
     ABANDONED = "abandoned"  # its ``unless`` condition was met before it could run
 
 
+# The status sets, defined here only (Status is a StrEnum: plain strings match them too).
+
 RESOLVED_STATUSES = frozenset({Status.ABANDONED, Status.FINISHED, Status.SKIPPED, Status.REPLAYED})
+"""Nothing more will happen to an instance in one of these (``TaskInstance.is_resolved``)."""
+
+TERMINAL_STATUSES = RESOLVED_STATUSES | {Status.FAILED}
+"""Nothing more happens without an operator: resolved, or failed (waiting to be replayed or skipped)."""
+
+PUBLISHED_STATUSES = TERMINAL_STATUSES
+"""Statuses the stream worker announces on ``task-results`` (scheduling goes to ``task-runs``)."""
+
+FAILURE_STATUSES = frozenset({Status.FAILED, Status.REPLAYED, Status.SKIPPED})
+"""Statuses only a failed instance reaches: its metadata may describe the exception."""
+
+SESSION_FINALIZED = "sessionFinalized"
+"""The trigger ``FinalizingTriggerManager`` fires once every task is resolved; the worker
+announces it as a ``SessionFinalized`` record."""
+
 _LOGS_IRRELEVANT = frozenset({Status.ABANDONED, Status.REPLAYED, Status.SKIPPED})
 
 _NO_TRIGGERS: frozenset[str] = frozenset()

@@ -1,20 +1,26 @@
 """Shared fixtures: one embedded Tansu broker per test session, fresh topics per test.
 
 Any test that uses the ``broker`` fixture (directly or through ``topics``) is marked
-``broker`` automatically, so ``pytest -m "not broker"`` skips exactly those.
+``broker`` automatically, so ``pytest -m "not broker"`` skips exactly those.  The helpers
+behind the fixtures live in ``tests.support``.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from stream_triggers.kafka.topics import Topics, create_topics
+from stream_triggers.kafka.topics import Topics
 from stream_triggers.ops.broker import EmbeddedBroker
+from tests.support import fresh_topics, running_broker
 
-TEST_PARTITIONS = 4
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The coverage floor (pyproject) holds for the suite, not for a run of a few named tests."""
+    coverage = config.pluginmanager.getplugin("_cov")
+    if coverage is not None and config.args_source is not pytest.Config.ArgsSource.TESTPATHS:
+        coverage.options.cov_fail_under = None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,14 +32,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     """A Tansu broker on a free loopback port (in-memory: a fresh cluster every run)."""
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log) as running:
+    with running_broker(tmp_path_factory.mktemp("broker") / "tansu.log") as running:
         yield running
 
 
 @pytest.fixture
 def topics(broker: EmbeddedBroker) -> Topics:
     """The six topics under a prefix of this test's own, created on ``broker``."""
-    names = Topics(prefix=f"t{uuid.uuid4().hex[:12]}")
-    create_topics(broker.bootstrap, names, partitions=TEST_PARTITIONS)
-    return names
+    return fresh_topics(broker.bootstrap)

@@ -16,6 +16,7 @@ PEERS = REPO.parent / "shared" / "peers" / "quix"
 
 @pytest.mark.broker
 @pytest.mark.timeout(150)
+@pytest.mark.slow
 def test_quick_run_outputs_every_expected_record_exactly_once(tmp_path: Path) -> None:
     if not (PEERS / "gen_workload.py").is_file():
         pytest.skip(f"the peer workload generator is not in {PEERS}")
@@ -35,6 +36,23 @@ def test_quick_run_outputs_every_expected_record_exactly_once(tmp_path: Path) ->
     assert figures["input_events"] == 1600
     assert figures["events_applied"] == 1600
     assert checker["received_total"] == checker["expected_total"] == 1400  # 6 task runs + 1 finalized per session
-    for key in ("events_per_s", "cpu_us_per_event", "peak_rss_mb", "startup_s", "sessions_per_s"):
-        assert isinstance(figures[key], (int, float)), key
-    assert figures["quix_events_per_s"] is None  # --quick never runs the peer
+    numbers = (
+        "events_per_s",
+        "cpu_us_per_event",
+        "peak_rss_mb",
+        "startup_s",
+        "sessions_per_s",
+        "broker_cpu_s",
+        "changelog_bytes_per_event",
+        "output_bytes_per_event",
+    )
+    for key in numbers:
+        assert isinstance(figures[key], (int, float)) and not isinstance(figures[key], bool), key
+    assert figures["engine"] in ("python", "native"), figures["engine"]
+    sizes = figures["ours"][0]["topic_bytes"]
+    assert sizes["changelog_bytes"] > 0 and sizes["output_bytes"] > 0, sizes
+    assert figures["output_bytes_per_event"] == round(sizes["output_bytes"] / 1600, 2)
+    for key in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms"):
+        assert key in figures and figures[key] is None, key  # preload: latency means nothing
+    for key in ("events_per_s", "engine", "changelog_bytes_per_event", "output_bytes_per_event", "broker_cpu_s"):
+        assert figures[f"quix_{key}"] is None, key  # --quick never runs the peer

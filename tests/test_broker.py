@@ -70,21 +70,25 @@ def test_create_topics_makes_six_with_configs_and_is_idempotent(broker: Embedded
     names = _fresh()
     assert create_topics(broker.bootstrap, names, partitions=3) == dict.fromkeys(names.all, "created")
     counts = _partition_counts(broker)
-    assert {name: counts[name] for name in names.all} == dict.fromkeys(names.all, 3)
+    assert {name: counts[name] for name in names.all} == {**dict.fromkeys(names.all, 3), names.owners: 1}
     assert names.all == tuple(
         f"{names.prefix}.{suffix}"
-        for suffix in ("events", "task-runs", "task-results", "sessions", "changelog", "dead-letter")
+        for suffix in ("events", "task-runs", "task-results", "sessions", "changelog", "dead-letter", "owners")
     )
 
-    resources = [ConfigResource(ResourceType.TOPIC, name) for name in (names.events, names.changelog)]
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in (names.events, names.changelog, names.owners)]
     admin = _admin(broker)  # must outlive its futures
     configs = {res.name: future.result() for res, future in admin.describe_configs(resources).items()}
     assert configs[names.changelog]["cleanup.policy"].value == "compact"
+    assert configs[names.owners]["cleanup.policy"].value == "compact"
     assert configs[names.events]["cleanup.policy"].value == "delete"
     assert configs[names.events]["retention.ms"].value == "-1"
 
     assert create_topics(broker.bootstrap, names, partitions=3) == dict.fromkeys(names.all, "exists")
-    assert {name: _partition_counts(broker)[name] for name in names.all} == dict.fromkeys(names.all, 3)
+    assert {name: _partition_counts(broker)[name] for name in names.all} == {
+        **dict.fromkeys(names.all, 3),
+        names.owners: 1,
+    }
 
 
 @pytest.mark.broker

@@ -77,6 +77,7 @@ def worker(broker: Any, topics: Topics, tmp_path: Path) -> Iterator[StreamWorker
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 def test_a_dead_letter_replayed_after_its_cause_is_fixed_applies(
     broker: Any, topics: Topics, worker: StreamWorker
 ) -> None:

@@ -125,9 +125,22 @@ def test_dockerfile_builds_the_package_into_a_slim_non_root_image() -> None:
     assert dict(instructions)["EXPOSE"] == dockerfile_env()[ENV_PREFIX + "METRICS_PORT"]
 
 
+def copied_sources() -> set[str]:
+    copies = [rest for keyword, rest in dockerfile_instructions() if keyword == "COPY"]
+    return {source for rest in copies for source in shlex.split(rest)[:-1]}
+
+
 def test_dockerignore_keeps_what_the_build_copies() -> None:
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip()}
-    assert not {"pyproject.toml", "README.md", "stream_triggers"} & ignored
+    assert copied_sources() >= {"pyproject.toml", "README.md", "stream_triggers"}
+    assert not copied_sources() & ignored
+
+
+def test_the_image_build_copies_every_file_pyproject_names() -> None:
+    """``pip install .`` in the image fails on a readme or license file left behind."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    needed = {"pyproject.toml", project["readme"], *project.get("license-files", [])}
+    assert needed <= copied_sources()
 
 
 # -- docker-compose.yml -------------------------------------------------------------------

@@ -30,10 +30,10 @@ from stream_triggers.engine import Fired, InstanceChanged
 from stream_triggers.events.codec import decode
 from stream_triggers.executor import ExecutorStats
 from stream_triggers.kafka.topics import Topics
+from stream_triggers.ops.health import Health
 from stream_triggers.ops.metrics import (
     EXECUTOR_METRICS,
     WORKER_METRICS,
-    Health,
     MetricsServer,
     executor_registry,
     serve_executor_metrics,
@@ -281,9 +281,12 @@ def test_health_starting_running_stalled_and_stopped() -> None:
     assert health.alive()[0] is False  # the loop never started
     target.loop_at = clock.now
     assert health.alive() == (True, "ok")
-    assert health.ready() == (False, "partitions not assigned and restored yet")
+    assert health.ready() == (False, "serving no partitions (none assigned, or not restored yet)")
     target.ready.set()
     assert health.ready() == (True, "ready")
+    target.ready.clear()  # lost its partitions: read afresh on every probe, never cached
+    assert health.ready() == (False, "serving no partitions (none assigned, or not restored yet)")
+    target.ready.set()
     clock.now += 61
     assert health.alive()[0] is False and "stalled" in health.alive()[1]
     assert health.ready()[0] is False
@@ -530,3 +533,18 @@ def test_worker_and_executor_processes_expose_moving_metrics(
     assert value(restored, w + "restores_total") >= 1
     assert successor.stop() == 0
     assert executor.stop() == 0
+
+
+def test_metrics_and_health_never_import_the_processes_they_read() -> None:
+    """They read the worker and the executor through protocols (imports run one way)."""
+    import ast
+
+    import stream_triggers.ops.health as health_module
+    import stream_triggers.ops.metrics as metrics_module
+
+    for module in (metrics_module, health_module):
+        tree = ast.parse(Path(module.__file__ or "").read_text())
+        imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        upward = sorted(m for m in imported if m.startswith(("stream_triggers.stream", "stream_triggers.executor")))
+        assert upward == [], f"{module.__name__} imports {upward}"

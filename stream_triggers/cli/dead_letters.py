@@ -27,9 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING
 
+from stream_triggers.cli.kafka_settings import kafka_options
+from stream_triggers.cli.options import ENV, EXIT_INPUT, bootstrap_option, check_broker, fail, prefix_option
 from stream_triggers.events.codec import CodecError, decode
+from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics
 
 __all__ = ["DeadLetter", "read_dead_letters", "replay_dead_letters", "select"]
@@ -55,36 +58,18 @@ class DeadLetter:
         )
 
 
-def read_dead_letters(bootstrap: str, topics: Topics, timeout_s: float = 30.0) -> Iterator[DeadLetter]:
+def read_dead_letters(
+    bootstrap: str, topics: Topics, timeout_s: float = 30.0, *, kafka_config: clients.KafkaConfig | None = None
+) -> Iterator[DeadLetter]:
     """Every record of the dead-letter topic, from the beginning to the end each partition has now."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "stream-triggers-dead-letters",  # required by the client; never joined
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "allow.auto.create.topics": False,
-        }
-    )
+    consumer = clients.consumer(bootstrap, "dead-letters", kafka_config=kafka_config, enable_partition_eof=True)
     try:
         metadata = consumer.list_topics(topics.dead_letter, timeout=timeout_s).topics.get(topics.dead_letter)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             raise LookupError(f"no topic {topics.dead_letter} on {bootstrap}")
-        pending = set(metadata.partitions)
-        consumer.assign([TopicPartition(topics.dead_letter, p, OFFSET_BEGINNING) for p in pending])
-        idle_rounds = 0
-        while pending:
-            messages = consumer.consume(1000, 1.0)
-            idle_rounds = 0 if messages else idle_rounds + 1
-            if idle_rounds * 1.0 > timeout_s:
-                raise TimeoutError(f"no end of {topics.dead_letter} partitions {sorted(pending)} in {timeout_s} s")
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(message.partition())
-                        continue
-                    raise KafkaException(error)
+        start = dict.fromkeys(metadata.partitions, OFFSET_BEGINNING)
+        for batch in clients.read_to_end(consumer, topics.dead_letter, start, timeout_s):
+            for message in batch:
                 try:
                     type_name, record = decode(message.value() or b"")
                 except CodecError:
@@ -128,13 +113,13 @@ def replay_dead_letters(
     *,
     dry_run: bool = False,
     echo: Callable[[str], Any] = print,
+    kafka_config: clients.KafkaConfig | None = None,
 ) -> dict[int, int]:
     """Produce each letter's original key and value to its original topic (in order).
 
     Returns dead-letter partition -> offset of the last letter handled, for ``after``.
     """
-    producer = None if dry_run else Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    errors: list[str] = []
+    records: list[tuple[str, bytes | None, bytes | None, int]] = []
     last: dict[int, int] = {}
     for letter in letters:
         r = letter.record
@@ -142,20 +127,12 @@ def replay_dead_letters(
             echo(f"skip {letter.describe()} (no value to re-publish)")
             continue
         echo(f"{'would replay' if dry_run else 'replay'} {letter.describe()}")
-        if producer is not None:
-            producer.produce(
-                r["topic"],
-                r["value"],
-                r.get("key"),
-                r["partition"],  # the session's partition, whatever partitioner produced it first
-                on_delivery=lambda error, _m: errors.append(str(error)) if error else None,
-            )
-            producer.poll(0)
+        # The original partition: the session's, whatever partitioner produced it first.
+        records.append((r["topic"], r.get("key"), r["value"], r["partition"]))
         last[letter.partition] = max(letter.offset, last.get(letter.partition, -1))
-    if producer is not None:
-        remaining = producer.flush(30)
-        if remaining or errors:
-            raise KafkaException(f"{remaining} records not delivered; errors: {errors[:3]}")
+    if records and not dry_run:
+        producer = clients.producer(bootstrap, "dead-letters", kafka_config=kafka_config)
+        clients.publish_and_wait(producer, records, 30.0, "replayed dead letters")
     return last
 
 
@@ -173,15 +150,43 @@ def _positions(values: tuple[str, ...]) -> dict[int, int]:
 
 
 _common = [
-    click.option("--bootstrap", envvar="STREAM_TRIGGERS_BOOTSTRAP", required=True, show_envvar=True),
-    click.option("--topic-prefix", envvar="STREAM_TRIGGERS_TOPIC_PREFIX", default="triggers", show_default=True),
-    click.option("--reason", "reasons", multiple=True, help="Only this reason (repeatable)."),
-    click.option("--session", "sessions", multiple=True, help="Only this session UID (repeatable)."),
-    click.option("--after", "after", multiple=True, help="PARTITION:OFFSET of the dead-letter topic already handled."),
+    bootstrap_option,
+    prefix_option,
+    click.option(
+        "--reason",
+        "reasons",
+        envvar=ENV + "DEAD_LETTER_REASON",
+        multiple=True,
+        show_envvar=True,
+        help="Only this reason, e.g. unknown_instance (repeatable).",
+    ),
+    click.option(
+        "--session",
+        "sessions",
+        envvar=ENV + "DEAD_LETTER_SESSION",
+        multiple=True,
+        show_envvar=True,
+        help="Only this session UID (repeatable).",
+    ),
+    click.option(
+        "--after",
+        "after",
+        envvar=ENV + "DEAD_LETTER_AFTER",
+        multiple=True,
+        show_envvar=True,
+        help="PARTITION:OFFSET of the dead-letter topic already handled (repeatable).",
+    ),
 ]
 
 
+def _check_topic(bootstrap: str, topics: Topics, kafka_config: dict[str, str]) -> None:
+    """Exit 3 when the broker does not answer, 5 when it has no dead-letter topic under the prefix."""
+    if topics.dead_letter not in check_broker(bootstrap, kafka_config):
+        fail(f"no topic {topics.dead_letter!r} on {bootstrap}: check --topic-prefix", EXIT_INPUT)
+
+
 def _options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = kafka_options(f)
     for option in reversed(_common):
         f = option(f)
     return f
@@ -195,11 +200,23 @@ def cli() -> None:
 @cli.command("list")
 @_options
 def list_command(
-    bootstrap: str, topic_prefix: str, reasons: tuple[str, ...], sessions: tuple[str, ...], after: tuple[str, ...]
+    bootstrap: str,
+    topic_prefix: str,
+    reasons: tuple[str, ...],
+    sessions: tuple[str, ...],
+    after: tuple[str, ...],
+    kafka_config: dict[str, str],
 ) -> None:
     """Print the dead letters (position, reason, session, origin, error)."""
     topics = Topics(topic_prefix)
-    letters = select(read_dead_letters(bootstrap, topics), reasons=reasons, sessions=sessions, after=_positions(after))
+    positions = _positions(after)
+    _check_topic(bootstrap, topics, kafka_config)
+    letters = select(
+        read_dead_letters(bootstrap, topics, kafka_config=kafka_config),
+        reasons=reasons,
+        sessions=sessions,
+        after=positions,
+    )
     count = 0
     for letter in letters:
         click.echo(letter.describe())
@@ -212,12 +229,21 @@ def list_command(
 @click.option(
     "--topic",
     "source",
+    envvar=ENV + "DEAD_LETTER_TOPIC",
     type=click.Choice(["events", "task-runs"]),
     default="events",
     show_default=True,
+    show_envvar=True,
     help="Replay dead letters that came from this topic.",
 )
-@click.option("--dry-run", is_flag=True, help="Print what would be replayed; publish nothing.")
+@click.option(
+    "--dry-run/--publish",
+    envvar=ENV + "DRY_RUN",
+    default=False,
+    show_default=True,
+    show_envvar=True,
+    help="Print what would be replayed and publish nothing.",
+)
 def replay(
     bootstrap: str,
     topic_prefix: str,
@@ -226,18 +252,21 @@ def replay(
     after: tuple[str, ...],
     source: str,
     dry_run: bool,
+    kafka_config: dict[str, str],
 ) -> None:
     """Re-publish the selected dead letters' original records to their topic."""
     topics = Topics(topic_prefix)
     source_topic = topics.events if source == "events" else topics.task_runs
+    positions = _positions(after)
+    _check_topic(bootstrap, topics, kafka_config)
     letters = select(
-        read_dead_letters(bootstrap, topics),
+        read_dead_letters(bootstrap, topics, kafka_config=kafka_config),
         reasons=reasons,
         sessions=sessions,
         source_topics=[source_topic],
-        after=_positions(after),
+        after=positions,
     )
-    last = replay_dead_letters(bootstrap, letters, dry_run=dry_run, echo=click.echo)
+    last = replay_dead_letters(bootstrap, letters, dry_run=dry_run, echo=click.echo, kafka_config=kafka_config)
     if last:
         resume = " ".join(f"--after {p}:{o}" for p, o in sorted(last.items()))
         click.echo(f"done; to carry on later without repeating these: {resume}", err=True)

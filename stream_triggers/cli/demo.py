@@ -2,7 +2,7 @@
 
 What it does, step by step (each step printed as it happens):
 
-1. start the embedded Tansu broker and create the six topics under the prefix ``demo``;
+1. start the embedded Tansu broker and create the topics under the prefix ``demo``;
 2. start one stream worker and one task executor as separate processes, through the
    very CLI a deployment uses (``stream-triggers worker ...``, ``stream-triggers executor
    --import stream_triggers.cli.demo_tasks ...``);
@@ -22,7 +22,6 @@ exit code 0 when every session finalized in time, 1 otherwise, 130 when interrup
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import signal
 import subprocess
@@ -31,85 +30,23 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream_triggers.cli.demo_tasks import QUESTIONNAIRE, SUPER_SESSION
+import click
 
-__all__ = ["run_demo", "plan_sessions"]
+from stream_triggers.cli.demo_plan import Plan, plan_sessions
+from stream_triggers.cli.demo_watch import Watcher, clock, committed_states, print_outcomes
+from stream_triggers.cli.options import ENV
+
+__all__ = ["demo", "run_demo"]
 
 PREFIX = "demo"
 PARTITIONS = 4
 TIMEOUT_S = 45.0
 """How long sessions get to finalize once their triggers are fired."""
 
-_NAMES = ("Marcus", "Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret")
-_AGENTS = ("Firefox/126.0", "Chrome/125.0.6422", "Safari/17.4")
-_QUESTIONS = ("likesPlants", "likesAnimals", "outdoors", "city", "gardens", "pets", "hikes", "zoo")
-_TERMINAL = frozenset({"finished", "failed", "skipped", "abandoned", "replayed"})
-
 Echo = Callable[[str], Any]
-
-
-@dataclass
-class Fire:
-    """One step of the plan: a trigger (with kwargs) fired for a session."""
-
-    session: str
-    trigger: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Plan:
-    configurations: dict[str, dict[str, Any]]
-    """Session UID -> configuration, in the order the sessions start."""
-    fires: list[Fire]
-
-
-def plan_sessions(sessions: int, seed: int) -> Plan:
-    """The demo's sessions and the (shuffled, interleaved) triggers fired for them."""
-    rng = random.Random(seed)
-    configurations: dict[str, dict[str, Any]] = {}
-    per_session: dict[str, list[list[Fire]]] = {}
-
-    def questionnaire(uid: str, pages: int, embedded: bool, super_uid: str | None = None) -> None:
-        configurations[uid] = QUESTIONNAIRE
-        name = rng.choice(_NAMES)
-        agent = rng.choice(_AGENTS)
-        # Each inner list is fired as one step: a page, then (if any) the super session's trigger.
-        steps: list[list[Fire]] = []
-        for number in range(1, pages + 1):
-            responses = {q: rng.choice(("yes", "no")) for q in rng.sample(_QUESTIONS, 3)}
-            step = [Fire(uid, "pageReceived", {"number": number, "responses": responses, "userAgent": agent})]
-            if number == 1:
-                step.insert(0, Fire(uid, "firstPageReceived", {"responses": {"name": name, **responses}}))
-            if super_uid is not None:
-                kind = uid.split(":")[0]
-                step.append(Fire(super_uid, f"{kind}_page{number}", {"responses": responses}))
-            steps.append(step)
-        steps.append([Fire(uid, "questionnaireComplete")])
-        if embedded:
-            steps.append([Fire(uid, "isEmbeddedApplication")])
-        rng.shuffle(steps)
-        per_session[uid] = steps
-
-    for n in range(1, sessions + 1):
-        questionnaire(f"questionnaire-{n}", pages=rng.randint(2, 4), embedded=n % 3 == 0)
-    applicant = f"applicant:{rng.randint(1000, 9999)}"
-    configurations[applicant] = SUPER_SESSION
-    number = applicant.split(":")[1]
-    questionnaire(f"flora:{number}", pages=4, embedded=False, super_uid=applicant)
-    questionnaire(f"fauna:{number}", pages=6, embedded=False, super_uid=applicant)
-
-    fires: list[Fire] = []
-    while per_session:
-        uid = rng.choice(sorted(per_session))
-        fires.extend(per_session[uid].pop(0))
-        if not per_session[uid]:
-            del per_session[uid]
-    return Plan(configurations, fires)
 
 
 class _Child:
@@ -214,7 +151,7 @@ def run_demo(
             with _signals(signal.SIG_IGN):  # the clean-up is bounded; let it finish
                 for child in reversed(children):  # executor first: its last reports reach the worker
                     exit_code = child.stop()
-                    echo(f"{_clock(started)} stopped {child.name} (pid {child.pid}, exit code {exit_code})")
+                    echo(f"{clock(started)} stopped {child.name} (pid {child.pid}, exit code {exit_code})")
                 broker.stop()
                 if code == 1:
                     echo(f"logs kept in {workdir}")
@@ -234,8 +171,7 @@ def _run(
     started: float,
     timeout: float,
 ) -> bool:
-    from confluent_kafka import Producer
-
+    from stream_triggers.kafka import clients
     from stream_triggers.kafka.topics import Topics, create_topics
     from stream_triggers.manager import TriggerManager
     from stream_triggers.storages.kafka import KafkaStorage
@@ -258,25 +194,22 @@ def _run(
     if metrics_port is not None:
         echo(f"metrics   http://127.0.0.1:{metrics_port}/metrics (worker), :{metrics_port + 1} (executor)")
 
-    watcher = _Watcher(bootstrap, topics, echo, started)
+    watcher = Watcher(bootstrap, topics, PARTITIONS, echo, started)
     # A producer of our own, dropped before the broker stops (Tansu waits for connected clients).
-    # murmur2_random, like every producer of the project: a session's events must share a partition.
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1, "partitioner": "murmur2_random"}
-    )
+    producer = clients.producer(bootstrap, "demo")
     managers = {
         uid: TriggerManager(KafkaStorage(uid, bootstrap, PREFIX, producer=producer)) for uid in plan.configurations
     }
     try:
         for uid, configuration in plan.configurations.items():
             managers[uid].update_configuration(configuration)
-            echo(f"{_clock(started)} configure {uid}: {', '.join(configuration)}")
+            echo(f"{clock(started)} configure {uid}: {', '.join(configuration)}")
         for step in plan.fires:
             managers[step.session].fire(step.trigger, step.kwargs)
-            kwargs = f" {_json(step.kwargs)}" if step.kwargs else ""
-            echo(f"{_clock(started)} fire      {step.session} {step.trigger}{kwargs}")
+            kwargs = f" {json.dumps(step.kwargs, separators=(', ', ': '))}" if step.kwargs else ""
+            echo(f"{clock(started)} fire      {step.session} {step.trigger}{kwargs}")
             watcher.poll(0)
-        echo(f"{_clock(started)} all {len(plan.fires)} triggers fired; waiting for the tasks to run")
+        echo(f"{clock(started)} all {len(plan.fires)} triggers fired; waiting for the tasks to run")
 
         deadline = time.monotonic() + timeout
         wanted = set(plan.configurations)
@@ -294,8 +227,9 @@ def _run(
                 if time.monotonic() - quiet_since >= 0.5:  # late cascades would show by now
                     break
         missing = sorted(wanted - watcher.finalized)
-        echo(f"{_clock(started)} outcome")
-        _print_outcomes(plan, _committed_states(bootstrap, topics, set(plan.configurations)), echo)
+        echo(f"{clock(started)} outcome")
+        states = committed_states(bootstrap, topics, PARTITIONS, set(plan.configurations))
+        print_outcomes(plan, states, echo)
         if missing:
             echo(f"error: not finalized within {timeout:.0f} s: {', '.join(missing)}")
             for child in children:
@@ -309,149 +243,33 @@ def _run(
         del producer
 
 
-class _Watcher:
-    """Tails task-runs, task-results and sessions; prints what arrives and keeps count."""
-
-    def __init__(self, bootstrap: str, topics: Any, echo: Echo, started: float) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        self.echo = echo
-        self.started = started
-        self.topics = topics
-        # Topics are read side by side, so a result may show before its request does.
-        self.requested: set[tuple[str, str]] = set()
-        self.resolved: set[tuple[str, str]] = set()
-        self.finalized: set[str] = set()
-        self.finalized_events: list[str] = []
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": "stream-triggers-demo-watch",  # assign only: never joins
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 20,
-            }
-        )
-        names = (topics.task_runs, topics.task_results, topics.sessions)
-        self._consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for name in names for p in range(PARTITIONS)])
-
-    @property
-    def pending(self) -> set[tuple[str, str]]:
-        """Requested runs without a final status yet."""
-        return self.requested - self.resolved
-
-    def poll(self, timeout: float) -> bool:
-        """Print what arrived within ``timeout`` s; returns whether anything did."""
-        from stream_triggers.events.codec import CodecError, decode
-
-        messages = self._consumer.consume(500, timeout)
-        seen = False
-        for message in messages:
-            if message.error() is not None:
-                continue
-            seen = True
-            try:
-                type_name, record = decode(message.value())
-            except CodecError as exc:
-                self.echo(f"{_clock(self.started)} ?         undecodable record on {message.topic()}: {exc}")
-                continue
-            self._show(type_name, record)
-        return seen
-
-    def _show(self, type_name: str, record: dict[str, Any]) -> None:
-        uid = record["session_uid"]
-        at = _clock(self.started)
-        if type_name == "TaskRunRequested":
-            self.requested.add((uid, record["instance"]))
-            task = record["run"].rpartition(".")[2]
-            self.echo(f"{at} run       {uid} {record['instance']} -> {task} (runner {record['runner']})")
-        elif type_name == "InstanceStatusChanged":
-            status = record["status"]
-            if status in _TERMINAL:
-                self.resolved.add((uid, record["instance"]))
-            metadata = json.loads(record["metadata_json"])
-            detail = ""
-            if status == "finished":
-                detail = _json(metadata.get("result", {}))
-            elif status == "failed":
-                detail = metadata.get("exceptionType", "")
-            self.echo(f"{at} {status:<9} {uid} {record['instance']} {detail}".rstrip())
-        elif type_name == "SessionFinalized":
-            self.finalized.add(uid)
-            self.finalized_events.append(record["event_id"])
-            self.echo(f"{at} FINALIZED {uid} (SessionFinalized {record['event_id']})")
-
-    def close(self) -> None:
-        self._consumer.close()
-
-
-def _committed_states(bootstrap: str, topics: Any, uids: set[str]) -> dict[str, Any]:
-    """The newest committed state of each session, read from the changelog in one pass."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
-    from stream_triggers.events.codec import CodecError, decode
-    from stream_triggers.events.state_format import StateFormatError, decode_state
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "stream-triggers-demo-read",  # assign only: never joins
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 10,
-        }
-    )
-    snapshots: dict[str, bytes] = {}
-    try:
-        consumer.assign([TopicPartition(topics.changelog, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
-        at_end: set[int] = set()
-        deadline = time.monotonic() + 10
-        while len(at_end) < PARTITIONS and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.2):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        at_end.add(message.partition())
-                    continue
-                try:
-                    _, snapshot = decode(message.value())
-                except CodecError:
-                    continue
-                if snapshot["session_uid"] in uids:
-                    snapshots[snapshot["session_uid"]] = snapshot["state"]
-    finally:
-        consumer.close()
-    states = {}
-    for uid, data in snapshots.items():
-        try:
-            states[uid] = decode_state(data)
-        except StateFormatError:
-            continue
-    return states
-
-
-def _print_outcomes(plan: Plan, states: dict[str, Any], echo: Echo) -> None:
-    from stream_triggers.cli.inspect import session_document
-
-    for uid in plan.configurations:
-        if uid not in states:
-            echo(f"  {uid}: no committed state")
-            continue
-        document = session_document(uid, states[uid])
-        flag = "finalized" if document["finalized"] else "NOT finalized"
-        echo(f"  {uid} ({flag})")
-        for instance in document["instances"]:
-            detail = instance["result"] if instance["result"] is not None else ""
-            if instance["failure"]:
-                detail = instance["failure"]["message"]
-            elif instance["waiting_for"]:
-                detail = "waiting for " + ", ".join(instance["waiting_for"])
-            shown = _json(detail) if isinstance(detail, dict) else detail
-            echo(f"    {instance['name']:<28} {instance['status']:<9} {shown}".rstrip())
-
-
-def _clock(started: float) -> str:
-    return f"[{time.monotonic() - started:5.1f}s]"
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(", ", ": "))
+@click.command()
+@click.option(
+    "--sessions",
+    envvar=ENV + "DEMO_SESSIONS",
+    type=int,
+    default=3,
+    show_default=True,
+    show_envvar=True,
+    help="Questionnaire sessions to run.",
+)
+@click.option(
+    "--seed",
+    envvar=ENV + "DEMO_SEED",
+    type=int,
+    default=7,
+    show_default=True,
+    show_envvar=True,
+    help="Seed of the shuffled trigger order and the answers (same seed, same run).",
+)
+@click.option(
+    "--metrics-port",
+    envvar=ENV + "DEMO_METRICS_PORT",
+    type=int,
+    default=None,
+    show_envvar=True,
+    help="Worker metrics port (executor: +1) [default: no metrics].",
+)
+def demo(sessions: int, seed: int, metrics_port: int | None) -> None:
+    """Start a broker, topics, a worker and an executor; run the questionnaire example."""
+    sys.exit(run_demo(sessions=sessions, seed=seed, metrics_port=metrics_port, echo=click.echo))

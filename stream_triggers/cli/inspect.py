@@ -16,11 +16,9 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from stream_triggers.engine import SessionState
-from stream_triggers.types import TaskInstance
+from stream_triggers.types import FAILURE_STATUSES, SESSION_FINALIZED, TaskInstance
 
 __all__ = ["session_document", "render_session"]
-
-SESSION_FINALIZED = "sessionFinalized"
 
 _SHOWN_META = frozenset(
     {
@@ -174,7 +172,7 @@ def render_session(uid: str, state: SessionState) -> str:
 
 def _outcome(instance: Mapping[str, Any]) -> str:
     failure = instance["failure"]
-    if failure and instance["status"] in ("failed", "replayed", "skipped"):
+    if failure and instance["status"] in FAILURE_STATUSES:
         text = failure["message"] or failure["type"] or "failed"
         if instance["status"] == "skipped" and instance["result"] is not None:
             text = f"{text}; result {_json(instance['result'])}"

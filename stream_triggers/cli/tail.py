@@ -12,16 +12,28 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+import click
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, TopicPartition
 
+from stream_triggers.cli.kafka_settings import kafka_options
+from stream_triggers.cli.options import ENV, EXIT_INPUT, bootstrap_option, check_broker, fail, prefix_option
 from stream_triggers.events.codec import CodecError, decode
-from stream_triggers.events.state_format import StateFormatError, decode_state
+from stream_triggers.events.state_format import (
+    KIND_HEADER,
+    KIND_INSTANCE,
+    StateFormatError,
+    decode_state,
+    state_kind,
+    unpack,
+)
+from stream_triggers.events.state_parts import read_header
+from stream_triggers.kafka import clients
 
-__all__ = ["SHORT_NAMES", "format_record", "resolve_topic", "tail_topic"]
+__all__ = ["SHORT_NAMES", "format_record", "resolve_topic", "tail", "tail_topic"]
 
 SHORT_NAMES = ("events", "task-runs", "task-results", "sessions", "changelog", "dead-letter")
 _TIMESTAMP_FIELDS = frozenset({"produced_at", "cause_produced_at", "not_before"})
@@ -51,19 +63,13 @@ def tail_topic(
     max_records: int | None = None,
     idle_exit: float | None = None,
     echo: Callable[[str], Any] = print,
+    *,
+    kafka_config: Mapping[str, Any] | None = None,
 ) -> int:
     """Print the records of ``topic`` until ``max_records`` were printed, ``idle_exit`` seconds
     passed without a record, or Ctrl-C; returns how many were printed."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "stream-triggers-tail",  # required by the client; never joined (assign only)
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "allow.auto.create.topics": False,
-            "fetch.wait.max.ms": 50,
-        }
-    )
+    # A reader: partitions assigned, never a group joined, nothing committed.
+    consumer = clients.consumer(bootstrap, "tail", kafka_config=kafka_config, fetch_wait_max_ms=50)
     printed = 0
     try:
         metadata = consumer.list_topics(timeout=10)
@@ -93,6 +99,62 @@ def tail_topic(
     finally:
         consumer.close()
     return printed
+
+
+@click.command()
+@bootstrap_option
+@prefix_option
+@click.argument("topic")
+@click.option(
+    "--from-beginning/--from-end",
+    envvar=ENV + "TAIL_FROM_BEGINNING",
+    default=True,
+    show_default=True,
+    show_envvar=True,
+    help="Start at the oldest record kept, or print only records that arrive from now on.",
+)
+@click.option(
+    "--max",
+    "max_records",
+    envvar=ENV + "TAIL_MAX",
+    type=click.IntRange(min=1),
+    default=None,
+    show_envvar=True,
+    help="Stop after this many records [default: never].",
+)
+@click.option(
+    "--idle-exit",
+    envvar=ENV + "TAIL_IDLE_EXIT",
+    type=click.FloatRange(min=0),
+    default=None,
+    show_envvar=True,
+    help="Stop after this many seconds without records [default: never; Ctrl-C stops].",
+)
+@kafka_options
+def tail(
+    bootstrap: str,
+    topic_prefix: str,
+    topic: str,
+    from_beginning: bool,
+    max_records: int | None,
+    idle_exit: float | None,
+    kafka_config: dict[str, str],
+) -> None:
+    """Decode and print records of TOPIC (a full name, or a short one: events, task-runs, ...)."""
+    check_broker(bootstrap, kafka_config)
+    try:
+        tail_topic(
+            bootstrap,
+            topic_prefix,
+            topic,
+            from_beginning,
+            max_records,
+            idle_exit,
+            click.echo,
+            kafka_config=kafka_config,
+        )
+    except LookupError as exc:
+        fail(str(exc), EXIT_INPUT)
 
 
 def format_record(partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
@@ -151,6 +213,12 @@ def _text(value: str) -> str:
 
 def _state_summary(data: bytes) -> str:
     try:
+        kind = state_kind(data)
+        if kind == KIND_HEADER:  # a session in parts (docs/state-format.md)
+            return f"state: header part, {read_header(data).instance_count} instances"
+        if kind == KIND_INSTANCE:
+            row = unpack(data[10:])
+            return f"state: instance part {row[2]} {row[4]}"
         state = decode_state(data)
     except StateFormatError as exc:
         return f"state: <unreadable: {exc}>"

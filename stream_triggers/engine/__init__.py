@@ -1,5 +1,6 @@
 """The functional core: session state + input -> new state + effects.  No I/O in here."""
 
+from stream_triggers.engine.draft import Draft
 from stream_triggers.engine.effects import (
     Cascade,
     Effect,
@@ -29,12 +30,15 @@ from stream_triggers.engine.inputs import (
     StatusUpdated,
     TriggerFired,
 )
-from stream_triggers.engine.state import EMPTY, Draft, SessionState
+from stream_triggers.engine.payloads import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, checked_payload
+from stream_triggers.engine.state import EMPTY, SessionState
 from stream_triggers.engine.transition import new_instance, step
-from stream_triggers.engine.validation import build_task_configs, json_mapping
+from stream_triggers.engine.validation import build_task_configs, checked_input, checked_instance, json_mapping
 
 __all__ = [
     "EMPTY",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_PAYLOAD_DEPTH",
     "Cascade",
     "ConfigurationUpdated",
     "Draft",
@@ -61,6 +65,9 @@ __all__ = [
     "TriggerFired",
     "UnknownInstance",
     "build_task_configs",
+    "checked_input",
+    "checked_instance",
+    "checked_payload",
     "json_mapping",
     "new_instance",
     "step",

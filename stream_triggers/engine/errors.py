@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from stream_triggers.exceptions import StreamTriggersError
+
 __all__ = [
     "EngineError",
     "InvalidConfiguration",
@@ -11,7 +13,7 @@ __all__ = [
 ]
 
 
-class EngineError(Exception):
+class EngineError(StreamTriggersError):
     """Root of the engine's refusals; ``reason`` is a short machine-readable code."""
 
     reason = "engine_error"

@@ -11,6 +11,7 @@ from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from stream_triggers.engine.draft import Draft
 from stream_triggers.engine.effects import (
     Cascade,
     Effect,
@@ -34,8 +35,9 @@ from stream_triggers.engine.inputs import (
     StatusUpdated,
     TriggerFired,
 )
-from stream_triggers.engine.state import NOBODY, Draft, Listeners, SessionState
-from stream_triggers.engine.validation import build_task_configs
+from stream_triggers.engine.payloads import MAX_PAYLOAD_BYTES, plain_weight
+from stream_triggers.engine.state import NOBODY, Listeners, SessionState
+from stream_triggers.engine.validation import build_task_configs, checked_input
 from stream_triggers.types import Status, TaskConfig, TaskInstance
 
 __all__ = ["step", "new_instance"]
@@ -58,11 +60,22 @@ def step(state: SessionState, event: Input) -> tuple[SessionState, list[Effect]]
     """Apply one input; return the new state and what the shell must do or announce.
 
     Raises an :class:`~stream_triggers.engine.errors.EngineError` (and leaves nothing
-    changed, since ``state`` is never mutated) when the input cannot be applied.
+    changed, since ``state`` is never mutated) when the input cannot be applied -
+    :class:`~stream_triggers.engine.errors.InvalidPayload` first of all, when its payloads
+    break the rules of :mod:`stream_triggers.engine.payloads`.
     """
+    # The payload rules first, the same for every storage (``checked_input``; a
+    # configuration is checked by its handler).  The usual fire is checked inline.
+    kind = type(event)
+    if kind is TriggerFired:
+        kwargs = event.kwargs
+        if type(kwargs) is not dict or not 0 <= plain_weight(kwargs, 1) <= MAX_PAYLOAD_BYTES:
+            event = checked_input(event)
+    elif kind is not ConfigurationUpdated:
+        event = checked_input(event)
     draft = Draft(state)
     effects: list[Effect] = []
-    _HANDLERS[type(event)](draft, event, effects)
+    _HANDLERS[kind](draft, event, effects)
     return draft.finish(), effects
 
 

@@ -4,13 +4,36 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from stream_triggers.engine.errors import InvalidConfiguration, InvalidPayload
-from stream_triggers.types import TaskConfig
+from stream_triggers.engine.inputs import (
+    ConfigurationUpdated,
+    Input,
+    LogsResolved,
+    MetadataUpdated,
+    ReplayRequested,
+    RetryRequested,
+    SkipRequested,
+    StatusReported,
+    StatusUpdated,
+    TriggerFired,
+)
+from stream_triggers.engine.payloads import (
+    ENVELOPE_DEPTHS,
+    MAX_PAYLOAD_BYTES,
+    MAX_PAYLOAD_DEPTH,
+    Weigher,
+    check_configuration_weight,
+    checked_payload,
+    checked_value,
+    clipped_repr,
+    plain_weight,
+)
+from stream_triggers.types import TaskConfig, TaskInstance
 
-__all__ = ["build_task_configs", "json_mapping"]
+__all__ = ["build_task_configs", "checked_input", "checked_instance", "json_mapping"]
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -19,7 +42,8 @@ def build_task_configs(configuration: Any) -> dict[str, TaskConfig]:
     """Validate a whole ``update_configuration`` payload and build its TaskConfigs.
 
     Either every task is valid or :class:`InvalidConfiguration` is raised before
-    anything is built, so a bad payload never half-applies.  TaskConfigs are
+    anything is built, so a bad payload never half-applies.  A configuration too deep
+    or too heavy (see :mod:`stream_triggers.engine.payloads`) raises :class:`InvalidPayload`.  TaskConfigs are
     immutable, so sessions configured alike share them (see ``_shared``).
     """
     if not isinstance(configuration, Mapping):
@@ -30,6 +54,7 @@ def build_task_configs(configuration: Any) -> dict[str, TaskConfig]:
     source, configs = _shared.get(key, (None, None)) if key is not None else (None, None)
     # JSON text alone would mistake {1: ...} for {"1": ...}: the source must be equal too.
     if configs is None or source != configuration:
+        check_configuration_weight(configuration)  # (a configuration seen before passed already)
         configs = {}
         for name, directives in configuration.items():
             if not isinstance(name, str) or not name:
@@ -65,7 +90,7 @@ def _share_trigger_sets(configs: Any) -> None:
 def _shared_key(configuration: Mapping[str, Any]) -> str | None:
     try:
         return json.dumps(configuration, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError):  # not plain JSON: build it afresh, and let validation speak
+    except (TypeError, ValueError, RecursionError):  # not plain JSON: build it afresh, let validation speak
         return None
 
 
@@ -80,15 +105,17 @@ def build_task_config(name: str, directives: Any) -> TaskConfig:
         raise InvalidConfiguration(name, "after", "must name at least one trigger")
     run = directives["run"]
     if not isinstance(run, str) or not run:
-        raise InvalidConfiguration(name, "run", f"must be a task name (string), not {run!r}")
+        raise InvalidConfiguration(name, "run", f"must be a task name (string), not {clipped_repr(run)}")
     unless = directives.get("unless")
     unless = _trigger_list(name, "unless", unless) if unless is not None else []
     and_every = directives.get("andEvery")
     if and_every is not None and (not isinstance(and_every, str) or not and_every):
-        raise InvalidConfiguration(name, "andEvery", f"must be a single trigger name (string), not {and_every!r}")
+        raise InvalidConfiguration(
+            name, "andEvery", f"must be a single trigger name (string), not {clipped_repr(and_every)}"
+        )
     using = directives.get("using")
     if using is not None and (not isinstance(using, str) or not using):
-        raise InvalidConfiguration(name, "using", f"must be a task runner name, not {using!r}")
+        raise InvalidConfiguration(name, "using", f"must be a task runner name, not {clipped_repr(using)}")
     with_params = directives.get("withParams")
     if with_params is not None:
         if not isinstance(with_params, Mapping) or not all(
@@ -106,7 +133,7 @@ def build_task_config(name: str, directives: Any) -> TaskConfig:
             continue
         if not isinstance(key, str):
             raise InvalidConfiguration(name, repr(key), "directive names must be strings")
-        extras[key] = _json_value(value, f"task {name!r} directive {key!r}")
+        extras[key] = checked_value(value, f"task {name!r} directive {key!r}")
     return TaskConfig(
         name=name,
         after=after,
@@ -122,29 +149,47 @@ def build_task_config(name: str, directives: Any) -> TaskConfig:
 def _trigger_list(task: str, directive: str, value: Any) -> list[str]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
         raise InvalidConfiguration(
-            task, directive, f"must be a list of trigger names, not {type(value).__name__} {value!r}"
+            task, directive, f"must be a list of trigger names, not {type(value).__name__} {clipped_repr(value)}"
         )
     for item in value:
         if not isinstance(item, str) or not item:
-            raise InvalidConfiguration(task, directive, f"must contain only non-empty strings; found {item!r}")
+            raise InvalidConfiguration(
+                task, directive, f"must contain only non-empty strings; found {clipped_repr(item)}"
+            )
     return list(value)
 
 
 def json_mapping(value: Any, what: str) -> dict[str, Any]:
-    """A deep copy of ``value`` if it is a JSON-serialisable mapping, else InvalidPayload.
+    """A copy of ``value`` if it follows the payload rules (:mod:`stream_triggers.engine.payloads`),
+    else :class:`InvalidPayload` naming the path and type of the culprit.
 
     Copying protects the session state from a caller that later mutates its dict.
     """
     if value is None:
         return {}
     if type(value) is not dict and not isinstance(value, Mapping):  # (a plain dict skips the ABC check)
-        raise InvalidPayload(f"{what} must be a mapping (dict), not {type(value).__name__}: {value!r}")
+        kind = type(value).__name__
+        raise InvalidPayload(f"{_capital(what)} must be a mapping (dict), not {kind}: {clipped_repr(value)}")
     try:
-        return _plain_dict(value)
+        return _plain_dict(value, 1)
     except _Unusual:
-        # Something other than plain JSON types: the thorough copy below accepts it
-        # (subclasses, other mappings) or names the culprit in its error.
-        return _json_dict(value, what)
+        # Something other than plain JSON types, or nested too deep: the payload rules
+        # normalise it (subclasses, other mappings) or name the culprit in their error.
+        return _copied(checked_payload(value, what))
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a checked payload's containers (its leaves are immutable)."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        return kind(_copied(item) for item in value)
+    return value
 
 
 # The fast path (every fire() copies its kwargs): exact built-in types only, and no
@@ -156,9 +201,11 @@ class _Unusual(Exception):
     """Not plain JSON types: let the thorough copy decide."""
 
 
-def _plain_dict(value: Mapping[Any, Any]) -> dict[str, Any]:
+def _plain_dict(value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
     # Copy in C first, then replace only the nested containers: most values are
     # scalars and stay as they are.  (Assigning existing keys while iterating is safe.)
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise _Unusual
     out = dict(value)
     for key, item in out.items():
         if type(key) is not str:
@@ -167,41 +214,136 @@ def _plain_dict(value: Mapping[Any, Any]) -> dict[str, Any]:
         if kind in _PLAIN_SCALARS:
             continue
         if kind is dict:
-            out[key] = _plain_dict(item)
+            out[key] = _plain_dict(item, depth + 1)
         else:
-            out[key] = _plain_value(item)
+            out[key] = _plain_value(item, depth + 1)
     return out
 
 
-def _plain_value(value: Any) -> Any:
+def _plain_value(value: Any, depth: int) -> Any:
     kind = type(value)
     if kind in _PLAIN_SCALARS:
         return value
     if kind is dict:
-        return _plain_dict(value)
-    if kind is list or kind is tuple:
-        return [_plain_value(item) for item in value]
+        return _plain_dict(value, depth)
+    if kind is list or kind is tuple:  # (a tuple stays one, as the payload rules keep it)
+        if depth > MAX_PAYLOAD_DEPTH:
+            raise _Unusual
+        return kind([_plain_value(item, depth + 1) for item in value])
     if kind is float and math.isfinite(value):
         return value
     raise _Unusual
 
 
-def _json_dict(value: Mapping[Any, Any], what: str) -> dict[str, Any]:
-    out = {}
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise InvalidPayload(f"{what} must have string keys; found {key!r}")
-        out[key] = _json_value(item, f"{what}[{key!r}]")
-    return out
+# Per input type: its payload fields, each with how to name it in a message.
+_Fields = tuple[tuple[str, Callable[[Any], str]], ...]
+_PAYLOADS: dict[type, _Fields] = {
+    TriggerFired: (("kwargs", lambda e: f"kwargs of trigger {e.trigger!r}"),),
+    StatusReported: (
+        ("metadata", lambda e: f"metadata reported for {e.instance!r}"),
+        ("result", lambda e: f"result reported for {e.instance!r}"),
+    ),
+    RetryRequested: (
+        ("metadata", lambda e: f"metadata of the retry of {e.instance!r}"),
+        ("replacement_kwargs", lambda e: f"replacement kwargs for {e.instance!r}"),
+    ),
+    ReplayRequested: (("replacement_kwargs", lambda e: f"replacement kwargs for {e.instance!r}"),),
+    SkipRequested: (("result", lambda e: f"result for skipped {e.instance!r}"),),
+    StatusUpdated: (
+        ("metadata", lambda e: f"metadata for {e.instance!r}"),
+        ("cascade_kwargs", lambda e: f"cascade kwargs for {e.instance!r}"),
+    ),
+    MetadataUpdated: (("metadata", lambda e: f"metadata for {e.instance!r}"),),
+    LogsResolved: (),
+}
 
 
-def _json_value(value: Any, what: str) -> Any:
-    if isinstance(value, _SCALARS):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidPayload(f"{what} is {value!r}, which JSON cannot carry")
-        return value
-    if isinstance(value, Mapping):
-        return _json_dict(value, what)
-    if isinstance(value, (list, tuple)):
-        return [_json_value(item, f"{what}[{i}]") for i, item in enumerate(value)]
-    raise InvalidPayload(f"{what} is a {type(value).__name__} ({value!r}), which is not JSON-serialisable")
+def checked_input(event: Input) -> Input:
+    """``event`` if its payloads follow the rules (a copy with them normalised if needed).
+
+    Raises :class:`InvalidPayload` otherwise (rules: :mod:`stream_triggers.engine.payloads`).
+    A configuration is checked whole by :func:`build_task_configs`.  The weight of an input is the sum over its
+    payloads of the UTF-8 bytes of every string (keys included) and ``bytes`` value,
+    plus ``_ITEM_BYTES`` for every other value and every container: close to the size
+    of their JSON text, and cheap to count.  What a runner's report echoes back is
+    counted once (``_echoed_weight``).
+    """
+    kind = type(event)
+    if kind is TriggerFired:  # (the hot path: one payload, usually a small map of plain values)
+        kwargs = event.kwargs
+        if type(kwargs) is dict and 0 <= plain_weight(kwargs, 1) <= MAX_PAYLOAD_BYTES:
+            return event
+        weigher = Weigher()
+        checked = checked_payload(kwargs, f"kwargs of trigger {event.trigger!r}", weigher)
+        if weigher.size > MAX_PAYLOAD_BYTES:
+            raise _too_heavy(event, weigher.size)
+        return event if checked is kwargs else TriggerFired(event.trigger, checked, event.at)
+    if kind is ConfigurationUpdated:
+        build_task_configs(event.configuration)  # (cached: sessions are configured alike)
+        return event
+    fields = _PAYLOADS.get(kind)
+    if fields is None:
+        raise TypeError(f"not an engine input: {clipped_repr(event)}")
+    weigher = Weigher()
+    changes = {}
+    for field, what in fields:
+        value = getattr(event, field)
+        envelope = ENVELOPE_DEPTHS if field == "metadata" else None
+        checked = checked_payload(value, what(event), weigher, envelope=envelope)
+        if checked is not value:
+            changes[field] = checked
+    if kind is StatusReported and event.metadata:  # type: ignore[union-attr]
+        weigher.size -= _echoed_weight(event)  # type: ignore[arg-type]
+    if weigher.size > MAX_PAYLOAD_BYTES:
+        raise _too_heavy(event, weigher.size)
+    if not changes:
+        return event
+    values = {name: getattr(event, name) for name in event.__slots__}  # type: ignore[union-attr]
+    values.update(changes)
+    return kind(**values)
+
+
+def _echoed_weight(report: StatusReported) -> int:
+    """What a runner's report echoes back is not weighed again: the instance's own kwargs
+    (``actualKwargs``, each weighed when it was fired) and the result it carries twice
+    (in ``metadata`` and as ``result``).  The copies are compared by value: a report
+    decoded from a record (Kafka, the RocksDB log) holds two equal copies, and must weigh
+    what it weighed when it was first applied."""
+    metadata = report.metadata or {}
+    echoed = [metadata.get(TaskInstance.META_ACTUAL_KWARGS)]
+    result = report.result
+    if result is not None:
+        copy = metadata.get(TaskInstance.META_RESULT)
+        if copy is result or (type(copy) is type(result) and copy == result):
+            echoed.append(result)
+    weigher = Weigher()
+    for value in echoed:
+        if value is not None:
+            weigher.value(value, 0)  # (checked already: weighed only)
+    return weigher.size
+
+
+def _too_heavy(event: Input, size: int) -> InvalidPayload:
+    names = " and ".join(field for field, _ in _PAYLOADS[type(event)])
+    return InvalidPayload(
+        f"The {names} of this {type(event).__name__} weigh {size:,} bytes, more than the "
+        f"{MAX_PAYLOAD_BYTES:,} a single input may carry (MAX_PAYLOAD_BYTES)."
+    )
+
+
+def checked_instance(instance: TaskInstance) -> TaskInstance:
+    """``instance`` if its kwargs and metadata follow the payload rules (normalised if needed).
+
+    For edits made outside ``step`` (an instance changed under ``acquire_lock()``, one
+    created by hand), so that they meet the rules inputs meet.  Raises
+    :class:`InvalidPayload`.  No size limit here: an instance gathers the kwargs of many
+    inputs, each of which was weighed.
+    """
+    name = instance.name
+    weigher = Weigher()
+    # (kwargs map each trigger to its payload; metadata wraps a result and actualKwargs)
+    kwargs = checked_payload(instance.kwargs, f"kwargs of instance {name!r}", weigher, depth=0)
+    metadata = checked_payload(instance.metadata, f"metadata of instance {name!r}", weigher, envelope=ENVELOPE_DEPTHS)
+    if kwargs is instance.kwargs and metadata is instance.metadata:
+        return instance
+    return instance.evolve(kwargs=kwargs, metadata=metadata)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from stream_triggers.exceptions import StreamTriggersError
+
 __all__ = ["CodecError"]
 
 
-class CodecError(ValueError):
+class CodecError(StreamTriggersError, ValueError):
     """A record or payload could not be encoded or decoded.
 
     ``reason`` is the short code a dead-letter record carries: ``undecodable`` (not a

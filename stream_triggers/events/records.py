@@ -25,15 +25,20 @@ from stream_triggers.engine import (
     StatusReported,
     StatusUpdated,
     TriggerFired,
+    checked_input,
 )
 from stream_triggers.events import jsonx
-from stream_triggers.types import Status
+from stream_triggers.events.codec import encode
+from stream_triggers.events.envelope import event_record
+from stream_triggers.types import PUBLISHED_STATUSES, Status
 
 __all__ = [
     "EPOCH",
     "PUBLISHED_STATUSES",
     "datetime_from_us",
     "dead_letter_record",
+    "encoded_input",
+    "input_record",
     "uid_of_key",
     "input_from_record",
     "record_from_input",
@@ -41,9 +46,6 @@ __all__ = [
 ]
 
 EPOCH = datetime(1970, 1, 1)
-
-PUBLISHED_STATUSES = frozenset({"finished", "failed", "abandoned", "skipped", "replayed"})
-"""Instance statuses announced on ``task-results`` (scheduling goes to ``task-runs``)."""
 
 
 def datetime_from_us(us: int) -> datetime:
@@ -131,7 +133,12 @@ def _dump(value: Mapping[str, Any] | None) -> str | None:
 
 
 def record_from_input(event: Input) -> tuple[str, dict[str, Any]]:
-    """The ``events`` record (type name, fields without the envelope) for an input."""
+    """The ``events`` record (type name, fields without the envelope) for an input.
+
+    Its payloads are checked first (:func:`~stream_triggers.engine.checked_input`): what a
+    storage would refuse to store is refused before it is published.
+    """
+    event = checked_input(event)
     kind = type(event)
     if kind is TriggerFired:
         return "TriggerFired", {"trigger": event.trigger, "kwargs_json": jsonx.dumps(event.kwargs)}
@@ -180,6 +187,23 @@ def record_from_input(event: Input) -> tuple[str, dict[str, Any]]:
     raise TypeError(f"no events record for {kind.__name__}")
 
 
+def input_record(
+    session_uid: str, event: Input, *, event_id: str | None = None, produced_at_us: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The complete ``events`` record (type name, record with its envelope) asking for ``event``.
+
+    What the application (``kafka`` storage, CLI) and the executor publish; ``event_id``
+    defaults to a fresh uuid4 hex and ``produced_at_us`` to now.
+    """
+    type_name, fields = record_from_input(event)
+    return type_name, event_record(type_name, session_uid, event_id, produced_at_us, **fields)
+
+
+def encoded_input(session_uid: str, event: Input) -> bytes:
+    """:func:`input_record`, encoded: the value to produce on the ``events`` topic."""
+    return encode(*input_record(session_uid, event))
+
+
 def uid_of_key(key: bytes | None) -> str | None:
     """The session UID a record key names, or None for a missing or non-UTF-8 key."""
     if key is None:
@@ -202,15 +226,16 @@ def dead_letter_record(
     produced_at: int,
 ) -> dict[str, Any]:
     """A ``DeadLetter`` record: the reason, and the original record byte for byte."""
-    return {
-        "event_id": event_id,
-        "session_uid": uid_of_key(key),
-        "produced_at": produced_at,
-        "reason": reason,
-        "error": error,
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "key": key,
-        "value": value,
-    }
+    return event_record(
+        "DeadLetter",
+        uid_of_key(key),
+        event_id,
+        produced_at,
+        reason=reason,
+        error=error,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+        value=value,
+    )

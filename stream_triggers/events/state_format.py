@@ -1,14 +1,17 @@
 """Compact, versioned binary encoding of a session state (RocksDB values, changelog).
 
-Layout (format 3): one format byte, the 8-byte big-endian **owner epoch** (the
-consumer-group generation under which the writing worker owned the partition; 0
-outside a worker), then a msgpack array ``[tasks, instances,
+Layout (format 4, docs/state-format.md has it byte by byte): one format byte, the
+8-byte big-endian **owner epoch** (the consumer-group generation under which the
+writing worker owned the partition; 0 outside a worker), one **kind** byte - ``S`` a
+whole session, ``H`` a session header, ``I`` one instance (the parts the worker writes,
+:mod:`stream_triggers.events.state_parts`) - then msgpack.  A whole session is a msgpack array ``[tasks, instances,
 latest_kwargs, metadata]`` where ``tasks`` is ``[[name, directives], ...]`` and
 ``instances`` is ``[[name, task, status, kwargs, metadata, abandon_state,
 timestamps], ...]`` in creation order; ``timestamps`` holds the engine's naive-UTC
 timestamps as integer microseconds (None if the instance's timestamps are unusual,
 which then stay inside ``metadata``).  Format 2 is the same without the epoch;
-format 1 also lacked the timestamps column.
+format 1 also lacked the timestamps column; format 3 is format 4's whole session
+without the kind byte.
 Python values JSON lacks (datetime, date, time, timedelta, Decimal, UUID, set,
 frozenset, tuple, bytes) travel as msgpack extension types, so instance metadata
 such as the timestamps round-trips exactly (naive stays naive, tz-aware keeps its
@@ -31,23 +34,28 @@ from uuid import UUID
 import msgpack
 
 from stream_triggers.engine.state import SessionState
-from stream_triggers.events.codec import CodecError, decode, encode
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.types import TaskConfig, TaskInstance
 
 __all__ = [
     "FORMAT",
-    "ChangelogReader",
+    "KIND_HEADER",
+    "KIND_INSTANCE",
+    "KIND_WHOLE",
     "StateFormatError",
     "decode_state",
     "encode_state",
-    "newer",
     "pack",
     "state_epoch",
+    "state_kind",
     "unpack",
 ]
 
-FORMAT = 3
+FORMAT = 4
+KIND_WHOLE, KIND_HEADER, KIND_INSTANCE = b"S"[0], b"H"[0], b"I"[0]
 _EPOCH_BYTES = struct.Struct(">q")
+PREFIX_BYTES = 10
+"""Format 4: format byte, owner epoch, kind byte; the msgpack body follows."""
 _TIMESTAMPS = TaskInstance.META_TIMESTAMPS
 
 _DATETIME, _DATE, _TIME, _TIMEDELTA, _DECIMAL, _UUID, _SET, _FROZENSET, _TUPLE = range(1, 10)
@@ -56,7 +64,7 @@ _EPOCH = datetime(1970, 1, 1)
 _DT = struct.Struct(">qi")  # microseconds since epoch (wall clock), utcoffset seconds
 
 
-class StateFormatError(ValueError):
+class StateFormatError(StreamTriggersError, ValueError):
     """Bytes that are not a session state this version can read."""
 
 
@@ -133,16 +141,20 @@ def encode_state(state: SessionState, epoch: int = 0) -> bytes:
     # object, so a session's unchanged parts are packed once, not at every save.
     instances = state.instances
     parts = [
-        _FORMAT_BYTE,
-        _EPOCH_BYTES.pack(epoch),
+        prefix(epoch, KIND_WHOLE),
         _BODY_HEADER,
-        _packed(state.tasks, _pack_tasks),
-        _array_header(len(instances)),
+        packed(state.tasks, pack_tasks),
+        array_header(len(instances)),
     ]
-    parts.extend(_packed(instance, _pack_instance) for instance in instances.values())
+    parts.extend(packed(instance, pack_instance) for instance in instances.values())
     parts.append(pack(dict(state.latest_kwargs)))
     parts.append(pack(dict(state.metadata)))
     return b"".join(parts)
+
+
+def prefix(epoch: int, kind: int) -> bytes:
+    """The first ten bytes of a format-4 value: format, owner epoch, kind."""
+    return _FORMAT_BYTE + _EPOCH_BYTES.pack(epoch) + bytes((kind,))
 
 
 _FORMAT_BYTE = bytes((FORMAT,))
@@ -151,7 +163,7 @@ _PACKED_LIMIT = 10_000  # bounded: each entry keeps its object (and superseded o
 _packed_cache: dict[int, tuple[Any, bytes]] = {}
 
 
-def _packed(obj: Any, packer: Any) -> bytes:
+def packed(obj: Any, packer: Any) -> bytes:
     """``packer(obj)``, remembered for as long as ``obj`` is (ids are checked by identity)."""
     hit = _packed_cache.get(id(obj))
     if hit is not None and hit[0] is obj:
@@ -163,15 +175,15 @@ def _packed(obj: Any, packer: Any) -> bytes:
     return data
 
 
-def _pack_tasks(tasks: Any) -> bytes:
+def pack_tasks(tasks: Any) -> bytes:
     return pack([[name, config.serialize()] for name, config in tasks.items()])
 
 
-def _pack_instance(instance: TaskInstance) -> bytes:
+def pack_instance(instance: TaskInstance) -> bytes:
     return pack(_instance_row(instance.name, instance))
 
 
-def _array_header(length: int) -> bytes:
+def array_header(length: int) -> bytes:
     if length < 16:
         return bytes((0x90 | length,))
     if length < 0x10000:
@@ -217,8 +229,16 @@ def decode_state(data: bytes) -> SessionState:
             f"session state format {data[0]} is newer than this stream-triggers "
             f"understands (it reads formats {sorted(_READERS)}); upgrade the package"
         )
+    if data[0] == 4 and data[PREFIX_BYTES - 1 : PREFIX_BYTES] != b"S":
+        kind = data[PREFIX_BYTES - 1 : PREFIX_BYTES]
+        raise StateFormatError(
+            f"not a whole session state (kind {kind!r}): one part of a session, "
+            "read it with ChangelogReader or PartitionStore.read_session"
+            if kind in (b"H", b"I")
+            else f"corrupt session state: unknown kind {kind!r}"
+        )
     try:
-        body = data[1 + _EPOCH_BYTES.size :] if data[0] >= 3 else data[1:]
+        body = data[_BODY_AT[data[0]] :]
         return reader(unpack(body))
     except StateFormatError:
         raise
@@ -239,15 +259,26 @@ def _read_v1(body: list[Any]) -> SessionState:
 
 def _read_v2(body: list[Any]) -> SessionState:
     raw_tasks, raw_instances, latest_kwargs, metadata = body
-    tasks = {name: TaskConfig(name=name, **directives) for name, directives in raw_tasks}
+    tasks = read_tasks(raw_tasks)
     instances = {}
-    for name, task, status, kwargs, meta, abandon, stamps in raw_instances:
-        if stamps is not None:
-            meta[_TIMESTAMPS] = {key: _EPOCH + timedelta(microseconds=us) for key, us in stamps.items()}
-        instances[name] = TaskInstance(
-            name=name, config=tasks[task], status=status, metadata=meta, kwargs=kwargs, abandonState=abandon
-        )
+    for row in raw_instances:
+        instances[row[0]] = read_instance(row, tasks)
     return SessionState.build(tasks, instances, latest_kwargs, metadata)
+
+
+def read_tasks(raw_tasks: list[Any]) -> dict[str, TaskConfig]:
+    return {name: TaskConfig(name=name, **directives) for name, directives in raw_tasks}
+
+
+def read_instance(row: list[Any], tasks: dict[str, TaskConfig]) -> TaskInstance:
+    """An instance from its row ``[name, task, status, kwargs, metadata, abandon_state, timestamps]``."""
+    name, task, status, kwargs, meta, abandon, stamps = row
+    if stamps is not None:
+        meta[_TIMESTAMPS] = {key: _EPOCH + timedelta(microseconds=us) for key, us in stamps.items()}
+    config = tasks.get(task)
+    if config is None:
+        raise StateFormatError(f"corrupt session state: instance {name!r} of unknown task {task!r}")
+    return TaskInstance(name=name, config=config, status=status, metadata=meta, kwargs=kwargs, abandonState=abandon)
 
 
 def state_epoch(data: bytes) -> int:
@@ -261,125 +292,17 @@ def state_epoch(data: bytes) -> int:
     return _EPOCH_BYTES.unpack_from(data, 1)[0]
 
 
-_READERS = {1: _read_v1, 2: _read_v2, 3: _read_v2}
+def state_kind(data: bytes) -> int:
+    """``KIND_WHOLE``, ``KIND_HEADER`` or ``KIND_INSTANCE`` (formats 1-3 are whole sessions)."""
+    if not data:
+        raise StateFormatError("empty session state")
+    if data[0] < 4:
+        return KIND_WHOLE
+    if len(data) < PREFIX_BYTES:
+        raise StateFormatError("corrupt session state: truncated prefix")
+    return data[PREFIX_BYTES - 1]
 
 
-# -- reading the changelog: the newest state of each session, never a stale one -----------
+_READERS = {1: _read_v1, 2: _read_v2, 3: _read_v2, 4: _read_v2}
+_BODY_AT = {1: 1, 2: 1, 3: 1 + _EPOCH_BYTES.size, 4: PREFIX_BYTES}
 
-
-def newer(epoch: int, applied_offset: int, than_epoch: int, than_applied_offset: int) -> bool:
-    """Whether a state ``(epoch, applied_offset)`` supersedes another one.
-
-    Owners of a partition follow each other with growing epochs, and each one applies a
-    session's inputs in ``events`` order: a higher epoch is a later owner (who restored
-    everything before it), the same epoch with a higher applied offset a later state.
-    """
-    return (epoch, applied_offset) > (than_epoch, than_applied_offset)
-
-
-class ChangelogReader:
-    """Assembles the newest state of each session from changelog records read in offset order.
-
-    The one reader API every consumer of the changelog uses (worker restore, the
-    ``kafka`` storage, ``inspect``).  Rules (docs/fencing.md):
-
-    * per changelog partition, the highest owner epoch seen so far; a record stamped
-      with a lower epoch was written by a worker that had already lost the partition
-      (it woke up after a freeze) and is **stale**: it is ignored;
-    * per session, a record replaces the one kept only if it is :func:`newer`.
-
-    ``uid`` restricts it to one session (the others are not decoded).
-    """
-
-    def __init__(self, uid: str | None = None) -> None:
-        self.uid = uid
-        self._key = None if uid is None else uid.encode()
-        self.snapshots: dict[str, dict[str, Any]] = {}
-        """uid -> the ``SessionSnapshot`` record kept (its ``state`` still encoded)."""
-        self.max_epoch: dict[int, int] = {}
-        """changelog partition -> highest owner epoch seen."""
-        self.stale = 0
-        """Records ignored because a later owner had already written to their partition."""
-
-    def add(self, key: bytes | None, value: bytes | None, partition: int = 0) -> dict[str, Any] | None:
-        """Take one changelog record; return its snapshot if it is now the one kept."""
-        if value is None:
-            return None
-        if self._key is not None and key != self._key:
-            # Another session: only its epoch matters (it fences this session's stale writers).
-            self._see_epoch(partition, _peek_epoch(value))
-            return None
-        try:
-            _, snapshot = decode(value)
-        except CodecError:
-            return None  # not a session record (the caller may log it); it says nothing of epochs
-        return self.offer(snapshot, partition)
-
-    def offer(self, snapshot: dict[str, Any], partition: int = 0) -> dict[str, Any] | None:
-        """Take one decoded ``SessionSnapshot``; return it if it is now the one kept."""
-        epoch = state_epoch(snapshot["state"])
-        if epoch < self.max_epoch.get(partition, 0):
-            self.stale += 1
-            return None
-        self._see_epoch(partition, epoch)
-        uid = snapshot["session_uid"]
-        kept = self.snapshots.get(uid)
-        if kept is not None and not newer(
-            epoch, snapshot["applied_offset"], state_epoch(kept["state"]), kept["applied_offset"]
-        ):
-            return None
-        self.snapshots[uid] = snapshot
-        return snapshot
-
-    def _see_epoch(self, partition: int, epoch: int) -> None:
-        if epoch > self.max_epoch.get(partition, 0):
-            self.max_epoch[partition] = epoch
-
-    def snapshot(self, uid: str | None = None) -> dict[str, Any] | None:
-        """The kept snapshot of ``uid`` (default: the reader's session), or None."""
-        return self.snapshots.get(self.uid if uid is None else uid)
-
-    def state(self, uid: str | None = None) -> tuple[SessionState, int] | None:
-        """The kept state of ``uid`` and the offset of the last input it reflects, or None."""
-        snapshot = self.snapshot(uid)
-        if snapshot is None:
-            return None
-        return decode_state(snapshot["state"]), snapshot["applied_offset"]
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    """An Avro (zigzag) varint at ``at``: (value, position after it)."""
-    shift = result = 0
-    while True:
-        byte = data[at]
-        at += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (result >> 1) ^ -(result & 1), at
-        shift += 7
-
-
-def _peek_epoch(value: bytes) -> int:
-    """The owner epoch of an encoded ``SessionSnapshot``, read without decoding the record.
-
-    Its fields start ``session_uid`` (string), ``produced_at`` (long), ``state`` (bytes),
-    so the state's first nine bytes sit right after two varint-sized fields.  Anything
-    unexpected falls back to a full decode (0 if even that fails).
-    """
-    try:
-        if value[:10] == _SNAPSHOT_HEADER:
-            length, at = _varint(value, 10)
-            _, at = _varint(value, at + length)
-            length, at = _varint(value, at)
-            return state_epoch(value[at : at + min(length, 1 + _EPOCH_BYTES.size)])
-        return state_epoch(decode(value)[1]["state"])
-    except (CodecError, StateFormatError, IndexError, KeyError, TypeError):
-        return 0
-
-
-def _snapshot_header() -> bytes:
-    record = {"session_uid": "", "produced_at": 0, "state": b"", "input_partition": 0, "applied_offset": 0}
-    return encode("SessionSnapshot", record)[:10]
-
-
-_SNAPSHOT_HEADER = _snapshot_header()

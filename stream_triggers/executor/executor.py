@@ -8,210 +8,113 @@ task chose, or a retry) to ``triggers.events``, where the stream worker owning t
 session applies it.
 
 Offsets are committed only up to the lowest request whose outcome is not yet
-acknowledged by the broker, so a crash re-runs at most the requests in flight
-(at-least-once execution; the worker ignores a duplicate report).  A request whose
-``not_before`` is in the future waits in a timer heap, not in a pool thread, so a
-cooldown never blocks other tasks.  Executors serving different runners use
-different consumer groups (``stream-triggers-executor-<runner>`` by default), so
-each sees every request and takes only its own.
+acknowledged by the broker (:mod:`.offsets`), so a crash re-runs at most the requests
+in flight (at-least-once execution; the worker ignores a duplicate report).  A request
+whose ``not_before`` is in the future waits in a timer heap, not in a pool thread, so a
+cooldown never blocks other tasks.  Executors serving different runners use different
+consumer groups (``stream-triggers-executor-<runner>`` by default), so each sees every
+request and takes only its own.
+
+Every step of a revoke or a shutdown is bounded by ``shutdown_timeout_s`` (see
+:mod:`.shutdown`), so SIGTERM ends the process even while the broker does not answer.
 """
 
 from __future__ import annotations
 
 import heapq
-import importlib
 import logging
-import os
-import signal
-import threading
 import time
-import traceback
-import uuid
-from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from stream_triggers.engine import Input, StatusReported
 from stream_triggers.events import jsonx
-from stream_triggers.events.codec import CodecError, decode, encode
-from stream_triggers.events.records import datetime_from_us, dead_letter_record, record_from_input
+from stream_triggers.events.codec import CodecError, decode
+from stream_triggers.events.records import datetime_from_us
+from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics
-from stream_triggers.manager import failure_metadata, trigger_managers
-from stream_triggers.ops.stats import TASK_SECONDS_BUCKETS, Buckets
-from stream_triggers.registry import RegistryKeyError
+from stream_triggers.ops.lifecycle import Lifecycle
 from stream_triggers.storages.kafka import KafkaStorage
-from stream_triggers.task import (
-    Changed,
-    Failed,
-    Finished,
-    Retried,
-    TaskContext,
-    UnknownTask,
-    execute,
-    outcome_input,
-    resolve_task,
-    running_input,
-)
-from stream_triggers.types import Status, TaskInstance
 
-__all__ = ["ExecutorSettings", "ExecutorStats", "TaskExecutor", "import_task_modules"]
+from .offsets import OffsetTracker
+from .reports import Reporter
+from .run import run_request
+from .settings import ExecutorSettings, import_task_modules
+from .shutdown import bounded
+from .stats import ExecutorStats, TaskCounters
+
+__all__ = ["TaskExecutor"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class ExecutorSettings:
-    bootstrap: str
-    imports: list[str] = field(default_factory=list)
-    runner: str = "kafka"
-    group: str | None = None
-    topic_prefix: str = "triggers"
-    concurrency: int = 4
-    max_in_flight: int = 1_000
-    """Requests taken and not yet reported (queued for the pool, running, cooling down)
-    beyond which fetching pauses; queued ones are handed back on revoke and shutdown."""
-    session_timeout_ms: int = 6_000
-    fetch_wait_ms: int = 10
-    max_poll_interval_ms: int = 300_000
-    kafka_config: dict[str, Any] = field(default_factory=dict)
-    """The user's librdkafka settings (security, timeouts...), for every client the executor builds."""
-    consumer_config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def group_id(self) -> str:
-        return self.group or f"stream-triggers-executor-{self.runner}"
-
-
-def import_task_modules(modules: Iterable[str]) -> dict[str, str]:
-    """Import the modules defining tasks; returns module -> error for those that failed."""
-    errors = {}
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            errors[module] = "".join(traceback.format_exception_only(exc)).strip()
-            log.error("cannot import task module %s: %s", module, errors[module])
-    return errors
-
-
-@dataclass
-class ExecutorStats:
-    """Per-task counters the metrics endpoint reads; pool threads update them under a lock.
-
-    ``outcomes``: TriggerTask name -> outcome (``finished``, ``failed``, ``retried``,
-    ``status_changed``, ``unknown_task``) -> count; ``durations``: TriggerTask name ->
-    seconds its ``_run`` took.
-    """
-
-    running: int = 0  # tasks inside _run right now
-    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
-    durations: dict[str, Buckets] = field(default_factory=dict)
-    dead_letters: dict[str, int] = field(default_factory=dict)  # reason -> count
-    report_errors: int = 0  # requests whose outcome could not be reported (left uncommitted)
-
-
-_OUTCOMES = {Finished: "finished", Failed: "failed", Retried: "retried", Changed: "status_changed"}
-
-
-@dataclass
-class _Request:
+class Request:
     partition: int
     offset: int
     record: dict[str, Any]
     kwargs: dict[str, Any]
 
 
-class _OffsetTracker:
-    """Per partition: which requests are done, so commits never pass an unfinished one."""
-
-    def __init__(self) -> None:
-        self._pending: dict[int, set[int]] = {}
-        self._highest: dict[int, int] = {}
-        self._lock = threading.Lock()
-
-    def started(self, partition: int, offset: int) -> None:
-        with self._lock:
-            self._pending.setdefault(partition, set()).add(offset)
-            self._highest[partition] = max(self._highest.get(partition, -1), offset)
-
-    def done(self, partition: int, offset: int) -> None:
-        with self._lock:
-            self._pending.get(partition, set()).discard(offset)
-
-    def committable(self) -> dict[int, int]:
-        """Partition -> next offset to commit (lowest pending, or one past the highest seen)."""
-        with self._lock:
-            return {
-                p: (min(self._pending[p]) if self._pending.get(p) else highest + 1)
-                for p, highest in self._highest.items()
-            }
-
-    def forget(self, partitions: Iterable[int]) -> None:
-        with self._lock:
-            for p in partitions:
-                self._pending.pop(p, None)
-                self._highest.pop(p, None)
-
-
-class TaskExecutor:
+class TaskExecutor(Lifecycle):
     """Consumes task-run requests for one runner name and executes them in a pool."""
 
     def __init__(self, settings: ExecutorSettings) -> None:
+        super().__init__()
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.import_errors = import_task_modules(settings.imports)
-        self.ready = threading.Event()
-        self.stats: dict[str, int] = {"started": 0, "finished": 0, "failed": 0, "retried": 0, "other": 0}
-        self.task_stats = ExecutorStats()
-        self._stats_lock = threading.Lock()
-        self.loop_at: float | None = None  # time.monotonic() of the last loop turn; None unless running
-        self._stop = threading.Event()
+        self.counters = TaskCounters()
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="task")
-        self._tracker = _OffsetTracker()
-        self._timers: list[tuple[float, int, _Request]] = []
+        self._tracker = OffsetTracker()
+        self._timers: list[tuple[float, int, Request]] = []
         self._timer_seq = 0
         self._paused = False
+        self._owned: set[int] = set()
+        self._closing = False
         self._committed: dict[int, int] = {}  # partition -> offset last committed
-        self._running = 0
         self._futures: dict[tuple[int, int], Future[None]] = {}  # (partition, offset) -> submitted
-        self._running_lock = threading.Lock()
-        client = f"stream-triggers-executor-{os.getpid()}"
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap,
-                "client.id": client,
-                "group.id": settings.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": settings.session_timeout_ms,
-                "heartbeat.interval.ms": max(300, settings.session_timeout_ms // 6),
-                "max.poll.interval.ms": settings.max_poll_interval_ms,
-                "fetch.wait.max.ms": settings.fetch_wait_ms,
-                **settings.consumer_config,
-            }
+        self._consumer = clients.consumer(
+            settings.bootstrap,
+            "executor",
+            settings.group_id,
+            kafka_config=settings.kafka_config,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(300, settings.session_timeout_ms // 6),
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            fetch_wait_max_ms=settings.fetch_wait_ms,
+            **settings.consumer_config,
         )
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.bootstrap,
-                "client.id": client,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 1,
-                "partitioner": "murmur2_random",
-            }
+        self._producer = clients.producer(
+            settings.bootstrap,
+            "executor",
+            kafka_config=settings.kafka_config,
+            message_timeout_ms=max(1, int(settings.report_timeout_s * 1000)),
         )
+        self._reporter = Reporter(settings, self._producer, self.counters, self._stop.wait, _now)
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- what metrics read ------------------------------------------------------------------
 
-    def stop(self) -> None:
-        self._stop.set()
+    @property
+    def stats(self) -> dict[str, int]:
+        """Totals: started, finished, failed, retried, other."""
+        return self.counters.stats
 
-    def install_signal_handlers(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
+    @property
+    def task_stats(self) -> ExecutorStats:
+        return self.counters.task_stats
+
+    def waiting(self) -> int:
+        """Requests held back until their cooldown ends (``not_before``)."""
+        return len(self._timers)
+
+    def in_flight(self) -> int:
+        """Requests taken and not yet reported: queued for the pool, running, or waiting."""
+        return len(self._futures) + len(self._timers)
+
+    # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> None:
         """Consume until :meth:`stop`; then finish the tasks in flight, commit, leave."""
@@ -220,10 +123,10 @@ class TaskExecutor:
         )
         log.info("executor started: runner=%s group=%s", self.settings.runner, self.settings.group_id)
         try:
-            while not self._stop.is_set():
-                self.loop_at = time.monotonic()
+            while not self.stopping:
+                self.heartbeat()
                 self._release_due_timers()
-                capacity = self.settings.max_in_flight - self._busy()
+                capacity = self.settings.max_in_flight - self.in_flight()
                 self._throttle(capacity <= 0)
                 # Every record consume() returns is taken, even past capacity: a record
                 # dropped here would be committed past by the next ones, and never run.
@@ -235,22 +138,26 @@ class TaskExecutor:
             self.ready.clear()
             self._shutdown()
 
-    def waiting(self) -> int:
-        """Requests held back until their cooldown ends (``not_before``)."""
-        return len(self._timers)
-
-    def in_flight(self) -> int:
-        """Requests taken and not yet reported: queued for the pool, running, or waiting."""
-        return self._busy()
-
     def _shutdown(self) -> None:
-        # Requests waiting for their cooldown or for a pool thread are handed back (not
-        # committed); the running ones finish and report.
+        """Hand back what waits, let what runs finish and report, commit, leave.
+
+        All within ``shutdown_timeout_s``: the commit may take half of what the tasks in
+        hand left, leaving the group the rest (each given up, with a warning, when the
+        broker does not answer).
+        """
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+
+        def left(share: float = 1.0) -> float:
+            return max(0.1, (deadline - time.monotonic()) * share)
+
         self._timers.clear()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._producer.flush(30)
-        self._commit(asynchronous=False)
-        self._consumer.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._wait_for(self._futures_of(None), left())
+        self._producer.flush(left(0.5))
+        self._commit_now(left(0.5))
+        self._closing = True  # close() revokes the partitions: nothing left to do for them
+        if not bounded(self._consumer.close, left(), "leaving the consumer group"):
+            log.warning("left without a clean group exit: the next executor waits a session timeout")
         log.info("executor stopped")
 
     def _throttle(self, full: bool) -> None:
@@ -266,45 +173,73 @@ class TaskExecutor:
             self._consumer.resume(self._consumer.assignment())
         self._paused = full
 
-    def _busy(self) -> int:
-        with self._running_lock:
-            return self._running + len(self._timers)
+    # -- the group --------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.ready.set()
         numbers = sorted(tp.partition for tp in partitions)
+        self._owned.update(numbers)
+        if self._owned:
+            self.ready.set()
         log.info("assigned task-runs partitions %s", numbers, extra={"partitions": numbers})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Finish what runs for these partitions (bounded), commit, then let them go.
-        numbers = [tp.partition for tp in partitions]
-        log.info("revoked task-runs partitions %s", sorted(numbers), extra={"partitions": sorted(numbers)})
-        # Requests waiting for their cooldown or for a pool thread are handed back: they
-        # stay pending in the tracker, so the commit stops before them and the next owner
-        # runs them.  Only the running ones are waited for.
+        """Finish what runs for these partitions (bounded), commit, then let them go.
+
+        Requests waiting for their cooldown or for a pool thread are handed back: they stay
+        pending in the tracker, so the commit stops before them and the next owner runs them.
+        """
+        numbers = sorted(tp.partition for tp in partitions)
+        log.info("revoked task-runs partitions %s", numbers, extra={"partitions": numbers})
+        self._owned.difference_update(numbers)
+        if not self._owned:
+            self.ready.clear()  # readiness tells the truth: nothing to serve now
+        if self._closing:
+            return
         self._timers = [t for t in self._timers if t[2].partition not in numbers]
         heapq.heapify(self._timers)
+        limit = self.settings.shutdown_timeout_s
         for future in self._futures_of(numbers):
             future.cancel()
-        deadline = time.monotonic() + 30
-        while self._futures_of(numbers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self._producer.flush(30)
-        self._commit(asynchronous=False)
+        self._wait_for(self._futures_of(numbers), limit)
+        self._producer.flush(limit)
+        # In the thread that serves the callback (the consumer is inside a rebalance): a
+        # rebalance means the coordinator answers, so this commit does not hang.
+        self._send_commit(self._tracker.committable(), asynchronous=False)
         self._tracker.forget(numbers)
         for number in numbers:
             self._committed.pop(number, None)
 
-    def _futures_of(self, partitions: list[int]) -> list[Future[None]]:
-        """Submitted requests of these partitions not finished yet (queued or running)."""
-        with self._running_lock:
-            return [f for (partition, _), f in self._futures.items() if partition in partitions]
+    def _futures_of(self, partitions: list[int] | None) -> list[Future[None]]:
+        """Submitted requests of these partitions (None: all) not finished yet (queued or running)."""
+        return [f for (p, _), f in list(self._futures.items()) if partitions is None or p in partitions]
 
-    def _commit(self, asynchronous: bool = True) -> None:
-        """Commit the committable offsets; the loop's asynchronous commits skip unchanged ones."""
+    @staticmethod
+    def _wait_for(futures: list[Future[None]], limit: float) -> None:
+        deadline = time.monotonic() + limit
+        for future in futures:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning(
+                    "%d task(s) still running after %s s: their requests run again elsewhere", len(futures), limit
+                )
+                return
+            try:
+                future.result(remaining)
+            except Exception:  # cancelled, or its report failed: counted and logged already
+                pass
+
+    def _commit(self) -> None:
+        """The loop's asynchronous commit of the offsets that moved."""
+        positions = {p: o for p, o in self._tracker.committable().items() if self._committed.get(p) != o}
+        self._send_commit(positions, asynchronous=True)
+
+    def _commit_now(self, limit: float) -> None:
+        """A synchronous commit of every committable offset, given up after ``limit`` seconds."""
         positions = self._tracker.committable()
-        if asynchronous:
-            positions = {p: o for p, o in positions.items() if self._committed.get(p) != o}
+        if positions and not bounded(lambda: self._send_commit(positions, asynchronous=False), limit, "committing"):
+            log.warning("offsets %s not committed: those requests may run again", positions)
+
+    def _send_commit(self, positions: dict[int, int], asynchronous: bool) -> None:
         offsets = [TopicPartition(self.topics.task_runs, p, o) for p, o in positions.items()]
         if offsets:
             try:
@@ -313,7 +248,7 @@ class TaskExecutor:
             except Exception as exc:  # nothing to commit / rebalancing: retried next loop
                 log.debug("commit skipped: %s", exc)
 
-    # -- requests ------------------------------------------------------------------------
+    # -- requests ---------------------------------------------------------------------------
 
     def _take(self, message: Any) -> None:
         error = message.error()
@@ -332,13 +267,13 @@ class TaskExecutor:
             if not isinstance(kwargs, dict):
                 raise CodecError("invalid_payload", f"kwargs_json must be a JSON object, not {type(kwargs).__name__}")
         except CodecError as exc:
-            self._dead_letter(message, exc.reason, str(exc))
-            self._tracker.done(partition, offset)
+            if self._reporter.dead_letter(message, exc.reason, str(exc), self.topics.dead_letter):
+                self._tracker.done(partition, offset)
             return
         if record["runner"] != self.settings.runner:
             self._tracker.done(partition, offset)  # another runner's executors take it
             return
-        request = _Request(partition, offset, record, kwargs)
+        request = Request(partition, offset, record, kwargs)
         due = record["not_before"] / 1e6
         if due > time.time():
             self._timer_seq += 1
@@ -351,23 +286,18 @@ class TaskExecutor:
         while self._timers and self._timers[0][0] <= now:
             self._submit(heapq.heappop(self._timers)[2])
 
-    def _submit(self, request: _Request) -> None:
+    def _submit(self, request: Request) -> None:
+        key = (request.partition, request.offset)
         future: Future[None] = self._pool.submit(self._execute, request)
-        with self._running_lock:
-            self._running += 1
-            self._futures[request.partition, request.offset] = future
+        self._futures[key] = future
         future.add_done_callback(lambda f: self._finished(request, f))
 
-    def _finished(self, request: _Request, future: Future[None]) -> None:
-        with self._running_lock:
-            self._running -= 1
-            self._futures.pop((request.partition, request.offset), None)
+    def _finished(self, request: Request, future: Future[None]) -> None:
+        self._futures.pop((request.partition, request.offset), None)
         if future.cancelled():
             return  # handed back before it started: stays pending, never committed past
         if future.exception() is not None:
-            # Could not even report: leave the offset uncommitted so it is retried.
-            with self._stats_lock:
-                self.task_stats.report_errors += 1
+            # Could not report (the executor is stopping): left uncommitted, it runs again elsewhere.
             log.error(
                 "request %s:%d not reported: %s",
                 request.partition,
@@ -378,105 +308,17 @@ class TaskExecutor:
             return
         self._tracker.done(request.partition, request.offset)
 
-    def _execute(self, request: _Request) -> None:
-        record = request.record
-        uid = record["session_uid"]
-        instance = record["instance"]
-        kwargs = request.kwargs
-        storage = KafkaStorage(uid, self.settings.bootstrap, self.topics.prefix, producer=self._producer)
-
-        def manager_factory() -> Any:
-            try:
-                return trigger_managers.get(record["manager"], storage=storage)
-            except RegistryKeyError:
-                return trigger_managers.get("default", storage=storage)
-
-        self._report(uid, running_input(instance, kwargs, _now()))
-        run = record["run"]
-        extra = {"session_uid": uid, "instance": instance, "task": run}
-        try:
-            task_cls = resolve_task(run)
-        except UnknownTask as exc:
-            if self.import_errors:
-                exc = UnknownTask(f"{exc} Task modules that failed to import: {self.import_errors}")
-            self._count(run, "unknown_task", None)
-            log.error("task %s for %s failed: %s", run, instance, exc, extra=extra)
-            self._report(uid, StatusReported(instance, Status.FAILED, failure_metadata(exc), _now()))
-            return
-        with self._stats_lock:
-            self.stats["started"] += 1
-            self.task_stats.running += 1
-        context = TaskContext(instance, kwargs, manager_factory, session_uid=uid)
-        started = time.perf_counter()
-        try:
-            outcome = execute(task_cls, context, record["depth"])
-        finally:
-            elapsed = time.perf_counter() - started
-            with self._stats_lock:
-                self.task_stats.running -= 1
-        self._count(run, _OUTCOMES.get(type(outcome), "other"), elapsed)
-        if isinstance(outcome, Failed):
-            error = outcome.metadata.get(TaskInstance.META_EXCEPTION_TYPE)
-            log.warning("task %s for %s failed: %s", run, instance, error, extra=extra)
-        elif isinstance(outcome, Retried):
-            log.info("task %s for %s asked to retry (cooldown %s s)", run, instance, outcome.cooldown, extra=extra)
-        self._report(uid, outcome_input(instance, outcome, _now()))
-
-    def _count(self, task: str, outcome: str, seconds: float | None) -> None:
-        legacy = outcome if outcome in ("finished", "failed", "retried") else "other"
-        if outcome == "unknown_task":
-            legacy = "failed"
-        with self._stats_lock:
-            stats = self.task_stats
-            self.stats[legacy] += 1
-            by_outcome = stats.outcomes.setdefault(task, {})
-            by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
-            if seconds is not None:
-                durations = stats.durations.get(task)
-                if durations is None:
-                    durations = stats.durations[task] = Buckets(TASK_SECONDS_BUCKETS)
-                durations.observe(seconds)
-
-    def _report(self, uid: str, event: Input) -> None:
-        """Publish a status report to the events topic and wait for the broker's ack."""
-        type_name, fields = record_from_input(event)
-        record = {"event_id": uuid.uuid4().hex, "session_uid": uid, "produced_at": time.time_ns() // 1000, **fields}
-        errors: list[Any] = []
-        self._producer.produce(
-            self.topics.events,
-            encode(type_name, record),
-            uid.encode(),
-            on_delivery=lambda error, _m: errors.append(error) if error else None,
+    def _execute(self, request: Request) -> None:
+        settings = self.settings
+        storage = KafkaStorage(
+            request.record["session_uid"],
+            settings.bootstrap,
+            self.topics.prefix,
+            producer=self._producer,
+            timeout_s=settings.report_timeout_s,
+            kafka_config=settings.kafka_config,
         )
-        if self._producer.flush(30) or errors:
-            raise RuntimeError(f"report for {uid}/{event} not acknowledged: {errors}")
-
-    def _dead_letter(self, message: Any, reason: str, error: str) -> None:
-        key = message.key()
-        record = dead_letter_record(
-            f"executor:{message.partition()}:{message.offset()}:dead-letter",
-            reason,
-            error,
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            key,
-            message.value(),
-            time.time_ns() // 1000,
-        )
-        uid = record["session_uid"]
-        with self._stats_lock:
-            self.task_stats.dead_letters[reason] = self.task_stats.dead_letters.get(reason, 0) + 1
-        log.warning(
-            "dead letter %s at %s:%d: %s",
-            reason,
-            message.partition(),
-            message.offset(),
-            error,
-            extra={"session_uid": uid, "reason": reason, "partition": message.partition(), "offset": message.offset()},
-        )
-        self._producer.produce(self.topics.dead_letter, encode("DeadLetter", record), key)
-        self._producer.flush(30)
+        run_request(request.record, request.kwargs, storage, self._reporter, self.counters, self.import_errors, _now)
 
 
 def _now() -> Any:

@@ -22,6 +22,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from stream_triggers.exceptions import StreamTriggersError
+
 __all__ = [
     "KafkaConfig",
     "ReadTimeout",
@@ -38,7 +40,7 @@ KafkaConfig = Mapping[str, Any]
 _RECORD_BATCH = 10_000
 
 
-class ReadTimeout(KafkaException):
+class ReadTimeout(StreamTriggersError, KafkaException):
     """Partitions did not reach their end in time."""
 
 

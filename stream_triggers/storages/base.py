@@ -22,18 +22,27 @@ from typing import Any
 from stream_triggers.engine import (
     EMPTY,
     ConfigurationUpdated,
+    Draft,
     Effect,
     Input,
     SessionState,
     UnknownInstance,
+    checked_instance,
     new_instance,
     step,
 )
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.registry import PluginRegistry
-from stream_triggers.storages.locking import SessionLocks
+from stream_triggers.storages.locking import LockAcquisitionFailed, SessionLocks
 from stream_triggers.types import Status, TaskConfig, TaskInstance
 
-__all__ = ["BaseTriggerStorage", "ConcurrentModification", "storage_backends", "utc_now"]
+__all__ = [
+    "BaseTriggerStorage",
+    "ConcurrentModification",
+    "LockAcquisitionFailed",
+    "storage_backends",
+    "utc_now",
+]
 
 
 def _naive_utc_now() -> datetime:
@@ -51,7 +60,7 @@ _compat_locks = SessionLocks()
 _NO_ERROR = (None, None, None)
 
 
-class ConcurrentModification(RuntimeError):
+class ConcurrentModification(StreamTriggersError, RuntimeError):
     """The stored session changed since it was loaded; the save was refused."""
 
 
@@ -110,8 +119,13 @@ class BaseTriggerStorage:
         """The lock that serialises writers of this session (default: this process's threads).
 
         Asked afresh for every operation, so it may return a single-use context manager.
+        The default lock is the one named :meth:`get_lock_name`.
         """
-        return _compat_locks((type(self), self.uid))
+        return _compat_locks(self.get_lock_name())
+
+    def get_lock_name(self) -> str:
+        """The name of this session's lock: storages that return the same name share it."""
+        return f"triggers:{self.uid}:lock"
 
     def _load_from_backend(self) -> tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]:
         """Original-framework backends: (task configs, task instances, session metadata)."""
@@ -220,12 +234,14 @@ class BaseTriggerStorage:
     def acquire_lock(self, ttl: Any = True, block: bool = True) -> AbstractContextManager[BaseTriggerStorage]:
         """Lock the session, reload it, and yield this storage for writing.
 
-        Re-entrant: a storage that already holds the lock just yields itself.
-        (``ttl`` and ``block`` are accepted for compatibility; the lock waits.)
+        Re-entrant: a storage that already holds the lock just yields itself.  With
+        ``block=False``, a lock held by another thread raises
+        :class:`LockAcquisitionFailed` at once instead of waiting.  (``ttl`` is
+        accepted for compatibility: these locks live as long as their holder.)
         """
-        return _Locked(self)
+        return _Locked(self, block)
 
-    def _lock_and_reload(self) -> AbstractContextManager[Any] | None:
+    def _lock_and_reload(self, block: bool = True) -> AbstractContextManager[Any] | None:
         """Take the session lock for this thread and forget the cached state.
 
         Returns the lock for :meth:`_unlock`, or None if this thread holds it already
@@ -236,7 +252,14 @@ class BaseTriggerStorage:
         if self._lock_owner == me:
             return None
         lock = self._session_lock()
-        lock.__enter__()
+        if block:
+            lock.__enter__()
+        else:
+            try_acquire = getattr(lock, "acquire", None)
+            if try_acquire is None:  # a lock that cannot be tried: take it the usual way
+                lock.__enter__()
+            elif not try_acquire(blocking=False):
+                raise LockAcquisitionFailed(f"The lock on session {self.uid!r} is held elsewhere (block=False).")
         self.invalidate_cache()
         self._lock_owner = me
         return lock
@@ -272,10 +295,10 @@ class BaseTriggerStorage:
             if (stored := state.instances.get(name)) is None or not view.same_as(stored)
         ]
         if dirty:
-            draft = state.edit()
+            draft = Draft(state)
             for view in dirty:
                 view.status = Status(view.status)
-                draft.put(view.copy())
+                draft.put(checked_instance(view.copy()))  # (the payload rules inputs meet)
             self._state = draft.finish()
 
     def update_configuration(self, configuration: Mapping[str, Mapping[str, Any]]) -> None:
@@ -286,12 +309,12 @@ class BaseTriggerStorage:
         """Add a new unstarted instance of ``task_config``; extra kwargs go to TaskInstance."""
         state = self.state
         config = state.tasks[task_config] if isinstance(task_config, str) else task_config
-        draft = state.edit()
+        draft = Draft(state)
         instance = new_instance(draft, config, utc_now())
         if kwargs:
             metadata = {**instance.metadata, **(kwargs.pop("metadata", None) or {})}
             instance = TaskInstance(name=instance.name, config=config, metadata=metadata, **kwargs)
-        draft.put(instance)
+        draft.put(checked_instance(instance))
         self._state = draft.finish()
         return self._view(instance.name)
 
@@ -316,14 +339,15 @@ class BaseTriggerStorage:
 class _Locked:
     """``acquire_lock()``'s context manager."""
 
-    __slots__ = ("_storage", "_lock")
+    __slots__ = ("_storage", "_lock", "_block")
 
-    def __init__(self, storage: BaseTriggerStorage) -> None:
+    def __init__(self, storage: BaseTriggerStorage, block: bool = True) -> None:
         self._storage = storage
+        self._block = block
         self._lock: AbstractContextManager[Any] | None = None
 
     def __enter__(self) -> BaseTriggerStorage:
-        self._lock = self._storage._lock_and_reload()
+        self._lock = self._storage._lock_and_reload(self._block)
         return self._storage
 
     def __exit__(self, *exc_info: Any) -> None:

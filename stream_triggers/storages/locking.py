@@ -5,7 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 
-__all__ = ["SessionLocks"]
+from stream_triggers.exceptions import StreamTriggersError
+
+__all__ = ["LockAcquisitionFailed", "SessionLocks"]
+
+
+class LockAcquisitionFailed(StreamTriggersError, RuntimeError):
+    """The session lock is held elsewhere and the caller asked not to wait (``block=False``)."""
 
 
 class SessionLocks:

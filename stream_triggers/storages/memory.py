@@ -6,6 +6,7 @@ O(1) whatever the session's size.
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractContextManager
 
 from stream_triggers.engine import SessionState
@@ -21,30 +22,42 @@ class MemoryStore:
     def __init__(self) -> None:
         self.sessions: dict[str, SessionState] = {}
         self.versions: dict[str, int] = {}  # beside the states, not paired in tuples: fewer objects to collect
+        self.expiries: dict[str, float] = {}  # wall-clock deadlines of sessions saved with a ``timeout``
         self.locks = SessionLocks()
 
     def clear(self) -> None:
+        """Forget every session (the testing mixin calls this between tests)."""
         self.sessions.clear()
         self.versions.clear()
+        self.expiries.clear()
 
 
 DEFAULT_STORE = MemoryStore()
 
 
 class MemoryStorage(BaseTriggerStorage):
-    """Sessions in this process's memory (lost when it exits)."""
+    """Sessions in this process's memory (lost when it exits).
 
-    def __init__(self, uid: str, store: MemoryStore | None = None) -> None:
+    ``timeout`` is the original cache backend's: seconds a session lives after its
+    last save (None: for ever), then it reads as new.
+    """
+
+    def __init__(self, uid: str, store: MemoryStore | None = None, timeout: float | None = None) -> None:
         super().__init__(uid)
         self.store = store if store is not None else DEFAULT_STORE
+        self.timeout = timeout
         self._lock = self.store.locks(uid)
 
     def fresh(self) -> MemoryStorage:
-        return MemoryStorage(self.uid, self.store)
+        return MemoryStorage(self.uid, self.store, self.timeout)
 
     def _load_state(self) -> tuple[SessionState | None, int]:
         store = self.store
-        return store.sessions.get(self.uid), store.versions.get(self.uid, 0)
+        uid = self.uid
+        if store.expiries and store.expiries.get(uid, float("inf")) <= time.time():
+            store.sessions.pop(uid, None)  # (the version stays: the save check still holds)
+            store.expiries.pop(uid, None)
+        return store.sessions.get(uid), store.versions.get(uid, 0)
 
     def _save_state(self, state: SessionState, expected_version: int) -> int:
         # Every writer holds the session lock (``save`` checks), so nothing can come
@@ -58,6 +71,10 @@ class MemoryStorage(BaseTriggerStorage):
             )
         self.store.sessions[self.uid] = state
         versions[self.uid] = current + 1
+        if self.timeout is not None:
+            self.store.expiries[self.uid] = time.time() + self.timeout
+        elif self.store.expiries:
+            self.store.expiries.pop(self.uid, None)
         return current + 1
 
     def _session_lock(self) -> AbstractContextManager[object]:

@@ -6,10 +6,14 @@ After the batch's inputs were applied (their outputs and dead letters produced):
    then make sure the worker still owns its partitions (a membership probe when the
    batch took long enough for the group to have moved on: a frozen process); if not,
    the batch is dropped here, before any state is published (docs/fencing.md);
-2. produce one changelog record per session the batch changed (its state and the
-   offset of the last input applied to it, stamped with the owner epoch) and flush again - so a state never becomes
-   durable before the outputs it caused;
-3. write those sessions and the changelog checkpoint to RocksDB in one write batch;
+2. produce, per session the batch changed, the parts it changed (new or changed
+   instances, a tombstone per instance removed) and then its header (the applied
+   offset of the last input, configurations, latest kwargs), every one stamped with the
+   owner epoch and that applied offset (docs/state-format.md) - or, for a small
+   session never written in parts, one whole-session record - and flush again - so a
+   state never becomes durable before the outputs it caused;
+3. write those parts (a session stored in one whole-session value loses it: it is in
+   parts now) and the changelog checkpoint to RocksDB in one write batch;
 4. commit the input offsets.
 
 A crash between any two steps loses nothing: the inputs after the committed offsets
@@ -23,6 +27,7 @@ the batch.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -31,31 +36,43 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from stream_triggers.events.codec import encode
 from stream_triggers.events.state_format import encode_state
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.stream import faults
-from stream_triggers.stream.partition import Partition
+from stream_triggers.stream.partition import Partition, SessionEntry, changelog_rows
+from stream_triggers.stream.store import PART, PartitionStore
 
-__all__ = ["Checkpoint", "DeliveryFailed", "PartitionsLost"]
+__all__ = ["WHOLE_SESSION_BYTES", "Checkpoint", "DeliveryFailed", "PartitionsLost"]
 
 log = logging.getLogger(__name__)
+
+_OFFSET = struct.Struct(">q")
+
+WHOLE_SESSION_BYTES = 16384
+"""A session whose whole state is at most this, and that was never written in parts, is
+written as one whole-session record: for small sessions, one record costs less than a
+header and parts (each with its envelope and key).  Past it, the session goes to parts for good."""
 
 FLUSH_WAIT_S = 30.0
 """One flush wait; a slow broker is waited for in rounds of this (librdkafka keeps retrying)."""
 
 
-class DeliveryFailed(KafkaException):
+class DeliveryFailed(StreamTriggersError, KafkaException):
     """A record the broker refused for good: the batch is not committed."""
 
 
-class PartitionsLost(Exception):
+class PartitionsLost(StreamTriggersError):
     """The group moved the partitions away while the batch was in hand: it must not be published."""
 
 
 class Checkpoint:
     """Steps 1-4 above for one worker's producer and consumer."""
 
-    def __init__(self, producer: Producer, consumer: Consumer, topics: Topics) -> None:
+    def __init__(
+        self, producer: Producer, consumer: Consumer, topics: Topics, whole_session_bytes: int = WHOLE_SESSION_BYTES
+    ) -> None:
         self.producer = producer
+        self.whole_session_bytes = whole_session_bytes
         self.consumer = consumer
         self.topics = topics
         self.delivery_errors: list[str] = []
@@ -89,29 +106,33 @@ class Checkpoint:
         changelog = self.topics.changelog
         produce = self.producer.produce
         now = time.time_ns() // 1000
-        rows_by_partition: dict[int, list[tuple[str, int, bytes]]] = {}
+        rows_by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for partition in partitions:  # 2
             if not partition.dirty:
                 continue
             rows = rows_by_partition[partition.number] = []
+            number, epoch = partition.number, partition.epoch
             for uid, entry in partition.dirty.items():
-                state = entry.encoded or encode_state(entry.state, partition.epoch)
-                entry.encoded, entry.size_bound = None, len(state)
-                rows.append((uid, entry.applied_offset, state))
-                snapshot = {
-                    "session_uid": uid,
-                    "produced_at": now,
-                    "state": state,
-                    "input_partition": partition.number,
-                    "applied_offset": entry.applied_offset,
-                }
-                produce(
-                    changelog,
-                    encode("SessionSnapshot", snapshot),
-                    uid.encode(),
-                    partition.number,
-                    on_delivery=self._on_changelog_delivery,
-                )
+                whole = self._small_whole(entry, epoch)
+                if whole is not None:  # one whole-session record
+                    rows.append((PartitionStore.whole_key(uid), _OFFSET.pack(entry.applied_offset) + whole))
+                    records: list[tuple[bytes, bytes | None]] = [(uid.encode(), whole)]
+                else:
+                    if entry.committed is None:  # stored whole (or new): in parts from now on
+                        rows.append((PartitionStore.whole_key(uid), None))
+                    records = changelog_rows(uid, entry, epoch)
+                    rows.extend((PART + key, value) for key, value in records)
+                for key, value in records:
+                    if value is not None:
+                        snapshot = {
+                            "session_uid": uid,
+                            "produced_at": now,
+                            "state": value,
+                            "input_partition": number,
+                            "applied_offset": entry.applied_offset,
+                        }
+                        value = encode("SessionSnapshot", snapshot)
+                    produce(changelog, value, key, number, on_delivery=self._on_changelog_delivery)
         if rows_by_partition:
             self.flush()
         if rows_by_partition:
@@ -120,7 +141,11 @@ class Checkpoint:
         for partition in partitions:
             rows = rows_by_partition.get(partition.number)
             if rows:  # 3
-                partition.store.write(rows, self._changelog_offsets.get(partition.number), partition.epoch)
+                partition.store.write_parts(rows, self._changelog_offsets.get(partition.number), partition.epoch)
+                for entry in partition.dirty.values():
+                    entry.encoded = None
+                    if not entry.whole:
+                        entry.committed = entry.state
                 partition.dirty.clear()
             if partition.commit_offset is not None:
                 offsets.append(TopicPartition(self.topics.events, partition.number, partition.commit_offset))
@@ -130,6 +155,17 @@ class Checkpoint:
             faults.reached("before-commit")
             self.consumer.commit(offsets=offsets, asynchronous=True)
             faults.reached("after-commit")
+
+    def _small_whole(self, entry: SessionEntry, epoch: int) -> bytes | None:
+        """The session's whole-state value if it is written whole this batch (small, never in parts)."""
+        entry.whole = False
+        if entry.committed is not None or entry.size_bound > self.whole_session_bytes * 64:
+            return None
+        whole = encode_state(entry.state, epoch)
+        if len(whole) > self.whole_session_bytes:
+            return None
+        entry.whole = True
+        return whole
 
     def flush(self) -> None:
         """Wait until every record produced so far is acknowledged; raise on a refused one."""

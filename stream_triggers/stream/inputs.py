@@ -17,9 +17,10 @@ from stream_triggers.engine import EngineError
 from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.events.records import input_from_record, uid_of_key
 from stream_triggers.events.state_format import StateFormatError, encode_state
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.manager import TriggerManager
 from stream_triggers.stream.outputs import Output, OutputSink
-from stream_triggers.stream.partition import Partition, SessionEntry
+from stream_triggers.stream.partition import Partition, SessionEntry, changelog_rows
 from stream_triggers.stream.session import WorkerRunners, WorkerSessionStorage
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
 
@@ -28,7 +29,7 @@ __all__ = ["InputApplier", "Rejected"]
 log = logging.getLogger(__name__)
 
 
-class Rejected(Exception):
+class Rejected(StreamTriggersError):
     """An input that cannot be applied, with its dead-letter reason."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -45,6 +46,7 @@ class InputApplier:
         self.manager_class = manager_class
         self.max_payload = settings.max_payload_bytes
         self.max_session = settings.max_session_bytes
+        self.max_part = settings.max_part_bytes
         self.max_record = settings.max_record_bytes
         self.sink = sink
         self.stats = stats
@@ -92,7 +94,7 @@ class InputApplier:
         before_bound, before_encoded = entry.size_bound, entry.encoded
         try:
             manager.submit(event)
-            self._check_sizes(partition, key, len(value or b""), entry)
+            self._check_sizes(partition, key, len(value or b""), entry, offset)
         except Exception as exc:
             entry.state, entry.size_bound, entry.encoded = before, before_bound, before_encoded
             sink.discard()
@@ -108,14 +110,15 @@ class InputApplier:
         self.produced_at.append(record["produced_at"])
         return sink.outputs
 
-    def _check_sizes(self, partition: Partition, key: bytes, input_size: int, entry: SessionEntry) -> None:
-        """Refuse the input (before anything is produced) if its state or an output would not fit.
+    def _check_sizes(self, partition: Partition, key: bytes, input_size: int, entry: SessionEntry, offset: int) -> None:
+        """Refuse the input (before anything is produced) if a part, the session or an output would not fit.
 
-        The exact check encodes the state (what the checkpoint does anyway, reused through
-        ``entry.encoded``).  It runs only once the session may be near its limit: the
-        entry keeps an upper bound of its size, grown by each input by a generous bound
-        of what one input can add - its own bytes plus 2 KiB, once per task it may reach
-        and twice more (result and latest kwargs) - so ordinary sessions never pay for it.
+        The exact check encodes the parts the batch would write (what the checkpoint does
+        anyway, reused through ``entry.encoded``).  It runs only once the session may hold a
+        part near its limit: the entry keeps an upper bound of the session's size, grown by
+        each input by a generous bound of what one input can add - its own bytes plus 2 KiB,
+        once per task it may reach and twice more (result and latest kwargs) - and no part
+        can be larger than its session, so ordinary sessions never pay for it.
         """
         for topic, _key, value in self.sink.outputs:
             if len(value) + len(key) > self.max_record:
@@ -124,18 +127,32 @@ class InputApplier:
                     f"an output record for {topic} would have {len(value)} bytes; the limit is {self.max_record}",
                 )
         bound = entry.size_bound + (input_size + 2048) * (len(entry.state.tasks) + 2)
-        if bound <= self.max_session:
-            entry.size_bound = bound
-            entry.encoded = None
+        entry.size_bound = bound
+        entry.encoded = None
+        if bound > self.max_session:
+            size = len(encode_state(entry.state, partition.epoch))
+            if size > self.max_session:
+                raise Rejected(
+                    "session_too_large",
+                    f"the session's state would grow to {size} bytes; the limit is {self.max_session}",
+                )
+            entry.size_bound = size
+        if entry.size_bound <= self.max_part:
             return
-        encoded = encode_state(entry.state, partition.epoch)
-        if len(encoded) > self.max_session:
-            raise Rejected(
-                "session_too_large",
-                f"the session's state would grow to {len(encoded)} bytes; the limit is {self.max_session}",
-            )
-        entry.encoded = encoded
-        entry.size_bound = len(encoded)
+        uid = key.decode()
+        saved, entry.applied_offset = entry.applied_offset, offset
+        try:
+            rows = changelog_rows(uid, entry, partition.epoch)
+        finally:
+            entry.applied_offset = saved
+        for part_key, part in rows:
+            if part is not None and len(part) > self.max_part:
+                raise Rejected(
+                    "session_too_large",
+                    f"the session's part {part_key[len(uid) + 1 :].decode(errors='replace')!r} would grow to "
+                    f"{len(part)} bytes; the limit per part (header or instance) is {self.max_part}",
+                )
+        entry.encoded = (entry.state, offset, rows[:-1])
 
     def dead_letter(
         self, partition: Partition, offset: int, key: bytes | None, value: bytes | None, reason: str, error: str

@@ -16,19 +16,16 @@ from typing import TYPE_CHECKING, Any
 from stream_triggers.engine import Effect, Fired, InstanceChanged
 from stream_triggers.events import jsonx
 from stream_triggers.events.codec import decode, encode
-from stream_triggers.events.records import PUBLISHED_STATUSES, dead_letter_record, us_from_datetime
+from stream_triggers.events.records import dead_letter_record, us_from_datetime
 from stream_triggers.kafka.topics import Topics
-from stream_triggers.manager import FinalizingTriggerManager
 from stream_triggers.ops.stats import OutputCounts
 from stream_triggers.runners.base import task_kwargs
-from stream_triggers.types import TaskInstance
+from stream_triggers.types import PUBLISHED_STATUSES, SESSION_FINALIZED, TaskInstance
 
 if TYPE_CHECKING:
     from stream_triggers.manager import TriggerManager
 
 __all__ = ["Output", "OutputSink", "manager_key"]
-
-SESSION_FINALIZED = FinalizingTriggerManager.TRIGGER_SESSION_FINALIZED
 
 Output = tuple[str, bytes | None, bytes]
 """(topic, key, value) ready to produce."""

@@ -5,10 +5,20 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from stream_triggers.engine import EMPTY, SessionState
-from stream_triggers.events.state_format import decode_state
+from stream_triggers.events.state_format import StateFormatError
+from stream_triggers.events.state_parts import (
+    changed_instances,
+    encode_header,
+    encode_instance,
+    header_key,
+    instance_key,
+)
 from stream_triggers.stream.store import PartitionStore
 
-__all__ = ["Partition", "SessionEntry"]
+__all__ = ["ChangelogRows", "Partition", "SessionEntry", "changelog_rows", "instance_rows"]
+
+ChangelogRows = list[tuple[bytes, bytes | None]]
+"""``(changelog key, part value or None for a tombstone)``, in the order they are produced."""
 
 
 class SessionEntry:
@@ -18,15 +28,45 @@ class SessionEntry:
     is freed by reference counting at once.
     """
 
-    __slots__ = ("state", "applied_offset", "encoded", "size_bound")
+    __slots__ = ("state", "applied_offset", "committed", "encoded", "size_bound", "whole")
 
-    def __init__(self, state: SessionState = EMPTY, applied_offset: int = -1) -> None:
+    def __init__(
+        self, state: SessionState = EMPTY, applied_offset: int = -1, committed: SessionState | None = None
+    ) -> None:
         self.state = state
         self.applied_offset = applied_offset
-        self.encoded: bytes | None = None
-        """``state`` encoded with its partition's epoch, once its size was checked (None: not yet)."""
+        self.committed = committed
+        """The state as stored in parts (None: not in parts yet, so the next write writes every part)."""
+        self.encoded: tuple[SessionState, int, ChangelogRows] | None = None
+        """``(state, applied offset, its instance rows)`` once its sizes were checked (None: not yet)."""
         self.size_bound = 0
         """An upper bound of the encoded state's size (see ``InputApplier._check_sizes``)."""
+        self.whole = False
+        """Written as one whole-session record by the batch in hand (small, never in parts)."""
+
+
+def instance_rows(uid: str, entry: SessionEntry, epoch: int) -> ChangelogRows:
+    """The instance parts (and tombstones) that bring the stored session to ``entry.state``."""
+    cached = entry.encoded
+    if cached is not None and cached[0] is entry.state and cached[1] == entry.applied_offset:
+        return cached[2]
+    changed, removed = changed_instances(entry.committed, entry.state)
+    instances, applied = entry.state.instances, entry.applied_offset
+    rows: ChangelogRows = [
+        (instance_key(uid, name), encode_instance(instances[name], seq, applied, epoch)) for seq, name in changed
+    ]
+    rows.extend((instance_key(uid, name), None) for name in removed)
+    return rows
+
+
+def changelog_rows(uid: str, entry: SessionEntry, epoch: int) -> ChangelogRows:
+    """What one batch writes for a changed session: its changed parts, tombstones, and the header last.
+
+    The header comes last so that a reader knows the batch's parts are all there once it
+    reads it (docs/state-format.md, "Reading parts").
+    """
+    rows = instance_rows(uid, entry, epoch)
+    return [*rows, (header_key(uid), encode_header(entry.state, entry.applied_offset, epoch))]
 
 
 class Partition:
@@ -66,12 +106,23 @@ class Partition:
         """Set once the store caught up with the changelog: only then are inputs applied."""
 
     def session(self, uid: str) -> SessionEntry:
-        """The cached session, loaded from the store (or new) on first use."""
+        """The cached session, loaded from the store (or new) on first use.
+
+        Raises ``StateFormatError`` for a session that cannot be read or is quarantined
+        (its input goes to the dead letters with reason ``corrupt_state``).
+        """
         entry = self.sessions.get(uid)
         if entry is None:
-            stored = self.store.get(uid)
-            entry = SessionEntry() if stored is None else SessionEntry(decode_state(stored[1]), stored[0])
-            entry.size_bound = 0 if stored is None else len(stored[1])
+            quarantined = self.store.quarantined(uid)
+            if quarantined is not None:
+                raise StateFormatError(f"session {uid!r} is quarantined: {quarantined}")
+            stored = self.store.read_session(uid)
+            if stored is None:
+                entry = SessionEntry()
+            else:
+                committed = stored.state if stored.in_parts else None
+                entry = SessionEntry(stored.state, stored.applied_offset, committed)
+                entry.size_bound = stored.size
             self.sessions[uid] = entry
         return entry
 

@@ -5,29 +5,57 @@ not by ListOffsets: Tansu's high watermark can be wrong, a fetch's EOF is not.  
 are read from the store's checkpoint on and written in one RocksDB batch per fetched
 batch, with the new checkpoint, so an interrupted restore resumes where it stopped.
 
-A record only replaces what the store holds if it is newer (owner epoch, then applied
-offset), and a record stamped with an epoch below one already seen in its partition
-is stale - written by a worker that had lost the partition - and skipped
-(docs/fencing.md).  So no restore ever takes a session back.
+The rules are the :class:`~stream_triggers.events.changelog_reader.ChangelogReader`'s
+(docs/fencing.md, docs/state-format.md): a record stamped with an epoch below one
+already seen in its partition is stale and skipped; a header or whole-session record
+replaces the session only if it is newer (owner epoch, then applied offset); an
+instance part counts once a header at least as new was read (until then it waits under
+``q:``); a tombstone removes its part, a header's the whole session.  So no restore ever
+takes a session back.
+
+It is strict, never a quiet skip that would leave an older state in place: a record it
+cannot read **quarantines** its session (``x:`` + uid in the store, with the reason;
+counted in ``RestoreResult.quarantined``): from then on every input of that session is
+dead-lettered (``corrupt_state``) instead of being applied to a state that may be
+missing something, while the partition's other sessions flow.  A record whose key names
+no session stops the restore of the partition with :class:`CorruptChangelog` (what was
+read before it is kept).  docs/state-format.md, "Unreadable records".
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
 from stream_triggers.events.codec import CodecError, decode
-from stream_triggers.events.state_format import StateFormatError, newer, state_epoch
+from stream_triggers.events.state_format import (
+    KIND_HEADER,
+    KIND_INSTANCE,
+    StateFormatError,
+    state_epoch,
+    state_kind,
+)
+from stream_triggers.events.state_parts import header_key, instance_prefix, part_version, split_key
+from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.clients import read_to_end
 from stream_triggers.stream.partition import Partition
+from stream_triggers.stream.store import PART, PENDING, QUARANTINE, PartitionStore
 
-__all__ = ["RestoreResult", "checkpoints_past_the_end", "restore"]
+__all__ = ["CorruptChangelog", "RestoreResult", "checkpoints_past_the_end", "restore"]
 
 log = logging.getLogger(__name__)
+
+_OFFSET = struct.Struct(">q")
+_NONE = (-1, -1)
+
+
+class CorruptChangelog(StreamTriggersError):
+    """A changelog record restore cannot read: the partition's restore stops there."""
 
 
 @dataclass
@@ -35,9 +63,136 @@ class RestoreResult:
     records: int = 0
     stale: int = 0
     """Records skipped: stamped with an epoch below one seen before them, or older than the store's."""
+    quarantined: int = 0
+    """Sessions quarantined because one of their records could not be read."""
     seconds: float = 0.0
     complete: bool = True
     """False when ``should_stop`` ended the read early (the stores hold a consistent prefix)."""
+
+
+class _Writes:
+    """One partition's writes of a fetched batch, over its store (reads see them)."""
+
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
+        self.rows: dict[bytes, bytes | None] = {}
+        self.pending: dict[str, set[bytes]] = {}
+        """uid -> ``q:`` keys written here (so a header finds its parts without scanning ``rows``)."""
+
+    def get(self, key: bytes) -> bytes | None:
+        rows = self.rows
+        return rows[key] if key in rows else self.store.get_raw(key)
+
+    def pending_of(self, uid: str) -> list[bytes]:
+        """The ``q:`` keys of ``uid``'s instance parts waiting for a header."""
+        keys = {key for key, _ in self.store.scan(PENDING + instance_prefix(uid))}
+        keys.update(self.pending.get(uid, ()))
+        return sorted(key for key in keys if self.get(key) is not None)
+
+    def scan(self, prefix: bytes) -> Iterator[bytes]:
+        """Keys starting with ``prefix`` that exist (stored or written here)."""
+        rows = self.rows
+        keys = {key for key, _ in self.store.scan(prefix)}
+        keys.update(key for key in rows if key.startswith(prefix))
+        return iter(sorted(key for key in keys if (rows[key] is not None if key in rows else True)))
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        self.rows[key] = value
+
+    def version(self, uid: str) -> tuple[int, int]:
+        """``(epoch, applied offset)`` of the session as restored so far."""
+        header = self.get(PART + header_key(uid))
+        version = _NONE if header is None else part_version(header)
+        whole = self.get(PartitionStore.whole_key(uid))
+        if whole is not None:
+            version = max(version, (state_epoch(whole[_OFFSET.size :]), _OFFSET.unpack_from(whole)[0]))
+        return version
+
+    def drop_session(self, uid: str) -> None:
+        """The session was removed from the changelog: its parts, pending parts and quarantine go."""
+        self.put(QUARANTINE + uid.encode(), None)
+        self.put(PartitionStore.whole_key(uid), None)
+        self.drop_parts(uid)
+
+    def drop_parts(self, uid: str) -> None:
+        self.pending.pop(uid, None)
+        self.put(PART + header_key(uid), None)
+        for prefix in (PART + instance_prefix(uid), PENDING + instance_prefix(uid)):
+            for key in list(self.scan(prefix)):
+                self.put(key, None)
+
+
+def _take(writes: _Writes, key: bytes | None, value: bytes | None, max_epoch: int) -> tuple[str, int, bool]:
+    """Apply one changelog record to ``writes``: ``(session uid, epoch seen, kept)``.
+
+    Raises ``CodecError`` / ``StateFormatError`` for a record that is not readable.
+    """
+    if key is None:
+        raise StateFormatError("a changelog record without a key")
+    part = split_key(key)
+    uid = part.uid
+    if value is None:  # a tombstone
+        if part.part == "instance":
+            writes.put(PART + key, None)
+            writes.put(PENDING + key, None)
+        else:
+            writes.drop_session(uid)
+        return uid, max_epoch, True
+    _, snapshot = decode(value)
+    if snapshot["session_uid"] != uid:
+        raise StateFormatError(f"a record of session {snapshot['session_uid']!r} under the key {key!r}")
+    state = snapshot["state"]
+    epoch = state_epoch(state)
+    if epoch < max_epoch:
+        log.warning(
+            "skipping a stale changelog record of %s: owner epoch %d, its partition is at %d", uid, epoch, max_epoch
+        )
+        return uid, max_epoch, False
+    kind = state_kind(state)
+    if kind == KIND_INSTANCE:
+        if part.part != "instance":
+            raise StateFormatError(f"an instance part under the key {key!r}")
+        version = part_version(state)
+        header = writes.get(PART + header_key(uid))
+        if header is not None and version <= part_version(header):
+            writes.put(PART + key, state)
+            writes.put(PENDING + key, None)
+        else:
+            writes.put(PENDING + key, state)
+            writes.pending.setdefault(uid, set()).add(PENDING + key)
+        return uid, epoch, True
+    version = (epoch, snapshot["applied_offset"])
+    if version <= writes.version(uid):
+        return uid, epoch, False
+    if kind == KIND_HEADER:
+        if part.part != "header":
+            raise StateFormatError(f"a session header under the key {key!r}")
+        if part_version(state) != version:
+            raise StateFormatError("a header whose applied offset differs from its record's")
+        writes.put(PART + key, state)
+        writes.put(PartitionStore.whole_key(uid), None)
+        for pending in writes.pending_of(uid):
+            data = writes.get(pending)
+            if data is not None and part_version(data) <= version:
+                writes.put(PART + pending[len(PENDING) :], data)
+                writes.put(pending, None)
+    else:  # a whole session (formats 1-3, 4/S): it replaces the parts
+        if part.part != "whole":
+            raise StateFormatError(f"a whole session under the key {key!r}")
+        if writes.get(PART + header_key(uid)) is not None:  # (a worker of an older version wrote it)
+            writes.drop_parts(uid)
+        writes.put(PartitionStore.whole_key(uid), _OFFSET.pack(snapshot["applied_offset"]) + state)
+    return uid, epoch, True
+
+
+def _session_of(key: bytes | None) -> str | None:
+    """The session a changelog key names, or None."""
+    if key is None:
+        return None
+    try:
+        return split_key(key).uid
+    except StateFormatError:
+        return None
 
 
 def restore(
@@ -52,7 +207,8 @@ def restore(
     """Replay ``changelog`` into each partition's store, from its checkpoint to the end.
 
     Raises :class:`~stream_triggers.kafka.clients.ReadTimeout` when a partition does
-    not reach its end within ``timeout_s``.
+    not reach its end within ``timeout_s``, :class:`CorruptChangelog` at a record it
+    cannot read (the records before it are kept, with the checkpoint just before it).
     """
     result = RestoreResult()
     if not partitions:
@@ -63,45 +219,44 @@ def restore(
     max_epoch = {p.number: p.store.max_epoch for p in partitions}
     start = {number: offset + 1 for number, offset in last.items()}
     for batch in read_to_end(client, changelog, start, timeout_s, on_progress=on_progress, should_stop=should_stop):
-        rows: dict[int, dict[str, tuple[str, int, bytes]]] = {}
-        for message in batch:
-            number, offset = message.partition(), message.offset()
-            if offset <= last[number]:
-                continue
-            last[number] = offset
-            kept = rows.setdefault(number, {})
-            try:
-                _, snapshot = decode(message.value())
-                uid, applied, state = snapshot["session_uid"], snapshot["applied_offset"], snapshot["state"]
-                epoch = state_epoch(state)
-            except (CodecError, StateFormatError) as exc:
-                log.error("skipping unreadable changelog record %d:%d: %s", number, offset, exc)
-                continue
-            if epoch < max_epoch[number]:
-                result.stale += 1
-                log.warning(
-                    "skipping stale changelog record %d:%d of %s: owner epoch %d, the partition is at %d",
-                    number,
-                    offset,
-                    uid,
-                    epoch,
-                    max_epoch[number],
-                )
-                continue
-            max_epoch[number] = epoch
-            partition = by_number[number]
-            current = kept.get(uid)
-            if current is None:
-                stored = partition.store.get(uid)
-                current = None if stored is None else (uid, stored[0], stored[1])
-            if current is not None and not newer(epoch, applied, _epoch_of(current[2]), current[1]):
-                result.stale += 1
-                continue
-            kept[uid] = (uid, applied, state)
-            partition.forget(uid)
-        for number, partition_rows in rows.items():
-            by_number[number].store.write(partition_rows.values(), last[number], max_epoch[number])
-            result.records += len(partition_rows)
+        writes: dict[int, _Writes] = {}
+        try:
+            for message in batch:
+                number, offset = message.partition(), message.offset()
+                if offset <= last[number]:
+                    continue
+                partition = by_number[number]
+                pending = writes.get(number)
+                if pending is None:
+                    pending = writes[number] = _Writes(partition.store)
+                key = message.key()
+                try:
+                    uid, epoch, kept = _take(pending, key, message.value(), max_epoch[number])
+                except (CodecError, StateFormatError, KeyError, TypeError) as exc:
+                    where = f"the changelog record {changelog}[{number}] at offset {offset} (key {key!r})"
+                    uid = _session_of(key)
+                    if uid is None:
+                        raise CorruptChangelog(
+                            f"cannot restore partition {number}: {where} is unreadable and names no session: "
+                            f"{exc}; the restore stops here (docs/state-format.md, Unreadable records)"
+                        ) from exc
+                    reason = f"{where} is unreadable: {exc}"
+                    log.error("quarantining session %s: %s", uid, reason, extra={"session_uid": uid})
+                    pending.put(QUARANTINE + uid.encode(), reason.encode())
+                    result.quarantined += 1
+                    partition.forget(uid)
+                    last[number] = offset
+                    continue
+                last[number] = offset
+                max_epoch[number] = epoch
+                if kept:
+                    partition.forget(uid)
+                else:
+                    result.stale += 1
+        finally:
+            for number, partition_writes in writes.items():
+                partition_writes.store.write_parts(partition_writes.rows.items(), last[number], max_epoch[number])
+                result.records += len(partition_writes.rows)
     result.complete = not (should_stop is not None and should_stop())
     result.seconds = time.monotonic() - started
     return result
@@ -134,11 +289,3 @@ def checkpoints_past_the_end(
         for message in batch:
             ends[message.partition()] = max(ends[message.partition()], message.offset() + 1)
     return {number: end for number, end in ends.items() if suspects[number][0] + 1 > end}
-
-
-def _epoch_of(state: bytes) -> int:
-    """The epoch of stored state; unreadable state is older than anything."""
-    try:
-        return state_epoch(state)
-    except StateFormatError:
-        return -1

@@ -25,12 +25,19 @@ class WorkerSettings:
     restore_timeout_s: float = 120.0
     max_payload_bytes: int = 512 * 1024
     """An ``events`` record larger than this is dead-lettered (``payload_too_large``), not applied."""
-    max_session_bytes: int = 900 * 1024
+    max_session_bytes: int = 16 * 1024 * 1024
     """A session whose encoded state would grow past this refuses the input (``session_too_large``).
 
-    Below the broker's record limit (``max_record_bytes``) with room for the changelog
-    record's envelope, so a session's changelog record can always be delivered.
+    A session is stored in parts (one per instance plus a header), so this bounds what
+    one session may hold in memory, in RocksDB and in a reader's hands, not a record.
     """
+    max_part_bytes: int = 900 * 1024
+    """A session part (its header, or one instance) that would grow past this refuses the
+    input (``session_too_large``).  Below the broker's record limit (``max_record_bytes``)
+    with room for the changelog record's envelope, so every changelog record can be delivered."""
+    whole_session_bytes: int = 16384
+    """A session whose whole state is at most this, and that was never written in parts, is
+    written as one changelog record (cheaper for small sessions); past it, in parts for good."""
     max_record_bytes: int = 1_000_000
     """The broker's (and producer's) record size limit: an input whose output record would
     be larger is dead-lettered (``output_too_large``); dead letters are cut to fit."""
@@ -38,6 +45,8 @@ class WorkerSettings:
     """The user's librdkafka settings (security, timeouts...), for every client the worker builds."""
     consumer_config: dict[str, Any] = field(default_factory=dict)
     producer_config: dict[str, Any] = field(default_factory=dict)
+    advertise: str | None = None
+    """``host:port`` where readers reach this worker's ``/sessions/`` endpoint (None: not advertised)."""
 
 
 @dataclass
@@ -52,6 +61,8 @@ class WorkerStats:
     batches_dropped: int = 0  # batches not published: the partitions moved away while in hand
     offset_gaps: int = 0
     restored_records: int = 0
+    quarantined_sessions: int = 0
+    """Sessions whose changelog record restore could not read (docs/state-format.md, "Unreadable records")."""
     restore_seconds: float = 0.0
     first_event_at: float | None = None
     last_event_at: float | None = None

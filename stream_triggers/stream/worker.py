@@ -30,6 +30,7 @@ from stream_triggers.stream.checkpoint import Checkpoint, PartitionsLost
 from stream_triggers.stream.inputs import InputApplier
 from stream_triggers.stream.outputs import OutputSink
 from stream_triggers.stream.partition import Partition
+from stream_triggers.stream.queries import OwnerAdvertiser, ServedState
 from stream_triggers.stream.restore import checkpoints_past_the_end, restore
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
 from stream_triggers.stream.store import PartitionStore
@@ -93,7 +94,10 @@ class StreamWorker(Lifecycle):
             batch_num_messages=10_000,
             queue_buffering_max_messages=2_000_000,
         )
-        self._checkpoint = Checkpoint(self._producer, self._consumer, self.topics)
+        self._checkpoint = Checkpoint(self._producer, self._consumer, self.topics, settings.whole_session_bytes)
+        self.served = ServedState()
+        """Restored partitions, as the query endpoint reads them (stream/queries.py)."""
+        self._advertiser = OwnerAdvertiser(self._producer, self.topics, self.served, settings)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -129,6 +133,7 @@ class StreamWorker(Lifecycle):
         the group waits a whole session timeout before it gives the partitions to others.
         """
         self.ready.clear()
+        self.served.withdraw(list(self._partitions))  # no query reads a store from here on
         try:
             self._producer.flush(30)
             for partition in self._partitions.values():
@@ -156,6 +161,7 @@ class StreamWorker(Lifecycle):
             partition.epoch = generation
             partition.restored = False
         partitions = [self._partitions[tp.partition] for tp in assigned]
+        self.served.restoring(partitions)
         self._restore(partitions)
         if self.stopping:
             return  # SIGTERM during the restore: leave without serving
@@ -178,6 +184,8 @@ class StreamWorker(Lifecycle):
                 partition.next_offset = partition.committed = tp.offset if tp.offset >= 0 else None
         for partition in partitions:
             partition.restored = True
+        self.served.serve(partitions)
+        self._advertiser.advertise(partitions)
         self.stats.rebalances += 1
         self.stats.owned_partitions = len(self._partitions)
         numbers = sorted(tp.partition for tp in assigned)
@@ -187,6 +195,7 @@ class StreamWorker(Lifecycle):
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
         # The batch in hand was checkpointed before consume() ran this callback.
+        self.served.withdraw(tp.partition for tp in revoked)
         for tp in revoked:
             partition = self._partitions.pop(tp.partition, None)
             if partition is not None:
@@ -227,6 +236,7 @@ class StreamWorker(Lifecycle):
         )
         self.stats.restores += 1
         self.stats.restored_records += result.records
+        self.stats.quarantined_sessions += result.quarantined
         self.stats.restore_seconds += result.seconds
         numbers = sorted(p.number for p in partitions)
         log.info(

@@ -19,12 +19,14 @@ from typing import Any
 
 import psutil
 import pytest
-from harness import Pipeline, Proc, run_cli, wait_until
+from click.testing import CliRunner
 
+from stream_triggers.cli import cli as main_cli
 from stream_triggers.cli.demo_tasks import QUESTIONNAIRE, FailsOnce, WhoRunsMe, subject_id
 from stream_triggers.kafka.topics import Topics, create_topics
 from stream_triggers.ops.broker import EmbeddedBroker, free_port
 from stream_triggers.types import TaskInstance
+from tests.support import Pipeline, Proc, Record, read_topic, run_cli, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -63,7 +65,7 @@ def result(instance: TaskInstance) -> Any:
 # -- topics, configure, fire, inspect ------------------------------------------------------------
 
 
-def test_topics_create_makes_the_six_topics_then_finds_them(broker: EmbeddedBroker) -> None:
+def test_topics_create_makes_every_topic_then_finds_them(broker: EmbeddedBroker) -> None:
     prefix = f"c{uuid.uuid4().hex[:12]}"
     options = ["--bootstrap", broker.bootstrap, "--topic-prefix", prefix, "--partitions", "2"]
     first = run_cli("topics", "create", *options)
@@ -75,6 +77,7 @@ def test_topics_create_makes_the_six_topics_then_finds_them(broker: EmbeddedBrok
     assert again.stdout.splitlines() == [f"{name}: exists" for name in names]
 
 
+@pytest.mark.slow
 def test_configure_from_a_file_and_stdin_fire_with_kwargs_and_inspect(app: Pipeline, tmp_path: Path) -> None:
     config = tmp_path / "questionnaire.json"
     config.write_text(json.dumps(QUESTIONNAIRE))
@@ -127,6 +130,7 @@ def test_configure_from_a_file_and_stdin_fire_with_kwargs_and_inspect(app: Pipel
     assert small_doc["instances"][0]["result"]["pid"] > 0
 
 
+@pytest.mark.slow
 def test_replay_with_kwargs_and_skip_with_a_cascaded_result(app: Pipeline) -> None:
     configuration = json.dumps(
         {
@@ -146,15 +150,16 @@ def test_replay_with_kwargs_and_skip_with_a_cascaded_result(app: Pipeline) -> No
     assert document["unresolved_tasks"] == ["t_flaky", "t_next"]
     assert "ValueError: t_flaky#0 fails on its first attempt." in cli(app, "inspect", "cli-replay")
 
-    out = cli(app, "replay", "cli-replay", "t_flaky#0", "--kwargs", '{"go": {"fixed": true}}')
-    assert out.strip() == "replay of t_flaky#0 requested"
+    out = cli(app, "replay", "cli-replay", "t_flaky#0", "--kwargs", '{"go": {"fixed": true}}', "--wait")
+    assert out.strip() == "replay: t_flaky#0 is now replayed"
     state = app.wait_finalized("cli-replay")
     assert state.instances["t_flaky#0"].status == "replayed"
     assert result(state.instances["t_flaky#1"]) == {"attempt": 2, "kwargs": {"go": {"fixed": True}}}
     assert state.instances["t_next#0"].status == "finished"
 
     out = cli(app, "skip", "cli-skip", "t_flaky#0", "--cascade", "--result", '{"attempt": 0}')
-    assert out.strip() == "skip of t_flaky#0 requested"
+    assert out.startswith("skip of t_flaky#0 requested: the worker owning cli-skip applies it")
+    assert "--wait waits for the outcome" in out
     state = app.wait_finalized("cli-skip")
     assert state.instances["t_flaky#0"].status == "skipped"
     assert "t_flaky#1" not in state.instances
@@ -162,15 +167,79 @@ def test_replay_with_kwargs_and_skip_with_a_cascaded_result(app: Pipeline) -> No
     assert state.instances["t_next#0"].status == "finished"
 
 
+def test_replay_and_skip_of_what_does_not_exist_exit_4_and_publish_nothing(app: Pipeline) -> None:
+    uid = "cli-known"
+    cli(app, "configure", uid, "-", input=json.dumps({"t_who": {"after": ["go"], "run": WhoRunsMe.name}}))
+    cli(app, "fire", uid, "go")
+    app.wait_status(uid, "t_who#0", "finished")
+    events_before = len(events_of(app, uid))
+
+    for command in ("replay", "skip"):
+        error = cli(app, command, "cli-never-configured", "t_who#0", expect=EXIT_SESSION)
+        assert error.startswith("error: unknown session: No committed state for session 'cli-never-configured'")
+        error = cli(app, command, uid, "t_nope#0", "--wait", expect=EXIT_SESSION)
+        assert f"session '{uid}' has no task instance 't_nope#0' (instances: t_who#0)" in error
+        error = cli(app, command, uid, "t_who#0", expect=EXIT_INPUT)
+        assert f"t_who#0 is finished: only a failed instance can be {command}" in error
+    assert len(events_of(app, uid)) == events_before
+    assert events_of(app, "cli-never-configured") == []
+
+
+def test_wait_reports_a_request_the_worker_rejected(app: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The instance moved on between the CLI's check and the worker's turn (simulated by skipping
+    the check): --wait finds the request's own dead letter and says so."""
+    uid = "cli-rejected"
+    cli(app, "configure", uid, "-", input=json.dumps({"t_who": {"after": ["go"], "run": WhoRunsMe.name}}))
+    cli(app, "fire", uid, "go")
+    finished = app.wait_status(uid, "t_who#0", "finished")
+    monkeypatch.setattr("stream_triggers.cli.instance._known_instance", lambda *args: finished)
+    options = ["--bootstrap", app.bootstrap, "--topic-prefix", app.topics.prefix]
+
+    done = CliRunner().invoke(main_cli, ["update-status", *options, uid, "t_nope#0", "finished", "--wait"])
+    assert done.exit_code == EXIT_SESSION, done.output
+    assert "the worker rejected the status update:" in done.output and "unknown_instance" in done.output
+    finished.status = "failed"  # what the check would have seen a moment earlier
+    done = CliRunner().invoke(main_cli, ["replay", *options, uid, "t_who#0", "--wait"])
+    assert done.exit_code == EXIT_INPUT, done.output
+    assert "the worker rejected the replay:" in done.output and "operation_not_allowed" in done.output
+
+
+def test_mark_logs_resolved_and_update_status(app: Pipeline) -> None:
+    uid = "cli-by-hand"
+    cli(app, "configure", uid, "-", input=json.dumps({"t_flaky": {"after": ["go"], "run": FailsOnce.name}}))
+    cli(app, "fire", uid, "go")
+    failed = app.wait_status(uid, "t_flaky#0", "failed")
+    assert TaskInstance.META_LOGS_RESOLVED not in failed.metadata
+
+    out = cli(app, "mark-logs-resolved", uid, "t_flaky#0", "--wait")
+    assert out.strip() == "logs resolution: t_flaky#0 is now failed"
+    assert app.state(uid).instances["t_flaky#0"].metadata[TaskInstance.META_LOGS_RESOLVED] is True
+
+    out = cli(app, "update-status", uid, "t_flaky#0", "finished", "--metadata", '{"by": "hand"}', "--wait")
+    assert out.strip() == "status update: t_flaky#0 is now finished"
+    instance = app.state(uid).instances["t_flaky#0"]
+    assert instance.status == "finished" and instance.metadata["by"] == "hand"
+
+    cli(app, "update-status", uid, "t_nope#0", "finished", expect=EXIT_SESSION)
+    error = cli(app, "update-status", uid, "t_flaky#0", "done", expect=2)
+    assert "'done' is not one of" in error
+
+
+def events_of(app: Pipeline, uid: str) -> list[Record]:
+    """The records of the events topic keyed by ``uid``."""
+    return [record for record in read_topic(app.bootstrap, app.topics.events) if record.key == uid.encode()]
+
+
 # -- tail ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tail_decodes_every_topic_and_shows_undecodable_records(app: Pipeline) -> None:
     uid = "cli-tail"
     cli(app, "configure", uid, "-", input=json.dumps({"t_who": {"after": ["go"], "run": WhoRunsMe.name}}))
     cli(app, "fire", uid, "go", "--kwargs", '{"n": 1}')
     app.wait_finalized(uid)
-    app.produce_raw(app.topics.events, b"cli-garbage", b"\x00\x01 not a record")
+    app.produce_raw(b"cli-garbage", b"\x00\x01 not a record", topic=app.topics.events)
     wait_until(lambda: "cli-garbage" in cli(app, "tail", "dead-letter", "--idle-exit", "0.5"), "the dead letter")
 
     def tail(*args: str) -> list[str]:
@@ -221,21 +290,25 @@ def test_unknown_session_on_inspect_exits_4(app: Pipeline) -> None:
 @pytest.mark.parametrize(
     ("args", "stdin", "message"),
     [
-        (("fire", "s", "go", "--kwargs", "{bad"), None, "--kwargs is not valid JSON"),
-        (("fire", "s", "go", "--kwargs", "[1]"), None, "must be a mapping"),
-        (("configure", "s", "-"), "not json", "the configuration is not valid JSON"),
-        (("configure", "s", "-"), '{"t_a": {"after": "go", "run": "x"}}', "directive 'after' must be a list"),
-        (("configure", "s", "-"), '{"t_a": {"after": ["go"]}}', "directive 'run' is required"),
-        (("replay", "s", "t_a#0", "--kwargs", "{"), None, "--kwargs is not valid JSON"),
-        (("skip", "s", "t_a#0", "--result", "nope"), None, "--result is not valid JSON"),
+        (("fire", "go", "--kwargs", "{bad"), None, "--kwargs is not valid JSON"),
+        (("fire", "go", "--kwargs", "[1]"), None, "must be a mapping"),
+        (("configure", "-"), "not json", "the configuration is not valid JSON"),
+        (("configure", "-"), '{"t_a": {"after": "go", "run": "x"}}', "directive 'after' must be a list"),
+        (("configure", "-"), '{"t_a": {"after": ["go"]}}', "directive 'run' is required"),
+        (("replay", "t_a#0", "--kwargs", "{"), None, "--kwargs is not valid JSON"),
+        (("skip", "t_a#0", "--result", "nope"), None, "--result is not valid JSON"),
     ],
 )
 def test_bad_input_exits_5_and_publishes_nothing(
     app: Pipeline, args: tuple[str, ...], stdin: str | None, message: str
 ) -> None:
-    error = cli(app, *args, input=stdin, expect=EXIT_INPUT)
+    uid = f"cli-bad-{uuid.uuid4().hex[:8]}"
+    command, *rest = args
+    error = cli(app, command, uid, *rest, input=stdin, expect=EXIT_INPUT)
     assert error.startswith("error: ") and message in error
-    assert app.state("s") is None  # nothing reached the session
+    # Another event of the same session, accepted: once it is on the topic, so would the bad one be.
+    cli(app, "fire", uid, "after-the-bad-one")
+    assert [record.type for record in events_of(app, uid)] == ["TriggerFired"]
 
 
 def test_publishing_without_the_topics_exits_5_at_once(broker: EmbeddedBroker) -> None:
@@ -251,6 +324,7 @@ def test_unknown_manager_on_worker_exits_5(app: Pipeline, tmp_path: Path) -> Non
     assert "Unknown trigger manager 'nope'; registered trigger managers: default, finalizing." in error
 
 
+@pytest.mark.slow
 def test_unreachable_broker_exits_3(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
     config = tmp_path / "config.json"
@@ -262,6 +336,9 @@ def test_unreachable_broker_exits_3(tmp_path: Path) -> None:
         ["inspect", "s"],
         ["replay", "s", "t_a#0"],
         ["skip", "s", "t_a#0"],
+        ["mark-logs-resolved", "s", "t_a#0"],
+        ["update-status", "s", "t_a#0", "finished"],
+        ["dead-letters", "list"],
         ["tail", "events", "--max", "1"],
         ["worker", "--state-dir", str(tmp_path / "state")],
         ["executor"],

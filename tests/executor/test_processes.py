@@ -6,19 +6,16 @@ Each test runs its own worker and executors (consumer groups of their own) on it
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
-from harness import Pipeline, Proc, committed_offset, read_topic, uid_on_partition, wait_until
 
 from stream_triggers.cli.demo_tasks import RetriesThenSucceeds, Sleep, WhoRunsMe
 from stream_triggers.events import jsonx
 from stream_triggers.events.records import datetime_from_us
 from stream_triggers.executor import ExecutorSettings, TaskExecutor
 from stream_triggers.types import TaskInstance
-
-from .conftest import PARTITIONS
+from tests.support import PARTITIONS, Pipeline, Proc, committed_offset, read_topic, uid_on_partition, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -57,6 +54,7 @@ def committed(app: Pipeline, executor: Proc, partition: int) -> int:
     return committed_offset(app.bootstrap, app.topics.task_runs, executor.option("--group"), partition)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_task_another_executor_runs_it_and_the_worker_ignores_the_duplicate(pipeline: Pipeline) -> None:
     pipeline.worker()
     first = pipeline.executor(name="executor-a")
@@ -91,6 +89,7 @@ def test_kill_9_mid_task_another_executor_runs_it_and_the_worker_ignores_the_dup
     assert second.running
 
 
+@pytest.mark.slow
 def test_two_executors_share_the_load_and_another_runner_takes_only_its_tasks(pipeline: Pipeline) -> None:
     pipeline.worker()
     first = pipeline.executor(name="executor-a")
@@ -121,6 +120,7 @@ def test_two_executors_share_the_load_and_another_runner_takes_only_its_tasks(pi
     assert runners == {("t_default", "kafka"), ("t_other", "other")}
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_task_in_flight_commits_and_exits_0(pipeline: Pipeline) -> None:
     pipeline.worker()
     executor = pipeline.executor()
@@ -140,6 +140,7 @@ def test_sigterm_finishes_the_task_in_flight_commits_and_exits_0(pipeline: Pipel
     assert committed(pipeline, executor, request.partition) > request.offset
 
 
+@pytest.mark.slow
 def test_sigterm_hands_back_a_request_waiting_for_its_cooldown(pipeline: Pipeline) -> None:
     pipeline.worker()
     first = pipeline.executor(name="executor-a")
@@ -151,9 +152,9 @@ def test_sigterm_hands_back_a_request_waiting_for_its_cooldown(pipeline: Pipelin
     pipeline.manager(uid).fire("go")
     pipeline.wait_status(uid, "t_retry#1", "scheduled")  # its request waits 8 s before it may run
 
-    started = time.monotonic()
     assert first.terminate() == 0
-    assert time.monotonic() - started < 6  # waited neither for the cooldown nor 30 s for the waiting request
+    # It exited without running the waiting request (its reports are flushed before it exits).
+    assert not reports(pipeline, uid, "t_retry#1", "running")
     [request] = [r for r in read_topic(pipeline.bootstrap, pipeline.topics.task_runs) if r["instance"] == "t_retry#1"]
     assert committed(pipeline, first, request.partition) <= request.offset  # handed back, not committed
 
@@ -165,6 +166,7 @@ def test_sigterm_hands_back_a_request_waiting_for_its_cooldown(pipeline: Pipelin
     assert second.running
 
 
+@pytest.mark.slow
 def test_an_executor_at_capacity_pauses_and_loses_no_request(pipeline: Pipeline) -> None:
     """More requests than ``max_in_flight`` at once: fetching pauses, nothing is dropped."""
     pipeline.worker()

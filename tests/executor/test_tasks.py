@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from harness import Pipeline, Proc, committed_offset, read_topic, wait_until
 
 from stream_triggers.cli.demo_tasks import (
     QUESTIONNAIRE,
@@ -28,6 +27,7 @@ from stream_triggers.events import jsonx
 from stream_triggers.events.codec import encode
 from stream_triggers.events.envelope import event_record
 from stream_triggers.types import TaskInstance
+from tests.support import Pipeline, Proc, committed_offset, read_topic, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -252,7 +252,7 @@ def test_an_undecodable_task_run_goes_to_dead_letter_and_the_executor_carries_on
         ),
     )
     for value in (garbage, wrong, bad_kwargs):
-        app.produce_raw(topics.task_runs, b"poison", value)
+        app.produce_raw(b"poison", value, topic=topics.task_runs)
 
     def dead_letters() -> list[Any]:
         return [r for r in read_topic(app.bootstrap, topics.dead_letter) if r.key == b"poison"]

@@ -10,8 +10,7 @@ import pytest
 
 from stream_triggers.task import TaskContext, TriggerTask
 from stream_triggers.testing import DevNullTask, FailingTask, PassThruTask
-
-from .conftest import Session
+from tests.support import Session
 
 
 class AddOne(TriggerTask):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -11,11 +12,10 @@ import pytest
 
 from stream_triggers.manager import TriggerManager
 from stream_triggers.runners import BaseTaskRunner, ThreadingTaskRunner, task_runners
-from stream_triggers.task import TaskContext, TriggerTask, UnknownTask
+from stream_triggers.task import ALLOW_TASK_IMPORTS_ENV, TaskContext, TriggerTask, UnknownTask, resolve_task
 from stream_triggers.testing import DevNullTask, PassThruTask
 from stream_triggers.types import TaskInstance
-
-from .conftest import Session
+from tests.support import Session
 
 
 class Shout(TriggerTask):
@@ -471,3 +471,36 @@ def test_unknown_directives_land_in_extras(session: Session, reopen: Any) -> Non
     session.manager = TriggerManager(reopen("session"))
     session.fire("go")
     session.assertInstanceFinished("t_extra#0", {})
+
+
+# -- run names import nothing --------------------------------------------------------------
+
+
+def test_a_run_name_never_imports_the_module_it_names(session: Session) -> None:
+    """``run`` comes from a configuration: naming a module must not run its code."""
+    sys.modules.pop("this", None)  # the Zen of Python, printed on import
+    session.manager.update_configuration({"t_zen": {"after": ["go"], "run": "this.Anything"}})
+    session.fire("go")
+
+    session.assertInstanceFailed("t_zen#0", UnknownTask)
+    info = session.storage["t_zen#0"].metadata[TaskInstance.META_EXCEPTION_INFO]
+    assert "No TriggerTask named 'this.Anything' is registered" in info
+    assert "this" not in sys.modules
+
+
+def test_the_shared_resolution_imports_nothing_unless_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ALLOW_TASK_IMPORTS_ENV, raising=False)
+    sys.modules.pop(_OPT_IN_MODULE, None)
+    with pytest.raises(UnknownTask, match="import the module that defines it"):
+        resolve_task(f"{_OPT_IN_MODULE}.Anything")
+    assert _OPT_IN_MODULE not in sys.modules
+
+    # The explicit opt-in (argument or environment) imports the named module first.
+    monkeypatch.setenv(ALLOW_TASK_IMPORTS_ENV, "1")
+    task = resolve_task(f"{_OPT_IN_MODULE}.Imported")
+    assert task.__module__ == _OPT_IN_MODULE
+    with pytest.raises(UnknownTask, match="importing 'no_such_module_here' failed"):
+        resolve_task("no_such_module_here.Task", allow_imports=True)
+
+
+_OPT_IN_MODULE = f"{__package__}.opt_in_tasks"

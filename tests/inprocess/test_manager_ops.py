@@ -15,8 +15,7 @@ from stream_triggers.manager import TriggerManager, trigger_managers
 from stream_triggers.runners import ThreadingTaskRunner
 from stream_triggers.testing import DevNullTask, FailingTask, PassThruTask
 from stream_triggers.types import TaskInstance
-
-from .conftest import Session, StorageFactory
+from tests.support import Session, StorageFactory
 
 FAILING_THEN_DOWNSTREAM = {
     "t_alpha": {"after": ["data"], "run": FailingTask.name},
@@ -433,6 +432,26 @@ def test_post_fire_receives_the_scheduled_instances(make_storage: StorageFactory
     assert sorted(i.name for i in seen) == ["t_a#0", "t_b#0"]
     assert all(isinstance(i, TaskInstance) and i.status == "scheduled" for i in seen)
     assert all(i.kwargs == {"go": {"k": 1}} for i in seen)
+
+
+def test_post_fire_receives_a_real_list(make_storage: StorageFactory) -> None:
+    """The original passed a list: hooks concatenate it and append to it."""
+    received: list[list[TaskInstance]] = []
+
+    class Extender(TriggerManager):
+        def _post_fire(self, trigger_name: str, tasks_scheduled: list[TaskInstance]) -> None:
+            if trigger_name == "go":
+                combined = tasks_scheduled + []
+                tasks_scheduled.append(combined[0])
+                received.append(tasks_scheduled)
+
+    manager = Extender(make_storage("extender"))
+    manager.update_configuration({"t_a": {"after": ["go"], "run": DevNullTask.name}})
+    manager.fire("go")
+    ThreadingTaskRunner.join_all()
+    [scheduled] = received
+    assert type(scheduled) is list
+    assert [i.name for i in scheduled] == ["t_a#0", "t_a#0"]
 
 
 def test_replay_calls_post_replay_with_the_replayed_instance_not_post_fire(

@@ -11,8 +11,7 @@ import pytest
 
 from stream_triggers.runners import ThreadingTaskRunner
 from stream_triggers.task import TaskContext, TriggerTask
-
-from .conftest import Session
+from tests.support import Session
 
 
 class Database:

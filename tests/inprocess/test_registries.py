@@ -16,8 +16,7 @@ from stream_triggers.storages.memory import MemoryStorage
 from stream_triggers.storages.rocksdb import RocksDBStorage
 from stream_triggers.testing import DevNullTask, FailingTask, PassThruTask
 from stream_triggers.types import TaskInstance
-
-from .conftest import Session, StorageFactory
+from tests.support import Session, StorageFactory
 
 
 def unique(prefix: str) -> str:

@@ -13,8 +13,7 @@ from stream_triggers.runners import BaseTaskRunner, ThreadingTaskRunner, task_ru
 from stream_triggers.task import TaskContext, TriggerTask
 from stream_triggers.testing import DevNullTask, FailingTask
 from stream_triggers.types import Status, TaskConfig, TaskInstance
-
-from .conftest import Session
+from tests.support import Session
 
 ALL_STATUSES = ["unstarted", "scheduled", "running", "finished", "failed", "replayed", "skipped", "abandoned"]
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 
 from stream_triggers.manager import TriggerManager
 from stream_triggers.runners import ThreadingTaskRunner
-from stream_triggers.storages.base import BaseTriggerStorage
+from stream_triggers.storages.base import BaseTriggerStorage, LockAcquisitionFailed
 from stream_triggers.storages.rocksdb import RocksDBStorage, close_all
 from stream_triggers.testing import DevNullTask, FailingTask, PassThruTask
 from stream_triggers.types import TaskConfig, TaskInstance
-
-from .conftest import Session, StorageFactory
+from tests.support import Session, StorageFactory
 
 QUESTIONNAIRE_START = {
     "t_importSubject": {"after": ["firstPageReceived", "questionnaireComplete"], "run": PassThruTask.name},
@@ -214,18 +215,61 @@ def test_the_lock_is_reentrant(session: Session) -> None:
     session.assertInstanceUnstarted("t_alpha#0")
 
 
+def test_acquire_lock_without_blocking_fails_at_once_while_another_thread_holds_it(
+    session: Session, make_storage: StorageFactory
+) -> None:
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with make_storage("session").acquire_lock():
+            held.set()
+            release.wait(30)  # (only reached, and so only slow, if block=False waited)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        storage = session.manager.storage
+        with pytest.raises(LockAcquisitionFailed, match="session 'session'"), storage.acquire_lock(block=False):
+            pass
+        assert not storage.has_lock
+    finally:
+        release.set()
+        holder.join()
+    with storage.acquire_lock(block=False) as writable:  # free again: taken at once
+        assert writable.has_lock
+
+
 def test_the_lock_keeps_other_threads_out(session: Session, make_storage: StorageFactory) -> None:
     session.manager.update_configuration({"t_alpha": {"after": ["x"], "run": DevNullTask.name}})
-    done = threading.Event()
+    done, tried, blocked = threading.Event(), threading.Event(), []
+    elsewhere = make_storage("session")
+    session_lock = elsewhere._session_lock
+
+    @contextlib.contextmanager
+    def probed() -> Iterator[None]:
+        """The other storage's lock, noting whether its first try found it taken."""
+        lock = session_lock()
+        blocked.append(not lock.acquire(blocking=False))
+        tried.set()
+        if blocked[-1]:
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    elsewhere._session_lock = probed  # type: ignore[method-assign]
 
     def fire_elsewhere() -> None:
-        TriggerManager(make_storage("session")).fire("x")
+        TriggerManager(elsewhere).fire("x")
         done.set()
 
     with session.manager.storage.acquire_lock():
         thread = threading.Thread(target=fire_elsewhere)
         thread.start()
-        assert not done.wait(0.2)  # blocked while this thread holds the lock
+        assert tried.wait(5)
+        assert blocked[0]  # the other thread found the lock taken while this thread holds it
     assert done.wait(5)
     thread.join()
     ThreadingTaskRunner.join_all()

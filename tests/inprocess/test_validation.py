@@ -11,8 +11,7 @@ from stream_triggers.engine.errors import InvalidConfiguration
 from stream_triggers.runners import ThreadingTaskRunner
 from stream_triggers.storages.memory import MemoryStorage
 from stream_triggers.testing import DevNullTask, FailingTask, PassThruTask
-
-from .conftest import Session
+from tests.support import Session
 
 GOOD = {"t_good": {"after": ["a"], "run": PassThruTask.name}}
 
@@ -104,9 +103,7 @@ BAD_KWARGS = [
     pytest.param("text", "mapping", id="a-string"),
     pytest.param(Opaque(), "mapping", id="an-object"),
     pytest.param({"who": Opaque()}, "who", id="an-object-inside"),
-    pytest.param({"ids": {1, 2}}, "ids", id="a-set-inside"),
-    pytest.param({"deep": {"er": [1, {"x": b"bytes"}]}}, "deep", id="bytes-deep-inside"),
-    pytest.param({"score": math.nan}, "score", id="nan"),
+    pytest.param({"deep": {"er": [1, {"x": Opaque()}]}}, "deep", id="an-object-deep-inside"),
     pytest.param({1: "numeric key"}, "1", id="a-non-string-key"),
 ]
 
@@ -133,6 +130,7 @@ def test_fire_refuses_a_bad_trigger_name(session: Session, name: Any) -> None:
 def test_fire_accepts_json_like_values_and_copies_them(session: Session) -> None:
     session.manager.update_configuration({"t_x": {"after": ["a"], "run": PassThruTask.name}})
     kwargs = {"text": "é", "n": 1, "f": 1.5, "ok": True, "none": None, "list": [1, "2", {"3": [4]}], "tuple": (1, 2)}
+    kwargs |= {"ids": {1, 2}, "bytes": b"x", "nan": math.inf}  # (the payload rules: what the storages carry)
     session.fire("a", kwargs)
     kwargs["text"] = "changed afterwards"
     kwargs["list"][2]["3"].append(5)
@@ -147,7 +145,10 @@ def test_fire_accepts_json_like_values_and_copies_them(session: Session) -> None
                     "ok": True,
                     "none": None,
                     "list": [1, "2", {"3": [4]}],
-                    "tuple": [1, 2],
+                    "tuple": (1, 2),
+                    "ids": {1, 2},
+                    "bytes": b"x",
+                    "nan": math.inf,
                 }
             }
         },

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from stream_triggers.engine import EMPTY, ConfigurationUpdated, step
+from stream_triggers.events.changelog_reader import ChangelogReader
 from stream_triggers.events.codec import encode
-from stream_triggers.events.state_format import ChangelogReader, encode_state, state_epoch
+from stream_triggers.events.state_format import encode_state, state_epoch
 from stream_triggers.storages.base import utc_now
 
 CONFIGURED = step(EMPTY, ConfigurationUpdated({"t": {"after": ["a"], "run": "x"}}, utc_now()))[0]
@@ -89,5 +90,5 @@ def test_format_2_state_captured_from_0_1_0_still_reads_and_upgrades_on_the_next
     assert dict(state.latest_kwargs) == {"go": {"a": [1, "b"]}}
     assert state_epoch(FORMAT_2_BYTES) == 0
     upgraded = encode_state(state, 9)
-    assert (upgraded[0], state_epoch(upgraded), FORMAT) == (3, 9, 3)
+    assert (upgraded[0], state_epoch(upgraded), FORMAT) == (4, 9, 4)
     assert decode_state(upgraded).instances["t1#0"].serialize() == instance.serialize()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 
 from stream_triggers.stream.faults import POINTS
+from tests.support import App, Pipeline, Readers
 
 from . import workload
-from .conftest import App, Readers, Workers
 from .test_fencing import newest_snapshots
 
 SESSIONS = 100
@@ -25,18 +25,16 @@ BATCH = ["--batch-size", "16"]
 @pytest.mark.slow
 @pytest.mark.parametrize("point", POINTS)
 def test_a_worker_killed_at_each_step_of_the_commit_order_loses_nothing(
-    point: str, workers: Workers, readers: Readers, app: App, monkeypatch: pytest.MonkeyPatch
+    point: str, workers: Pipeline, readers: Readers, app: App
 ) -> None:
     results, finalized = readers["task-results"], readers["sessions"]
     expected = sum(len(workload.expected_results(i)) for i in range(SESSIONS))
-    monkeypatch.setenv("STREAM_TRIGGERS_FAULTS", f"{point}=kill@5")
-    crashing = workers.start("crashing", extra=BATCH)
-    monkeypatch.delenv("STREAM_TRIGGERS_FAULTS")
+    crashing = workers.worker("crashing", extra=BATCH, env={"STREAM_TRIGGERS_FAULTS": f"{point}=kill@5"})
     crashing.wait_assigned()
     publisher = workload.Publisher(app, workload.schedule(SESSIONS), RATE)
     assert crashing.process.wait(60) == -9, f"the fault at {point} did not fire:\n{crashing.tail()}"
 
-    restarted = workers.start("restarted", state_dir=crashing.state_dir, extra=BATCH)
+    restarted = workers.worker("restarted", state_dir=crashing.state_dir, extra=BATCH)
     restarted.wait_assigned()
     publisher.finish()
     results.wait_count(expected, timeout=90)

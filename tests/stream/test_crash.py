@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import pytest
 
-from . import workload
-from .conftest import (
+from tests.support import (
     App,
+    Pipeline,
+    Proc,
     Readers,
-    WorkerProcess,
-    Workers,
     committed_offsets,
     end_offsets,
     latest_snapshots,
     wait_until,
 )
+
+from . import workload
 
 SESSIONS = 300
 RATE = 100.0  # events/s: 2100 events last about 20 s, while the workers come and go
@@ -35,17 +36,17 @@ PROGRESS = 100  # task-results records a worker produces before it is stopped
 @pytest.mark.broker
 @pytest.mark.slow
 def test_kill_9_mid_stream_then_restart_on_the_same_and_on_an_empty_state_dir(
-    workers: Workers, readers: Readers, app: App
+    workers: Pipeline, readers: Readers, app: App
 ) -> None:
     results, finalized = readers["task-results"], readers["sessions"]
     expected = sum(len(workload.expected_results(i)) for i in range(SESSIONS))
     stopped_at: list[int] = []
 
-    def run_until_progress(worker: WorkerProcess) -> None:
+    def run_until_progress(worker: Proc) -> None:
         worker.wait_assigned()
         results.wait_count(len(results.records) + PROGRESS, timeout=60)
 
-    first = workers.start("first", extra=BATCH)
+    first = workers.worker("first", extra=BATCH)
     first.wait_assigned()
     publisher = workload.Publisher(app, workload.schedule(SESSIONS), RATE)
     results.wait_count(PROGRESS, timeout=60)
@@ -53,7 +54,7 @@ def test_kill_9_mid_stream_then_restart_on_the_same_and_on_an_empty_state_dir(
     stopped_at.append(len(results.records))
 
     # (a) The same state dir, after a clean stop: the stores are up to date, nothing to restore.
-    second = workers.start("same-dir", state_dir=first.state_dir, extra=BATCH)
+    second = workers.worker("same-dir", state_dir=first.state_dir, extra=BATCH)
     run_until_progress(second)
     assert second.restored() == 0, "a clean restart on its own state dir should restore nothing"
     second.kill()
@@ -61,13 +62,13 @@ def test_kill_9_mid_stream_then_restart_on_the_same_and_on_an_empty_state_dir(
 
     # (a') The same state dir after SIGKILL: the stores are at an older checkpoint (or lost their
     # unflushed writes); the changelog from there on brings them up to date.
-    third = workers.start("same-dir-again", state_dir=first.state_dir, extra=BATCH)
+    third = workers.worker("same-dir-again", state_dir=first.state_dir, extra=BATCH)
     run_until_progress(third)
     third.kill()
     stopped_at.append(len(results.records))
 
     # (b) An empty state dir: everything must come back from the changelog.
-    empty = workers.start("empty-dir", extra=BATCH)
+    empty = workers.worker("empty-dir", extra=BATCH)
     assert empty.state_dir != first.state_dir
     empty.wait_assigned()
     assert empty.restored() > 0, "the worker on an empty state dir restored nothing"
@@ -89,7 +90,7 @@ def test_kill_9_mid_stream_then_restart_on_the_same_and_on_an_empty_state_dir(
     # (c) Committed offsets lost: a worker of a new group reads every event again from the start.
     # The restored state knows which inputs it reflects, so none of them may apply twice.
     replay_group = f"{workers.group}-replay"
-    replay = workers.start("offsets-lost", group=replay_group, extra=BATCH)
+    replay = workers.worker("offsets-lost", group=replay_group, extra=BATCH)
     replay.wait_assigned()
     ends = end_offsets(events)
     wait_until(

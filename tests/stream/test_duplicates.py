@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stream_triggers.storages.kafka import KafkaStorage
-
-from .conftest import App, Readers, Workers, kwargs_of, wait_until
+from tests.support import App, Pipeline, Readers, kwargs_of, wait_until
 
 UID = "dup-1"
 CONFIGURATION = {
@@ -17,8 +16,9 @@ CONFIGURATION = {
 
 
 @pytest.mark.broker
-def test_a_second_finished_report_changes_nothing(workers: Workers, readers: Readers, app: App) -> None:
-    workers.start().wait_assigned()
+@pytest.mark.slow
+def test_a_second_finished_report_changes_nothing(workers: Pipeline, readers: Readers, app: App) -> None:
+    workers.worker().wait_assigned()
     runs, results, sessions = readers["task-runs"], readers["task-results"], readers["sessions"]
     app.configure(UID, CONFIGURATION)
     app.fire(UID, "begin")

@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 
-from stream_triggers.events.state_format import ChangelogReader, decode_state
+from stream_triggers.events.changelog_reader import ChangelogReader
+from stream_triggers.events.state_format import decode_state
 from stream_triggers.kafka import clients
+from tests.support import App, Pipeline, Proc, Readers, wait_until
 
 from . import workload
-from .conftest import App, Readers, WorkerProcess, Workers, wait_until
 
 SESSIONS = 200
 RATE = 100.0
@@ -30,7 +31,7 @@ BATCH = ["--batch-size", "32"]
 FROZEN_AT = "before-changelog=stop@3"
 
 
-def _stopped(worker: WorkerProcess) -> bool:
+def _stopped(worker: Proc) -> bool:
     """Whether the process is in the stopped state (SIGSTOP), from /proc."""
     stat = Path(f"/proc/{worker.pid}/stat").read_text()
     return stat.rsplit(")", 1)[1].split()[0] == "T"
@@ -52,18 +53,16 @@ def newest_snapshots(app: App) -> tuple[dict[str, dict[str, Any]], int]:
     return snapshots, reader.stale
 
 
-def _run(workers: Workers, readers: Readers, app: App, monkeypatch: pytest.MonkeyPatch, *, kill_on_wake: bool) -> None:
+def _run(workers: Pipeline, readers: Readers, app: App, *, kill_on_wake: bool) -> None:
     results, finalized = readers["task-results"], readers["sessions"]
     expected = sum(len(workload.expected_results(i)) for i in range(SESSIONS))
 
-    monkeypatch.setenv("STREAM_TRIGGERS_FAULTS", FROZEN_AT)
-    frozen = workers.start("frozen", extra=BATCH)
-    monkeypatch.delenv("STREAM_TRIGGERS_FAULTS")
+    frozen = workers.worker("frozen", extra=BATCH, env={"STREAM_TRIGGERS_FAULTS": FROZEN_AT})
     frozen.wait_assigned()
     publisher = workload.Publisher(app, workload.schedule(SESSIONS), RATE)
     wait_until(lambda: _stopped(frozen), "the worker to freeze before publishing a batch's state", timeout=60)
 
-    taker = workers.start("taker", extra=BATCH)
+    taker = workers.worker("taker", extra=BATCH)
     wait_until(lambda: taker.owned() == {0, 1, 2, 3}, "the second worker to take every partition", timeout=60)
     # The new owner applies every later event: the sessions the frozen batch touched move on.
     publisher.finish()
@@ -91,14 +90,14 @@ def _run(workers: Workers, readers: Readers, app: App, monkeypatch: pytest.Monke
 @pytest.mark.broker
 @pytest.mark.slow
 def test_a_frozen_worker_that_wakes_after_losing_its_partitions_rolls_nothing_back(
-    workers: Workers, readers: Readers, app: App, monkeypatch: pytest.MonkeyPatch
+    workers: Pipeline, readers: Readers, app: App
 ) -> None:
-    _run(workers, readers, app, monkeypatch, kill_on_wake=False)
+    _run(workers, readers, app, kill_on_wake=False)
 
 
 @pytest.mark.broker
 @pytest.mark.slow
 def test_a_frozen_worker_killed_right_after_it_wakes_rolls_nothing_back(
-    workers: Workers, readers: Readers, app: App, monkeypatch: pytest.MonkeyPatch
+    workers: Pipeline, readers: Readers, app: App
 ) -> None:
-    _run(workers, readers, app, monkeypatch, kill_on_wake=True)
+    _run(workers, readers, app, kill_on_wake=True)

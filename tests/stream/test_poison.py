@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
+from stream_triggers.engine import ReplayRequested, SkipRequested
 from stream_triggers.events import encode, event_record, jsonx
 from stream_triggers.events.codec import MAGIC
+from stream_triggers.storages.base import utc_now
 from stream_triggers.storages.kafka import KafkaStorage
-
-from .conftest import App, Readers, Workers, kwargs_of, wait_until
+from tests.support import App, Pipeline, Readers, kwargs_of, wait_until
 
 UID = "poison-1"
 CONFIGURATION = {"t_a": {"after": ["go"], "run": "A"}, "t_b": {"after": ["t_a"], "run": "B"}}
@@ -21,10 +22,11 @@ def fired(uid: str, trigger: str, kwargs_json: str = "{}") -> bytes:
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 def test_poison_input_goes_to_dead_letter_and_the_session_carries_on(
-    workers: Workers, readers: Readers, app: App
+    workers: Pipeline, readers: Readers, app: App
 ) -> None:
-    workers.start().wait_assigned()
+    workers.worker().wait_assigned()
     app.configure(UID, CONFIGURATION)
     key = UID.encode()
 
@@ -61,8 +63,9 @@ def test_poison_input_goes_to_dead_letter_and_the_session_carries_on(
         partition, offset = app.produce_raw(record_key, value)
         sent.append({"reason": reason, "key": record_key, "value": value, "partition": partition, "offset": offset})
 
-    # A replay of an instance that does not exist, published by the application as usual.
-    app.manager(UID).replay_failed_instance("t_nope#0")
+    # A replay of an instance that does not exist, published past the kafka storage's early
+    # check (which refuses what the committed state already forbids): the worker's answer.
+    KafkaStorage(UID, app.bootstrap, app.topics.prefix).publish(ReplayRequested("t_nope#0", None, utc_now()))
     events = readers["events"]
     replay = events.wait_for(lambda rs: any(r.type == "ReplayRequested" for r in rs), "the replay event")
     replay_record = next(r for r in replay if r.type == "ReplayRequested")
@@ -81,7 +84,7 @@ def test_poison_input_goes_to_dead_letter_and_the_session_carries_on(
     runs = readers["task-runs"].wait_count(1)
     assert [(r["instance"], kwargs_of(r)) for r in runs] == [("t_a#0", {"go": {"n": 1}})]
     # An operation the instance's status forbids (t_a#0 is scheduled, not failed).
-    app.manager(UID).skip_failed_instance("t_a#0")
+    KafkaStorage(UID, app.bootstrap, app.topics.prefix).publish(SkipRequested("t_a#0", False, None, utc_now()))
     skip = events.wait_for(lambda rs: any(r.type == "SkipRequested" for r in rs), "the skip event")
     skip_record = next(r for r in skip if r.type == "SkipRequested")
     sent.append(

@@ -20,8 +20,7 @@ import pytest
 
 from stream_triggers.runners.base import merge_dict_recursive
 from stream_triggers.storages.kafka import KafkaStorage, SessionNotFound
-
-from .conftest import App, Readers, Record, Workers, kwargs_of, wait_until
+from tests.support import App, Pipeline, Readers, Record, kwargs_of, wait_until
 
 SUBJECT, RESPONSES, BROWSER = "t_importSubject", "t_importResponses", "t_importBrowserMetadata"
 SUBJECT_PARAMS = {"firstPageReceived": {"source": "web"}, "questionnaireComplete": {"notify": False}}
@@ -131,9 +130,10 @@ class EventIndex:
 
 
 @pytest.mark.broker
-def test_questionnaire_sessions_in_shuffled_orders(workers: Workers, readers: Readers, app: App) -> None:
+@pytest.mark.slow
+def test_questionnaire_sessions_in_shuffled_orders(workers: Pipeline, readers: Readers, app: App) -> None:
     rng = random.Random(20240501)
-    worker = workers.start()  # default manager: finalizing
+    worker = workers.worker()  # default manager: finalizing
     worker.wait_assigned()
     runs, results, sessions = readers["task-runs"], readers["task-results"], readers["sessions"]
 

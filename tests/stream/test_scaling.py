@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import pytest
 
-from . import workload
-from .conftest import (
+from tests.support import (
     App,
+    Pipeline,
+    Proc,
     Readers,
-    WorkerProcess,
-    Workers,
     committed_offsets,
     end_offsets,
     latest_snapshots,
     wait_until,
 )
 
+from . import workload
+
 SESSIONS = 200
 RATE = 100.0  # events/s
 ALL = {0, 1, 2, 3}  # the partitions of every topic the ``topics`` fixture creates
 
 
-def split_between(group: list[WorkerProcess], since: dict[str, int] | None = None) -> bool:
+def split_between(group: list[Proc], since: dict[str, int] | None = None) -> bool:
     """The members (each assigned again since ``since``) own every partition, each its own."""
     if since is not None and any(w.assignments() <= since[w.name] for w in group):
         return False
@@ -37,16 +38,16 @@ def split_between(group: list[WorkerProcess], since: dict[str, int] | None = Non
 
 @pytest.mark.broker
 @pytest.mark.slow
-def test_a_worker_joins_and_one_leaves_mid_stream(workers: Workers, readers: Readers, app: App) -> None:
+def test_a_worker_joins_and_one_leaves_mid_stream(workers: Pipeline, readers: Readers, app: App) -> None:
     results, finalized = readers["task-results"], readers["sessions"]
     expected = sum(len(workload.expected_results(i)) for i in range(SESSIONS))
     pairs = workload.schedule(SESSIONS)
-    first, second = workers.start("w0"), workers.start("w1")
+    first, second = workers.worker("w0"), workers.worker("w1")
     wait_until(lambda: split_between([first, second]), "two workers sharing the partitions", timeout=60)
 
     # A third worker joins while the events arrive.
     publisher = workload.Publisher(app, pairs[:500], RATE)
-    third = workers.start("w2")
+    third = workers.worker("w2")
     wait_until(lambda: split_between([first, second, third]), "three workers sharing the partitions", timeout=60)
     publisher.finish()
 

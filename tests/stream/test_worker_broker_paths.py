@@ -19,8 +19,7 @@ from stream_triggers.manager import FinalizingTriggerManager, TriggerManager
 from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.stream.store import PartitionStore
 from stream_triggers.stream.worker import StreamWorker, WorkerSettings
-
-from .conftest import App, Readers, wait_until
+from tests.support import App, Readers, wait_until
 
 Start = Callable[..., StreamWorker]
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .conftest import App, Record
+from tests.support import App, Record
 
 CONFIGURATION = {
     "t_a": {"after": ["x", "y"], "run": "bench.A", "using": "noop"},

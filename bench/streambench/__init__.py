@@ -1,0 +1,1 @@
+"""The stream benchmark behind ``bench/stream.py`` (see its docstring for what it measures)."""

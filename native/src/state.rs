@@ -1,0 +1,242 @@
+//! A session's state: task configs, instances, the latest kwargs of each trigger.
+//!
+//! Plain owned values (a transition works on a copy, so a refused input leaves nothing
+//! changed).  Two orders are part of the behaviour and kept exactly as the Python engine
+//! keeps them: instances in creation order, and per task the order instances joined the
+//! unresolved list (an instance set back to an open status re-joins at the end), which
+//! decides the order a fire settles ready instances in.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use crate::config::TaskConfig;
+use crate::value::{Map, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Unstarted,
+    Scheduled,
+    Running,
+    Finished,
+    Failed,
+    Replayed,
+    Skipped,
+    Abandoned,
+}
+
+pub const STATUSES: [Status; 8] = [
+    Status::Unstarted,
+    Status::Scheduled,
+    Status::Running,
+    Status::Finished,
+    Status::Failed,
+    Status::Replayed,
+    Status::Skipped,
+    Status::Abandoned,
+];
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Unstarted => "unstarted",
+            Status::Scheduled => "scheduled",
+            Status::Running => "running",
+            Status::Finished => "finished",
+            Status::Failed => "failed",
+            Status::Replayed => "replayed",
+            Status::Skipped => "skipped",
+            Status::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        STATUSES.iter().copied().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_resolved(self) -> bool {
+        matches!(
+            self,
+            Status::Abandoned | Status::Finished | Status::Skipped | Status::Replayed
+        )
+    }
+
+    /// Announced on `task-results` (scheduling goes to `task-runs`).
+    pub fn is_published(self) -> bool {
+        matches!(
+            self,
+            Status::Finished
+                | Status::Failed
+                | Status::Abandoned
+                | Status::Skipped
+                | Status::Replayed
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    pub name: String,
+    pub config: Arc<TaskConfig>,
+    pub status: Status,
+    /// Shared between versions of the state (and effects): copied only when changed.
+    pub metadata: Arc<Map>,
+    pub kwargs: Arc<Map>,
+    pub abandon_state: BTreeSet<String>,
+}
+
+impl Instance {
+    pub fn can_abandon(&self) -> bool {
+        let unless = &self.config.unless;
+        self.status == Status::Unstarted
+            && !unless.is_empty()
+            && unless.is_subset(&self.abandon_state)
+    }
+
+    /// Unstarted and due to run or to be abandoned (`is_ready` in the Python engine).
+    pub fn is_ready(&self) -> bool {
+        self.status == Status::Unstarted
+            && (self.can_abandon()
+                || self
+                    .config
+                    .after
+                    .iter()
+                    .all(|t| self.kwargs.contains_key(t)))
+    }
+
+    /// Whether its metadata holds a `depth` or `cooldown` a `task-runs` record could not
+    /// carry the way the Python path does (a user may put anything in metadata).
+    pub fn is_unmodelled(&self) -> bool {
+        let depth = self
+            .metadata
+            .get("depth")
+            .is_some_and(|d| !matches!(d, Value::Int(i) if i.unsigned_abs() < 1 << 31));
+        let cooldown = self.metadata.get("cooldown").is_some_and(|c| match c {
+            Value::Int(i) => i.unsigned_abs() >= 1_000_000_000,
+            Value::Float(f) => !(f.is_finite() && f.abs() < 1e9),
+            other => other.truthy(),
+        });
+        depth || cooldown
+    }
+
+    /// Whether firing `trigger` would still change it (the `accepting` index).
+    pub fn accepts(&self, trigger: &str) -> bool {
+        self.status == Status::Unstarted
+            && ((self.config.after.contains(trigger) && !self.kwargs.contains_key(trigger))
+                || (self.config.unless.contains(trigger) && !self.abandon_state.contains(trigger)))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionState {
+    pub tasks: IndexMap<String, Arc<TaskConfig>>,
+    /// Every instance by name, in creation order.
+    pub instances: IndexMap<String, Instance>,
+    /// Per task, its instance names in creation order (a task with none has no entry).
+    pub by_task: HashMap<String, Vec<String>>,
+    /// Per task, its unresolved instance names in the order they (re-)joined.
+    pub unresolved: HashMap<String, Vec<String>>,
+    pub latest_kwargs: Map,
+    pub metadata: Map,
+    /// How many instances are `is_unmodelled` (kept so that no input scans them all).
+    pub unmodelled: usize,
+}
+
+impl SessionState {
+    /// Insert a new instance (its name is free).
+    pub fn add(&mut self, instance: Instance) {
+        let task = instance.config.name.clone();
+        self.by_task
+            .entry(task.clone())
+            .or_default()
+            .push(instance.name.clone());
+        if !instance.status.is_resolved() {
+            self.unresolved
+                .entry(task)
+                .or_default()
+                .push(instance.name.clone());
+        }
+        self.unmodelled += usize::from(instance.is_unmodelled());
+        self.instances.insert(instance.name.clone(), instance);
+    }
+
+    /// Insert or replace an instance, keeping the unresolved order right.
+    pub fn put(&mut self, instance: Instance) {
+        let Some(previous) = self.instances.get(&instance.name) else {
+            self.add(instance);
+            return;
+        };
+        let was_open = !previous.status.is_resolved();
+        let is_open = !instance.status.is_resolved();
+        if was_open != is_open {
+            let task = instance.config.name.clone();
+            if is_open {
+                self.unresolved
+                    .entry(task)
+                    .or_default()
+                    .push(instance.name.clone());
+            } else if let Some(names) = self.unresolved.get_mut(&task) {
+                names.retain(|n| *n != instance.name);
+                if names.is_empty() {
+                    self.unresolved.remove(&task);
+                }
+            }
+        }
+        self.unmodelled -= usize::from(previous.is_unmodelled());
+        self.unmodelled += usize::from(instance.is_unmodelled());
+        let name = instance.name.clone();
+        self.instances.insert(name, instance);
+    }
+
+    pub fn count_of(&self, task: &str) -> usize {
+        self.by_task.get(task).map_or(0, Vec::len)
+    }
+
+    /// Tasks with no instance yet, or with at least one unresolved instance.
+    pub fn unresolved_tasks(&self) -> impl Iterator<Item = &Arc<TaskConfig>> {
+        self.tasks.values().filter(|c| {
+            self.unresolved.contains_key(&c.name) || !self.by_task.contains_key(&c.name)
+        })
+    }
+
+    /// The comparable form the differential tests read (see `tests/native/comparable.py`).
+    pub fn comparable(&self) -> Value {
+        let mut out = Map::new();
+        out.insert(
+            "tasks".into(),
+            Value::List(
+                self.tasks
+                    .values()
+                    .map(|c| Value::List(vec![Value::Str(c.name.clone()), c.serialize()]))
+                    .collect(),
+            ),
+        );
+        let instances = self
+            .instances
+            .values()
+            .map(|i| {
+                Value::List(vec![
+                    Value::Str(i.name.clone()),
+                    Value::Str(i.config.name.clone()),
+                    Value::Str(i.status.as_str().into()),
+                    Value::Map((*i.kwargs).clone()),
+                    Value::Map((*i.metadata).clone()),
+                    Value::List(
+                        i.abandon_state
+                            .iter()
+                            .map(|t| Value::Str(t.clone()))
+                            .collect(),
+                    ),
+                ])
+            })
+            .collect();
+        out.insert("instances".into(), Value::List(instances));
+        out.insert(
+            "latest_kwargs".into(),
+            Value::Map(self.latest_kwargs.clone()),
+        );
+        out.insert("metadata".into(), Value::Map(self.metadata.clone()));
+        Value::Map(out)
+    }
+}

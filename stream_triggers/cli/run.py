@@ -1,0 +1,357 @@
+"""The long-running parts and their set-up: ``broker``, ``topics create``, ``worker``, ``executor``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from stream_triggers.cli.kafka_settings import kafka_options
+from stream_triggers.cli.options import (
+    ENV,
+    EXIT_BROKER,
+    EXIT_FAILURE,
+    EXIT_INPUT,
+    bootstrap_option,
+    check_broker,
+    check_state_dir,
+    fail,
+    prefix_option,
+)
+
+__all__ = ["broker", "executor", "topics", "worker"]
+
+
+@click.command()
+@click.option(
+    "--port",
+    envvar=ENV + "BROKER_PORT",
+    type=int,
+    default=None,
+    show_envvar=True,
+    help="Loopback port (default: a free one).",
+)
+def broker(port: int | None) -> None:
+    """Run the embedded Tansu broker in the foreground (dev and demo; in memory)."""
+    from stream_triggers.ops.broker import BrokerError, EmbeddedBroker
+
+    try:
+        sys.exit(EmbeddedBroker(port=port).run_foreground())
+    except BrokerError as exc:
+        fail(str(exc), EXIT_BROKER)
+
+
+@click.group()
+def topics() -> None:
+    """Manage the product's topics."""
+
+
+@topics.command("create")
+@bootstrap_option
+@prefix_option
+@click.option(
+    "--partitions",
+    envvar=ENV + "PARTITIONS",
+    type=int,
+    default=4,
+    show_default=True,
+    show_envvar=True,
+    help="Partitions per topic: the most workers (and executors) that can share the work; cannot change later.",
+)
+@click.option(
+    "--replication",
+    envvar=ENV + "REPLICATION",
+    type=int,
+    default=1,
+    show_default=True,
+    show_envvar=True,
+    help="Replicas of each partition (3 on a production cluster).",
+)
+@kafka_options
+def topics_create(
+    bootstrap: str, topic_prefix: str, partitions: int, replication: int, kafka_config: dict[str, str]
+) -> None:
+    """Create the topics (events and changelog co-partitioned); idempotent."""
+    from stream_triggers.kafka.topics import Topics, TopicsError, create_topics
+
+    for name, value in (("--partitions", partitions), ("--replication", replication)):
+        if value < 1:
+            fail(f"{name} must be at least 1, not {value}", EXIT_INPUT)
+    check_broker(bootstrap, kafka_config)
+    try:
+        done = create_topics(
+            bootstrap, Topics(topic_prefix), partitions=partitions, replication=replication, kafka_config=kafka_config
+        )
+    except TopicsError as exc:
+        fail(str(exc), EXIT_FAILURE)
+    for name, what in done.items():
+        click.echo(f"{name}: {what}")
+
+
+def _is_endpoint(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+@click.command()
+@bootstrap_option
+@prefix_option
+@click.option(
+    "--state-dir",
+    envvar=ENV + "STATE_DIR",
+    required=True,
+    show_envvar=True,
+    type=click.Path(file_okay=False),
+    help="RocksDB stores, one per owned partition.",
+)
+@click.option(
+    "--manager",
+    envvar=ENV + "MANAGER",
+    default="finalizing",
+    show_default=True,
+    show_envvar=True,
+    help="Trigger manager registry key (its hooks run in the worker).",
+)
+@click.option(
+    "--group",
+    envvar=ENV + "GROUP",
+    default="stream-triggers",
+    show_default=True,
+    show_envvar=True,
+    help="Consumer group of the workers: every worker of one deployment joins the same one.",
+)
+@click.option(
+    "--import",
+    "imports",
+    envvar=ENV + "IMPORT",
+    multiple=True,
+    show_envvar=True,
+    help="Module to import first (e.g. one registering a custom manager). Repeatable.",
+)
+@click.option(
+    "--batch-size",
+    envvar=ENV + "BATCH_SIZE",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    show_envvar=True,
+    help="Most events applied per batch (one state write, one flush, one commit per batch).",
+)
+@click.option(
+    "--fetch-wait-ms",
+    envvar=ENV + "FETCH_WAIT_MS",
+    type=int,
+    default=10,
+    show_default=True,
+    show_envvar=True,
+    help="Upper bound on input latency when idle.",
+)
+@click.option(
+    "--session-timeout-ms",
+    envvar=ENV + "SESSION_TIMEOUT_MS",
+    type=int,
+    default=6000,
+    show_default=True,
+    show_envvar=True,
+    help="How soon the group notices a dead worker (joins take about half of it).",
+)
+@click.option(
+    "--metrics-port",
+    envvar=ENV + "METRICS_PORT",
+    type=int,
+    default=None,
+    show_envvar=True,
+    help="Serve /metrics, /healthz, /readyz and /sessions/<uid> (committed state) on this port.",
+)
+@click.option(
+    "--advertise",
+    envvar=ENV + "ADVERTISE",
+    default=None,
+    show_envvar=True,
+    metavar="HOST:PORT",
+    help="Where readers reach this worker's /sessions/ endpoint, written to PREFIX.owners "
+    "[default: this host's fully qualified name and the --metrics-port; no metrics port: not advertised].",
+)
+@click.option(
+    "--stats-out",
+    envvar=ENV + "STATS_OUT",
+    show_envvar=True,
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="On exit, write the worker's counters (WorkerStats) here as JSON (benchmarks read it).",
+)
+@click.option(
+    "--restore-timeout",
+    envvar=ENV + "RESTORE_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    show_default=True,
+    show_envvar=True,
+    help="Seconds a partition's state may take to restore from the changelog before the worker gives up.",
+)
+@kafka_options
+def worker(
+    bootstrap: str,
+    topic_prefix: str,
+    state_dir: str,
+    manager: str,
+    group: str,
+    imports: tuple[str, ...],
+    batch_size: int,
+    fetch_wait_ms: int,
+    session_timeout_ms: int,
+    metrics_port: int | None,
+    advertise: str | None,
+    stats_out: str | None,
+    restore_timeout: float,
+    kafka_config: dict[str, str],
+) -> None:
+    """Run a stream worker: apply trigger events to session state, publish outputs."""
+    from stream_triggers.executor import import_task_modules
+    from stream_triggers.manager import trigger_managers
+    from stream_triggers.registry import RegistryKeyError
+    from stream_triggers.stream.worker import StreamWorker, WorkerSettings
+
+    errors = import_task_modules(imports)
+    if errors:
+        fail(f"cannot import {errors}", EXIT_INPUT)
+    try:
+        trigger_managers.get_class(manager)
+    except RegistryKeyError as exc:
+        fail(str(exc).strip('"'), EXIT_INPUT)
+    if advertise is not None and (metrics_port is None or not _is_endpoint(advertise)):
+        fail(f"--advertise {advertise!r} needs HOST:PORT and a --metrics-port to serve on", EXIT_INPUT)
+    check_state_dir(state_dir)
+    check_broker(bootstrap, kafka_config)
+    settings = WorkerSettings(
+        bootstrap=bootstrap,
+        state_dir=state_dir,
+        group=group,
+        topic_prefix=topic_prefix,
+        manager=manager,
+        batch_size=batch_size,
+        fetch_wait_ms=fetch_wait_ms,
+        session_timeout_ms=session_timeout_ms,
+        restore_timeout_s=restore_timeout,
+        kafka_config=kafka_config,
+    )
+    instance = StreamWorker(settings)
+    instance.install_signal_handlers()
+    if metrics_port is not None:
+        import socket
+
+        from stream_triggers.ops.metrics import serve_worker_metrics
+        from stream_triggers.ops.queries import SESSIONS_PATH, session_route
+
+        routes = {SESSIONS_PATH: session_route(instance.served)}
+        server = serve_worker_metrics(instance, metrics_port, routes=routes)
+        # The fully qualified name: what other hosts resolve (a StatefulSet pod's is
+        # pod.service.namespace.svc..., its bare host name only resolves inside the pod).
+        settings.advertise = advertise or f"{socket.getfqdn()}:{server.port}"  # read at assignment
+    try:
+        instance.run()
+    finally:
+        if stats_out is not None:
+            import dataclasses
+
+            with open(stats_out, "w", encoding="utf-8") as out:
+                json.dump(dataclasses.asdict(instance.stats), out)
+
+
+@click.command()
+@bootstrap_option
+@prefix_option
+@click.option(
+    "--import",
+    "imports",
+    envvar=ENV + "IMPORT",
+    multiple=True,
+    show_envvar=True,
+    help="Module defining TriggerTasks (they register on import). Repeatable.",
+)
+@click.option(
+    "--runner",
+    envvar=ENV + "RUNNER",
+    default="kafka",
+    show_default=True,
+    show_envvar=True,
+    help="Serve tasks whose `using` is this runner name.",
+)
+@click.option(
+    "--group",
+    envvar=ENV + "EXECUTOR_GROUP",
+    default=None,
+    show_envvar=True,
+    help="Consumer group [default: stream-triggers-executor-RUNNER].",
+)
+@click.option(
+    "--concurrency",
+    envvar=ENV + "CONCURRENCY",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    show_envvar=True,
+    help="Tasks run at the same time (threads).",
+)
+@click.option(
+    "--session-timeout-ms",
+    envvar=ENV + "SESSION_TIMEOUT_MS",
+    type=int,
+    default=6000,
+    show_default=True,
+    show_envvar=True,
+    help="How soon the group notices a dead executor (joins take about half of it).",
+)
+@click.option(
+    "--metrics-port",
+    envvar=ENV + "METRICS_PORT",
+    type=int,
+    default=None,
+    show_envvar=True,
+    help="Serve /metrics, /healthz and /readyz on this port.",
+)
+@click.option(
+    "--max-in-flight",
+    envvar=ENV + "MAX_IN_FLIGHT",
+    type=click.IntRange(min=1),
+    default=1_000,
+    show_default=True,
+    show_envvar=True,
+    help="Requests taken and not yet reported (queued, running, cooling down) beyond which fetching pauses.",
+)
+@kafka_options
+def executor(
+    bootstrap: str,
+    topic_prefix: str,
+    imports: tuple[str, ...],
+    runner: str,
+    group: str | None,
+    concurrency: int,
+    session_timeout_ms: int,
+    metrics_port: int | None,
+    max_in_flight: int,
+    kafka_config: dict[str, str],
+) -> None:
+    """Run a task executor: run requested TriggerTasks and report their outcome."""
+    from stream_triggers.executor import ExecutorSettings, TaskExecutor
+
+    check_broker(bootstrap, kafka_config)
+    settings = ExecutorSettings(
+        bootstrap=bootstrap,
+        imports=list(imports),
+        runner=runner,
+        group=group,
+        topic_prefix=topic_prefix,
+        concurrency=concurrency,
+        max_in_flight=max_in_flight,
+        session_timeout_ms=session_timeout_ms,
+        kafka_config=kafka_config,
+    )
+    instance = TaskExecutor(settings)
+    instance.install_signal_handlers()
+    if metrics_port is not None:
+        from stream_triggers.ops.metrics import serve_executor_metrics
+
+        serve_executor_metrics(instance, metrics_port)
+    instance.run()

@@ -1,0 +1,56 @@
+"""What the tests share: processes, the broker, topic readers, waits, the application side.
+
+Test modules import from here (``from tests.support import ...``); the conftest files
+only turn these into fixtures.
+"""
+
+from .app import App, describe, uid_on_partition
+from .brokers import PARTITIONS, drop_shared_producers, fresh_topics, running_broker
+from .inprocess import BACKENDS, Session, SessionFactory, StorageFactory
+from .pipeline import SESSION_TIMEOUT_MS, Pipeline
+from .processes import CLI, Proc, cli_env, run_cli
+from .readers import (
+    Readers,
+    Record,
+    TopicReader,
+    committed_offset,
+    committed_offsets,
+    drain,
+    end_offsets,
+    kwargs_of,
+    latest_snapshots,
+    read_topic,
+)
+from .waits import WAIT_S, wait_until
+
+__all__ = [
+    "BACKENDS",
+    "CLI",
+    "PARTITIONS",
+    "SESSION_TIMEOUT_MS",
+    "WAIT_S",
+    "App",
+    "Pipeline",
+    "Proc",
+    "Readers",
+    "Record",
+    "Session",
+    "SessionFactory",
+    "StorageFactory",
+    "TopicReader",
+    "cli_env",
+    "committed_offset",
+    "committed_offsets",
+    "describe",
+    "drain",
+    "drop_shared_producers",
+    "end_offsets",
+    "fresh_topics",
+    "kwargs_of",
+    "latest_snapshots",
+    "read_topic",
+    "run_cli",
+    "running_broker",
+    "uid_on_partition",
+    "wait_until",
+]

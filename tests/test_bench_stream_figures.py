@@ -1,0 +1,54 @@
+"""The stream benchmark's bookkeeping: which engine a worker runs, figures over repeated runs, the table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+from streambench.processes import WorkerProcess
+from streambench.report import combine, report
+
+
+def _worker(tmp_path: Path, log: str, stats: dict | None = None) -> WorkerProcess:
+    worker = WorkerProcess(0, ["true"], tmp_path, tmp_path / "worker0.json")
+    worker.log_path.write_text(log)
+    if stats is not None:
+        worker.stats_path.write_text(json.dumps(stats))
+    return worker
+
+
+def test_the_engine_comes_from_the_worker_stats_first(tmp_path: Path) -> None:
+    worker = _worker(tmp_path, "worker started engine=python\n", {"engine": "native"})
+    assert worker.engine() == "native"
+
+
+@pytest.mark.parametrize(
+    ("log", "engine"),
+    [
+        ("12:00 INFO worker ready, engine=native, 4 partitions\n", "native"),
+        ('{"msg": "ready", "engine": "python"}\n', "python"),
+        ("12:00 INFO stream_triggers.engine: loaded\n", None),  # a logger name is not a report
+        ("12:00 INFO assigned partitions [0, 1]\n", None),
+    ],
+)
+def test_the_engine_comes_from_a_log_line_otherwise(tmp_path: Path, log: str, engine: str | None) -> None:
+    assert _worker(tmp_path, log, {"events_applied": 3}).engine() == engine
+
+
+def test_combine_keeps_an_engine_name_and_says_when_runs_disagree() -> None:
+    assert combine([{"engine": "python", "x": 1.0}, {"engine": "python", "x": 3.0}]) == {"engine": "python", "x": 2.0}
+    assert combine([{"engine": "python"}, {"engine": "native"}])["engine"] == "mixed: native, python"
+
+
+def test_the_table_shows_the_engine_and_bytes_per_event_with_their_ratio() -> None:
+    ours = {"engine": "python", "changelog_bytes_per_event": 180.0, "output_bytes_per_event": 140.0}
+    quix = {"engine": "quixstreams", "changelog_bytes_per_event": 7.0, "output_bytes_per_event": 170.0}
+    rows = {line.split("  ")[0]: line.split() for line in report({}, ours, quix).splitlines()[2:]}
+    assert rows["engine of the trigger worker"][-3:] == ["python", "quixstreams", "-"]
+    assert rows["changelog bytes per input event [B]"][-4:-1] == ["180.0", "7", "25.7"]
+    assert rows["output bytes per input event [B]"][-4:-1] == ["140.0", "170.0", "0.824"]
