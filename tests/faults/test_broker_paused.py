@@ -13,11 +13,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from stream import workload
-from stream.conftest import App, Readers, Workers, committed_offsets, end_offsets
-from stream.test_fencing import newest_snapshots
 
-from .brokers import RestartableBroker
+from tests.stream import workload
+from tests.support import App, Pipeline, Readers, RestartableBroker, committed_offsets, end_offsets, newest_snapshots
 
 SESSIONS = 200
 RATE = 100.0
@@ -27,13 +25,13 @@ PAUSE_S = 15.0
 @pytest.mark.broker
 @pytest.mark.slow
 def test_broker_paused_15_s_under_load_loses_nothing(
-    cluster: RestartableBroker, on_own_broker: tuple[Workers, Readers, App]
+    cluster: RestartableBroker, on_own_broker: tuple[Pipeline, Readers, App]
 ) -> None:
     """Fault: SIGSTOP of the broker for 15 s while a worker applies a steady stream of inputs."""
     workers, readers, app = on_own_broker
     results, finalized = readers["task-results"], readers["sessions"]
     expected = sum(len(workload.expected_results(i)) for i in range(SESSIONS))
-    worker = workers.start("w0", extra=["--batch-size", "64"])
+    worker = workers.worker("w0", extra=["--batch-size", "64"])
     worker.wait_assigned()
     publisher = workload.Publisher(app, workload.schedule(SESSIONS), RATE)
     results.wait_count(expected // 4, timeout=90)

@@ -18,14 +18,20 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaException
-from stream.conftest import App, Readers, WorkerProcess, Workers, latest_snapshots, wait_until
-from stream.test_fencing import newest_snapshots
 
 from stream_triggers.kafka.topics import create_topics
 from stream_triggers.manager import TriggerManager
 from stream_triggers.storages.kafka import KafkaStorage
-
-from .brokers import RestartableBroker
+from tests.support import (
+    App,
+    Pipeline,
+    Proc,
+    Readers,
+    RestartableBroker,
+    latest_snapshots,
+    newest_snapshots,
+    wait_until,
+)
 
 PARTITIONS = 4
 CONFIGURATION = {"t_a": {"after": ["x", "y"], "run": "faults.A", "using": "noop"}}
@@ -33,7 +39,7 @@ REBUILT = "rebuilding the store from the changelog"
 EXIT_FAILURE = 1
 
 
-def _before_the_loss(workers: Workers, app: App) -> None:
+def _before_the_loss(workers: Pipeline, app: App) -> None:
     """Sessions of the lost cluster, half way: x fired, y not yet (t_a waits)."""
     for k in range(8):
         app.configure(f"old-{k}", CONFIGURATION)
@@ -41,9 +47,7 @@ def _before_the_loss(workers: Workers, app: App) -> None:
     wait_until(lambda: len(latest_snapshots(app.bootstrap, app.topics)) == 8, "the lost cluster's state committed")
 
 
-def _check_the_new_cluster(
-    readers: Readers, app: App, supervise: tuple[Workers, WorkerProcess] | None = None
-) -> WorkerProcess | None:
+def _check_the_new_cluster(readers: Readers, app: App, supervise: tuple[Pipeline, Proc] | None = None) -> Proc | None:
     """Old sessions start from nothing; new sessions run to the end.
 
     With ``supervise``, a worker that exits is restarted once on its state dir (as a
@@ -60,7 +64,7 @@ def _check_the_new_cluster(
     def done(records: list[Any]) -> bool:
         nonlocal serving
         if supervise and serving is not None and not serving.running and serving is supervise[1]:
-            serving = supervise[0].start("restarted", state_dir=serving.state_dir)
+            serving = supervise[0].worker("restarted", state_dir=serving.state_dir)
         return {r.session for r in records if r["status"] == "finished"} >= {f"new-{k}" for k in range(8)}
 
     results.wait_for(done, "every new session's t_a to finish", timeout=120)
@@ -81,7 +85,7 @@ def _check_the_new_cluster(
 @pytest.mark.broker
 @pytest.mark.slow
 def test_broker_restarted_empty_under_a_running_worker_is_detected_and_rebuilt(
-    cluster: RestartableBroker, on_own_broker: tuple[Workers, Readers, App]
+    cluster: RestartableBroker, on_own_broker: tuple[Pipeline, Readers, App]
 ) -> None:
     """Fault: the broker loses everything while a worker runs; the worker must rebuild, not reuse.
 
@@ -91,12 +95,12 @@ def test_broker_restarted_empty_under_a_running_worker_is_detected_and_rebuilt(
     batch; a supervisor's restart on the same state dir must then serve everything.
     """
     workers, readers, app = on_own_broker
-    worker = workers.start("through-the-loss")
+    worker = workers.worker("through-the-loss")
     worker.wait_assigned()
     _before_the_loss(workers, app)
     assignments = worker.assignments()
 
-    cluster.restart_empty()
+    cluster.restart_empty(app)
     wait_until(lambda: not worker.running or worker.assignments() > assignments, "a rejoin or an exit", 90)
     restarted = _check_the_new_cluster(readers, app, supervise=(workers, worker))
     logs = "".join(w.log() for w in workers.started)
@@ -110,17 +114,17 @@ def test_broker_restarted_empty_under_a_running_worker_is_detected_and_rebuilt(
 @pytest.mark.broker
 @pytest.mark.slow
 def test_broker_restarted_empty_while_the_worker_was_down_is_detected_and_rebuilt(
-    cluster: RestartableBroker, on_own_broker: tuple[Workers, Readers, App]
+    cluster: RestartableBroker, on_own_broker: tuple[Pipeline, Readers, App]
 ) -> None:
     """Fault: the broker loses everything while the worker is stopped; it comes back on its state dir."""
     workers, readers, app = on_own_broker
-    worker = workers.start("before")
+    worker = workers.worker("before")
     worker.wait_assigned()
     _before_the_loss(workers, app)
     assert worker.terminate() == 0
 
-    cluster.restart_empty()
-    worker = workers.start("after", state_dir=worker.state_dir)
+    cluster.restart_empty(app)
+    worker = workers.worker("after", state_dir=worker.state_dir)
     worker.wait_assigned(timeout=90)
     _check_the_new_cluster(readers, app)
     assert REBUILT in worker.log()
@@ -137,7 +141,7 @@ def test_broker_restarted_empty_while_the_worker_was_down_is_detected_and_rebuil
     "would tell)",
 )
 def test_broker_restarted_empty_then_its_changelog_grew_past_a_stopped_workers_checkpoint(
-    cluster: RestartableBroker, on_own_broker: tuple[Workers, Readers, App]
+    cluster: RestartableBroker, on_own_broker: tuple[Pipeline, Readers, App]
 ) -> None:
     """Fault: the broker lost everything while worker A was down; B served the new cluster a while; A returns.
 
@@ -145,20 +149,20 @@ def test_broker_restarted_empty_then_its_changelog_grew_past_a_stopped_workers_c
     changelog's end: nothing marks them as another cluster's.
     """
     workers, readers, app = on_own_broker
-    first = workers.start("before")
+    first = workers.worker("before")
     first.wait_assigned()
     _before_the_loss(workers, app)
     assert first.terminate() == 0
 
-    cluster.restart_empty()
-    other = workers.start("meanwhile")
+    cluster.restart_empty(app)
+    other = workers.worker("meanwhile")
     other.wait_assigned()
     for k in range(80):  # about 20 changelog records per partition, far past A's checkpoints (a few)
         app.configure(f"filler-{k}", CONFIGURATION)
     wait_until(lambda: len(newest_snapshots(app)[0]) == 80, "the new cluster's changelog to grow")
     assert other.terminate() == 0
 
-    back = workers.start("back", state_dir=first.state_dir)
+    back = workers.worker("back", state_dir=first.state_dir)
     back.wait_assigned()
     _check_the_new_cluster(readers, app)
     assert back.terminate() == 0

@@ -14,9 +14,9 @@ import os
 import signal
 
 import pytest
-from harness import Pipeline, read_topic, uid_on_partition, wait_until
 
 from stream_triggers.types import TaskInstance
+from tests.support import Pipeline, read_topic, uid_on_partition, wait_until
 
 PARTITIONS = 4
 ALL = set(range(PARTITIONS))

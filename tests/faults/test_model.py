@@ -27,8 +27,6 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
-from stream.conftest import App, Readers, WorkerProcess, Workers, wait_until
-from stream.test_fencing import newest_snapshots
 
 from stream_triggers.engine import (
     ConfigurationUpdated,
@@ -44,6 +42,7 @@ from stream_triggers.manager import FinalizingTriggerManager
 from stream_triggers.runners.base import BaseTaskRunner
 from stream_triggers.storages.memory import MemoryStorage, MemoryStore
 from stream_triggers.types import Status, TaskInstance
+from tests.support import App, Pipeline, Proc, Readers, newest_snapshots, projection, wait_until
 
 CONFIGURATIONS: list[dict[str, dict[str, Any]]] = [
     {
@@ -89,28 +88,13 @@ class Model(FinalizingTriggerManager):
         return "kafka"
 
 
-def projection(state: Any) -> dict[str, Any]:
-    """What must be equal between the worker and the model: everything but the timestamps."""
-    if state is None:
-        return {}
-    instances = {}
-    for name, instance in state.instances.items():
-        metadata = {k: v for k, v in instance.metadata.items() if k != TaskInstance.META_TIMESTAMPS}
-        instances[name] = (str(instance.status), dict(instance.kwargs), metadata, sorted(instance.abandon_state))
-    return {
-        "tasks": sorted(state.tasks),
-        "instances": instances,
-        "latest_kwargs": {k: dict(v) for k, v in state.latest_kwargs.items()},
-    }
-
-
 class WorkerVersusModel(RuleBasedStateMachine):
     """One example: fresh sessions, operations on them, the worker crashed now and then."""
 
     app: App
-    workers: Workers
+    workers: Pipeline
     readers: Readers
-    worker: list[WorkerProcess]
+    worker: list[Proc]
     tally: defaultdict[str, int] = defaultdict(int)
     """What the examples did, over the whole run (printed at the end)."""
 
@@ -223,7 +207,7 @@ class WorkerVersusModel(RuleBasedStateMachine):
         old = self.worker[0]
         old.kill()
         state_dir = None if empty_state_dir else old.state_dir
-        self.worker[0] = self.workers.start(state_dir=state_dir)
+        self.worker[0] = self.workers.worker(state_dir=state_dir)
 
     # -- the check ---------------------------------------------------------------------
 
@@ -265,11 +249,11 @@ class WorkerVersusModel(RuleBasedStateMachine):
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_model_of_the_worker_with_crashes_matches_the_in_process_manager(
-    workers: Workers, readers: Readers, app: App
+    workers: Pipeline, readers: Readers, app: App
 ) -> None:
     """Fault: any sequence of inputs, reports, replays, skips, reconfigurations and kill -9 restarts."""
     WorkerVersusModel.app, WorkerVersusModel.workers, WorkerVersusModel.readers = app, workers, readers
-    WorkerVersusModel.worker = [workers.start()]
+    WorkerVersusModel.worker = [workers.worker()]
     WorkerVersusModel.worker[0].wait_assigned()
     run_state_machine_as_test(
         WorkerVersusModel,

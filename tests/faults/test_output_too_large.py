@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stream.conftest import App, Readers, wait_until
 
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.stream.worker import StreamWorker, WorkerSettings
+from tests.support import App, Readers, wait_until
 
 RECORD_LIMIT = 100_000
 

@@ -18,24 +18,24 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from stream import workload
-from stream.conftest import (
-    App,
-    Readers,
-    TopicReader,
-    WorkerProcess,
-    Workers,
-    committed_offsets,
-    end_offsets,
-    wait_until,
-)
-from stream.test_fencing import newest_snapshots
 
 from stream_triggers.engine import ConfigurationUpdated, Input, TriggerFired
-from stream_triggers.events.state_format import decode_state
+from stream_triggers.events.changelog_reader import ChangelogReader
+from stream_triggers.events.state_format import KIND_HEADER, KIND_WHOLE, decode_state, state_kind
 from stream_triggers.storages.base import utc_now
-
-from .test_model import projection
+from tests.stream import workload
+from tests.support import (
+    App,
+    Pipeline,
+    Proc,
+    Readers,
+    TopicReader,
+    committed_offsets,
+    end_offsets,
+    newest_snapshots,
+    projection,
+    wait_until,
+)
 
 SESSIONS = 2000
 RATE = 500.0  # events/s: 14,000 events in about 30 s
@@ -79,7 +79,7 @@ class PacedPublisher(threading.Thread):
             raise self.error
 
 
-def owns_all_split(group: list[WorkerProcess], since: dict[str, int]) -> bool:
+def owns_all_split(group: list[Proc], since: dict[str, int]) -> bool:
     """Each member was assigned again since ``since``, and together they own every partition once."""
     if any(w.assignments() <= since.get(w.name, -1) for w in group):
         return False
@@ -88,7 +88,11 @@ def owns_all_split(group: list[WorkerProcess], since: dict[str, int]) -> bool:
 
 
 def check_each_input_applied_once(app: App, events: list[Any]) -> int:
-    """Every (session, applied offset) in the whole changelog stands for one state; returns the records read."""
+    """Every (session, applied offset) in the whole changelog stands for one state; returns the records read.
+
+    A whole-session record is its state; a session header (a session stored in parts) stands
+    for the state assembled from it and its batch's instance parts, as any reader assembles it.
+    """
     offsets_of: dict[str, set[int]] = defaultdict(set)
     for record in events:
         offsets_of[record.session].add(record.offset)
@@ -97,12 +101,24 @@ def check_each_input_applied_once(app: App, events: list[Any]) -> int:
         records = reader.read_to_end(60)
     finally:
         reader.close()
+    changelog = ChangelogReader()
     states: dict[tuple[str, int], dict[str, Any]] = {}
     twice = []
     for record in records:
+        kept = changelog.add(record.key, record.raw or None, record.partition)
+        if record.type is None:
+            continue  # a tombstone (a removed instance part)
         uid, applied = record["session_uid"], record["applied_offset"]
         assert applied in offsets_of[uid], f"{uid}: a state at offset {applied}, not one of its inputs"
-        state = projection(decode_state(record["state"]))
+        kind = state_kind(record["state"])
+        if kind == KIND_WHOLE:
+            state = projection(decode_state(record["state"]))
+        elif kind == KIND_HEADER and kept is not None:
+            assembled = changelog.state(uid)
+            assert assembled is not None and assembled[1] == applied, (uid, applied)
+            state = projection(assembled[0])
+        else:
+            continue  # an instance part (its header stands for it), or a stale header
         first = states.setdefault((uid, applied), state)
         if first != state:
             twice.append((uid, applied))
@@ -114,18 +130,18 @@ def check_each_input_applied_once(app: App, events: list[Any]) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_scaling_1_to_3_to_1_workers_under_load_applies_each_input_once(
-    workers: Workers, readers: Readers, app: App
+    workers: Pipeline, readers: Readers, app: App
 ) -> None:
     """Fault: two rebalances under load, out to three workers and back to one."""
     results, finalized = readers["task-results"], readers["sessions"]
     expected = sum(len(workload.expected_results(i)) for i in range(SESSIONS))
-    first = workers.start("w0")
+    first = workers.worker("w0")
     first.wait_assigned()
     publisher = PacedPublisher(app, workload.schedule(SESSIONS))
 
     results.wait_count(expected // 5, timeout=120)
     since = {"w0": first.assignments()}
-    added = [workers.start("w1"), workers.start("w2")]
+    added = [workers.worker("w1"), workers.worker("w2")]
     wait_until(lambda: owns_all_split([first, *added], since), "three workers sharing the partitions", timeout=90)
     scaled_out_at = len(results.records)
 

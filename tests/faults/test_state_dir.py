@@ -15,34 +15,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from stream import workload
-from stream.conftest import App, Readers, WorkerProcess, Workers, committed_offsets, wait_until
-from stream.test_fencing import newest_snapshots
+
+from tests.stream import workload
+from tests.support import App, Pipeline, Proc, Readers, committed_offsets, newest_snapshots, wait_until
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 """The README's exit codes: 1 failure, 2 usage (click's code for a bad option value)."""
 BIG_FIRES = 150
-
-
-def _worker_args(workers: Workers, state_dir: Path) -> list[str]:
-    script = Path(sys.executable).with_name("stream-triggers")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "stream_triggers.cli"]
-    return [
-        *command,
-        "worker",
-        "--bootstrap",
-        workers.bootstrap,
-        "--topic-prefix",
-        workers.topics.prefix,
-        "--group",
-        workers.group,
-        "--state-dir",
-        str(state_dir),
-    ]
 
 
 def _mounts_work() -> bool:
@@ -55,29 +37,27 @@ def _mounts_work() -> bool:
 needs_mounts = pytest.mark.skipif(not _mounts_work(), reason="needs `unshare -m` (a private mount namespace)")
 
 
-def start_under_mount(workers: Workers, name: str, state_dir: Path, mount: str) -> WorkerProcess:
+def start_under_mount(workers: Pipeline, name: str, state_dir: Path, mount: str) -> Proc:
     """A worker whose state dir is covered by ``mount`` (shell commands, ``$D`` = the dir) first."""
     script = f'D="$1"; shift; {mount} || exit 97; exec "$@"'
-    args = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(state_dir)]
-    worker = WorkerProcess(name, [*args, *_worker_args(workers, state_dir)], workers.tmp_path / f"{name}.log")
-    workers.started.append(worker)
-    return worker
+    wrapper = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(state_dir)]
+    return workers.worker(name, state_dir=str(state_dir), wrapper=wrapper)
 
 
-def _exits(worker: WorkerProcess, timeout: float = 90.0) -> int:
+def _exits(worker: Proc, timeout: float = 90.0) -> int:
     try:
         return worker.process.wait(timeout)
     except subprocess.TimeoutExpired:
         raise AssertionError(f"{worker.name} kept running on an unusable state dir:\n{worker.tail()}") from None
 
 
-def _nothing_committed(app: App, workers: Workers) -> None:
+def _nothing_committed(app: App, workers: Pipeline) -> None:
     committed = committed_offsets(app.bootstrap, app.topics.events, workers.group, range(4))
     assert all(offset < 0 for offset in committed.values()), f"offsets committed: {committed}"
 
 
-def _a_usable_dir_recovers_everything(workers: Workers, readers: Readers, app: App, sessions: int) -> None:
-    good = workers.start("usable-dir")
+def _a_usable_dir_recovers_everything(workers: Pipeline, readers: Readers, app: App, sessions: int) -> None:
+    good = workers.worker("usable-dir")
     results, finalized = readers["task-results"], readers["sessions"]
     results.wait_count(sum(len(workload.expected_results(i)) for i in range(sessions)), timeout=90)
     finalized.wait_count(sessions, timeout=60)
@@ -92,14 +72,13 @@ def _a_usable_dir_recovers_everything(workers: Workers, readers: Readers, app: A
 
 @pytest.mark.broker
 @pytest.mark.slow
-def test_state_dir_is_a_file_exits_2_with_a_clear_error(workers: Workers, readers: Readers, app: App) -> None:
+def test_state_dir_is_a_file_exits_2_with_a_clear_error(workers: Pipeline, readers: Readers, app: App) -> None:
     """Fault: a file where the state dir should be: exit 2 naming it, nothing applied, nothing lost."""
     sessions = 10
     workload.publish(app, workload.schedule(sessions), rate=1000)
     path = workers.tmp_path / "not-a-dir"
     path.write_text("")
-    worker = WorkerProcess("file-dir", _worker_args(workers, path), workers.tmp_path / "file-dir.log")
-    workers.started.append(worker)
+    worker = workers.worker("file-dir", state_dir=str(path))
     assert _exits(worker) == EXIT_USAGE
     assert str(path) in worker.log() and "is a file" in worker.log(), worker.tail()
     _nothing_committed(app, workers)
@@ -109,7 +88,7 @@ def test_state_dir_is_a_file_exits_2_with_a_clear_error(workers: Workers, reader
 @pytest.mark.broker
 @pytest.mark.slow
 @needs_mounts
-def test_state_dir_read_only_exits_non_zero_with_a_clear_error(workers: Workers, readers: Readers, app: App) -> None:
+def test_state_dir_read_only_exits_non_zero_with_a_clear_error(workers: Pipeline, readers: Readers, app: App) -> None:
     """Fault: a read-only state dir: a clear error and a non-zero exit, again on a restart; nothing lost."""
     sessions = 10
     workload.publish(app, workload.schedule(sessions), rate=1000)
@@ -127,7 +106,9 @@ def test_state_dir_read_only_exits_non_zero_with_a_clear_error(workers: Workers,
 @pytest.mark.broker
 @pytest.mark.slow
 @needs_mounts
-def test_state_dir_disk_full_mid_stream_says_so_and_loses_nothing(workers: Workers, readers: Readers, app: App) -> None:
+def test_state_dir_disk_full_mid_stream_says_so_and_loses_nothing(
+    workers: Pipeline, readers: Readers, app: App
+) -> None:
     """Fault: the state dir's disk fills up while the worker applies inputs (a 1 MB tmpfs).
 
     Large inputs (300 KB of random hex each, kept as the trigger's latest kwargs; 45 MB in

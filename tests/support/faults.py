@@ -1,16 +1,20 @@
-"""A broker of a test's own, which the test can pause or replace by an empty one."""
+"""What the fault suite's tests share: a broker a test can pause or replace by an empty
+one, and the part of a session's state that two runs of the same inputs must agree on."""
 
 from __future__ import annotations
 
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from stream_triggers.kafka.topics import Topics, create_topics
 from stream_triggers.ops.broker import EmbeddedBroker, free_port
 from stream_triggers.storages import kafka as kafka_storage
+from stream_triggers.types import TaskInstance
 
-PARTITIONS = 4
+from .app import App
+from .brokers import PARTITIONS
 
 
 class RestartableBroker:
@@ -29,21 +33,25 @@ class RestartableBroker:
         log = self.tmp_path / f"tansu-{self.generation}.log"
         return EmbeddedBroker(port=self.port, log_path=log).start()
 
-    def restart_empty(self) -> None:
-        """Stop the broker (its data goes with it), start an empty one, recreate the topics."""
+    def restart_empty(self, *apps: App) -> None:
+        """Stop the broker (its data goes with it), start an empty one, recreate the topics.
+
+        The ``apps`` restart too: an idempotent producer still bound to the lost cluster
+        (theirs, or the kafka storage's process-wide one) had an event unacknowledged for
+        30 s when reused (see docs/faults.md).
+        """
         self.broker.stop(remove_log=False)
         self.generation += 1
         self.broker = self._start()
         create_topics(self.bootstrap, self.topics, partitions=PARTITIONS)
-        # The application restarts too: the kafka storage's process-wide idempotent producer,
-        # still bound to the lost cluster, had an event unacknowledged for 30 s when reused
-        # (see docs/faults.md).
+        for app in apps:
+            app.close()
         self.forget_application_producer()
 
     def forget_application_producer(self) -> None:
-        producer = kafka_storage._producers.pop(self.bootstrap, None)
-        if producer is not None:
-            producer.flush(0)
+        """Drop the kafka storage's process-wide producers bound to this broker (without waiting)."""
+        for key in [key for key in kafka_storage._producers if key[0] == self.bootstrap]:
+            kafka_storage._producers.pop(key).flush(0)
 
     def pause(self) -> None:
         """SIGSTOP the broker process: it holds every connection and answers nothing."""
@@ -59,3 +67,18 @@ class RestartableBroker:
 
     def stop(self) -> None:
         self.broker.stop(remove_log=False)
+
+
+def projection(state: Any) -> dict[str, Any]:
+    """What must be equal between two runs of the same inputs: everything but the timestamps."""
+    if state is None:
+        return {}
+    instances = {}
+    for name, instance in state.instances.items():
+        metadata = {k: v for k, v in instance.metadata.items() if k != TaskInstance.META_TIMESTAMPS}
+        instances[name] = (str(instance.status), dict(instance.kwargs), metadata, sorted(instance.abandon_state))
+    return {
+        "tasks": sorted(state.tasks),
+        "instances": instances,
+        "latest_kwargs": {k: dict(v) for k, v in state.latest_kwargs.items()},
+    }
