@@ -5,7 +5,7 @@ Fault: any interleaving of inputs, failures, retries, replays, skips, reconfigur
 
 Hypothesis drives a sequence of operations on a few fresh sessions per example.  Each
 operation is one engine input, published to the worker's ``events`` topic (as the
-``kafka`` storage does) and applied, with the very same input, to an in-process
+``kafka`` storage does, without its early check of the committed state) and applied, with the very same input, to an in-process
 ``FinalizingTriggerManager`` over the ``memory`` storage: the model.  At the end of each
 example the worker's committed state, read back from the changelog the way every reader
 does (``ChangelogReader``: newest owner wins), must equal the model's for every session,
@@ -18,6 +18,7 @@ session being finalized) is stamped with the clock of whoever applies it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ from stream_triggers.engine import (
     StatusReported,
     TriggerFired,
 )
-from stream_triggers.manager import FinalizingTriggerManager
+from stream_triggers.manager import FinalizingTriggerManager, TriggerManager
 from stream_triggers.runners.base import BaseTaskRunner
 from stream_triggers.storages.memory import MemoryStorage, MemoryStore
 from stream_triggers.types import Status, TaskInstance
@@ -126,7 +127,9 @@ class WorkerVersusModel(RuleBasedStateMachine):
         except EngineError:
             self.rejected[uid] += 1
             self.tally["rejected (dead letter)"] += 1
-        self.app.submit(uid, event)
+        # Published as is: the worker, not the kafka storage's early check of the committed
+        # state (check_committed), is what must refuse an input the engine rejects.
+        TriggerManager(self.app.storage(uid, check_committed=False)).submit(event)
 
     def instances(self, uid: str, *statuses: Status) -> list[str]:
         state = self.state(uid)
@@ -226,21 +229,35 @@ class WorkerVersusModel(RuleBasedStateMachine):
             raise AssertionError(f"worker (left) and model (right) differ: {diff}") from None
 
         runs = self.readers["task-runs"]
+        mine = {key for key in self.requests.requested if key[0] in self.uids}
+        # A rejected input changes no state: the committed state can equal the model's before the
+        # worker reached the last inputs, so wait for their outputs, then for the topics to settle.
+        with contextlib.suppress(AssertionError):  # on a timeout, the checks below say what is missing
+            runs.wait_for(lambda records: mine <= {(r.session, r["instance"]) for r in records}, "the task runs", 60)
         runs.settle(quiet_s=0.5)
         by_instance: dict[tuple[str, str], set[str]] = defaultdict(set)
         for record in runs.records:
             if record.session in self.uids:
                 by_instance[(record.session, record["instance"])].add(record["event_id"])
-        mine = {key for key in self.requests.requested if key[0] in self.uids}
         assert set(by_instance) == mine, f"task runs published {sorted(by_instance)}, requested {sorted(mine)}"
         # A retry or a replay runs a new instance: an instance is requested by one input only.
         twice = {key: ids for key, ids in by_instance.items() if len(ids) > 1}
         assert not twice, f"instances requested by different inputs: {twice}"
 
         dead = self.readers["dead-letter"]
+
+        def dead_letters(uid: str, records: list[Any]) -> set[tuple[int, int]]:
+            return {(r["partition"], r["offset"]) for r in records if r.key == uid.encode()}
+
+        with contextlib.suppress(AssertionError):
+            dead.wait_for(
+                lambda records: all(len(dead_letters(uid, records)) >= self.rejected[uid] for uid in self.uids),
+                "a dead letter for every rejected input",
+                60,
+            )
         dead.settle(quiet_s=0.5)
         for uid in self.uids:
-            offsets = {(r["partition"], r["offset"]) for r in dead.records if r.key == uid.encode()}
+            offsets = dead_letters(uid, dead.records)
             rejected = self.rejected[uid]
             assert len(offsets) == rejected, f"{uid}: {len(offsets)} dead letters, {rejected} expected"
 

@@ -22,8 +22,9 @@ import pytest
 from tests.stream import workload
 from tests.support import App, Pipeline, Proc, Readers, committed_offsets, newest_snapshots, wait_until
 
-EXIT_FAILURE, EXIT_USAGE = 1, 2
-"""The README's exit codes: 1 failure, 2 usage (click's code for a bad option value)."""
+EXIT_FAILURE, EXIT_USAGE, EXIT_INPUT = 1, 2, 5
+"""The README's exit codes: 1 failure, 2 usage (click's code for a bad option value), 5 invalid input
+(the CLI's own check that the state dir is writable)."""
 BIG_FIRES = 150
 
 
@@ -97,7 +98,7 @@ def test_state_dir_read_only_exits_non_zero_with_a_clear_error(workers: Pipeline
     read_only = 'mount --bind "$D" "$D" && mount -o remount,bind,ro "$D"'
     for attempt in range(2):  # the restart of a crash loop fails the same way
         worker = start_under_mount(workers, f"read-only-{attempt}", state_dir, read_only)
-        assert _exits(worker) == EXIT_FAILURE, worker.tail()
+        assert _exits(worker) == EXIT_INPUT, worker.tail()
         assert "Read-only file system" in worker.log() and str(state_dir) in worker.log(), worker.tail()
         _nothing_committed(app, workers)
     _a_usable_dir_recovers_everything(workers, readers, app, sessions)
