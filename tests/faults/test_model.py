@@ -5,8 +5,9 @@ Fault: any interleaving of inputs, failures, retries, replays, skips, reconfigur
 
 Hypothesis drives a sequence of operations on a few fresh sessions per example.  Each
 operation is one engine input, published to the worker's ``events`` topic (as the
-``kafka`` storage does, without its early check of the committed state) and applied, with the very same input, to an in-process
-``FinalizingTriggerManager`` over the ``memory`` storage: the model.  At the end of each
+``kafka`` storage does, without its early check of the committed state) and applied,
+with the very same input, to an in-process ``FinalizingTriggerManager`` over the
+``memory`` storage: the model.  At the end of each
 example the worker's committed state, read back from the changelog the way every reader
 does (``ChangelogReader``: newest owner wins), must equal the model's for every session,
 and the outputs must be consistent: every task run the model requested was published at
