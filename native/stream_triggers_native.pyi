@@ -1,9 +1,12 @@
 """Type stubs of the native core (see native/src/binding.rs)."""
 
+from typing import Any
+
 __version__: str
 
 Outcome = (
-    tuple[str, str, list[tuple[str, bytes]]]  # ("applied", type_name, [(topic, value), ...])
+    # ("applied", type_name, [(topic, value, status or None), ...], produced_at)
+    tuple[str, str, list[tuple[str, bytes, str | None]], int]
     | tuple[str, str]  # ("skipped", type_name) or ("python", why)
     | tuple[str, str, str]  # ("dead", reason, message)
 )
@@ -16,5 +19,19 @@ class NativeCore:
     def state_json(self, uid: str) -> str | None: ...
     def applied_offset(self, uid: str) -> int: ...
     def clear(self) -> None: ...
+    def load(
+        self,
+        uid: str,
+        applied_offset: int,
+        tasks: list[tuple[str, dict[str, Any]]],
+        instances: list[tuple[str, str, str, dict[str, Any], dict[str, Any], list[str]]],
+        latest_kwargs: dict[str, Any],
+        metadata: dict[str, Any],
+    ) -> None: ...
+    def export(self, uid: str) -> tuple[list[Any], list[Any], dict[str, Any], dict[str, Any]] | None: ...
+    def export_rows(self, uid: str) -> list[Any] | None: ...
+    def forget(self, uids: list[str]) -> None: ...
+    def held(self) -> list[str]: ...
+    def __len__(self) -> int: ...
 
 def fingerprints() -> list[tuple[str, str, bytes]]: ...

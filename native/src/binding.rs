@@ -1,18 +1,25 @@
 //! The Python face: one call per batch, bytes in, output records out; the GIL is released
 //! while Rust works.  Nothing Python is kept inside Rust beyond a call.
 
+use std::collections::HashSet;
+
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::avro::SCHEMAS;
-use crate::shell::{Core, Manager, Outcome, Topic};
+use crate::pystate;
+use crate::shell::{Core, Entry, Manager, Outcome, Topic};
 use crate::value::{dumps, Map, Style, Value};
+
+/// The reason given for a session's inputs after one handed to Python in the same batch.
+const AFTER_HANDED: &str = "after an input of its session handed to Python";
 
 /// The worker's session states and rules for the partitions it owns.
 #[pyclass(module = "stream_triggers_native")]
 struct NativeCore {
     core: Core,
     topics: [String; 3],
+    task_rows: pystate::TaskRows,
 }
 
 type RawInput = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
@@ -39,12 +46,14 @@ impl NativeCore {
         Ok(NativeCore {
             core: Core::new(kind, manager),
             topics: [task_runs, task_results, sessions],
+            task_rows: pystate::TaskRows::default(),
         })
     }
 
     /// Apply a batch of `(offset, key, value)` records of one partition, in order.
     ///
-    /// Returns one tuple per record: `("applied", type_name, [(topic, value), ...])`,
+    /// Returns one tuple per record: `("applied", type_name, [(topic, value, status), ...], produced_at)`
+    /// (`status`: the one an `InstanceStatusChanged` announces, else None),
     /// `("skipped", type_name)`, `("dead", reason, message)` or `("python", why)`.
     fn apply_batch<'py>(
         &mut self,
@@ -55,29 +64,46 @@ impl NativeCore {
     ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let core = &mut self.core;
         let outcomes: Vec<Outcome> = py.allow_threads(|| {
-            records
-                .iter()
-                .map(|(offset, key, value)| {
-                    core.apply(partition, *offset, key.as_deref(), value.as_deref(), now_us)
-                })
-                .collect()
+            // Once an input of a session is handed to Python, so are its later ones in the
+            // batch: they must apply on top of it, and the Python engine applies it.
+            let mut handed: HashSet<&[u8]> = HashSet::new();
+            let mut outcomes = Vec::with_capacity(records.len());
+            for (offset, key, value) in &records {
+                let key = key.as_deref();
+                if key.is_some_and(|k| handed.contains(k)) {
+                    outcomes.push(Outcome::Python(AFTER_HANDED.into()));
+                    continue;
+                }
+                let outcome = core.apply(partition, *offset, key, value.as_deref(), now_us);
+                if let (Outcome::Python(_), Some(key)) = (&outcome, key) {
+                    handed.insert(key);
+                }
+                outcomes.push(outcome);
+            }
+            outcomes
         });
         outcomes
             .into_iter()
             .map(|outcome| match outcome {
-                Outcome::Applied { type_name, outputs } => {
+                Outcome::Applied {
+                    type_name,
+                    outputs,
+                    at,
+                } => {
                     let records: Vec<Bound<'py, PyTuple>> = outputs
                         .iter()
                         .map(|(topic, value)| {
-                            let name = match topic {
-                                Topic::TaskRuns => &self.topics[0],
-                                Topic::TaskResults => &self.topics[1],
-                                Topic::Sessions => &self.topics[2],
+                            let (name, status) = match topic {
+                                Topic::TaskRuns => (&self.topics[0], None),
+                                Topic::TaskResults(status) => {
+                                    (&self.topics[1], Some(status.as_str()))
+                                }
+                                Topic::Sessions => (&self.topics[2], None),
                             };
-                            (name.as_str(), PyBytes::new(py, value)).into_pyobject(py)
+                            (name.as_str(), PyBytes::new(py, value), status).into_pyobject(py)
                         })
                         .collect::<PyResult<_>>()?;
-                    ("applied", type_name, records).into_pyobject(py)
+                    ("applied", type_name, records, at).into_pyobject(py)
                 }
                 Outcome::Skipped { type_name } => ("skipped", type_name).into_pyobject(py),
                 Outcome::Dead(rejection) => {
@@ -102,6 +128,72 @@ impl NativeCore {
     /// Forget every session (a rebalance took the partitions away).
     fn clear(&mut self) {
         self.core.sessions.clear();
+    }
+
+    /// Hold `uid`'s state, given as its parts (see `pystate`), replacing any held before.
+    ///
+    /// Raises ValueError for a state the core does not model (the session then stays on
+    /// the Python engine); nothing is held then.
+    #[allow(clippy::too_many_arguments)]
+    fn load<'py>(
+        &mut self,
+        py: Python<'py>,
+        uid: String,
+        applied_offset: i64,
+        tasks: Vec<(String, Bound<'py, PyAny>)>,
+        instances: Vec<pystate::InstanceRow<'py>>,
+        latest_kwargs: Bound<'py, PyAny>,
+        metadata: Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let clock = pystate::Clock::new(py)?;
+        let state = pystate::import(&clock, tasks, instances, &latest_kwargs, &metadata)?;
+        self.core.sessions.insert(
+            uid,
+            Entry {
+                state,
+                applied_offset,
+            },
+        );
+        Ok(())
+    }
+
+    /// `(tasks, instances, latest_kwargs, metadata)` of a held session, or None.
+    fn export<'py>(&self, py: Python<'py>, uid: &str) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        self.core
+            .sessions
+            .get(uid)
+            .map(|entry| pystate::export(py, entry))
+            .transpose()
+    }
+
+    /// The body of the current state format for a held session (see `pystate::export_rows`), or None.
+    fn export_rows<'py>(
+        &mut self,
+        py: Python<'py>,
+        uid: &str,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let task_rows = &mut self.task_rows;
+        self.core
+            .sessions
+            .get(uid)
+            .map(|entry| pystate::export_rows(py, entry, task_rows))
+            .transpose()
+    }
+
+    /// Stop holding these sessions (evicted from the worker's cache, or handed to Python).
+    fn forget(&mut self, uids: Vec<String>) {
+        for uid in uids {
+            self.core.sessions.remove(&uid);
+        }
+    }
+
+    /// The uids of every session held.
+    fn held(&self) -> Vec<String> {
+        self.core.sessions.keys().cloned().collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.core.sessions.len()
     }
 }
 

@@ -18,3 +18,5 @@ pub mod value;
 
 #[cfg(feature = "python")]
 mod binding;
+#[cfg(feature = "python")]
+mod pystate;

@@ -24,7 +24,8 @@ pub enum Manager {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Topic {
     TaskRuns,
-    TaskResults,
+    /// An `InstanceStatusChanged` record announcing this status (the worker counts them).
+    TaskResults(Status),
     Sessions,
 }
 
@@ -37,6 +38,8 @@ pub enum Outcome {
     Applied {
         type_name: &'static str,
         outputs: Vec<Output>,
+        /// The input's `produced_at` (µs), for the worker's latency histogram.
+        at: i64,
     },
     /// Its offset was applied to the session before (a re-delivery).
     Skipped { type_name: &'static str },
@@ -128,7 +131,8 @@ impl Sink<'_> {
                         .str(instance.status.as_str())
                         .opt_str(previous.map(Status::as_str))
                         .str(&metadata);
-                    self.outputs.push((Topic::TaskResults, writer.finish()));
+                    self.outputs
+                        .push((Topic::TaskResults(instance.status), writer.finish()));
                 }
                 Effect::Fired { trigger } if trigger == SESSION_FINALIZED => {
                     let mut writer = self.envelope("SessionFinalized");
@@ -218,6 +222,8 @@ fn metadata_json(metadata: &Map) -> Result<String, Refusal> {
 enum Work {
     Input(Input),
     PostFire(String),
+    /// The finalizing manager's `_post_resolve`: an input resolved instances without a fire.
+    PostResolve,
 }
 
 impl Core {
@@ -314,7 +320,11 @@ impl Core {
         }
         entry.applied_offset = offset;
         let outputs = sink.outputs;
-        Outcome::Applied { type_name, outputs }
+        Outcome::Applied {
+            type_name,
+            outputs,
+            at,
+        }
     }
 }
 
@@ -342,8 +352,10 @@ impl Rules<'_> {
                     more.reverse();
                     stack.extend(more);
                 }
-                Work::PostFire(trigger) => {
-                    if trigger != SESSION_FINALIZED && ready_to_finalize(state) {
+                Work::PostFire(_) | Work::PostResolve => {
+                    let after_finalized =
+                        matches!(&item, Work::PostFire(t) if t == SESSION_FINALIZED);
+                    if !after_finalized && ready_to_finalize(state) {
                         let fire = Input::Fire {
                             trigger: SESSION_FINALIZED.into(),
                             kwargs: Map::new(),
@@ -368,6 +380,14 @@ impl Rules<'_> {
         sink.effects(&effects)?;
         let mut work = Vec::new();
         let mut inline = Vec::new();
+        let post_resolve = self.manager == Manager::Finalizing
+            && effects.iter().any(|e| {
+                matches!(e, Effect::Changed { instance, previous }
+                    if instance.status.is_resolved() && !previous.is_some_and(Status::is_resolved))
+            })
+            && !effects
+                .iter()
+                .any(|e| matches!(e, Effect::Fired { .. } | Effect::Cascade { .. }));
         for effect in effects {
             match effect {
                 Effect::Run(instance) => {
@@ -394,6 +414,9 @@ impl Rules<'_> {
                 }
                 _ => {}
             }
+        }
+        if post_resolve {
+            work.push(Work::PostResolve);
         }
         work.extend(inline);
         Ok(work)

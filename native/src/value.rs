@@ -13,7 +13,8 @@ pub type Map = IndexMap<String, Value>;
 
 /// The tag jsonx uses for values JSON lacks (`{"$st": tag, "v": value}`).
 pub const TAG: &str = "$st";
-const MAX_DEPTH: usize = 200;
+/// Below the Python engine's `MAX_PAYLOAD_DEPTH` (64): deeper payloads are its to refuse.
+const MAX_DEPTH: usize = 60;
 const MAX_INT_DIGITS: usize = 4300; // Python's int-from-text limit
 
 #[derive(Clone, Debug, PartialEq)]
@@ -206,7 +207,9 @@ impl Parser<'_> {
         }
         match digits.parse::<i64>() {
             Ok(i) => Ok(Value::Int(i)),
-            Err(_) => Ok(Value::BigInt(digits.to_string())),
+            Err(_) if digits.parse::<u64>().is_ok() => Ok(Value::BigInt(digits.to_string())),
+            // The Python engine refuses it with the path to it (engine/payloads.py): its words.
+            Err(_) => Err(JsonError::Unsupported("an integer beyond 64 bits".into())),
         }
     }
 

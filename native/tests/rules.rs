@@ -47,7 +47,9 @@ impl Session {
                     let text = |name| record.str(name).unwrap_or_default().to_string();
                     match topic {
                         Topic::TaskRuns => ("run".into(), text("instance"), String::new()),
-                        Topic::TaskResults => ("result".into(), text("instance"), text("status")),
+                        Topic::TaskResults(_) => {
+                            ("result".into(), text("instance"), text("status"))
+                        }
                         Topic::Sessions => ("finalized".into(), String::new(), String::new()),
                     }
                 })

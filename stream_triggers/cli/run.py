@@ -190,6 +190,16 @@ def _is_endpoint(text: str) -> bool:
     show_envvar=True,
     help="Seconds a partition's state may take to restore from the changelog before the worker gives up.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "native", "python"]),
+    default="auto",
+    show_default=True,
+    envvar="STREAM_TRIGGERS_ENGINE",
+    show_envvar=True,
+    help="What applies inputs: the native core (Rust), the Python engine, or auto "
+    "(native when installed and the manager is a built-in one).",
+)
 @kafka_options
 def worker(
     bootstrap: str,
@@ -205,9 +215,11 @@ def worker(
     advertise: str | None,
     stats_out: str | None,
     restore_timeout: float,
+    engine: str,
     kafka_config: dict[str, str],
 ) -> None:
     """Run a stream worker: apply trigger events to session state, publish outputs."""
+    from stream_triggers.engine.native import NativeUnavailable
     from stream_triggers.executor import import_task_modules
     from stream_triggers.manager import trigger_managers
     from stream_triggers.registry import RegistryKeyError
@@ -234,9 +246,13 @@ def worker(
         fetch_wait_ms=fetch_wait_ms,
         session_timeout_ms=session_timeout_ms,
         restore_timeout_s=restore_timeout,
+        engine=engine,
         kafka_config=kafka_config,
     )
-    instance = StreamWorker(settings)
+    try:
+        instance = StreamWorker(settings)
+    except NativeUnavailable as exc:
+        fail(str(exc), EXIT_INPUT)
     instance.install_signal_handlers()
     if metrics_port is not None:
         import socket

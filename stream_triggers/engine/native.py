@@ -44,13 +44,17 @@ def available() -> bool:
 def choose(requested: str | None = None, manager: str = "default") -> str:
     """``"native"`` or ``"python"``: ``requested`` (else ``$STREAM_TRIGGERS_ENGINE``), else native if it can run.
 
+    ``"auto"`` (or nothing asked) means: native if it can run.
+
     The native core runs the built-in managers only; a custom manager (Python hooks) runs
     on the Python engine.  Asking for ``native`` where it cannot run raises
     :class:`NativeUnavailable` rather than quietly running Python.
     """
     wanted = requested or os.environ.get(ENGINE_ENV) or None
+    if wanted == "auto":
+        wanted = None
     if wanted is not None and wanted not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {wanted!r}")
+        raise ValueError(f"engine must be one of {', '.join((*ENGINES, 'auto'))}, not {wanted!r}")
     can_run = available() and manager in BUILT_IN_MANAGERS
     if wanted == "native" and not can_run:
         why = "it is not installed (build it: pip install ./native)" if not available() else f"manager {manager!r}"

@@ -150,11 +150,12 @@ def _create_instances(
         if metadata is None:
             metadata = {_META_TIMESTAMPS: {_CREATED: at, _LAST_MODIFIED: at}}
         # A new instance inherits every earlier-fired trigger it waits for (or is
-        # abandoned by), so instance kwargs hold only triggers that really fired.
+        # abandoned by), so instance kwargs hold only triggers that really fired; in
+        # sorted order, so the kwargs (and the state bytes) do not depend on the hash seed.
         after = config.after
         inherited = kwargs_by_after.get(after)
         if inherited is None:
-            inherited = kwargs_by_after[after] = {t: latest[t] for t in after if t != trigger and t in latest}
+            inherited = kwargs_by_after[after] = {t: latest[t] for t in sorted(after) if t != trigger and t in latest}
             if trigger in after:
                 inherited[trigger] = kwargs
         unless = config.unless

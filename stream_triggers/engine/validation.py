@@ -88,8 +88,10 @@ def _share_trigger_sets(configs: Any) -> None:
 
 
 def _shared_key(configuration: Mapping[str, Any]) -> str | None:
+    # Not sort_keys: task order decides the order a fire settles tasks in, so a
+    # configuration equal to an earlier one but in another order must not share its configs.
     try:
-        return json.dumps(configuration, sort_keys=True, allow_nan=False)
+        return json.dumps(configuration, allow_nan=False)
     except (TypeError, ValueError, RecursionError):  # not plain JSON: build it afresh, let validation speak
         return None
 

@@ -125,7 +125,12 @@ def input_from_record(type_name: str, record: dict[str, Any]) -> Input:
     convert = _TO_INPUT.get(type_name)
     if convert is None:
         raise InvalidPayload(f"{type_name} records do not belong on the events topic")
-    return convert(record, datetime_from_us(record["produced_at"]))
+    at = record["produced_at"]
+    try:
+        produced_at = datetime_from_us(at)
+    except OverflowError:
+        raise InvalidPayload(f"produced_at {at} is outside the years 1-9999") from None
+    return convert(record, produced_at)
 
 
 def _dump(value: Mapping[str, Any] | None) -> str | None:

@@ -91,6 +91,11 @@ WORKER_METRICS: Mapping[str, tuple[str, str]] = {
     _W + "offset_gaps": ("counter", "Fetches that skipped events offsets and were re-read from the gap."),
     _W + "ready": ("gauge", "1 once the worker owns its partitions and has restored them, else 0."),
     _W + "last_event_timestamp_seconds": ("gauge", "Unix time the worker last finished applying a batch."),
+    _W + "info": ("gauge", "Always 1; the label engine says which engine applies inputs (native or python)."),
+    _W + "engine_fallbacks": (
+        "counter",
+        "Inputs a native worker handed to the Python engine, by reason (0 with the built-in managers).",
+    ),
 }
 """Metric name (as in PromQL, without ``_total``/``_bucket`` suffixes) -> (type, help)."""
 
@@ -224,6 +229,13 @@ class WorkerCollector(Collector):
         yield _single(_gauge(m, _W + "ready"), 1 if self.worker.ready.is_set() else 0)
         if stats.last_event_at is not None:
             yield _single(_gauge(m, _W + "last_event_timestamp_seconds"), stats.last_event_at)
+        info = _gauge(m, _W + "info", ["engine"])
+        info.add_metric([getattr(stats, "engine", "python")], 1)
+        yield info
+        fallbacks = _counter(m, _W + "engine_fallbacks", ["reason"])
+        for reason, count in sorted(getattr(stats, "engine_fallbacks", {}).copy().items()):
+            fallbacks.add_metric([reason], count)
+        yield fallbacks
 
 
 class ExecutorCollector(Collector):

@@ -59,6 +59,18 @@ class InputApplier:
         """Inputs are stamped with their event's ``produced_at``: replays stay deterministic."""
         return self._event_at
 
+    engine = "python"
+
+    def apply_batch(self, partition: Partition, records: list[tuple[int, bytes | None, bytes | None]]) -> list[Output]:
+        """Apply one partition's ``(offset, key, value)`` records in order (the engines' common seam)."""
+        outputs: list[Output] = []
+        for offset, key, value in records:
+            outputs.extend(self.apply(partition, offset, key, value))
+        return outputs
+
+    def settle(self, partitions: list[Partition]) -> None:
+        """After a checkpoint (nothing to do: the Python engine's sessions live in the partitions)."""
+
     def apply(self, partition: Partition, offset: int, key: bytes | None, value: bytes | None) -> list[Output]:
         """Apply one input; return its output records (or its dead letter)."""
         stats = self.stats

@@ -41,6 +41,9 @@ class WorkerSettings:
     max_record_bytes: int = 1_000_000
     """The broker's (and producer's) record size limit: an input whose output record would
     be larger is dead-lettered (``output_too_large``); dead letters are cut to fit."""
+    engine: str | None = None
+    """``native``, ``python`` or ``auto`` (native when installed and the manager is a built-in one);
+    None: ``$STREAM_TRIGGERS_ENGINE``, else auto."""
     kafka_config: dict[str, Any] = field(default_factory=dict)
     """The user's librdkafka settings (security, timeouts...), for every client the worker builds."""
     consumer_config: dict[str, Any] = field(default_factory=dict)
@@ -80,3 +83,5 @@ class WorkerStats:
     owned_partitions: int = 0
     consumer_lag: dict[int, int] = field(default_factory=dict)  # owned partition -> records behind, ~1 s old
     produced: OutputCounts = field(default_factory=OutputCounts)  # task runs, statuses, finalized sessions
+    engine: str = "python"  # the engine applying inputs: "native" or "python"
+    engine_fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> inputs a native worker gave Python

@@ -27,7 +27,7 @@ from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager, trigger_managers
 from stream_triggers.ops.lifecycle import Lifecycle
 from stream_triggers.stream.checkpoint import Checkpoint, PartitionsLost
-from stream_triggers.stream.inputs import InputApplier
+from stream_triggers.stream.native_engine import new_applier
 from stream_triggers.stream.outputs import OutputSink
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.queries import OwnerAdvertiser, ServedState
@@ -62,7 +62,8 @@ class StreamWorker(Lifecycle):
         self._partitions: dict[int, Partition] = {}
         self._generation = -1  # the consumer group generation of the current assignment
         self._sink = OutputSink(self.topics, self.stats.produced)
-        self._applier = InputApplier(self.manager_class, self._sink, self.stats, settings)
+        self._applier = new_applier(settings, self.manager_class, self.topics, self._sink, self.stats)
+        self.stats.engine = self._applier.engine
         os.makedirs(settings.state_dir, exist_ok=True)
         bootstrap, group = settings.bootstrap, settings.group
         # The user's kafka_config reaches every client; consumer_config / producer_config
@@ -110,7 +111,13 @@ class StreamWorker(Lifecycle):
         self._consumer.subscribe(
             [self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
-        log.info("worker started: group=%s topics=%s", settings.group, self.topics.events)
+        log.info(
+            "worker started: group=%s topics=%s engine=%s",
+            settings.group,
+            self.topics.events,
+            self.stats.engine,
+            extra={"engine": self.stats.engine},
+        )
         lag_due = 0.0
         try:
             while not self.stopping:
@@ -259,7 +266,7 @@ class StreamWorker(Lifecycle):
         partitions = self._partitions
         produce = self._producer.produce
         on_delivery = self._checkpoint.on_output_delivery
-        apply = self._applier.apply
+        pending: dict[Partition, list[tuple[int, bytes | None, bytes | None]]] = {}
         for message in messages:
             error = message.error()
             if error is not None:
@@ -284,7 +291,12 @@ class StreamWorker(Lifecycle):
                 partition.committed = offset  # nothing before it is pending: safe to commit (and probe with)
             partition.next_offset = offset + 1
             partition.commit_offset = offset + 1
-            for topic, key, value in apply(partition, offset, message.key(), message.value()):
+            records = pending.get(partition)
+            if records is None:
+                records = pending[partition] = []
+            records.append((offset, message.key(), message.value()))
+        for partition, records in pending.items():
+            for topic, key, value in self._applier.apply_batch(partition, records):
                 produce(topic, value, key, on_delivery=on_delivery)
         stats.last_event_at = time.time()
         stats.cpu_last = time.process_time()
@@ -297,6 +309,7 @@ class StreamWorker(Lifecycle):
         limit = max(100, self.settings.session_cache_size // max(1, len(partitions)))
         for partition in partitions.values():
             partition.trim(limit)
+        self._applier.settle(list(partitions.values()))
         self._observe_batch(len(messages), started)
         if self.on_batch is not None:
             self.on_batch(self)

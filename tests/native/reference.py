@@ -1,9 +1,9 @@
 """The Python side of the differential tests: what the worker does with one ``events`` record.
 
-``PythonSide.apply`` follows ``StreamWorker._apply`` step for step (key, decode, key match,
-already-applied offset, input, manager, sink), without Kafka, and answers in the native
-core's terms (``("applied", type, outputs)``, ``("skipped", type)``, ``("dead", reason,
-message)``), so both engines can be fed the same records and compared input by input.
+``PythonSide.apply`` runs the worker's own :class:`~stream_triggers.stream.inputs.InputApplier`
+over a partition without a store (no Kafka, no RocksDB) and answers in the native core's
+terms (``("applied", type, outputs)``, ``("skipped", type)``, ``("dead", reason, message)``),
+so both engines can be fed the same records and compared input by input.
 """
 
 from __future__ import annotations
@@ -12,75 +12,62 @@ import json
 import math
 from datetime import datetime
 from typing import Any
+from unittest import mock
 
-from stream_triggers.engine import EngineError, SessionState, validation
-from stream_triggers.events.codec import CodecError, decode
-from stream_triggers.events.records import input_from_record, us_from_datetime
-from stream_triggers.events.state_format import StateFormatError
+from stream_triggers.engine import SessionState
+from stream_triggers.events.codec import decode
+from stream_triggers.events.records import us_from_datetime
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import trigger_managers
-from stream_triggers.stream.inputs import Rejected, reason_of
+from stream_triggers.stream import inputs
+from stream_triggers.stream.inputs import InputApplier
 from stream_triggers.stream.outputs import OutputSink
-from stream_triggers.stream.partition import SessionEntry
-from stream_triggers.stream.session import WorkerRunners, WorkerSessionStorage
+from stream_triggers.stream.partition import Partition, SessionEntry
+from stream_triggers.stream.settings import WorkerSettings, WorkerStats
 
 TOPICS = Topics(prefix="triggers")
 
 
+class NoStore:
+    """A partition store that never held anything (every session starts new)."""
+
+    def get(self, uid: str) -> None:
+        return None
+
+    def read_session(self, uid: str) -> None:
+        return None
+
+    def quarantined(self, uid: str) -> None:
+        return None
+
+
 class PythonSide:
-    """Session entries and the configured manager, as one worker partition holds them."""
+    """One worker partition on the Python engine, fed records one at a time."""
 
     def __init__(self, manager: str = "default") -> None:
-        self.manager_class = trigger_managers.get_class(manager)
-        self.sessions: dict[str, SessionEntry] = {}
-        self.sink = OutputSink(TOPICS)
-        self.runners = WorkerRunners(self.sink)
-        self._event_at: datetime | None = None
+        self.stats = WorkerStats()
+        settings = WorkerSettings(bootstrap="", state_dir="", manager=manager)
+        self.applier = InputApplier(trigger_managers.get_class(manager), OutputSink(TOPICS), self.stats, settings)
+        self.partition = Partition(0, NoStore())  # type: ignore[arg-type]
+
+    @property
+    def sessions(self) -> dict[str, SessionEntry]:
+        """Sessions an input was applied to (an entry a refused input made is not a session yet)."""
+        return {uid: e for uid, e in self.partition.sessions.items() if e.applied_offset >= 0}
 
     def apply(self, partition: int, offset: int, key: bytes | None, value: bytes | None, now_us: int) -> tuple:
-        # A configuration equal (keys sorted) to one built before comes back from a process-wide
-        # cache in that earlier payload's task order, and task order decides the order a fire
-        # settles tasks in.  The reference runs cold, so the order is this payload's own.
-        validation._shared.clear()
-        try:
-            if key is None:
-                raise Rejected("missing_key", "events records must be keyed by session UID")
-            uid = key.decode()
-            type_name, record = decode(value or b"")
-            if record.get("session_uid") != uid:
-                raise Rejected(
-                    "key_mismatch", f"record session_uid {record.get('session_uid')!r} differs from key {uid!r}"
-                )
-            entry = self.sessions.get(uid) or SessionEntry()
-            if offset <= entry.applied_offset:
-                return ("skipped", type_name)
-            try:
-                event = input_from_record(type_name, record)
-            except OverflowError as exc:
-                # A produced_at beyond the years 1-9999 escapes the worker's handler today (a bug
-                # in records.datetime_from_us, reported); the native core dead-letters it.
-                at = record["produced_at"]
-                raise Rejected("invalid_payload", f"produced_at {at} is outside the years 1-9999") from exc
-        except Rejected as exc:
-            return ("dead", exc.reason, str(exc))
-        except (CodecError, EngineError, StateFormatError, UnicodeDecodeError) as exc:
-            return ("dead", reason_of(exc), str(exc))
-        sink = self.sink
-        sink.begin(uid, key, record["event_id"], record["produced_at"], f"{partition}:{offset}", now_us)
-        before = entry.state
-        self._event_at = event.at
-        manager = self.manager_class(
-            WorkerSessionStorage(uid, entry), runners=self.runners, clock=lambda: self._event_at, observer=sink.effects
-        )
-        try:
-            manager.submit(event)
-        except Exception as exc:
-            entry.state = before
-            sink.discard()
-            return ("dead", reason_of(exc), str(exc))
-        entry.applied_offset = offset
-        self.sessions[uid] = entry
-        return ("applied", type_name, [(topic, value) for topic, _key, value in sink.outputs])
+        self.partition.number = partition
+        applied, skipped = self.stats.events_applied, self.stats.events_skipped_applied
+        with mock.patch.object(inputs, "now_us", lambda: now_us):
+            outputs = self.applier.apply(self.partition, offset, key, value)
+        self.partition.dirty.clear()
+        if self.stats.events_skipped_applied > skipped:
+            return ("skipped", decode(value or b"")[0])
+        if self.stats.events_applied > applied:
+            return ("applied", decode(value or b"")[0], [(topic, value) for topic, _key, value in outputs])
+        [(_topic, _key, dead)] = outputs
+        record = decode(dead)[1]
+        return ("dead", record["reason"], record["error"])
 
     def state(self, uid: str) -> Any:
         entry = self.sessions.get(uid)

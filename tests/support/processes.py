@@ -33,7 +33,9 @@ CLI = _cli()
 
 def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a CLI process: no STREAM_TRIGGERS_* leaking in from outside."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_TRIGGERS_")}
+    # The engine the test run asked for (tests/conftest.py) and the fault suite's injections.
+    keep = ("STREAM_TRIGGERS_ENGINE",)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_TRIGGERS_") or k in keep}
     env.update(extra or {})
     return env
 
