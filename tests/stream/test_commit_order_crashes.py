@@ -11,10 +11,9 @@ from __future__ import annotations
 import pytest
 
 from stream_triggers.stream.faults import POINTS
-from tests.support import App, Pipeline, Readers
+from tests.support import App, Pipeline, Readers, newest_snapshots
 
 from . import workload
-from .test_fencing import newest_snapshots
 
 SESSIONS = 100
 RATE = 150.0

@@ -14,14 +14,10 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from stream_triggers.events.changelog_reader import ChangelogReader
-from stream_triggers.events.state_format import decode_state
-from stream_triggers.kafka import clients
-from tests.support import App, Pipeline, Proc, Readers, wait_until
+from tests.support import App, Pipeline, Proc, Readers, newest_snapshots, wait_until
 
 from . import workload
 
@@ -35,22 +31,6 @@ def _stopped(worker: Proc) -> bool:
     """Whether the process is in the stopped state (SIGSTOP), from /proc."""
     stat = Path(f"/proc/{worker.pid}/stat").read_text()
     return stat.rsplit(")", 1)[1].split()[0] == "T"
-
-
-def newest_snapshots(app: App) -> tuple[dict[str, dict[str, Any]], int]:
-    """What any reader of the changelog takes as each session's state, and how many records it found stale."""
-    reader = ChangelogReader()
-    client = clients.consumer(app.bootstrap, "test-changelog-reader", enable_partition_eof=True)
-    try:
-        metadata = client.list_topics(app.topics.changelog, timeout=10)
-        start = {number: 0 for number in metadata.topics[app.topics.changelog].partitions}
-        for batch in clients.read_to_end(client, app.topics.changelog, start, 30):
-            for message in batch:
-                reader.add(message.key(), message.value(), message.partition())
-    finally:
-        client.close()
-    snapshots = {uid: {**s, "state": decode_state(s["state"])} for uid, s in reader.snapshots.items()}
-    return snapshots, reader.stale
 
 
 def _run(workers: Pipeline, readers: Readers, app: App, *, kill_on_wake: bool) -> None:

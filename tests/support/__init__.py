@@ -6,6 +6,7 @@ only turn these into fixtures.
 
 from .app import App, describe, uid_on_partition
 from .brokers import PARTITIONS, drop_shared_producers, fresh_topics, running_broker
+from .faults import RestartableBroker, projection
 from .inprocess import BACKENDS, Session, SessionFactory, StorageFactory
 from .pipeline import SESSION_TIMEOUT_MS, Pipeline
 from .processes import CLI, Proc, cli_env, run_cli
@@ -19,6 +20,7 @@ from .readers import (
     end_offsets,
     kwargs_of,
     latest_snapshots,
+    newest_snapshots,
     read_topic,
 )
 from .waits import WAIT_S, wait_until
@@ -34,6 +36,7 @@ __all__ = [
     "Proc",
     "Readers",
     "Record",
+    "RestartableBroker",
     "Session",
     "SessionFactory",
     "StorageFactory",
@@ -48,6 +51,8 @@ __all__ = [
     "fresh_topics",
     "kwargs_of",
     "latest_snapshots",
+    "newest_snapshots",
+    "projection",
     "read_topic",
     "run_cli",
     "running_broker",

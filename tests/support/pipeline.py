@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -53,8 +53,10 @@ class Pipeline(App):
             args += ["--session-timeout-ms", self.session_timeout_ms]
         return args
 
-    def _start(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Proc:
-        proc = Proc(name, args, self.tmp_path / f"{name}-{len(self.started)}.log", env)
+    def _start(
+        self, name: str, args: list[str], env: Mapping[str, str] | None = None, wrapper: Sequence[str] = ()
+    ) -> Proc:
+        proc = Proc(name, args, self.tmp_path / f"{name}-{len(self.started)}.log", env, wrapper)
         self.started.append(proc)
         return proc
 
@@ -70,17 +72,19 @@ class Pipeline(App):
         manager: str | None = None,
         extra: Iterable[str] = (),
         env: Mapping[str, str] | None = None,
+        wrapper: Sequence[str] = (),
     ) -> Proc:
         """Start ``stream-triggers worker`` (its own state dir unless ``state_dir`` is given).
 
         ``env``: variables for this process only (the others' environment stays clean of
         ``STREAM_TRIGGERS_*``), e.g. ``STREAM_TRIGGERS_FAULTS`` for the fault suite.
+        ``wrapper``: a command the worker runs under (see :class:`Proc`).
         """
         name = name or f"w{len(self.started)}"
         args = ["worker", *self._common(group or self.group), "--state-dir", state_dir or self.state_dir(name)]
         if manager is not None:
             args += ["--manager", manager]
-        return self._start(name, [*args, *extra], env)
+        return self._start(name, [*args, *extra], env, wrapper)
 
     def executor(
         self,

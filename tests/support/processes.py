@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .waits import WAIT_S, wait_until
@@ -54,15 +54,25 @@ _RESTORED_LINE = re.compile(r"\brestored partitions \[[0-9, ]*\]: (\d+) changelo
 
 
 class Proc:
-    """One long-running CLI process; its output (stdout and stderr) goes to ``log_path``."""
+    """One long-running CLI process; its output (stdout and stderr) goes to ``log_path``.
 
-    def __init__(self, name: str, args: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> None:
+    ``wrapper``: a command that runs the CLI (``exec "$@"``), e.g. in a mount namespace of its own.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        wrapper: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.args = args
         self.log_path = log_path
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [*CLI, *args],
+                [*wrapper, *CLI, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -19,8 +19,10 @@ from stream_triggers.events import jsonx
 from stream_triggers.events.changelog_reader import ChangelogReader
 from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.events.state_format import decode_state
+from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics
 
+from .app import App
 from .waits import WAIT_S
 
 
@@ -218,6 +220,22 @@ def latest_snapshots(bootstrap: str, topics: Topics, timeout: float = 30.0) -> d
             "changelog_offset": newest[uid],
         }
     return latest
+
+
+def newest_snapshots(app: App) -> tuple[dict[str, dict[str, Any]], int]:
+    """What any reader of the changelog takes as each session's state, and how many records it found stale."""
+    reader = ChangelogReader()
+    client = clients.consumer(app.bootstrap, "test-changelog-reader", enable_partition_eof=True)
+    try:
+        metadata = client.list_topics(app.topics.changelog, timeout=10)
+        start = {number: 0 for number in metadata.topics[app.topics.changelog].partitions}
+        for batch in clients.read_to_end(client, app.topics.changelog, start, 30):
+            for message in batch:
+                reader.add(message.key(), message.value(), message.partition())
+    finally:
+        client.close()
+    snapshots = {uid: {**s, "state": decode_state(s["state"])} for uid, s in reader.snapshots.items()}
+    return snapshots, reader.stale
 
 
 def committed_offsets(bootstrap: str, topic: str, group: str, partitions: Iterable[int]) -> dict[int, int]:
