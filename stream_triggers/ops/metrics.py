@@ -85,6 +85,10 @@ WORKER_METRICS: Mapping[str, tuple[str, str]] = {
     _W + "restores": ("counter", "Changelog restore passes (one per partition assignment)."),
     _W + "restored_records": ("counter", "Changelog records replayed into RocksDB while restoring."),
     _W + "restore_seconds": ("counter", "Seconds spent restoring partitions from the changelog."),
+    _W + "quarantined_sessions": (
+        "counter",
+        "Sessions whose changelog record could not be read at restore (their inputs go to dead letters).",
+    ),
     _W + "rebalances": ("counter", "Partition assignments received from the consumer group."),
     _W + "owned_partitions": ("gauge", "Events partitions this worker owns now."),
     _W + "consumer_lag": ("gauge", "Events records not yet committed, per owned partition (high watermark - commit)."),
@@ -219,6 +223,7 @@ class WorkerCollector(Collector):
         yield _single(_counter(m, _W + "restores"), stats.restores)
         yield _single(_counter(m, _W + "restored_records"), stats.restored_records)
         yield _single(_counter(m, _W + "restore_seconds"), stats.restore_seconds)
+        yield _single(_counter(m, _W + "quarantined_sessions"), getattr(stats, "quarantined_sessions", 0))
         yield _single(_counter(m, _W + "rebalances"), stats.rebalances)
         yield _single(_gauge(m, _W + "owned_partitions"), stats.owned_partitions)
         lag = _gauge(m, _W + "consumer_lag", ["partition"])
