@@ -76,6 +76,7 @@ def test_an_unusable_state_dir_is_a_clear_error(nowhere: str, tmp_path: Path) ->
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_dead_letters_against_an_unreachable_broker_exits_3(nowhere: str) -> None:
     for command in ("list", "replay"):
         done = run_cli("dead-letters", command, "--bootstrap", nowhere, timeout=30)

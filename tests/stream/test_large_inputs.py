@@ -110,6 +110,7 @@ def test_a_large_task_result(app: App, worker: StreamWorker, readers: Readers) -
     assert str(app.manager(uid).storage.state.instances["t1#0"].status) == "finished"
 
 
+@pytest.mark.slow
 @pytest.mark.broker
 def test_thousands_of_and_every_instances_fit_in_parts(app: App, worker: StreamWorker, readers: Readers) -> None:
     """~1 MB of instances: one whole-session record could not hold them, one record each can."""

@@ -54,6 +54,7 @@ def storage(workers: Pipeline, uid: str, **options: object) -> KafkaStorage:
     return KafkaStorage(uid, workers.bootstrap, workers.topics.prefix, **options)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 @pytest.mark.broker
 def test_reads_ask_the_owner_follow_it_and_fall_back_without_it(workers: Pipeline, app: Pipeline) -> None:
     first, first_endpoint = serving_worker(workers, "w0")
