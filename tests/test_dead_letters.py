@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager
 from stream_triggers.storages.kafka import KafkaStorage, SessionNotFound
 from stream_triggers.stream.worker import StreamWorker, WorkerSettings
+from tests.support import worker_in_thread
 
 
 def letter(partition: int, offset: int, **record: Any) -> DeadLetter:
@@ -65,15 +65,8 @@ def worker(broker: Any, topics: Topics, tmp_path: Path) -> Iterator[StreamWorker
         group=f"dl-{uuid.uuid4().hex[:8]}",
         topic_prefix=topics.prefix,
     )
-    running = StreamWorker(settings)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    try:
-        assert running.ready.wait(45)
+    with worker_in_thread(settings) as running:
         yield running
-    finally:
-        running.stop()
-        thread.join(60)
 
 
 @pytest.mark.broker

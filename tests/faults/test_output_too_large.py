@@ -9,7 +9,6 @@ must hold: the input is dead-lettered ``output_too_large`` before anything is pr
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.stream.worker import StreamWorker, WorkerSettings
-from tests.support import App, Readers, wait_until
+from tests.support import App, Readers, wait_until, worker_in_thread
 
 RECORD_LIMIT = 100_000
 
@@ -33,16 +32,8 @@ def small_records_worker(broker: EmbeddedBroker, topics: Topics, tmp_path: Path)
         topic_prefix=topics.prefix,
         max_record_bytes=RECORD_LIMIT,
     )
-    running = StreamWorker(settings)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    try:
-        assert running.ready.wait(45)
+    with worker_in_thread(settings) as running:
         yield running
-    finally:
-        running.stop()
-        thread.join(60)
-        assert not thread.is_alive()
 
 
 @pytest.mark.broker

@@ -9,7 +9,6 @@ the limit that protects a record is per part; a session as a whole may be larger
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -23,7 +22,7 @@ from stream_triggers.events.envelope import event_record
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.stream.worker import StreamWorker, WorkerSettings
-from tests.support import App, Readers, wait_until
+from tests.support import App, Readers, wait_until, worker_in_thread
 
 KB = 1024
 
@@ -39,16 +38,8 @@ def worker(
         topic_prefix=topics.prefix,
         **getattr(request, "param", {}),
     )
-    running = StreamWorker(settings)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    try:
-        assert running.ready.wait(45)
+    with worker_in_thread(settings) as running:
         yield running
-    finally:
-        running.stop()
-        thread.join(60)
-        assert not thread.is_alive()
 
 
 def reasons(readers: Readers, uid: str) -> list[str]:

@@ -8,6 +8,7 @@ from .app import App, describe, uid_on_partition
 from .brokers import PARTITIONS, drop_shared_producers, fresh_topics, running_broker
 from .faults import RestartableBroker, projection
 from .inprocess import BACKENDS, Session, SessionFactory, StorageFactory
+from .inthread import worker_in_thread
 from .pipeline import SESSION_TIMEOUT_MS, Pipeline
 from .processes import CLI, Proc, cli_env, run_cli
 from .readers import (
@@ -26,6 +27,7 @@ from .readers import (
 from .waits import WAIT_S, wait_until
 
 __all__ = [
+    "worker_in_thread",
     "BACKENDS",
     "CLI",
     "PARTITIONS",
