@@ -89,6 +89,7 @@ WORKER_METRICS: Mapping[str, tuple[str, str]] = {
         "counter",
         "Sessions whose changelog record could not be read at restore (their inputs go to dead letters).",
     ),
+    _W + "stores_rebuilt": ("counter", "Stores rebuilt because they reflect another changelog (a lost broker)."),
     _W + "rebalances": ("counter", "Partition assignments received from the consumer group."),
     _W + "owned_partitions": ("gauge", "Events partitions this worker owns now."),
     _W + "consumer_lag": ("gauge", "Events records not yet committed, per owned partition (high watermark - commit)."),
@@ -224,6 +225,7 @@ class WorkerCollector(Collector):
         yield _single(_counter(m, _W + "restored_records"), stats.restored_records)
         yield _single(_counter(m, _W + "restore_seconds"), stats.restore_seconds)
         yield _single(_counter(m, _W + "quarantined_sessions"), getattr(stats, "quarantined_sessions", 0))
+        yield _single(_counter(m, _W + "stores_rebuilt"), getattr(stats, "stores_rebuilt", 0))
         yield _single(_counter(m, _W + "rebalances"), stats.rebalances)
         yield _single(_gauge(m, _W + "owned_partitions"), stats.owned_partitions)
         lag = _gauge(m, _W + "consumer_lag", ["partition"])

@@ -40,6 +40,7 @@ from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.stream import faults
 from stream_triggers.stream.partition import Partition, SessionEntry, changelog_rows
+from stream_triggers.stream.restore import changelog_record_row
 from stream_triggers.stream.store import PART, PartitionStore
 
 __all__ = ["WHOLE_SESSION_BYTES", "Checkpoint", "DeliveryFailed", "PartitionsLost"]
@@ -77,6 +78,8 @@ class Checkpoint:
         self.topics = topics
         self.delivery_errors: list[str] = []
         self._changelog_offsets: dict[int, int] = {}
+        self._changelog_records: dict[int, tuple[bytes, bytes]] = {}
+        """partition -> the store row identifying its newest changelog record (restore.changelog_record_row)."""
 
     def on_output_delivery(self, error: KafkaError | None, message: Any) -> None:
         """Delivery report of outputs and dead letters (only errors matter)."""
@@ -90,6 +93,9 @@ class Checkpoint:
             partition = message.partition()
             if message.offset() > self._changelog_offsets.get(partition, -1):
                 self._changelog_offsets[partition] = message.offset()
+                self._changelog_records[partition] = changelog_record_row(
+                    message.offset(), message.key(), message.value()
+                )
 
     def commit(self, partitions: Iterable[Partition], still_owner: Callable[[], bool] | None = None) -> None:
         """Make the batch in hand durable, in the order of the module docstring.
@@ -141,6 +147,9 @@ class Checkpoint:
         for partition in partitions:
             rows = rows_by_partition.get(partition.number)
             if rows:  # 3
+                identity = self._changelog_records.get(partition.number)
+                if identity is not None:  # which changelog the checkpoint is in (restore.py)
+                    rows.append(identity)
                 partition.store.write_parts(rows, self._changelog_offsets.get(partition.number), partition.epoch)
                 for entry in partition.dirty.values():
                     entry.encoded = None

@@ -20,14 +20,24 @@ dead-lettered (``corrupt_state``) instead of being applied to a state that may b
 missing something, while the partition's other sessions flow.  A record whose key names
 no session stops the restore of the partition with :class:`CorruptChangelog` (what was
 read before it is kept).  docs/state-format.md, "Unreadable records".
+
+Before a store is trusted at all, :func:`stores_of_another_changelog` checks that its
+checkpoint belongs to *this* changelog: every write of a checkpoint also writes the
+identity of the last changelog record the store reflects (its offset and a digest of
+its key and value, ``m:changelog-record``), and the record at that offset must be that
+record.  A recreated changelog, a broker that lost its data or another cluster fails
+that check however far the new changelog has grown (docs/faults.md, "Which changelog
+a store reflects").
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import struct
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
@@ -46,12 +56,39 @@ from stream_triggers.kafka.clients import read_to_end
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.store import PART, PENDING, QUARANTINE, PartitionStore
 
-__all__ = ["CorruptChangelog", "RestoreResult", "checkpoints_past_the_end", "restore"]
+__all__ = [
+    "CHANGELOG_RECORD",
+    "CorruptChangelog",
+    "RestoreResult",
+    "changelog_record_row",
+    "restore",
+    "stores_of_another_changelog",
+]
 
 log = logging.getLogger(__name__)
 
 _OFFSET = struct.Struct(">q")
 _NONE = (-1, -1)
+_DIGEST_BYTES = 16
+
+CHANGELOG_RECORD = b"m:changelog-record"
+"""Store key of the identity of the last changelog record the store reflects: offset + digest."""
+
+
+def _digest(key: bytes | None, value: bytes | None) -> bytes:
+    """A digest of a changelog record's key and value (a tombstone and an empty value differ)."""
+    digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+    for part in (key, value):
+        digest.update(b"\x00" if part is None else b"\x01" + _OFFSET.pack(len(part)) + part)
+    return digest.digest()
+
+
+def changelog_record_row(offset: int, key: bytes | None, value: bytes | None) -> tuple[bytes, bytes]:
+    """The store row saying "this store reflects the changelog up to this very record".
+
+    Written with every checkpoint (restore, the batch commit), in the same write batch.
+    """
+    return CHANGELOG_RECORD, _OFFSET.pack(offset) + _digest(key, value)
 
 
 class CorruptChangelog(StreamTriggersError):
@@ -246,8 +283,10 @@ def restore(
                     result.quarantined += 1
                     partition.forget(uid)
                     last[number] = offset
+                    pending.put(*changelog_record_row(offset, key, message.value()))
                     continue
                 last[number] = offset
+                pending.put(*changelog_record_row(offset, key, message.value()))
                 max_epoch[number] = epoch
                 if kept:
                     partition.forget(uid)
@@ -256,36 +295,70 @@ def restore(
         finally:
             for number, partition_writes in writes.items():
                 partition_writes.store.write_parts(partition_writes.rows.items(), last[number], max_epoch[number])
-                result.records += len(partition_writes.rows)
+                result.records += len(partition_writes.rows) - (CHANGELOG_RECORD in partition_writes.rows)
     result.complete = not (should_stop is not None and should_stop())
     result.seconds = time.monotonic() - started
     return result
 
 
-def checkpoints_past_the_end(
+def stores_of_another_changelog(
     client: Consumer, changelog: str, partitions: list[Partition], timeout_s: float
-) -> dict[int, int]:
-    """Partitions whose store's checkpoint lies past their changelog's end -> that end.
+) -> dict[int, str]:
+    """Partitions whose store does not reflect ``changelog`` as it is -> why.
 
-    It happens when the changelog was recreated, a broker lost its data, or the workers
-    moved to another cluster: a restore from the checkpoint would wait for records that
-    never come (Tansu) or silently skip some (a reset on Apache Kafka).  The listed high
-    watermark cannot decide alone (Tansu lists the newest batch's base offset + 1, below
-    the real end), so when the checkpoint is past it the end is found by fetching from it
-    to the partition's EOF - at most the newest batch.
+    A store reflects the changelog only if the record its identity names (offset, digest
+    of key and value: :func:`changelog_record_row`) is at that offset, and the partition
+    reaches the store's checkpoint.  It fails when the changelog was recreated, a broker
+    lost its data, or the workers moved to another cluster - however far the new
+    changelog has grown since - and also when compaction removed that very record (a
+    later record of the same key, from another owner: the store is rebuilt, which is
+    always safe, RocksDB being a cache of the changelog).  A store with a checkpoint but
+    no identity was written by an earlier version and is rebuilt once.
+
+    The read starts at the identity's offset, or at the listed high watermark when that
+    is below it (never out of range; Tansu lists the newest batch's base offset + 1, below
+    the real end, so the partition's EOF decides), and stops once every store is decided.
     """
-    suspects = {}
+    reasons: dict[int, str] = {}
+    wanted: dict[int, tuple[int, bytes, int]] = {}  # number -> (identity offset, digest, checkpoint)
+    start: dict[int, int] = {}
     for partition in partitions:
         checkpoint = partition.store.changelog_checkpoint
         if checkpoint < 0:
             continue
+        identity = partition.store.get_raw(CHANGELOG_RECORD)
+        if identity is None or len(identity) != _OFFSET.size + _DIGEST_BYTES:
+            reasons[partition.number] = "it does not record which changelog record it reflects (an earlier version)"
+            continue
+        offset = _OFFSET.unpack_from(identity)[0]
+        wanted[partition.number] = (offset, identity[_OFFSET.size :], checkpoint)
         _low, high = client.get_watermark_offsets(TopicPartition(changelog, partition.number), timeout=timeout_s)
-        if checkpoint + 1 > high:
-            suspects[partition.number] = (checkpoint, max(high, 0))
-    if not suspects:
-        return {}
-    ends = {number: start for number, (_checkpoint, start) in suspects.items()}
-    for batch in read_to_end(client, changelog, ends, timeout_s):
-        for message in batch:
-            ends[message.partition()] = max(ends[message.partition()], message.offset() + 1)
-    return {number: end for number, end in ends.items() if suspects[number][0] + 1 > end}
+        start[partition.number] = min(offset, max(high, 0))
+    verified: set[int] = set()
+    decided: set[int] = set()
+    with closing(read_to_end(client, changelog, start, timeout_s)) as batches:
+        for batch in batches:
+            for message in batch:
+                number, at = message.partition(), message.offset()
+                if number in decided or at < wanted[number][0]:
+                    continue
+                offset, digest, checkpoint = wanted[number]
+                if number not in verified:
+                    if at != offset:
+                        reasons[number] = f"its record at offset {offset} is gone (the next one is at {at})"
+                    elif _digest(message.key(), message.value()) != digest:
+                        reasons[number] = f"the record at offset {offset} is not the one it applied"
+                    else:
+                        verified.add(number)
+                    if number in reasons:
+                        decided.add(number)
+                        continue
+                if at >= checkpoint:
+                    decided.add(number)
+            if decided >= set(wanted):
+                break
+    for number, (offset, _, checkpoint) in wanted.items():
+        if number not in decided:
+            missing = checkpoint if number in verified else offset
+            reasons[number] = f"that partition ends before offset {missing}"
+    return reasons

@@ -67,6 +67,8 @@ class WorkerStats:
     quarantined_sessions: int = 0
     """Sessions whose changelog record restore could not read (docs/state-format.md, "Unreadable records")."""
     restore_seconds: float = 0.0
+    stores_rebuilt: int = 0
+    """Stores wiped and rebuilt because they reflect another changelog (restore.stores_of_another_changelog)."""
     first_event_at: float | None = None
     last_event_at: float | None = None
     cpu_first: float | None = None  # time.process_time() at first_event_at (benchmarks)

@@ -30,7 +30,7 @@ from stream_triggers.stream.native_engine import new_applier
 from stream_triggers.stream.outputs import OutputSink
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.queries import OwnerAdvertiser, ServedState
-from stream_triggers.stream.restore import checkpoints_past_the_end, restore
+from stream_triggers.stream.restore import restore, stores_of_another_changelog
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
 from stream_triggers.stream.store import PartitionStore
 
@@ -216,18 +216,19 @@ class StreamWorker(Lifecycle):
         if not partitions:
             return
         changelog = self.topics.changelog
-        past = checkpoints_past_the_end(self._restorer, changelog, partitions, self.settings.restore_timeout_s)
+        foreign = stores_of_another_changelog(self._restorer, changelog, partitions, self.settings.restore_timeout_s)
         for partition in partitions:
-            if partition.number in past:
+            if partition.number in foreign:
                 log.error(
-                    "the local store of partition %d reflects %s up to offset %d, but that partition ends at %d "
+                    "the local store of partition %d reflects %s up to offset %d, but %s "
                     "(the changelog was recreated or lost data, or this is another cluster): "
                     "rebuilding the store from the changelog",
                     partition.number,
                     changelog,
                     partition.store.changelog_checkpoint,
-                    past[partition.number],
+                    foreign[partition.number],
                 )
+                self.stats.stores_rebuilt += 1
                 _close_store(partition)
                 PartitionStore.wipe(self.settings.state_dir, self.topics.events, partition.number)
                 partition.store = PartitionStore(self.settings.state_dir, self.topics.events, partition.number)

@@ -133,13 +133,6 @@ def test_broker_restarted_empty_while_the_worker_was_down_is_detected_and_rebuil
 
 @pytest.mark.broker
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (stream/restore.py): a store is only checked for a checkpoint *past* the changelog's end; once "
-    "the new cluster's changelog has grown beyond the old checkpoint, the restore goes on from it and the lost "
-    "cluster's sessions stay in the store and apply to new inputs (a cluster id / changelog identity per store "
-    "would tell)",
-)
 def test_broker_restarted_empty_then_its_changelog_grew_past_a_stopped_workers_checkpoint(
     cluster: RestartableBroker, on_own_broker: tuple[Pipeline, Readers, App]
 ) -> None:
