@@ -37,7 +37,6 @@ duplicate fire).
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
@@ -66,6 +65,8 @@ from stream_triggers.kafka.partitioning import partition_for
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.storages.base import BaseTriggerStorage, utc_now
 from stream_triggers.storages.owner_reads import OwnerUnavailable, read_from_owner
+from stream_triggers.storages.producers import _producers as _producers  # (tests drop them between brokers)
+from stream_triggers.storages.producers import retire_if_broken, shared_producer
 from stream_triggers.types import Status, TaskConfig, TaskInstance
 
 __all__ = [
@@ -91,9 +92,7 @@ READ_FROM = ("auto", "owner", "changelog")
 _DEFAULT_MAX_RECORD_BYTES = 1_000_000  # librdkafka's message.max.bytes
 _RECORD_OVERHEAD_BYTES = 1_024  # headers, key and batch framing around the value
 
-_producers: dict[tuple[Any, ...], Producer] = {}
 _partition_counts: dict[tuple[str, str], int] = {}
-_producers_guard = threading.Lock()
 
 
 class SessionNotFound(StreamTriggersError, LookupError):
@@ -118,28 +117,6 @@ class UnsupportedEdit(StreamTriggersError, RuntimeError):
 
 _CHECKED_INPUTS = (ReplayRequested, SkipRequested, StatusUpdated, MetadataUpdated, LogsResolved)
 """Inputs about one existing instance: checked against the committed state before publishing."""
-
-
-def _config_key(kafka_config: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((str(k), str(v)) for k, v in (kafka_config or {}).items()))
-
-
-def shared_producer(
-    bootstrap: str, kafka_config: Mapping[str, Any] | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S
-) -> Producer:
-    """One idempotent producer per (bootstrap, client settings, timeout) for the whole process.
-
-    Its ``message.timeout.ms`` is the storage's timeout, so a record the broker did not
-    take in time fails then, instead of being delivered later behind the caller's back.
-    """
-    key = (bootstrap, _config_key(kafka_config), timeout_s)
-    with _producers_guard:
-        producer = _producers.get(key)
-        if producer is None:
-            producer = _producers[key] = clients.producer(
-                bootstrap, "app", kafka_config=kafka_config, message_timeout_ms=max(1, int(timeout_s * 1000))
-            )
-        return producer
 
 
 def max_record_bytes(kafka_config: Mapping[str, Any] | None) -> int:
@@ -185,7 +162,8 @@ class KafkaStorage(BaseTriggerStorage):
         self.timeout_s = timeout_s
         self.kafka_config = dict(kafka_config or {})
         """The user's librdkafka settings (security, timeouts...), for every client this storage builds."""
-        self._producer = producer or shared_producer(bootstrap, self.kafka_config, timeout_s=timeout_s)
+        self._given_producer = producer
+        """The caller's producer (the caller owns it), or None: the process-wide one (storages/producers.py)."""
         self.check_committed = check_committed
         self.owner_wait_s = owner_wait_s
         """How long a read tries the session's owner (re-reading who it is) before the changelog."""
@@ -195,12 +173,19 @@ class KafkaStorage(BaseTriggerStorage):
         """Where the last read came from: ``owner HOST:PORT (...)`` or ``changelog ...``."""
         self._key = uid.encode()
 
+    @property
+    def _producer(self) -> Producer:
+        """Looked up at each use: a shared producer found broken is replaced (storages/producers.py)."""
+        if self._given_producer is not None:
+            return self._given_producer
+        return shared_producer(self.bootstrap, self.kafka_config, timeout_s=self.timeout_s)
+
     def fresh(self) -> KafkaStorage:
         return KafkaStorage(
             self.uid,
             self.bootstrap,
             self.topics.prefix,
-            producer=self._producer,
+            producer=self._given_producer,
             timeout_s=self.timeout_s,
             kafka_config=self.kafka_config,
             check_committed=self.check_committed,
@@ -243,15 +228,15 @@ class KafkaStorage(BaseTriggerStorage):
                 f"record limit (message.max.bytes less framing): make the payload smaller."
             )
         what = f"{type_name} for session {self.uid!r}"
+        producer = self._producer
         try:
             clients.publish_and_wait(
-                self._producer,
-                [(self.topics.events, self._key, value, self._events_partition())],
-                timeout_s,
-                what,
+                producer, [(self.topics.events, self._key, value, self._events_partition())], timeout_s, what
             )
         except KafkaException as exc:
-            raise _clear_error(exc, what, self.bootstrap, timeout_s) from exc
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            retired = retire_if_broken(producer, error, what)
+            raise _clear_error(exc, what, self.bootstrap, timeout_s, retired) from exc
 
     def _events_partition(self) -> int:
         """The session's partition, computed here so any producer (whatever its partitioner)
@@ -389,7 +374,7 @@ class KafkaStorage(BaseTriggerStorage):
 _TIMEOUTS = frozenset({KafkaError._TIMED_OUT, KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT})
 
 
-def _clear_error(exc: KafkaException, what: str, bootstrap: str, timeout_s: float) -> Exception:
+def _clear_error(exc: KafkaException, what: str, bootstrap: str, timeout_s: float, retired: bool = False) -> Exception:
     """A broker error as the caller should see it: a size refusal, a timeout, or as it came."""
     if isinstance(exc, (BrokerTimeout, RecordTooLarge)):
         return exc
@@ -402,9 +387,12 @@ def _clear_error(exc: KafkaException, what: str, bootstrap: str, timeout_s: floa
             f"{what}: not read to its end within {timeout_s} s (the kafka storage's timeout_s): the broker "
             f"at {bootstrap} is slow or does not answer, or the partition is larger than that allows."
         )
+    again = " The producer was replaced: the next publish uses a new one." if retired else ""
     if code in _TIMEOUTS:
         return BrokerTimeout(
             f"{what}: the broker at {bootstrap} did not answer within {timeout_s} s (the kafka storage's "
-            f"timeout_s); a publish may or may not have been applied."
+            f"timeout_s); a publish may or may not have been applied.{again}"
         )
+    if retired:
+        return KafkaException(KafkaError(code if code is not None else KafkaError._FAIL, f"{what}: {exc}.{again}"))
     return exc

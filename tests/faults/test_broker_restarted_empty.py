@@ -17,11 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException
 
 from stream_triggers.kafka.topics import create_topics
 from stream_triggers.manager import TriggerManager
-from stream_triggers.storages.kafka import KafkaStorage
+from stream_triggers.storages.kafka import BrokerTimeout, KafkaStorage
+from stream_triggers.storages.producers import producer_replacements
 from tests.support import (
     App,
     Pipeline,
@@ -30,6 +30,7 @@ from tests.support import (
     RestartableBroker,
     latest_snapshots,
     newest_snapshots,
+    read_topic,
     wait_until,
 )
 
@@ -163,22 +164,31 @@ def test_broker_restarted_empty_then_its_changelog_grew_past_a_stopped_workers_c
 
 @pytest.mark.broker
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=KafkaException,
-    reason="bug (storages/kafka.py): the kafka storage's process-wide idempotent producer stays bound to the lost "
-    "cluster (its sequence numbers do not match the new one's): each fire() waits for its timeout and fails with "
-    "'not acknowledged', until the application restarts",
-)
 def test_broker_restarted_empty_the_applications_kafka_storage_publishes_again(cluster: RestartableBroker) -> None:
-    """Fault: the broker loses everything under a running application (the kafka storage's producer)."""
-    manager = TriggerManager(KafkaStorage("app-session", cluster.bootstrap, cluster.topics.prefix, timeout_s=10))
+    """Fault: the broker loses everything under a running application (the kafka storage's producer).
+
+    The process-wide idempotent producer is bound to the lost cluster (a producer id the
+    new one does not know): its first publish there cannot be acknowledged and fails with
+    a clear BrokerTimeout saying the producer was replaced; from then on the same manager
+    publishes again, without an application restart (storages/producers.py).
+    """
+    manager = TriggerManager(KafkaStorage("app-session", cluster.bootstrap, cluster.topics.prefix, timeout_s=5))
     manager.fire("before")
+    replaced = producer_replacements()
     cluster.broker.stop(remove_log=False)
     cluster.generation += 1
     cluster.broker = cluster._start()
     create_topics(cluster.bootstrap, cluster.topics, partitions=PARTITIONS)
-    for attempt in range(2):  # not a single slow first delivery: the second one fails the same way
-        TriggerManager(KafkaStorage("app-session", cluster.bootstrap, cluster.topics.prefix, timeout_s=10)).fire(
-            f"after-{attempt}"
+    try:
+        manager.fire("first-after")
+    except BrokerTimeout as exc:  # the lost cluster's producer: replaced, said so
+        assert "The producer was replaced" in str(exc), exc
+        assert producer_replacements() == replaced + 1
+    for attempt in range(2):  # the same manager and new ones publish, each acknowledged
+        manager.fire(f"after-{attempt}")
+        TriggerManager(KafkaStorage("app-session", cluster.bootstrap, cluster.topics.prefix, timeout_s=5)).fire(
+            f"other-{attempt}"
         )
+    fired = [r.value.get("trigger") for r in read_topic(cluster.bootstrap, cluster.topics.events)]
+    assert {"after-0", "after-1", "other-0", "other-1"} <= set(fired), fired
+    assert "before" not in fired

@@ -52,10 +52,9 @@ def _committed_store(broker: EmbeddedBroker, topics: Topics, tmp_path: Path) -> 
 
 def _restart(settings: WorkerSettings, caplog: pytest.LogCaptureFixture) -> int:
     """Start a worker on the same state dir: how many stores it rebuilt."""
-    with caplog.at_level(logging.ERROR, logger="stream_triggers.stream.worker"):
-        with worker_in_thread(settings) as worker:
-            assert worker.stats.stores_rebuilt == caplog.text.count(REBUILT)
-            return worker.stats.stores_rebuilt
+    with caplog.at_level(logging.ERROR, logger="stream_triggers.stream.worker"), worker_in_thread(settings) as worker:
+        assert worker.stats.stores_rebuilt == caplog.text.count(REBUILT)
+        return worker.stats.stores_rebuilt
 
 
 @pytest.mark.broker
