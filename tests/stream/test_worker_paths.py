@@ -12,6 +12,7 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -98,13 +99,20 @@ class FakeProducer:
         self.pending = []
         return 0
 
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> SimpleNamespace:
+        """The cluster's metadata: ``t.events`` with two partitions, no ``owners`` topic."""
+        events = SimpleNamespace(error=None, partitions={0: None, 1: None})
+        return SimpleNamespace(topics={"t.events": events})
+
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[StreamWorker]:
     made = StreamWorker(WorkerSettings(bootstrap="127.0.0.1:9", state_dir=str(tmp_path), topic_prefix="t"))
     real = (made._consumer, made._restorer, made._producer)
     made._consumer = made._checkpoint.consumer = FakeConsumer()
-    made._producer = made._checkpoint.producer = FakeProducer()
+    # The owner advertiser too: the real producer would wait its 30 s metadata timeout
+    # for the unreachable broker on every assignment.
+    made._producer = made._checkpoint.producer = made._advertiser.producer = FakeProducer()
     try:
         yield made
     finally:
@@ -126,7 +134,6 @@ def own(worker: StreamWorker, *numbers: int, restorer: FakeConsumer | None = Non
     worker._on_assign(worker._consumer, [TopicPartition("t.events", n) for n in numbers])
 
 
-@pytest.mark.slow
 def test_an_offset_gap_is_fetched_again_from_the_expected_offset(worker: StreamWorker) -> None:
     own(worker, 0)
     worker._partitions[0].next_offset = 5
@@ -138,7 +145,6 @@ def test_an_offset_gap_is_fetched_again_from_the_expected_offset(worker: StreamW
     assert worker._consumer.commits[-1][0].offset == 6
 
 
-@pytest.mark.slow
 def test_a_failed_delivery_stops_the_batch_before_its_offsets_are_committed(worker: StreamWorker) -> None:
     own(worker, 0)
     worker._producer.fail = True
@@ -185,7 +191,6 @@ def test_a_stop_during_a_restore_ends_it_and_the_worker_does_not_serve(worker: S
     assert not any(p.restored for p in worker._partitions.values())
 
 
-@pytest.mark.slow
 def test_a_worker_that_owns_nothing_after_a_revoke_is_not_ready(worker: StreamWorker) -> None:
     own(worker, 0, 1)
     assert worker.ready.is_set()
@@ -214,7 +219,6 @@ class RefusingConsumer(FakeConsumer):
         super().commit(offsets, asynchronous)
 
 
-@pytest.mark.slow
 def test_a_slow_batch_of_a_worker_the_group_dropped_publishes_no_state(worker: StreamWorker) -> None:
     worker._consumer = worker._checkpoint.consumer = RefusingConsumer()
     own(worker, 0)
@@ -227,7 +231,6 @@ def test_a_slow_batch_of_a_worker_the_group_dropped_publishes_no_state(worker: S
     assert worker._partitions[0].next_offset == 7 and not worker._partitions[0].sessions
 
 
-@pytest.mark.slow
 def test_a_quick_batch_publishes_without_asking_the_coordinator(worker: StreamWorker) -> None:
     worker._consumer = worker._checkpoint.consumer = RefusingConsumer()
     own(worker, 0)
