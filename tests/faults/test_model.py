@@ -23,6 +23,7 @@ import contextlib
 import itertools
 from collections import defaultdict
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,7 +41,9 @@ from stream_triggers.engine import (
     StatusReported,
     TriggerFired,
 )
+from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import FinalizingTriggerManager, TriggerManager
+from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.runners.base import BaseTaskRunner
 from stream_triggers.storages.memory import MemoryStorage, MemoryStore
 from stream_triggers.types import Status, TaskInstance
@@ -61,6 +64,7 @@ CONFIGURATIONS: list[dict[str, dict[str, Any]]] = [
 ]
 TRIGGERS = ("x", "y", "z", "page", "stop")
 SESSIONS_PER_EXAMPLE = 2
+MODEL_SESSION_TIMEOUT_MS = "1500"
 AT = datetime(2026, 1, 1)
 FAILURE = {
     TaskInstance.META_EXCEPTION_TYPE: "builtins.ValueError",
@@ -267,11 +271,22 @@ class WorkerVersusModel(RuleBasedStateMachine):
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_model_of_the_worker_with_crashes_matches_the_in_process_manager(
-    workers: Pipeline, readers: Readers, app: App
+    broker: EmbeddedBroker, topics: Topics, tmp_path: Path, readers: Readers
 ) -> None:
-    """Fault: any sequence of inputs, reports, replays, skips, reconfigurations and kill -9 restarts."""
-    WorkerVersusModel.app, WorkerVersusModel.workers, WorkerVersusModel.readers = app, workers, readers
-    WorkerVersusModel.worker = [workers.worker()]
+    """Fault: any sequence of inputs, reports, replays, skips, reconfigurations and kill -9 restarts.
+
+    A short group session timeout: a killed worker's partitions go to its successor once
+    the group has dropped it, and most examples wait for that (inputs are few, so
+    heartbeats are never late).
+    """
+    pipeline = Pipeline(broker.bootstrap, topics, tmp_path, session_timeout_ms=MODEL_SESSION_TIMEOUT_MS)
+    with pipeline:
+        _run(pipeline, readers)
+
+
+def _run(pipeline: Pipeline, readers: Readers) -> None:
+    WorkerVersusModel.app, WorkerVersusModel.workers, WorkerVersusModel.readers = pipeline, pipeline, readers
+    WorkerVersusModel.worker = [pipeline.worker()]
     WorkerVersusModel.worker[0].wait_assigned()
     run_state_machine_as_test(
         WorkerVersusModel,
