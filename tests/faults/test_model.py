@@ -47,7 +47,16 @@ from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.runners.base import BaseTaskRunner
 from stream_triggers.storages.memory import MemoryStorage, MemoryStore
 from stream_triggers.types import Status, TaskInstance
-from tests.support import App, Pipeline, Proc, Readers, newest_snapshots, projection, wait_until
+from tests.support import (
+    CRASH_SESSION_TIMEOUT_MS,
+    App,
+    Pipeline,
+    Proc,
+    Readers,
+    newest_snapshots,
+    projection,
+    wait_until,
+)
 
 CONFIGURATIONS: list[dict[str, dict[str, Any]]] = [
     {
@@ -64,7 +73,6 @@ CONFIGURATIONS: list[dict[str, dict[str, Any]]] = [
 ]
 TRIGGERS = ("x", "y", "z", "page", "stop")
 SESSIONS_PER_EXAMPLE = 2
-MODEL_SESSION_TIMEOUT_MS = "1500"
 AT = datetime(2026, 1, 1)
 FAILURE = {
     TaskInstance.META_EXCEPTION_TYPE: "builtins.ValueError",
@@ -279,9 +287,12 @@ def test_model_of_the_worker_with_crashes_matches_the_in_process_manager(
     the group has dropped it, and most examples wait for that (inputs are few, so
     heartbeats are never late).
     """
-    pipeline = Pipeline(broker.bootstrap, topics, tmp_path, session_timeout_ms=MODEL_SESSION_TIMEOUT_MS)
+    pipeline = Pipeline(broker.bootstrap, topics, tmp_path, session_timeout_ms=CRASH_SESSION_TIMEOUT_MS)
     with pipeline:
-        _run(pipeline, readers)
+        try:
+            _run(pipeline, readers)
+        finally:
+            print(pipeline.report())  # shown by pytest when the test failed
 
 
 def _run(pipeline: Pipeline, readers: Readers) -> None:

@@ -12,9 +12,15 @@ is stopped with input in flight (arriving live, or a backlog it is catching up o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from stream_triggers.kafka.topics import Topics
+from stream_triggers.ops.broker import EmbeddedBroker
 from tests.support import (
+    CRASH_SESSION_TIMEOUT_MS,
     App,
     Pipeline,
     Proc,
@@ -31,6 +37,15 @@ SESSIONS = 300
 RATE = 100.0  # events/s: 2100 events last about 20 s, while the workers come and go
 BATCH = ["--batch-size", "64"]  # many small batches: many points to be killed between
 PROGRESS = 100  # task-results records a worker produces before it is stopped
+
+
+@pytest.fixture
+def workers(broker: EmbeddedBroker, topics: Topics, tmp_path: Path) -> Iterator[Pipeline]:
+    """This module's workers: a short group session timeout, so a killed worker's successor
+    is not left waiting the CLI's 6 s (twice) for the group to drop it."""
+    with Pipeline(broker.bootstrap, topics, tmp_path, session_timeout_ms=CRASH_SESSION_TIMEOUT_MS) as started:
+        yield started
+        print(started.report())  # shown by pytest when the test failed
 
 
 @pytest.mark.broker

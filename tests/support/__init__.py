@@ -9,7 +9,7 @@ from .brokers import PARTITIONS, drop_shared_producers, fresh_topics, running_br
 from .faults import RestartableBroker, projection
 from .inprocess import BACKENDS, Session, SessionFactory, StorageFactory
 from .inthread import worker_in_thread
-from .pipeline import SESSION_TIMEOUT_MS, Pipeline
+from .pipeline import CRASH_SESSION_TIMEOUT_MS, SESSION_TIMEOUT_MS, Pipeline
 from .processes import CLI, Proc, cli_env, run_cli
 from .readers import (
     Readers,
@@ -34,6 +34,7 @@ __all__ = [
     "SESSION_TIMEOUT_MS",
     "WAIT_S",
     "App",
+    "CRASH_SESSION_TIMEOUT_MS",
     "Pipeline",
     "Proc",
     "Readers",

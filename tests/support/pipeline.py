@@ -25,6 +25,9 @@ STOP_S = 15.0
 SESSION_TIMEOUT_MS = "3000"
 """Group session timeout of the processes a pipeline starts: joins take about half of it, and a
 SIGKILLed member is noticed after it (the CLI's default is 6 s)."""
+CRASH_SESSION_TIMEOUT_MS = "1500"
+"""For tests that kill workers again and again (few inputs, no broker fault): each successor
+waits about twice the session timeout for the group to drop the dead member and settle."""
 
 
 class Pipeline(App):
