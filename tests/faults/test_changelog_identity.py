@@ -1,7 +1,7 @@
 """Which changelog a local store reflects (stream/restore.py, ``stores_of_another_changelog``).
 
 A store is reused only when the changelog record its checkpoint names is still there,
-byte for byte.  These tests drive the three answers against the real broker: the same
+byte for byte.  The test drives the three answers against the real broker: the same
 changelog (reused, no rebuild), a record that is not the one applied (rebuilt) and a
 store of an earlier version without an identity (rebuilt once).  The lost-cluster case
 itself is tests/faults/test_broker_restarted_empty.py.
@@ -57,31 +57,35 @@ def _restart(settings: WorkerSettings, caplog: pytest.LogCaptureFixture) -> int:
         return worker.stats.stores_rebuilt
 
 
-@pytest.mark.broker
-def test_a_store_of_the_same_changelog_is_reused(
-    broker: EmbeddedBroker, topics: Topics, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    settings, number = _committed_store(broker, topics, tmp_path)
-    store = PartitionStore(settings.state_dir, topics.events, number)
-    assert store.get_raw(CHANGELOG_RECORD) is not None and store.changelog_checkpoint >= 0
-    store.close()
-    assert _restart(settings, caplog) == 0
-
-
-@pytest.mark.broker
-@pytest.mark.parametrize("identity", [b"\x00" * 8 + b"another record..", None], ids=["another-record", "no-identity"])
-def test_a_store_whose_checkpoint_record_is_not_this_changelogs_is_rebuilt(
-    broker: EmbeddedBroker, topics: Topics, tmp_path: Path, caplog: pytest.LogCaptureFixture, identity: bytes | None
-) -> None:
-    """Offset 0 holds another record than the store applied / the store predates identities: rebuilt."""
-    settings, number = _committed_store(broker, topics, tmp_path)
-    store = PartitionStore(settings.state_dir, topics.events, number)
-    store.write_parts([(CHANGELOG_RECORD, identity)], None)
-    store.close()
-    assert _restart(settings, caplog) == 1
-    store = PartitionStore(settings.state_dir, topics.events, number)
-    try:  # rebuilt from the changelog: the session is there, with a true identity
-        assert store.read_session("kept") is not None
-        assert store.get_raw(CHANGELOG_RECORD) not in (None, identity)
+def _set_identity(settings: WorkerSettings, topic: str, number: int, identity: bytes | None) -> bytes | None:
+    """Overwrite (None: delete) the store's changelog identity; returns the one it had."""
+    store = PartitionStore(settings.state_dir, topic, number)
+    try:
+        had = store.get_raw(CHANGELOG_RECORD)
+        store.write_parts([(CHANGELOG_RECORD, identity)], None)
+        return had
     finally:
         store.close()
+
+
+@pytest.mark.broker
+def test_a_store_is_reused_only_while_the_record_its_checkpoint_names_is_this_changelogs(
+    broker: EmbeddedBroker, topics: Topics, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Same changelog: reused.  Another record at that offset, or no identity (an earlier version): rebuilt."""
+    settings, number = _committed_store(broker, topics, tmp_path)
+    true = _set_identity(settings, topics.events, number, b"\x00" * 8 + b"another record..")
+    assert true is not None
+    _set_identity(settings, topics.events, number, true)
+    assert _restart(settings, caplog) == 0, "an ordinary restart rebuilt its store"
+
+    for identity in (b"\x00" * 8 + b"another record..", None):
+        _set_identity(settings, topics.events, number, identity)
+        caplog.clear()
+        assert _restart(settings, caplog) == 1, identity
+        store = PartitionStore(settings.state_dir, topics.events, number)
+        try:  # rebuilt from the changelog: the session is there, with a true identity again
+            assert store.read_session("kept") is not None
+            assert store.get_raw(CHANGELOG_RECORD) not in (None, identity)
+        finally:
+            store.close()
