@@ -71,6 +71,9 @@ _OFFSET = struct.Struct(">q")
 _NONE = (-1, -1)
 _DIGEST_BYTES = 16
 
+_LOST = " (the changelog was recreated or lost data, or this is another cluster)"
+"""What a store of another changelog means (the log line says it)."""
+
 CHANGELOG_RECORD = b"m:changelog-record"
 """Store key of the identity of the last changelog record the store reflects: offset + digest."""
 
@@ -328,7 +331,7 @@ def stores_of_another_changelog(
             continue
         identity = partition.store.get_raw(CHANGELOG_RECORD)
         if identity is None or len(identity) != _OFFSET.size + _DIGEST_BYTES:
-            reasons[partition.number] = "it does not record which changelog record it reflects (an earlier version)"
+            reasons[partition.number] = "it does not say which changelog record that is (an earlier version wrote it)"
             continue
         offset = _OFFSET.unpack_from(identity)[0]
         wanted[partition.number] = (offset, identity[_OFFSET.size :], checkpoint)
@@ -345,9 +348,12 @@ def stores_of_another_changelog(
                 offset, digest, checkpoint = wanted[number]
                 if number not in verified:
                     if at != offset:
-                        reasons[number] = f"its record at offset {offset} is gone (the next one is at {at})"
+                        reasons[number] = (
+                            f"its record at offset {offset} is gone, the next one is at {at} (compacted away, "
+                            "or the changelog was recreated or lost data, or this is another cluster)"
+                        )
                     elif _digest(message.key(), message.value()) != digest:
-                        reasons[number] = f"the record at offset {offset} is not the one it applied"
+                        reasons[number] = f"the record at offset {offset} is not the one it applied{_LOST}"
                     else:
                         verified.add(number)
                     if number in reasons:
@@ -360,5 +366,5 @@ def stores_of_another_changelog(
     for number, (offset, _, checkpoint) in wanted.items():
         if number not in decided:
             missing = checkpoint if number in verified else offset
-            reasons[number] = f"that partition ends before offset {missing}"
+            reasons[number] = f"that partition ends before offset {missing}{_LOST}"
     return reasons

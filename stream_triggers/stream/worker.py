@@ -220,8 +220,7 @@ class StreamWorker(Lifecycle):
         for partition in partitions:
             if partition.number in foreign:
                 log.error(
-                    "the local store of partition %d reflects %s up to offset %d, but %s "
-                    "(the changelog was recreated or lost data, or this is another cluster): "
+                    "the local store of partition %d reflects %s up to offset %d, but %s: "
                     "rebuilding the store from the changelog",
                     partition.number,
                     changelog,
