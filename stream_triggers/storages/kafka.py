@@ -31,7 +31,8 @@ Bounded waits: every broker call (a publish, a metadata lookup, a changelog read
 waits at most ``timeout_s`` (default :data:`DEFAULT_TIMEOUT_S`), then raises
 :class:`BrokerTimeout` naming what was not answered; a publish that timed out may or
 may not have reached the broker (the worker ignores a duplicate status report, not a
-duplicate fire).
+duplicate fire).  After a timeout or a fatal producer error the process-wide producer is
+replaced, so a broker that lost its data costs one failed publish (storages/producers.py).
 """
 
 from __future__ import annotations
