@@ -8,16 +8,29 @@ step, every session ends exactly as an uninterrupted run leaves it: outputs at l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from stream_triggers.kafka.topics import Topics
+from stream_triggers.ops.broker import EmbeddedBroker
 from stream_triggers.stream.faults import POINTS
-from tests.support import App, Pipeline, Readers, newest_snapshots
+from tests.support import CRASH_SESSION_TIMEOUT_MS, App, Pipeline, Readers, newest_snapshots
 
 from . import workload
 
 SESSIONS = 100
 RATE = 150.0
 BATCH = ["--batch-size", "16"]
+
+
+@pytest.fixture
+def workers(broker: EmbeddedBroker, topics: Topics, tmp_path: Path) -> Iterator[Pipeline]:
+    """The short crash session timeout: the restarted worker need not wait out the CLI's 6 s twice."""
+    with Pipeline(broker.bootstrap, topics, tmp_path, session_timeout_ms=CRASH_SESSION_TIMEOUT_MS) as started:
+        yield started
+        print(started.report())  # shown by pytest when the test failed
 
 
 @pytest.mark.broker
