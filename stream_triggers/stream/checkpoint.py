@@ -36,11 +36,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from stream_triggers.events.codec import encode
 from stream_triggers.events.state_format import encode_state
+from stream_triggers.events.tombstones import finalized_headers
 from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.stream import faults
 from stream_triggers.stream.partition import Partition, SessionEntry, changelog_rows
-from stream_triggers.stream.store import PART, PartitionStore
+from stream_triggers.stream.store import PART, PartitionStore, SessionAges
+from stream_triggers.types import SESSION_FINALIZED
 
 __all__ = ["WHOLE_SESSION_BYTES", "Checkpoint", "DeliveryFailed", "PartitionsLost"]
 
@@ -83,13 +85,18 @@ class Checkpoint:
         if error is not None:
             self.delivery_errors.append(str(error))
 
-    def _on_changelog_delivery(self, error: KafkaError | None, message: Any) -> None:
+    def on_changelog_delivery(self, error: KafkaError | None, message: Any) -> None:
+        """Delivery report of changelog records (states, tombstones): the last offset per partition."""
         if error is not None:
             self.delivery_errors.append(str(error))
         else:
             partition = message.partition()
             if message.offset() > self._changelog_offsets.get(partition, -1):
                 self._changelog_offsets[partition] = message.offset()
+
+    def changelog_offset(self, partition: int) -> int | None:
+        """The offset of the last changelog record delivered to ``partition`` (None: none yet)."""
+        return self._changelog_offsets.get(partition)
 
     def commit(self, partitions: Iterable[Partition], still_owner: Callable[[], bool] | None = None) -> None:
         """Make the batch in hand durable, in the order of the module docstring.
@@ -107,12 +114,17 @@ class Checkpoint:
         produce = self.producer.produce
         now = time.time_ns() // 1000
         rows_by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        ages_by_partition: dict[int, dict[str, SessionAges | None]] = {}
         for partition in partitions:  # 2
             if not partition.dirty:
                 continue
             rows = rows_by_partition[partition.number] = []
+            ages = ages_by_partition[partition.number] = {}
             number, epoch = partition.number, partition.epoch
             for uid, entry in partition.dirty.items():
+                finalized = _finalized_at(partition.store, uid, entry, now)
+                ages[uid] = SessionAges(now, finalized)  # the ages retention counts from (stream/retention.py)
+                headers = finalized_headers(finalized)
                 whole = self._small_whole(entry, epoch)
                 if whole is not None:  # one whole-session record
                     rows.append((PartitionStore.whole_key(uid), _OFFSET.pack(entry.applied_offset) + whole))
@@ -122,17 +134,22 @@ class Checkpoint:
                         rows.append((PartitionStore.whole_key(uid), None))
                     records = changelog_rows(uid, entry, epoch)
                     rows.extend((PART + key, value) for key, value in records)
-                for key, value in records:
+                last = len(records) - 1
+                for at, (key, value) in enumerate(records):
                     if value is not None:
                         snapshot = {
                             "session_uid": uid,
-                            "produced_at": now,
+                            "produced_at": now,  # the last input's time, from which --session-ttl counts
                             "state": value,
                             "input_partition": number,
                             "applied_offset": entry.applied_offset,
                         }
                         value = encode("SessionSnapshot", snapshot)
-                    produce(changelog, value, key, number, on_delivery=self._on_changelog_delivery)
+                    on_delivery = self.on_changelog_delivery
+                    if at == last and headers is not None:  # the header (or whole record): finalized-at
+                        produce(changelog, value, key, number, on_delivery=on_delivery, headers=headers)
+                    else:
+                        produce(changelog, value, key, number, on_delivery=on_delivery)
         if rows_by_partition:
             self.flush()
         if rows_by_partition:
@@ -141,7 +158,8 @@ class Checkpoint:
         for partition in partitions:
             rows = rows_by_partition.get(partition.number)
             if rows:  # 3
-                partition.store.write_parts(rows, self._changelog_offsets.get(partition.number), partition.epoch)
+                checkpoint = self._changelog_offsets.get(partition.number)
+                partition.store.write_parts(rows, checkpoint, partition.epoch, ages=ages_by_partition[partition.number])
                 for entry in partition.dirty.values():
                     entry.encoded = None
                     if not entry.whole:
@@ -178,3 +196,17 @@ class Checkpoint:
             if not remaining:
                 return
             log.warning("still waiting for the broker to acknowledge %d records", remaining)
+
+
+def _finalized_at(store: PartitionStore, uid: str, entry: SessionEntry, now: int) -> int:
+    """When the session was finalized (µs; 0: not yet): kept on the entry, looked up once in the store."""
+    at = entry.finalized_at
+    if at:
+        return at
+    if SESSION_FINALIZED not in entry.state.latest_kwargs:
+        return 0
+    if at is None:
+        ages = store.ages(uid)
+        at = 0 if ages is None else ages.finalized_at
+    entry.finalized_at = at or now
+    return entry.finalized_at

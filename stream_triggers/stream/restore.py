@@ -11,7 +11,12 @@ already seen in its partition is stale and skipped; a header or whole-session re
 replaces the session only if it is newer (owner epoch, then applied offset); an
 instance part counts once a header at least as new was read (until then it waits under
 ``q:``); a tombstone removes its part, a header's the whole session.  So no restore ever
-takes a session back.
+takes a session back.  A purge's tombstone (marked with the purging owner's epoch and the
+applied offset it ends, :mod:`~stream_triggers.events.tombstones`) removes the whole
+session, on whichever of its keys it is, unless it is stale (a lower epoch than one
+seen) or a newer state of the session was read: a purged session never comes back.
+The store's ages (last input, finalization: what retention counts from) are rebuilt
+from the header and whole-session records.
 
 It is strict, never a quiet skip that would leave an older state in place: a record it
 cannot read **quarantines** its session (``x:`` + uid in the store, with the reason;
@@ -29,6 +34,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -41,10 +47,11 @@ from stream_triggers.events.state_format import (
     state_kind,
 )
 from stream_triggers.events.state_parts import header_key, instance_prefix, part_version, split_key
+from stream_triggers.events.tombstones import finalized_at, tombstone_ends, tombstone_marks
 from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.clients import read_to_end
 from stream_triggers.stream.partition import Partition
-from stream_triggers.stream.store import PART, PENDING, QUARANTINE, PartitionStore
+from stream_triggers.stream.store import PART, PENDING, QUARANTINE, PartitionStore, SessionAges
 
 __all__ = ["CorruptChangelog", "RestoreResult", "checkpoints_past_the_end", "restore"]
 
@@ -78,6 +85,8 @@ class _Writes:
         self.rows: dict[bytes, bytes | None] = {}
         self.pending: dict[str, set[bytes]] = {}
         """uid -> ``q:`` keys written here (so a header finds its parts without scanning ``rows``)."""
+        self.ages: dict[str, SessionAges | None] = {}
+        """uid -> the ages its kept record says (None: the session was removed)."""
 
     def get(self, key: bytes) -> bytes | None:
         rows = self.rows
@@ -113,6 +122,7 @@ class _Writes:
         self.put(QUARANTINE + uid.encode(), None)
         self.put(PartitionStore.whole_key(uid), None)
         self.drop_parts(uid)
+        self.ages[uid] = None
 
     def drop_parts(self, uid: str) -> None:
         self.pending.pop(uid, None)
@@ -122,16 +132,25 @@ class _Writes:
                 self.put(key, None)
 
 
-def _take(writes: _Writes, key: bytes | None, value: bytes | None, max_epoch: int) -> tuple[str, int, bool]:
+def _take(
+    writes: _Writes, key: bytes | None, value: bytes | None, max_epoch: int, headers: Callable[[], Any]
+) -> tuple[str, int, bool]:
     """Apply one changelog record to ``writes``: ``(session uid, epoch seen, kept)``.
 
-    Raises ``CodecError`` / ``StateFormatError`` for a record that is not readable.
+    ``headers`` gives the record's headers (read only where they matter).  Raises
+    ``CodecError`` / ``StateFormatError`` for a record that is not readable.
     """
     if key is None:
         raise StateFormatError("a changelog record without a key")
     part = split_key(key)
     uid = part.uid
     if value is None:  # a tombstone
+        marks = tombstone_marks(headers())
+        if marks is not None:  # a purge: the whole session, unless stale or older than what is kept
+            if marks[0] < max_epoch or not tombstone_ends(marks, writes.version(uid)):
+                return uid, max_epoch, False
+            writes.drop_session(uid)
+            return uid, marks[0], True
         if part.part == "instance":
             writes.put(PART + key, None)
             writes.put(PENDING + key, None)
@@ -171,6 +190,7 @@ def _take(writes: _Writes, key: bytes | None, value: bytes | None, max_epoch: in
             raise StateFormatError("a header whose applied offset differs from its record's")
         writes.put(PART + key, state)
         writes.put(PartitionStore.whole_key(uid), None)
+        writes.ages[uid] = SessionAges(snapshot["produced_at"], finalized_at(headers()))
         for pending in writes.pending_of(uid):
             data = writes.get(pending)
             if data is not None and part_version(data) <= version:
@@ -182,7 +202,17 @@ def _take(writes: _Writes, key: bytes | None, value: bytes | None, max_epoch: in
         if writes.get(PART + header_key(uid)) is not None:  # (a worker of an older version wrote it)
             writes.drop_parts(uid)
         writes.put(PartitionStore.whole_key(uid), _OFFSET.pack(snapshot["applied_offset"]) + state)
+        writes.ages[uid] = SessionAges(snapshot["produced_at"], finalized_at(headers()))
     return uid, epoch, True
+
+
+def _headers(message: Any) -> Callable[[], Any]:
+    """The message's headers, read when asked (a record-like object without them has none)."""
+    return getattr(message, "headers", _NO_HEADERS)
+
+
+def _NO_HEADERS() -> None:
+    return None
 
 
 def _session_of(key: bytes | None) -> str | None:
@@ -231,7 +261,7 @@ def restore(
                     pending = writes[number] = _Writes(partition.store)
                 key = message.key()
                 try:
-                    uid, epoch, kept = _take(pending, key, message.value(), max_epoch[number])
+                    uid, epoch, kept = _take(pending, key, message.value(), max_epoch[number], _headers(message))
                 except (CodecError, StateFormatError, KeyError, TypeError) as exc:
                     where = f"the changelog record {changelog}[{number}] at offset {offset} (key {key!r})"
                     uid = _session_of(key)
@@ -255,7 +285,9 @@ def restore(
                     result.stale += 1
         finally:
             for number, partition_writes in writes.items():
-                partition_writes.store.write_parts(partition_writes.rows.items(), last[number], max_epoch[number])
+                partition_writes.store.write_parts(
+                    partition_writes.rows.items(), last[number], max_epoch[number], ages=partition_writes.ages
+                )
                 result.records += len(partition_writes.rows)
     result.complete = not (should_stop is not None and should_stop())
     result.seconds = time.monotonic() - started
