@@ -208,10 +208,10 @@ def _take(
 
 def _headers(message: Any) -> Callable[[], Any]:
     """The message's headers, read when asked (a record-like object without them has none)."""
-    return getattr(message, "headers", _NO_HEADERS)
+    return getattr(message, "headers", _no_headers)
 
 
-def _NO_HEADERS() -> None:
+def _no_headers() -> None:
     return None
 
 
