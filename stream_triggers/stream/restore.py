@@ -147,7 +147,11 @@ def _take(
     if value is None:  # a tombstone
         marks = tombstone_marks(headers())
         if marks is not None:  # a purge: the whole session, unless stale or older than what is kept
-            if marks[0] < max_epoch or not tombstone_ends(marks, writes.version(uid)):
+            try:
+                version = writes.version(uid)
+            except StateFormatError:
+                version = _NONE  # an unreadable (quarantined) session: the purge ends it all the same
+            if marks[0] < max_epoch or not tombstone_ends(marks, version):
                 return uid, max_epoch, False
             writes.drop_session(uid)
             return uid, marks[0], True

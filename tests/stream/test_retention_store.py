@@ -323,3 +323,10 @@ def test_a_status_report_for_a_session_without_state_is_dead_lettered_session_pu
     [(topic, _key, value)] = applier.apply(Partition(0, store), 5, b"s", status_report("s"))
     assert topic == TOPICS.dead_letter and stats.dead_letters == {reason: 1}
     assert decode(value)[1]["reason"] == reason
+
+
+def test_a_purge_tombstone_ends_a_session_whose_stored_header_is_unreadable(store: PartitionStore) -> None:
+    store.write_parts([(b"p:" + header_key("q"), b"junk"), (b"x:q", b"an unreadable record")], 0)
+    tombstone = Message(TOPICS.changelog, 0, 1, header_key("q"), None, tombstone_headers(2, -1))
+    result = restore(Consumer([tombstone]), TOPICS.changelog, [Partition(0, store)], timeout_s=5)  # type: ignore[arg-type]
+    assert result.quarantined == 0 and store.quarantined("q") is None and store.get_raw(b"p:" + header_key("q")) is None
