@@ -22,6 +22,13 @@ changelog with the state) are skipped, so no input changes a state twice; output
 at least once, each with a deterministic ``event_id``.  A record that cannot be
 delivered stops the worker before step 4 (nothing committed): a restart re-applies
 the batch.
+
+Step 3 also keeps each changed session's ages (its last input's time, and when it was
+finalized: the header record's ``produced_at`` and ``finalized-at`` header), from which
+retention counts.  Purging sessions (retention, TTL: :mod:`~stream_triggers.stream.retention`)
+follows the same order, between batches: ``SessionPurged`` records, flush; the
+membership check; a tombstone for every changelog key of each session, flush; then one
+RocksDB batch deleting them.
 """
 
 from __future__ import annotations
