@@ -19,7 +19,8 @@ between batches:
 2. one ``SessionPurged`` record per session to ``<prefix>.sessions``, flushed - a
    session never disappears without its record (at least once, deterministic ids);
 3. the owner check again, then a tombstone for **every changelog key** of each session
-   (its header first, then its instance parts, then its whole-session key), each marked
+   (its header first, then its instance parts, then its whole-session key, which a session
+   once stored whole may still have in the changelog), each marked
    with the owner epoch and the applied offset it ends (:mod:`~stream_triggers.events.tombstones`),
    flushed;
 4. one RocksDB batch deleting every store key of the sessions (parts, pending parts,
@@ -55,7 +56,7 @@ from stream_triggers.stream import faults
 from stream_triggers.stream.checkpoint import Checkpoint
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
-from stream_triggers.stream.store import SessionAges
+from stream_triggers.stream.store import PART, SessionAges
 
 __all__ = ["Expired", "RetentionSweep"]
 
@@ -224,10 +225,13 @@ class RetentionSweep:
         self.checkpoint.flush()
 
     def _tombstone(self, partition: Partition, session: Expired) -> None:
-        """A marked tombstone for every changelog key of the session: its header first."""
-        head = header_key(session.uid)
-        keys = partition.store.changelog_keys(session.uid)
-        ordered = [head, *(key for key in keys if key not in (head, session.uid.encode())), session.uid.encode()]
+        """A marked tombstone for every changelog key of the session: its header first (if it has one),
+        its whole-session key last (always: a session once stored whole may still have that record)."""
+        store, head, whole = partition.store, header_key(session.uid), session.uid.encode()
+        keys = store.changelog_keys(session.uid)
+        ordered = [key for key in keys if key not in (head, whole)] + [whole]
+        if store.get_raw(PART + head) is not None:
+            ordered.insert(0, head)
         headers = tombstone_headers(partition.epoch, session.applied_offset)
         for key in ordered:
             self.producer.produce(

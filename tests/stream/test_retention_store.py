@@ -330,3 +330,17 @@ def test_a_purge_tombstone_ends_a_session_whose_stored_header_is_unreadable(stor
     tombstone = Message(TOPICS.changelog, 0, 1, header_key("q"), None, tombstone_headers(2, -1))
     result = restore(Consumer([tombstone]), TOPICS.changelog, [Partition(0, store)], timeout_s=5)  # type: ignore[arg-type]
     assert result.quarantined == 0 and store.quarantined("q") is None and store.get_raw(b"p:" + header_key("q")) is None
+
+
+def test_a_small_session_stored_whole_gets_one_tombstone(store: PartitionStore) -> None:
+    partition, log = Partition(0, store, epoch=2), Log()
+    entry = partition.session("w")
+    entry.state, entry.applied_offset = ticks(CONFIGURED, 1), 3
+    partition.dirty["w"] = entry
+    Checkpoint(log, Consumer([]), TOPICS).commit([partition])  # type: ignore[arg-type]  # (small: one whole record)
+    store.write_parts([], None, ages={"w": SessionAges(10 * S)})
+    partition.restored, partition.committed = True, 4
+    log.events.clear()
+    assert sweeper(log, ttl_s=60).run([partition], {0: 0}, 100 * S, lambda: True, lambda: True) == 1
+    assert log.events == ["sessions:w:SessionPurged", "flush", "changelog:w:tombstone", "flush"]
+    assert store.read_session("w") is None and store.live_sessions == 0
