@@ -49,14 +49,13 @@ from confluent_kafka import Producer
 
 from stream_triggers.events.codec import encode
 from stream_triggers.events.state_format import StateFormatError
-from stream_triggers.events.state_parts import header_key
 from stream_triggers.events.tombstones import tombstone_headers
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.stream import faults
 from stream_triggers.stream.checkpoint import Checkpoint
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
-from stream_triggers.stream.store import PART, SessionAges
+from stream_triggers.stream.store import SessionAges
 
 __all__ = ["Expired", "RetentionSweep"]
 
@@ -94,6 +93,8 @@ class RetentionSweep:
         self.checkpoint = checkpoint
         self.stats = stats
         self.due_at = 0.0
+        self._store_keys: dict[str, list[bytes]] = {}
+        """uid -> its store keys, from its tombstones to its RocksDB deletes (one sweep)."""
 
     @property
     def enabled(self) -> bool:
@@ -177,6 +178,7 @@ class RetentionSweep:
         if not still_owner():
             log.warning("not purging: the group moved this worker's partitions away")
             return 0
+        self._store_keys.clear()
         by_number = {p.number: p for p in caught_up}
         for number, sessions in due.items():  # 3
             partition = by_number[number]
@@ -188,7 +190,7 @@ class RetentionSweep:
         for number, sessions in due.items():  # 4
             partition = by_number[number]
             store = partition.store
-            rows = [row for session in sessions for row in store.purge_rows(session.uid)]
+            rows = [(key, None) for session in sessions for key in self._store_keys.pop(session.uid, ())]
             gone: dict[str, SessionAges | None] = dict.fromkeys((session.uid for session in sessions), None)
             store.write_parts(rows, self.checkpoint.changelog_offset(number), partition.epoch, ages=gone)
             reasons = self.stats.sessions_purged
@@ -225,15 +227,10 @@ class RetentionSweep:
         self.checkpoint.flush()
 
     def _tombstone(self, partition: Partition, session: Expired) -> None:
-        """A marked tombstone for every changelog key of the session: its header first (if it has one),
-        its whole-session key last (always: a session once stored whole may still have that record)."""
-        store, head, whole = partition.store, header_key(session.uid), session.uid.encode()
-        keys = store.changelog_keys(session.uid)
-        ordered = [key for key in keys if key not in (head, whole)] + [whole]
-        if store.get_raw(PART + head) is not None:
-            ordered.insert(0, head)
+        """A marked tombstone for every changelog key of the session (``PartitionStore.purge_keys``)."""
+        changelog_keys, self._store_keys[session.uid] = partition.store.purge_keys(session.uid)
         headers = tombstone_headers(partition.epoch, session.applied_offset)
-        for key in ordered:
+        for key in changelog_keys:
             self.producer.produce(
                 self.topics.changelog,
                 None,

@@ -99,6 +99,8 @@ class PartitionStore:
             self._db[_LAYOUT] = _LAYOUT_VERSION
         self._write_options = WriteOptions()
         self._write_options.disable_wal = True
+        self._cursor: dict[bytes, int] = {}
+        """Index prefix -> a time no live entry of that index is below (see :meth:`_index`)."""
 
     def read_session(self, uid: str) -> StoredSession | None:
         """The session's committed state and applied offset, assembled from its parts (or its whole value).
@@ -187,24 +189,44 @@ class PartitionStore:
         return self._index(_BY_FINALIZED, before_us, limit)
 
     def _index(self, prefix: bytes, before_us: int, limit: int) -> list[tuple[str, int]]:
+        """Index entries older than ``before_us``, read from the cursor: every live entry is at or past it.
+
+        Without the cursor, each sweep would step over the RocksDB tombstones of every entry
+        purged before it (they sit at the old end of the index until a compaction), a cost
+        that grows with every session purged.
+        """
         found: list[tuple[str, int]] = []
         if limit <= 0:
             return found
+        start = self._cursor.get(prefix, 0)
         end = prefix + _OFFSET.pack(max(0, before_us))
-        for key in self._db.keys(from_key=prefix):
+        for key in self._db.keys(from_key=prefix + _OFFSET.pack(start)):
             if key >= end or not key.startswith(prefix):
                 break
             found.append((key[len(prefix) + 8 :].decode(), _OFFSET.unpack_from(key, len(prefix))[0]))
             if len(found) >= limit:
                 break
+        self._cursor[prefix] = found[0][1] if found else max(start, before_us)
         return found
 
-    def purge_rows(self, uid: str) -> list[tuple[bytes, None]]:
-        """Deletes of every store key the session has (parts, pending parts, whole value, quarantine)."""
-        keys = {self.whole_key(uid), PART + header_key(uid), QUARANTINE + uid.encode()}
+    def purge_keys(self, uid: str) -> tuple[list[bytes], list[bytes]]:
+        """What purging the session removes: ``(changelog keys, store keys)``.
+
+        The changelog keys in the order retention tombstones them: the header first (if the
+        session has one), its instance parts (committed or pending), its whole-session key
+        last (always: a session once stored whole may still have that record).  The store
+        keys: every key the session has (parts, pending parts, whole value, quarantine).
+        """
+        head = header_key(uid)
+        store_keys = [PART + head, QUARANTINE + uid.encode(), self.whole_key(uid)]
+        parts: set[bytes] = set()
         for prefix in (PART, PENDING):
-            keys.update(key for key, _ in self.scan(prefix + instance_prefix(uid)))
-        return [(key, None) for key in sorted(keys)]
+            for key, _ in self.scan(prefix + instance_prefix(uid)):
+                store_keys.append(key)
+                parts.add(key[len(prefix) :])
+        changelog = [head] if self._db.get(PART + head) is not None else []
+        changelog += [*sorted(parts), uid.encode()]
+        return changelog, store_keys
 
     @property
     def changelog_checkpoint(self) -> int:
@@ -283,6 +305,10 @@ class PartitionStore:
                 continue
             batch.put(_AGE + key, packed)
             _index_rows(key, new, lambda index: batch.put(index, b""))
+            cursor = self._cursor
+            for prefix, at in ((_BY_INPUT, new.input_at), (_BY_FINALIZED, new.finalized_at)):
+                if at and at < cursor.get(prefix, 0):
+                    cursor[prefix] = at
         if live != start:
             batch.put(_LIVE, _OFFSET.pack(max(0, live)))
 

@@ -344,3 +344,15 @@ def test_a_small_session_stored_whole_gets_one_tombstone(store: PartitionStore) 
     assert sweeper(log, ttl_s=60).run([partition], {0: 0}, 100 * S, lambda: True, lambda: True) == 1
     assert log.events == ["sessions:w:SessionPurged", "flush", "changelog:w:tombstone", "flush"]
     assert store.read_session("w") is None and store.live_sessions == 0
+
+
+def test_the_index_cursor_skips_what_was_purged_and_still_finds_older_entries_written_later(
+    store: PartitionStore,
+) -> None:
+    store.write_parts([], None, ages={"a": SessionAges(10 * S), "b": SessionAges(20 * S)})
+    assert store.idle_since(15 * S, 10) == [("a", 10 * S)]
+    store.write_parts([], None, ages={"a": None})
+    assert store.idle_since(15 * S, 10) == []  # the cursor moves past the purged end
+    store.write_parts([], None, ages={"c": SessionAges(12 * S)})  # (a restore writes old times)
+    assert store.idle_since(15 * S, 10) == [("c", 12 * S)]
+    assert store.idle_since(30 * S, 10) == [("c", 12 * S), ("b", 20 * S)]
