@@ -28,7 +28,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
-from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from stream_triggers.engine.state import SessionState
 from stream_triggers.events.state_format import decode_state, encode_state, state_epoch
@@ -51,6 +51,11 @@ _LIVE = b"m:sessions"
 _LAYOUT = b"m:layout"
 _LAYOUT_VERSION = b"ages"  # the ages and their indexes are kept beside the sessions
 _MEMTABLE_BYTES = 4 * 1024 * 1024
+_BLOCK_CACHE = Cache(32 * 1024 * 1024)
+"""One block cache for every store of the process, index and filter blocks included: the
+worker's memory stays bounded whatever its partition count (RocksDB's default is a cache
+per store, plus index and filter blocks outside it, which grow with every compaction -
+and retention's deletes cause many: bench/retention.py)."""
 
 SessionRecord = tuple[int, bytes]
 """(applied input offset, encoded whole session state)."""
@@ -88,6 +93,10 @@ class PartitionStore:
         # memtable only protects restore time, which the changelog bounds anyway.
         options.set_write_buffer_size(_MEMTABLE_BYTES)
         options.set_max_write_buffer_number(2)
+        table = BlockBasedOptions()  # one bounded cache for every store, index and filter blocks inside it
+        table.set_block_cache(_BLOCK_CACHE)
+        table.set_cache_index_and_filter_blocks(True)
+        options.set_block_based_table_factory(table)
         self._db = Rdict(self.path, options)
         if self._db.get(_LAYOUT) != _LAYOUT_VERSION:
             if self._db.get(_CHECKPOINT) is not None:
