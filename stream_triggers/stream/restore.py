@@ -51,7 +51,7 @@ from stream_triggers.events.tombstones import finalized_at, tombstone_ends, tomb
 from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.clients import read_to_end
 from stream_triggers.stream.partition import Partition
-from stream_triggers.stream.store import PART, PENDING, QUARANTINE, PartitionStore, SessionAges
+from stream_triggers.stream.store import OWED, PART, PENDING, QUARANTINE, PartitionStore, SessionAges
 
 __all__ = ["CorruptChangelog", "RestoreResult", "checkpoints_past_the_end", "restore"]
 
@@ -85,6 +85,8 @@ class _Writes:
         self.rows: dict[bytes, bytes | None] = {}
         self.pending: dict[str, set[bytes]] = {}
         """uid -> ``q:`` keys written here (so a header finds its parts without scanning ``rows``)."""
+        self.owing = next(store.scan(OWED), None) is not None
+        """Whether any tombstone is owed (only then is each record's key looked up)."""
         self.ages: dict[str, SessionAges | None] = {}
         """uid -> the ages its kept record says (None: the session was removed)."""
 
@@ -117,6 +119,20 @@ class _Writes:
             version = max(version, (state_epoch(whole[_OFFSET.size :]), _OFFSET.unpack_from(whole)[0]))
         return version
 
+    def owe(self, uid: str, marks: tuple[int, int]) -> None:
+        """A purge began: note a tombstone owed for every changelog key the session has (its
+        header, instance parts, whole key); each of the purge's own tombstones read later
+        settles one, and the retention sweep writes what is still owed."""
+        keys = {uid.encode()}
+        if self.get(PART + header_key(uid)) is not None:
+            keys.add(header_key(uid))
+        for prefix in (PART, PENDING):
+            keys.update(key[len(prefix) :] for key in self.scan(prefix + instance_prefix(uid)))
+        packed = _OFFSET.pack(marks[0]) + _OFFSET.pack(marks[1])
+        for key in keys:
+            self.put(OWED + key, packed)
+        self.owing = True
+
     def drop_session(self, uid: str) -> None:
         """The session was removed from the changelog: its parts, pending parts and quarantine go."""
         self.put(QUARANTINE + uid.encode(), None)
@@ -144,6 +160,8 @@ def _take(
         raise StateFormatError("a changelog record without a key")
     part = split_key(key)
     uid = part.uid
+    if writes.owing and writes.get(OWED + key) is not None:
+        writes.put(OWED + key, None)  # a later record of the key: nothing owed for it any more
     if value is None:  # a tombstone
         marks = tombstone_marks(headers())
         if marks is not None:  # a purge: the whole session, unless stale or older than what is kept
@@ -153,6 +171,8 @@ def _take(
                 version = _NONE  # an unreadable (quarantined) session: the purge ends it all the same
             if marks[0] < max_epoch or not tombstone_ends(marks, version):
                 return uid, max_epoch, False
+            writes.owe(uid, marks)
+            writes.put(OWED + key, None)
             writes.drop_session(uid)
             return uid, marks[0], True
         if part.part == "instance":

@@ -31,7 +31,10 @@ A crash before 3 leaves the session whole everywhere (the next sweep purges it a
 its ``SessionPurged`` a duplicate with the same ``event_id``).  A crash during 3 leaves
 some of its tombstones in the changelog: any one of them ends the whole session for
 every reader (restore, ``kafka`` storage, ``inspect``), so nothing is half purged, and a
-restart applies them on restore before the partition is served.  A crash after 3 and
+restart applies them on restore before the partition is served.  That restore (on the
+same state dir or an empty one) also notes the tombstones still owed (``d:`` keys:
+:meth:`~stream_triggers.stream.restore._Writes.owe`), and the next sweep writes them, so
+no record of the session outlives the purge's tombstones in the compacted changelog.  A crash after 3 and
 before 4 leaves the sessions in RocksDB behind a checkpoint the tombstones follow: the
 restore deletes them.  A partition still catching up on a backlog (lag of a batch or
 more, or unknown) is not swept: an input waiting there may be for a session that is not
@@ -41,25 +44,30 @@ idle at all.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 
 from confluent_kafka import Producer
 
 from stream_triggers.events.codec import encode
 from stream_triggers.events.state_format import StateFormatError
+from stream_triggers.events.state_parts import split_key
 from stream_triggers.events.tombstones import tombstone_headers
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.stream import faults
 from stream_triggers.stream.checkpoint import Checkpoint
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
-from stream_triggers.stream.store import SessionAges
+from stream_triggers.stream.store import OWED, SessionAges
 
 __all__ = ["Expired", "RetentionSweep"]
 
 log = logging.getLogger(__name__)
+
+_LONG = struct.Struct(">q")
 
 OwnerCheck = Callable[[float], Callable[[], bool]]
 """``owner_check(batch_began)`` -> ``still_owner()`` (the worker's; probes the group when the
@@ -166,6 +174,10 @@ class RetentionSweep:
         """
         restored = [p for p in owned if p.restored]
         self.stats.live_sessions = {p.number: p.store.live_sessions for p in restored}
+        owed = {p: list(islice(p.store.scan(OWED), self.limit)) for p in restored}
+        owed = {p: entries for p, entries in owed.items() if entries}
+        if owed and probe():
+            self._settle_owed(owed)
         if not self.enabled:
             return 0
         caught_up = [p for p in restored if lag.get(p.number, self.behind) < self.behind]
@@ -202,6 +214,37 @@ class RetentionSweep:
             log.info("purged %d sessions of partition %d", len(sessions), number, extra={"partition": number})
         faults.reached("purge-after-store")
         return purged
+
+    def _settle_owed(self, owed: dict[Partition, list[tuple[bytes, bytes]]]) -> None:
+        """Write the tombstones an interrupted purge still owes (restore noted them), then forget them.
+
+        A key whose session exists again (a later input started it afresh) is not tombstoned.
+        """
+        for partition, entries in owed.items():
+            written = 0
+            for store_key, marks in entries:
+                key = store_key[len(OWED) :]
+                try:
+                    again = partition.store.version(split_key(key).uid) is not None
+                except StateFormatError:
+                    again = True  # something is stored under it: not ours to end
+                if again:
+                    continue
+                headers = tombstone_headers(partition.epoch, _LONG.unpack_from(marks, 8)[0])
+                self.producer.produce(
+                    self.topics.changelog,
+                    None,
+                    key,
+                    partition.number,
+                    headers=headers,
+                    on_delivery=self.checkpoint.on_changelog_delivery,
+                )
+                written += 1
+            if written:
+                self.checkpoint.flush()
+            rows = [(store_key, None) for store_key, _ in entries]
+            partition.store.write_parts(rows, self.checkpoint.changelog_offset(partition.number), partition.epoch)
+            log.info("wrote %d tombstones an interrupted purge owed in partition %d", written, partition.number)
 
     def _publish_purges(self, due: dict[int, list[Expired]]) -> None:
         """One ``SessionPurged`` record per session, flushed."""

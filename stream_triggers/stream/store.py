@@ -34,13 +34,16 @@ from stream_triggers.engine.state import SessionState
 from stream_triggers.events.state_format import decode_state, encode_state, state_epoch
 from stream_triggers.events.state_parts import assemble, header_key, instance_prefix, read_header
 
-__all__ = ["PART", "PENDING", "QUARANTINE", "PartitionStore", "SessionAges", "SessionRecord", "StoredSession"]
+__all__ = ["OWED", "PART", "PENDING", "QUARANTINE", "PartitionStore", "SessionAges", "SessionRecord", "StoredSession"]
 
 _OFFSET = struct.Struct(">q")
 _SESSION = b"s:"
 PART = b"p:"
 PENDING = b"q:"
 QUARANTINE = b"x:"
+OWED = b"d:"
+"""``d:`` + changelog key -> the marks (epoch, applied offset) of a purge whose tombstone for that
+key is still owed (a crash cut the purge's tombstones short; restore notes what is left)."""
 _AGE = b"a:"
 _BY_INPUT = b"t:"  # t:<last input at, 8 bytes big-endian><uid>
 _BY_FINALIZED = b"f:"  # f:<finalized at><uid>

@@ -356,3 +356,25 @@ def test_the_index_cursor_skips_what_was_purged_and_still_finds_older_entries_wr
     store.write_parts([], None, ages={"c": SessionAges(12 * S)})  # (a restore writes old times)
     assert store.idle_since(15 * S, 10) == [("c", 12 * S)]
     assert store.idle_since(30 * S, 10) == [("c", 12 * S), ("b", 20 * S)]
+
+
+def test_tombstones_a_cut_purge_still_owes_are_written_by_the_next_sweep(tmp_path: Path) -> None:
+    log, _kept = purged_log(tmp_path)
+    records = log.changelog()
+    cut = next(i for i, m in enumerate(records) if m.value() is None) + 1  # only the header's tombstone arrived
+    store = PartitionStore(str(tmp_path / "empty"), "t.events", 0)
+    partition = Partition(0, store, epoch=5)
+    restore(Consumer(records[:cut]), TOPICS.changelog, [partition], timeout_s=5)  # type: ignore[arg-type]
+    owed = {key[2:] for key, _ in store.scan(b"d:")}
+    assert owed == {instance_key("gone", "each#0"), instance_key("gone", "each#1"), b"gone"}
+    partition.restored, after = True, Log()
+    assert sweeper(after).run([partition], {0: 0}, 0, lambda: True, lambda: True) == 0  # (retention off)
+    assert sorted(after.events[:-1]) == sorted(f"changelog:{k.decode(errors='replace')}:tombstone" for k in owed)
+    assert {tombstone_marks(m.headers()) for m in after.records} == {(5, 4)}
+    assert list(store.scan(b"d:")) == []
+    store.close()
+    # The whole purge read in full owes nothing.
+    full = PartitionStore(str(tmp_path / "full"), "t.events", 0)
+    restore(Consumer(records), TOPICS.changelog, [Partition(0, full)], timeout_s=5)  # type: ignore[arg-type]
+    assert list(full.scan(b"d:")) == []
+    full.close()
