@@ -41,6 +41,7 @@ TOPIC_OF = {
     "TaskRunRequested": "task-runs",
     "InstanceStatusChanged": "task-results",
     "SessionFinalized": "sessions",
+    "SessionPurged": "sessions",
     "SessionSnapshot": "changelog",
     "DeadLetter": "dead-letter",
 }
@@ -59,7 +60,8 @@ PRODUCED_BY = {
     "TaskRunRequested": "stream worker (an instance became ready to run)",
     "InstanceStatusChanged": "stream worker",
     "SessionFinalized": "stream worker (the `finalizing` manager fired `sessionFinalized`)",
-    "SessionSnapshot": "stream worker (once per touched session per batch)",
+    "SessionPurged": "stream worker (a session reached `--session-retention` or `--session-ttl`)",
+    "SessionSnapshot": "stream worker (once per touched session per batch; tombstones when purged)",
     "DeadLetter": "stream worker (bad `events` input); task executor (bad `task-runs` input)",
 }
 
@@ -67,7 +69,7 @@ TOPIC_ROLE = {
     "events": "Input of the stream workers: every operation on a session. Co-partitioned with `changelog`.",
     "task-runs": "Instances ready to run; task executors consume it (one group per runner name).",
     "task-results": "Instance outcomes for subscribers: finished, failed, abandoned, skipped, replayed.",
-    "sessions": "Session-level outputs (`sessionFinalized`).",
+    "sessions": "Session-level outputs (`sessionFinalized`, and `SessionPurged` when a session is purged).",
     "changelog": "Session state after each batch; workers restore their RocksDB stores from it.",
     "dead-letter": "Input that could not be decoded or applied, with the reason and the original bytes.",
     "owners": "Which worker serves which partition's committed state, and where (one partition; JSON values, "

@@ -80,6 +80,7 @@ def test_create_topics_makes_six_with_configs_and_is_idempotent(broker: Embedded
     admin = _admin(broker)  # must outlive its futures
     configs = {res.name: future.result() for res, future in admin.describe_configs(resources).items()}
     assert configs[names.changelog]["cleanup.policy"].value == "compact"
+    assert configs[names.changelog]["delete.retention.ms"].value == str(7 * 24 * 3600 * 1000)  # purges' tombstones
     assert configs[names.owners]["cleanup.policy"].value == "compact"
     assert configs[names.events]["cleanup.policy"].value == "delete"
     assert configs[names.events]["retention.ms"].value == "-1"

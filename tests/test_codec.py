@@ -82,12 +82,19 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "value": b"\x00\xffgarbage",
     },
     "SessionSnapshot": {"state": b"\x01\x94\x90\x90", "input_partition": 2, "applied_offset": 123456},
+    "SessionPurged": {
+        "reason": "retention",
+        "last_input_at": T0,
+        "finalized_at": T0 + 1,
+        "input_partition": 1,
+        "applied_offset": 42,
+    },
 }
 
 
 def test_samples_cover_every_schema() -> None:
     assert set(SAMPLES) == SCHEMA_NAMES
-    assert len(SCHEMA_NAMES) == 14
+    assert len(SCHEMA_NAMES) == 15
 
 
 @pytest.mark.parametrize("type_name", sorted(SAMPLES))

@@ -470,6 +470,8 @@ def exported_sample_names() -> set[str]:
         counts["x"] = 1
     stats.produced.statuses["finished"] = 1
     stats.consumer_lag[0] = 1
+    stats.sessions_purged["ttl"] = 1
+    stats.live_sessions[0] = 1
     stats.last_event_at = 1.0
     worker = SimpleNamespace(stats=stats, ready=threading.Event())
     task_stats = ExecutorStats()

@@ -135,6 +135,8 @@ def filled_worker_stats() -> WorkerStats:
     stats.offset_gaps = 1
     stats.last_event_at = 1_700_000_000.5
     stats.consumer_lag = {0: 0, 3: 17}
+    stats.sessions_purged = {"retention": 5, "ttl": 2}
+    stats.live_sessions = {0: 120, 3: 80}
     return stats
 
 
@@ -148,6 +150,9 @@ def test_worker_collector_reads_the_stats_at_scrape_time() -> None:
     assert value(found, w + "events_total", type="TriggerFired", outcome="skipped_already_applied") == 1
     assert value(found, w + "events_total", type="unknown", outcome="dead_letter") == 2
     assert value(found, w + "dead_letters_total", reason="undecodable") == 2
+    assert value(found, w + "sessions_purged_total", reason="retention") == 5
+    assert value(found, w + "sessions_purged_total", reason="ttl") == 2
+    assert value(found, w + "live_sessions", partition="3") == 80
     assert value(found, w + "batches_total") == 4
     assert value(found, w + "outputs_total") == 11
     assert value(found, w + "batch_size_bucket", le="1.0") == 1

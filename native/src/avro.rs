@@ -225,6 +225,22 @@ pub static SCHEMAS: &[Schema] = &[
         added: &[],
     },
     Schema {
+        name: "SessionPurged",
+        fingerprint: fp(0x6c4e4cd755957c76),
+        version: "current",
+        fields: &[
+            ("event_id", Kind::Str),
+            ("session_uid", Kind::Str),
+            ("produced_at", Kind::Long),
+            ("reason", Kind::Str),
+            ("last_input_at", Kind::Long),
+            ("finalized_at", Kind::Long),
+            ("input_partition", Kind::Int),
+            ("applied_offset", Kind::Long),
+        ],
+        added: &[],
+    },
+    Schema {
         name: "SessionSnapshot",
         fingerprint: fp(0xd91750cc6bd4e95a),
         version: "current",

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from stream_triggers.cli.durations import retention_options
 from stream_triggers.cli.kafka_settings import kafka_options
 from stream_triggers.cli.options import (
     ENV,
@@ -200,6 +201,7 @@ def _is_endpoint(text: str) -> bool:
     help="What applies inputs: the native core (Rust), the Python engine, or auto "
     "(native when installed and the manager is a built-in one).",
 )
+@retention_options
 @kafka_options
 def worker(
     bootstrap: str,
@@ -216,6 +218,8 @@ def worker(
     stats_out: str | None,
     restore_timeout: float,
     engine: str,
+    session_retention: float | None,
+    session_ttl: float | None,
     kafka_config: dict[str, str],
 ) -> None:
     """Run a stream worker: apply trigger events to session state, publish outputs."""
@@ -247,6 +251,8 @@ def worker(
         session_timeout_ms=session_timeout_ms,
         restore_timeout_s=restore_timeout,
         engine=engine,
+        session_retention_s=session_retention,
+        session_ttl_s=session_ttl,
         kafka_config=kafka_config,
     )
     try:

@@ -165,7 +165,10 @@ def inspect(
     try:
         state = storage.state
     except SessionNotFound as exc:
-        fail(str(exc), EXIT_SESSION)
+        from stream_triggers.cli.purged import find_purge, purge_message
+
+        purge = find_purge(bootstrap, topic_prefix, session, kafka_config=kafka_config)
+        fail(str(exc) if purge is None else purge_message(session, purge), EXIT_SESSION)
     except SessionUnreadable as exc:
         fail(str(exc), EXIT_FAILURE)
     click.echo(f"read from {storage.read_source}", err=True)

@@ -21,6 +21,7 @@ from stream_triggers.events.state_format import (
     unpack,
 )
 from stream_triggers.events.state_parts import SEPARATOR, assemble, part_version, split_key
+from stream_triggers.events.tombstones import tombstone_ends, tombstone_marks
 
 __all__ = ["ChangelogReader", "newer"]
 
@@ -81,7 +82,10 @@ class ChangelogReader:
       :func:`newer`; an instance part counts once a header at least as new as it was
       read (a batch writes its instance parts, then its header), and later parts of the
       same instance replace earlier ones;
-    * a tombstone removes its part (a header's or whole record's: the whole session).
+    * a tombstone removes its part (a header's or whole record's: the whole session);
+      a purge's tombstone (marked with the purging owner's epoch and the applied offset it
+      ends: :mod:`~stream_triggers.events.tombstones`) removes the whole session on any of
+      its keys, unless it is stale by epoch or the session kept is newer than what it ended.
 
     ``uid`` restricts it to one session (the others are not decoded).
     """
@@ -101,15 +105,20 @@ class ChangelogReader:
         mine = self._key
         return mine is None or key == mine or (key is not None and key.startswith(mine + SEPARATOR))
 
-    def add(self, key: bytes | None, value: bytes | None, partition: int = 0) -> dict[str, Any] | None:
-        """Take one changelog record; return its snapshot if it is now kept."""
+    def add(
+        self, key: bytes | None, value: bytes | None, partition: int = 0, headers: Any = None
+    ) -> dict[str, Any] | None:
+        """Take one changelog record (with its ``headers``: a purge's tombstone is marked); return its
+        snapshot if it is now kept."""
         if not self._mine(key):
             if value is not None:  # another session: only its epoch matters (it fences stale writers)
                 self._see_epoch(partition, _peek_epoch(value))
+            elif (marks := tombstone_marks(headers)) is not None:
+                self._see_epoch(partition, marks[0])  # another session's purge fences like its states
             return None
         if value is None:
             if key is not None:
-                self._tombstone(key)
+                self._tombstone(key, partition, tombstone_marks(headers))
             return None
         try:
             _, snapshot = decode(value)
@@ -118,14 +127,25 @@ class ChangelogReader:
             return None  # not a session record (the caller may log it); it says nothing of epochs
         return self.offer(snapshot, partition, key)
 
-    def _tombstone(self, key: bytes) -> None:
+    def _tombstone(self, key: bytes, partition: int, marks: tuple[int, int] | None) -> None:
         try:
             part = split_key(key)
         except StateFormatError:
             self.unreadable += 1
             return
+        if marks is not None:
+            if marks[0] < self.max_epoch.get(partition, 0):
+                self.stale += 1
+                return
+            self._see_epoch(partition, marks[0])
         session = self._sessions.get(part.uid)
         if session is None:
+            return
+        if marks is not None:  # a purge: the whole session, unless a newer state of it was read
+            if tombstone_ends(marks, session.version()):
+                del self._sessions[part.uid]
+            else:
+                self.stale += 1
             return
         if part.part == "instance":
             session.parts.pop(part.name, None)

@@ -88,9 +88,16 @@ class Topics:
         )
 
 
+CHANGELOG_DELETE_RETENTION_MS = 7 * 24 * 3600 * 1000
+"""How long compaction keeps a purged session's tombstones: a worker's state dir that was
+offline for less than this still sees them on restore (docs/operating.md, "Sessions that end")."""
+
+
 def topic_configs(topics: Topics, name: str) -> dict[str, str]:
     """The configs ``name`` is created with: compacted changelog and owners, everything else kept forever."""
-    if name in (topics.changelog, topics.owners):
+    if name == topics.changelog:
+        return {"cleanup.policy": "compact", "delete.retention.ms": str(CHANGELOG_DELETE_RETENTION_MS)}
+    if name == topics.owners:
         return {"cleanup.policy": "compact"}
     return {"cleanup.policy": "delete", "retention.ms": "-1"}
 

@@ -93,6 +93,8 @@ WORKER_METRICS: Mapping[str, tuple[str, str]] = {
     _W + "rebalances": ("counter", "Partition assignments received from the consumer group."),
     _W + "owned_partitions": ("gauge", "Events partitions this worker owns now."),
     _W + "consumer_lag": ("gauge", "Events records not yet committed, per owned partition (high watermark - commit)."),
+    _W + "sessions_purged": ("counter", "Sessions purged (every changelog key tombstoned), by reason: retention, ttl."),
+    _W + "live_sessions": ("gauge", "Sessions in the RocksDB store, per owned partition (refreshed every sweep)."),
     _W + "offset_gaps": ("counter", "Fetches that skipped events offsets and were re-read from the gap."),
     _W + "ready": ("gauge", "1 once the worker owns its partitions and has restored them, else 0."),
     _W + "last_event_timestamp_seconds": ("gauge", "Unix time the worker last finished applying a batch."),
@@ -232,6 +234,14 @@ class WorkerCollector(Collector):
         for partition, value in sorted(stats.consumer_lag.copy().items()):
             lag.add_metric([str(partition)], value)
         yield lag
+        purged = _counter(m, _W + "sessions_purged", ["reason"])
+        for reason, count in sorted(getattr(stats, "sessions_purged", {}).copy().items()):
+            purged.add_metric([reason], count)
+        yield purged
+        live = _gauge(m, _W + "live_sessions", ["partition"])
+        for partition, count in sorted(getattr(stats, "live_sessions", {}).copy().items()):
+            live.add_metric([str(partition)], count)
+        yield live
         yield _single(_counter(m, _W + "offset_gaps"), stats.offset_gaps)
         yield _single(_gauge(m, _W + "ready"), 1 if self.worker.ready.is_set() else 0)
         if stats.last_event_at is not None:

@@ -322,8 +322,9 @@ class KafkaStorage(BaseTriggerStorage):
         if snapshot is None:
             raise SessionNotFound(
                 f"No committed state for session {self.uid!r} in {self.topics.changelog!r} on "
-                f"{self.bootstrap}: no worker has applied an event for it yet (or the bootstrap "
-                f"address / topic prefix is wrong); read from {self.read_source}."
+                f"{self.bootstrap}: no worker has applied an event for it yet, or it was purged "
+                f"(--session-retention / --session-ttl), or the bootstrap address / topic prefix is wrong; "
+                f"read from {self.read_source}."
             )
         return state_of(snapshot)
 
@@ -358,7 +359,7 @@ class KafkaStorage(BaseTriggerStorage):
             try:
                 for batch in clients.read_to_end(consumer, topic, {partition: 0}, self.timeout_s):
                     for message in batch:
-                        reader.add(message.key(), message.value(), partition)
+                        reader.add(message.key(), message.value(), partition, message.headers())
             except KafkaException as exc:
                 error = _clear_error(exc, f"{topic}[{partition}]", self.bootstrap, self.timeout_s)
                 if self.read_from == "changelog" or not isinstance(error, BrokerTimeout):

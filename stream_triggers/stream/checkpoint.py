@@ -22,6 +22,13 @@ changelog with the state) are skipped, so no input changes a state twice; output
 at least once, each with a deterministic ``event_id``.  A record that cannot be
 delivered stops the worker before step 4 (nothing committed): a restart re-applies
 the batch.
+
+Step 3 also keeps each changed session's ages (its last input's time, and when it was
+finalized: the header record's ``produced_at`` and ``finalized-at`` header), from which
+retention counts.  Purging sessions (retention, TTL: :mod:`~stream_triggers.stream.retention`)
+follows the same order, between batches: ``SessionPurged`` records, flush; the
+membership check; a tombstone for every changelog key of each session, flush; then one
+RocksDB batch deleting them.
 """
 
 from __future__ import annotations
@@ -36,12 +43,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from stream_triggers.events.codec import encode
 from stream_triggers.events.state_format import encode_state
+from stream_triggers.events.tombstones import finalized_headers
 from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.stream import faults
 from stream_triggers.stream.partition import Partition, SessionEntry, changelog_rows
 from stream_triggers.stream.restore import changelog_record_row
-from stream_triggers.stream.store import PART, PartitionStore
+from stream_triggers.stream.store import PART, PartitionStore, SessionAges
+from stream_triggers.types import SESSION_FINALIZED
 
 __all__ = ["WHOLE_SESSION_BYTES", "Checkpoint", "DeliveryFailed", "PartitionsLost"]
 
@@ -86,7 +95,8 @@ class Checkpoint:
         if error is not None:
             self.delivery_errors.append(str(error))
 
-    def _on_changelog_delivery(self, error: KafkaError | None, message: Any) -> None:
+    def on_changelog_delivery(self, error: KafkaError | None, message: Any) -> None:
+        """Delivery report of changelog records (states, tombstones): the last offset per partition."""
         if error is not None:
             self.delivery_errors.append(str(error))
         else:
@@ -96,6 +106,14 @@ class Checkpoint:
                 self._changelog_records[partition] = changelog_record_row(
                     message.offset(), message.key(), message.value()
                 )
+
+    def changelog_offset(self, partition: int) -> int | None:
+        """The offset of the last changelog record delivered to ``partition`` (None: none yet)."""
+        return self._changelog_offsets.get(partition)
+
+    def changelog_identity(self, partition: int) -> tuple[bytes, bytes] | None:
+        """The store row naming that last record (offset + digest): restore checks it is still there."""
+        return self._changelog_records.get(partition)
 
     def commit(self, partitions: Iterable[Partition], still_owner: Callable[[], bool] | None = None) -> None:
         """Make the batch in hand durable, in the order of the module docstring.
@@ -113,12 +131,17 @@ class Checkpoint:
         produce = self.producer.produce
         now = time.time_ns() // 1000
         rows_by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        ages_by_partition: dict[int, dict[str, SessionAges | None]] = {}
         for partition in partitions:  # 2
             if not partition.dirty:
                 continue
             rows = rows_by_partition[partition.number] = []
+            ages = ages_by_partition[partition.number] = {}
             number, epoch = partition.number, partition.epoch
             for uid, entry in partition.dirty.items():
+                finalized = _finalized_at(partition.store, uid, entry, now)
+                ages[uid] = SessionAges(now, finalized)  # the ages retention counts from (stream/retention.py)
+                headers = finalized_headers(finalized)
                 whole = self._small_whole(entry, epoch)
                 if whole is not None:  # one whole-session record
                     rows.append((PartitionStore.whole_key(uid), _OFFSET.pack(entry.applied_offset) + whole))
@@ -128,17 +151,22 @@ class Checkpoint:
                         rows.append((PartitionStore.whole_key(uid), None))
                     records = changelog_rows(uid, entry, epoch)
                     rows.extend((PART + key, value) for key, value in records)
-                for key, value in records:
+                last = len(records) - 1
+                for at, (key, value) in enumerate(records):
                     if value is not None:
                         snapshot = {
                             "session_uid": uid,
-                            "produced_at": now,
+                            "produced_at": now,  # the last input's time, from which --session-ttl counts
                             "state": value,
                             "input_partition": number,
                             "applied_offset": entry.applied_offset,
                         }
                         value = encode("SessionSnapshot", snapshot)
-                    produce(changelog, value, key, number, on_delivery=self._on_changelog_delivery)
+                    on_delivery = self.on_changelog_delivery
+                    if at == last and headers is not None:  # the header (or whole record): finalized-at
+                        produce(changelog, value, key, number, on_delivery=on_delivery, headers=headers)
+                    else:
+                        produce(changelog, value, key, number, on_delivery=on_delivery)
         if rows_by_partition:
             self.flush()
         if rows_by_partition:
@@ -147,10 +175,11 @@ class Checkpoint:
         for partition in partitions:
             rows = rows_by_partition.get(partition.number)
             if rows:  # 3
-                identity = self._changelog_records.get(partition.number)
+                identity = self.changelog_identity(partition.number)
                 if identity is not None:  # which changelog the checkpoint is in (restore.py)
                     rows.append(identity)
-                partition.store.write_parts(rows, self._changelog_offsets.get(partition.number), partition.epoch)
+                checkpoint = self._changelog_offsets.get(partition.number)
+                partition.store.write_parts(rows, checkpoint, partition.epoch, ages=ages_by_partition[partition.number])
                 for entry in partition.dirty.values():
                     entry.encoded = None
                     if not entry.whole:
@@ -187,3 +216,17 @@ class Checkpoint:
             if not remaining:
                 return
             log.warning("still waiting for the broker to acknowledge %d records", remaining)
+
+
+def _finalized_at(store: PartitionStore, uid: str, entry: SessionEntry, now: int) -> int:
+    """When the session was finalized (µs; 0: not yet): kept on the entry, looked up once in the store."""
+    at = entry.finalized_at
+    if at:
+        return at
+    if SESSION_FINALIZED not in entry.state.latest_kwargs:
+        return 0
+    if at is None:
+        ages = store.ages(uid)
+        at = 0 if ages is None else ages.finalized_at
+    entry.finalized_at = at or now
+    return entry.finalized_at

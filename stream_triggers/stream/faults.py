@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["POINTS", "reached"]
+__all__ = ["POINTS", "PURGE_POINTS", "reached"]
 
 POINTS = ("before-changelog", "before-store", "before-commit", "after-commit")
 """Where a fault can be injected: the steps of the batch's commit order (checkpoint.py)."""
+PURGE_POINTS = ("purge-before-tombstones", "purge-before-store", "purge-after-store")
+"""The steps of a retention sweep (retention.py): after SessionPurged, after the tombstones, after RocksDB."""
 
 _ACTIONS = {"stop": signal.SIGSTOP, "kill": signal.SIGKILL}
 
@@ -23,8 +25,9 @@ def _parse(spec: str) -> dict[str, tuple[int, int]]:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         point, _, rest = item.partition("=")
         action, _, nth = rest.partition("@")
-        if point not in POINTS or action not in _ACTIONS:
-            raise ValueError(f"STREAM_TRIGGERS_FAULTS: cannot read {item!r} (points {POINTS}, actions stop|kill)")
+        if point not in (*POINTS, *PURGE_POINTS) or action not in _ACTIONS:
+            points = POINTS + PURGE_POINTS
+            raise ValueError(f"STREAM_TRIGGERS_FAULTS: cannot read {item!r} (points {points}, actions stop|kill)")
         faults[point] = (_ACTIONS[action], int(nth or 1))
     return faults
 

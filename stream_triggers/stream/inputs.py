@@ -48,6 +48,8 @@ class InputApplier:
         self.max_session = settings.max_session_bytes
         self.max_part = settings.max_part_bytes
         self.max_record = settings.max_record_bytes
+        self.purging = bool(settings.session_retention_s or settings.session_ttl_s)
+        """Sessions end (retention, TTL): an input for an instance of a stateless session says so."""
         self.sink = sink
         self.stats = stats
         self.runners = WorkerRunners(sink)
@@ -169,8 +171,15 @@ class InputApplier:
     def dead_letter(
         self, partition: Partition, offset: int, key: bytes | None, value: bytes | None, reason: str, error: str
     ) -> Output:
-        """Count, log and build the dead letter of the input at ``partition:offset``."""
+        """Count, log and build the dead letter of the input at ``partition:offset``.
+
+        On a worker that purges sessions, an input naming an instance of a session that has
+        no state (purged, or never configured) gets its own reason, ``session_purged``.
+        """
         uid = uid_of_key(key)
+        if reason == "unknown_instance" and self.purging and _stateless(partition, uid):
+            reason = "session_purged"
+            error = f"session {uid!r} has no state (purged by retention or TTL, or never configured): {error}"
         type_name, instance = _describe(value)
         stats = self.stats
         stats.dead_letters[reason] = stats.dead_letters.get(reason, 0) + 1
@@ -196,6 +205,12 @@ class InputApplier:
             error = f"{error} (the original record is too large to copy here: read it at {partition.number}:{offset})"
             record = self.sink.dead_letter(partition.number, offset, key, None, reason, error, now_us())
         return record
+
+
+def _stateless(partition: Partition, uid: str | None) -> bool:
+    """Whether the cached session ``uid`` holds nothing: no input applied, no task configured."""
+    entry = None if uid is None else partition.sessions.get(uid)
+    return entry is not None and entry.applied_offset < 0 and not entry.state.tasks
 
 
 def reason_of(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ class SessionEntry:
     is freed by reference counting at once.
     """
 
-    __slots__ = ("state", "applied_offset", "committed", "encoded", "size_bound", "whole")
+    __slots__ = ("state", "applied_offset", "committed", "encoded", "size_bound", "whole", "finalized_at")
 
     def __init__(
         self, state: SessionState = EMPTY, applied_offset: int = -1, committed: SessionState | None = None
@@ -43,6 +43,8 @@ class SessionEntry:
         """An upper bound of the encoded state's size (see ``InputApplier._check_sizes``)."""
         self.whole = False
         """Written as one whole-session record by the batch in hand (small, never in parts)."""
+        self.finalized_at: int | None = None
+        """When the session was finalized (µs; 0: not yet; None: not looked up in the store yet)."""
 
 
 def instance_rows(uid: str, entry: SessionEntry, epoch: int) -> ChangelogRows:

@@ -11,7 +11,12 @@ already seen in its partition is stale and skipped; a header or whole-session re
 replaces the session only if it is newer (owner epoch, then applied offset); an
 instance part counts once a header at least as new was read (until then it waits under
 ``q:``); a tombstone removes its part, a header's the whole session.  So no restore ever
-takes a session back.
+takes a session back.  A purge's tombstone (marked with the purging owner's epoch and the
+applied offset it ends, :mod:`~stream_triggers.events.tombstones`) removes the whole
+session, on whichever of its keys it is, unless it is stale (a lower epoch than one
+seen) or a newer state of the session was read: a purged session never comes back.
+The store's ages (last input, finalization: what retention counts from) are rebuilt
+from the header and whole-session records.
 
 It is strict, never a quiet skip that would leave an older state in place: a record it
 cannot read **quarantines** its session (``x:`` + uid in the store, with the reason;
@@ -39,6 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -51,10 +57,11 @@ from stream_triggers.events.state_format import (
     state_kind,
 )
 from stream_triggers.events.state_parts import header_key, instance_prefix, part_version, split_key
+from stream_triggers.events.tombstones import finalized_at, tombstone_ends, tombstone_marks
 from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.clients import read_to_end
 from stream_triggers.stream.partition import Partition
-from stream_triggers.stream.store import PART, PENDING, QUARANTINE, PartitionStore
+from stream_triggers.stream.store import OWED, PART, PENDING, QUARANTINE, PartitionStore, SessionAges
 
 __all__ = [
     "CHANGELOG_RECORD",
@@ -118,6 +125,10 @@ class _Writes:
         self.rows: dict[bytes, bytes | None] = {}
         self.pending: dict[str, set[bytes]] = {}
         """uid -> ``q:`` keys written here (so a header finds its parts without scanning ``rows``)."""
+        self.owing = next(store.scan(OWED), None) is not None
+        """Whether any tombstone is owed (only then is each record's key looked up)."""
+        self.ages: dict[str, SessionAges | None] = {}
+        """uid -> the ages its kept record says (None: the session was removed)."""
 
     def get(self, key: bytes) -> bytes | None:
         rows = self.rows
@@ -148,11 +159,26 @@ class _Writes:
             version = max(version, (state_epoch(whole[_OFFSET.size :]), _OFFSET.unpack_from(whole)[0]))
         return version
 
+    def owe(self, uid: str, marks: tuple[int, int]) -> None:
+        """A purge began: note a tombstone owed for every changelog key the session has (its
+        header, instance parts, whole key); each of the purge's own tombstones read later
+        settles one, and the retention sweep writes what is still owed."""
+        keys = {uid.encode()}
+        if self.get(PART + header_key(uid)) is not None:
+            keys.add(header_key(uid))
+        for prefix in (PART, PENDING):
+            keys.update(key[len(prefix) :] for key in self.scan(prefix + instance_prefix(uid)))
+        packed = _OFFSET.pack(marks[0]) + _OFFSET.pack(marks[1])
+        for key in keys:
+            self.put(OWED + key, packed)
+        self.owing = True
+
     def drop_session(self, uid: str) -> None:
         """The session was removed from the changelog: its parts, pending parts and quarantine go."""
         self.put(QUARANTINE + uid.encode(), None)
         self.put(PartitionStore.whole_key(uid), None)
         self.drop_parts(uid)
+        self.ages[uid] = None
 
     def drop_parts(self, uid: str) -> None:
         self.pending.pop(uid, None)
@@ -162,16 +188,33 @@ class _Writes:
                 self.put(key, None)
 
 
-def _take(writes: _Writes, key: bytes | None, value: bytes | None, max_epoch: int) -> tuple[str, int, bool]:
+def _take(
+    writes: _Writes, key: bytes | None, value: bytes | None, max_epoch: int, headers: Callable[[], Any]
+) -> tuple[str, int, bool]:
     """Apply one changelog record to ``writes``: ``(session uid, epoch seen, kept)``.
 
-    Raises ``CodecError`` / ``StateFormatError`` for a record that is not readable.
+    ``headers`` gives the record's headers (read only where they matter).  Raises
+    ``CodecError`` / ``StateFormatError`` for a record that is not readable.
     """
     if key is None:
         raise StateFormatError("a changelog record without a key")
     part = split_key(key)
     uid = part.uid
+    if writes.owing and writes.get(OWED + key) is not None:
+        writes.put(OWED + key, None)  # a later record of the key: nothing owed for it any more
     if value is None:  # a tombstone
+        marks = tombstone_marks(headers())
+        if marks is not None:  # a purge: the whole session, unless stale or older than what is kept
+            try:
+                version = writes.version(uid)
+            except StateFormatError:
+                version = _NONE  # an unreadable (quarantined) session: the purge ends it all the same
+            if marks[0] < max_epoch or not tombstone_ends(marks, version):
+                return uid, max_epoch, False
+            writes.owe(uid, marks)
+            writes.put(OWED + key, None)
+            writes.drop_session(uid)
+            return uid, marks[0], True
         if part.part == "instance":
             writes.put(PART + key, None)
             writes.put(PENDING + key, None)
@@ -211,6 +254,7 @@ def _take(writes: _Writes, key: bytes | None, value: bytes | None, max_epoch: in
             raise StateFormatError("a header whose applied offset differs from its record's")
         writes.put(PART + key, state)
         writes.put(PartitionStore.whole_key(uid), None)
+        writes.ages[uid] = SessionAges(snapshot["produced_at"], finalized_at(headers()))
         for pending in writes.pending_of(uid):
             data = writes.get(pending)
             if data is not None and part_version(data) <= version:
@@ -222,7 +266,17 @@ def _take(writes: _Writes, key: bytes | None, value: bytes | None, max_epoch: in
         if writes.get(PART + header_key(uid)) is not None:  # (a worker of an older version wrote it)
             writes.drop_parts(uid)
         writes.put(PartitionStore.whole_key(uid), _OFFSET.pack(snapshot["applied_offset"]) + state)
+        writes.ages[uid] = SessionAges(snapshot["produced_at"], finalized_at(headers()))
     return uid, epoch, True
+
+
+def _headers(message: Any) -> Callable[[], Any]:
+    """The message's headers, read when asked (a record-like object without them has none)."""
+    return getattr(message, "headers", _no_headers)
+
+
+def _no_headers() -> None:
+    return None
 
 
 def _session_of(key: bytes | None) -> str | None:
@@ -271,7 +325,7 @@ def restore(
                     pending = writes[number] = _Writes(partition.store)
                 key = message.key()
                 try:
-                    uid, epoch, kept = _take(pending, key, message.value(), max_epoch[number])
+                    uid, epoch, kept = _take(pending, key, message.value(), max_epoch[number], _headers(message))
                 except (CodecError, StateFormatError, KeyError, TypeError) as exc:
                     where = f"the changelog record {changelog}[{number}] at offset {offset} (key {key!r})"
                     uid = _session_of(key)
@@ -297,7 +351,9 @@ def restore(
                     result.stale += 1
         finally:
             for number, partition_writes in writes.items():
-                partition_writes.store.write_parts(partition_writes.rows.items(), last[number], max_epoch[number])
+                partition_writes.store.write_parts(
+                    partition_writes.rows.items(), last[number], max_epoch[number], ages=partition_writes.ages
+                )
                 result.records += len(partition_writes.rows) - (CHANGELOG_RECORD in partition_writes.rows)
     result.complete = not (should_stop is not None and should_stop())
     result.seconds = time.monotonic() - started

@@ -44,6 +44,14 @@ class WorkerSettings:
     engine: str | None = None
     """``native``, ``python`` or ``auto`` (native when installed and the manager is a built-in one);
     None: ``$STREAM_TRIGGERS_ENGINE``, else auto."""
+    session_retention_s: float | None = None
+    """Purge a session this long after its ``sessionFinalized`` (None: never; docs/operating.md)."""
+    session_ttl_s: float | None = None
+    """Purge a session that received no input for this long, finalized or not (None: never)."""
+    purge_interval_s: float = 1.0
+    """How often the loop sweeps its partitions for sessions past their deadline (stream/retention.py)."""
+    purge_batch: int = 5_000
+    """At most this many sessions purged per partition and sweep (a sweep stays short)."""
     kafka_config: dict[str, Any] = field(default_factory=dict)
     """The user's librdkafka settings (security, timeouts...), for every client the worker builds."""
     consumer_config: dict[str, Any] = field(default_factory=dict)
@@ -87,3 +95,5 @@ class WorkerStats:
     produced: OutputCounts = field(default_factory=OutputCounts)  # task runs, statuses, finalized sessions
     engine: str = "python"  # the engine applying inputs: "native" or "python"
     engine_fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> inputs a native worker gave Python
+    sessions_purged: dict[str, int] = field(default_factory=dict)  # reason (retention, ttl) -> sessions purged
+    live_sessions: dict[int, int] = field(default_factory=dict)  # owned partition -> sessions in its store

@@ -9,6 +9,15 @@ Both land in one atomic write batch, so after any
 crash the store is a consistent, possibly older, point of the changelog; restore
 replays the changelog from the checkpoint.  That is also why the write-ahead log is
 off: losing unflushed writes only means a longer restore.
+
+Beside each session the store keeps its **ages** (``a:`` + uid -> when its last input
+was applied, when it was finalized; µs) and two indexes ordered by those times (``t:``
+and ``f:`` + 8-byte big-endian time + uid), written in the same batch as its parts, so
+the retention sweep (:mod:`~stream_triggers.stream.retention`) finds the sessions past
+a deadline without reading the others.  The ages come from the changelog records (the
+header's ``produced_at`` and ``finalized-at`` header), so a restore rebuilds them too.
+``m:sessions`` counts the sessions that have ages (the live-session gauge).  A store
+written before the ages existed (no ``m:layout``) is rebuilt from the changelog.
 """
 
 from __future__ import annotations
@@ -16,28 +25,50 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from stream_triggers.engine.state import SessionState
 from stream_triggers.events.state_format import decode_state, encode_state, state_epoch
 from stream_triggers.events.state_parts import assemble, header_key, instance_prefix, read_header
 
-__all__ = ["PART", "PENDING", "QUARANTINE", "PartitionStore", "SessionRecord", "StoredSession"]
+__all__ = ["OWED", "PART", "PENDING", "QUARANTINE", "PartitionStore", "SessionAges", "SessionRecord", "StoredSession"]
 
 _OFFSET = struct.Struct(">q")
 _SESSION = b"s:"
 PART = b"p:"
 PENDING = b"q:"
 QUARANTINE = b"x:"
+OWED = b"d:"
+"""``d:`` + changelog key -> the marks (epoch, applied offset) of a purge whose tombstone for that
+key is still owed (a crash cut the purge's tombstones short; restore notes what is left)."""
+_AGE = b"a:"
+_BY_INPUT = b"t:"  # t:<last input at, 8 bytes big-endian><uid>
+_BY_FINALIZED = b"f:"  # f:<finalized at><uid>
+_AGES = struct.Struct(">qq")
 _CHECKPOINT = b"m:changelog-offset"
 _MAX_EPOCH = b"m:max-epoch"
+_LIVE = b"m:sessions"
+_LAYOUT = b"m:layout"
+_LAYOUT_VERSION = b"ages"  # the ages and their indexes are kept beside the sessions
 _MEMTABLE_BYTES = 4 * 1024 * 1024
+_BLOCK_CACHE = Cache(32 * 1024 * 1024)
+"""One block cache for every store of the process, index and filter blocks included: the
+worker's memory stays bounded whatever its partition count (RocksDB's default is a cache
+per store, plus index and filter blocks outside it, which grow with every compaction -
+and retention's deletes cause many: bench/retention.py)."""
 
 SessionRecord = tuple[int, bytes]
 """(applied input offset, encoded whole session state)."""
+
+
+class SessionAges(NamedTuple):
+    """When a session's last input was applied and when it was finalized (µs since the epoch; 0: not)."""
+
+    input_at: int
+    finalized_at: int = 0
 
 
 class StoredSession(NamedTuple):
@@ -65,9 +96,23 @@ class PartitionStore:
         # memtable only protects restore time, which the changelog bounds anyway.
         options.set_write_buffer_size(_MEMTABLE_BYTES)
         options.set_max_write_buffer_number(2)
+        table = BlockBasedOptions()  # one bounded cache for every store, index and filter blocks inside it
+        table.set_block_cache(_BLOCK_CACHE)
+        table.set_cache_index_and_filter_blocks(True)
+        options.set_block_based_table_factory(table)
         self._db = Rdict(self.path, options)
+        if self._db.get(_LAYOUT) != _LAYOUT_VERSION:
+            if self._db.get(_CHECKPOINT) is not None:
+                # Written before the ages existed: rebuilt from the changelog, which has them.
+                self._db.close()
+                shutil.rmtree(self.path, ignore_errors=True)
+                os.makedirs(self.path, exist_ok=True)
+                self._db = Rdict(self.path, options)
+            self._db[_LAYOUT] = _LAYOUT_VERSION
         self._write_options = WriteOptions()
         self._write_options.disable_wal = True
+        self._cursor: dict[bytes, int] = {}
+        """Index prefix -> a time no live entry of that index is below (see :meth:`_index`)."""
 
     def read_session(self, uid: str) -> StoredSession | None:
         """The session's committed state and applied offset, assembled from its parts (or its whole value).
@@ -130,11 +175,76 @@ class PartitionStore:
         return self._db.get(key)
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Every ``(key, value)`` whose key starts with ``prefix``, in key order."""
-        for key, value in self._db.items(from_key=prefix):
+        """Every ``(key, value)`` whose key starts with ``prefix``, in key order.
+
+        Bounded above, so a prefix with nothing under it costs one seek, not a walk over the
+        RocksDB tombstones that follow it (purged sessions leave many).
+        """
+        bound = _bounded(prefix)  # (kept alive while the iterator reads: RocksDB holds its bytes)
+        for key, value in self._db.items(from_key=prefix, read_opt=bound):
             if not key.startswith(prefix):
                 return
             yield key, value
+
+    def ages(self, uid: str) -> SessionAges | None:
+        """When the session's last input was applied and when it was finalized (None: no ages stored)."""
+        value = self._db.get(_AGE + uid.encode())
+        return None if value is None else SessionAges(*_AGES.unpack(value))
+
+    @property
+    def live_sessions(self) -> int:
+        """Sessions in the store (a counter kept with every write of ages)."""
+        value = self._db.get(_LIVE)
+        return 0 if value is None else _OFFSET.unpack(value)[0]
+
+    def idle_since(self, before_us: int, limit: int) -> list[tuple[str, int]]:
+        """Up to ``limit`` ``(uid, last input at)`` whose last input was applied before ``before_us``, oldest first."""
+        return self._index(_BY_INPUT, before_us, limit)
+
+    def finalized_since(self, before_us: int, limit: int) -> list[tuple[str, int]]:
+        """Up to ``limit`` ``(uid, finalized at)`` finalized before ``before_us``, oldest first."""
+        return self._index(_BY_FINALIZED, before_us, limit)
+
+    def _index(self, prefix: bytes, before_us: int, limit: int) -> list[tuple[str, int]]:
+        """Index entries older than ``before_us``, read from the cursor: every live entry is at or past it.
+
+        Without the cursor, each sweep would step over the RocksDB tombstones of every entry
+        purged before it (they sit at the old end of the index until a compaction), a cost
+        that grows with every session purged.
+        """
+        found: list[tuple[str, int]] = []
+        if limit <= 0:
+            return found
+        start = self._cursor.get(prefix, 0)
+        end = prefix + _OFFSET.pack(max(0, before_us))
+        bound = _bounded(end)  # (kept alive while the iterator reads)
+        for key in self._db.keys(from_key=prefix + _OFFSET.pack(start), read_opt=bound):
+            if key >= end or not key.startswith(prefix):
+                break
+            found.append((key[len(prefix) + 8 :].decode(), _OFFSET.unpack_from(key, len(prefix))[0]))
+            if len(found) >= limit:
+                break
+        self._cursor[prefix] = found[0][1] if found else max(start, before_us)
+        return found
+
+    def purge_keys(self, uid: str) -> tuple[list[bytes], list[bytes]]:
+        """What purging the session removes: ``(changelog keys, store keys)``.
+
+        The changelog keys in the order retention tombstones them: the header first (if the
+        session has one), its instance parts (committed or pending), its whole-session key
+        last (always: a session once stored whole may still have that record).  The store
+        keys: every key the session has (parts, pending parts, whole value, quarantine).
+        """
+        head = header_key(uid)
+        store_keys = [PART + head, QUARANTINE + uid.encode(), self.whole_key(uid)]
+        parts: set[bytes] = set()
+        for prefix in (PART, PENDING):
+            for key, _ in self.scan(prefix + instance_prefix(uid)):
+                store_keys.append(key)
+                parts.add(key[len(prefix) :])
+        changelog = [head] if self._db.get(PART + head) is not None else []
+        changelog += [*sorted(parts), uid.encode()]
+        return changelog, store_keys
 
     @property
     def changelog_checkpoint(self) -> int:
@@ -171,14 +281,20 @@ class PartitionStore:
         changelog_checkpoint: int | None,
         max_epoch: int | None = None,
         whole: Iterable[tuple[str, int, bytes]] = (),
+        ages: Mapping[str, SessionAges | None] | None = None,
     ) -> None:
-        """Atomically apply ``(store key, value or None to delete)`` rows, whole-session rows, checkpoint, max epoch."""
+        """Atomically apply ``(store key, value or None to delete)`` rows, whole-session rows, checkpoint, max epoch.
+
+        ``ages``: uid -> its new ages (None: the session is gone), indexes and live count kept with them.
+        """
         batch = WriteBatch(raw_mode=True)
         for key, value in rows:
             if value is None:
                 batch.delete(key)
             else:
                 batch.put(key, value)
+        if ages:
+            self._write_ages(batch, ages)
         for uid, applied_offset, state in whole:
             batch.put(_SESSION + uid.encode(), _OFFSET.pack(applied_offset) + state)
         if changelog_checkpoint is not None:
@@ -187,6 +303,32 @@ class PartitionStore:
             batch.put(_MAX_EPOCH, _OFFSET.pack(max_epoch))
         if not batch.is_empty():
             self._db.write(batch, self._write_options)
+
+    def _write_ages(self, batch: WriteBatch, ages: Mapping[str, SessionAges | None]) -> None:
+        keys = [uid.encode() for uid in ages]
+        previous = self._db.get([_AGE + key for key in keys])
+        live = start = self.live_sessions
+        for key, new, old in zip(keys, ages.values(), previous, strict=True):
+            packed = None if new is None else _AGES.pack(*new)
+            if old == packed:
+                continue
+            if old is None:
+                live += 1
+            else:
+                _index_rows(key, SessionAges(*_AGES.unpack(old)), batch.delete)
+            if new is None:
+                if old is not None:
+                    live -= 1
+                    batch.delete(_AGE + key)
+                continue
+            batch.put(_AGE + key, packed)
+            _index_rows(key, new, lambda index: batch.put(index, b""))
+            cursor = self._cursor
+            for prefix, at in ((_BY_INPUT, new.input_at), (_BY_FINALIZED, new.finalized_at)):
+                if at and at < cursor.get(prefix, 0):
+                    cursor[prefix] = at
+        if live != start:
+            batch.put(_LIVE, _OFFSET.pack(max(0, live)))
 
     @staticmethod
     def whole_key(uid: str) -> bytes:
@@ -200,3 +342,17 @@ class PartitionStore:
     def wipe(state_dir: str, topic: str, partition: int) -> None:
         """Delete a partition's store (it is rebuilt from the changelog)."""
         shutil.rmtree(os.path.join(state_dir, f"{topic}-{partition}"), ignore_errors=True)
+
+
+def _bounded(end: bytes) -> ReadOptions:
+    """Read options of an iterator that stops before ``end`` (or, for a prefix, past every key under it)."""
+    options = ReadOptions()
+    options.set_iterate_upper_bound(end[:-1] + bytes([end[-1] + 1]) if end[-1] < 0xFF else end + b"\xff" * 8)
+    return options
+
+
+def _index_rows(key: bytes, ages: SessionAges, apply: Callable[[bytes], None]) -> None:
+    """Put or delete (``apply``) a session's index entries for ``ages``."""
+    apply(_BY_INPUT + _OFFSET.pack(max(0, ages.input_at)) + key)
+    if ages.finalized_at:
+        apply(_BY_FINALIZED + _OFFSET.pack(max(0, ages.finalized_at)) + key)

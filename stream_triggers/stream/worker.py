@@ -31,6 +31,7 @@ from stream_triggers.stream.outputs import OutputSink
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.queries import OwnerAdvertiser, ServedState
 from stream_triggers.stream.restore import restore, stores_of_another_changelog
+from stream_triggers.stream.retention import RetentionSweep
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
 from stream_triggers.stream.store import PartitionStore
 
@@ -98,6 +99,7 @@ class StreamWorker(Lifecycle):
         self.served = ServedState()
         """Restored partitions, as the query endpoint reads them (stream/queries.py)."""
         self._advertiser = OwnerAdvertiser(self._producer, self.topics, self.served, settings)
+        self._retention = RetentionSweep(settings, self.topics, self._producer, self._checkpoint, self.stats)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -128,6 +130,9 @@ class StreamWorker(Lifecycle):
                 messages = self._consumer.consume(settings.batch_size, settings.batch_timeout_s)
                 if messages:
                     self._process(messages, time.monotonic())
+                if not self.stopping:  # sessions past their retention or TTL (stream/retention.py)
+                    lag, settle = self.stats.consumer_lag, self._applier.settle
+                    self._retention.tick(now, self._partitions.values(), lag, self._owner_check, settle)
         finally:
             self.loop_at = None
             self._close()
