@@ -47,8 +47,8 @@ from stream_triggers.events.tombstones import finalized_headers
 from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.stream import faults
+from stream_triggers.stream.changelog_identity import changelog_record_row
 from stream_triggers.stream.partition import Partition, SessionEntry, changelog_rows
-from stream_triggers.stream.restore import changelog_record_row
 from stream_triggers.stream.store import PART, PartitionStore, SessionAges
 from stream_triggers.types import SESSION_FINALIZED
 
@@ -88,7 +88,7 @@ class Checkpoint:
         self.delivery_errors: list[str] = []
         self._changelog_offsets: dict[int, int] = {}
         self._changelog_records: dict[int, tuple[bytes, bytes]] = {}
-        """partition -> the store row identifying its newest changelog record (restore.changelog_record_row)."""
+        """partition -> the store row naming its newest changelog record (changelog_identity.py)."""
 
     def on_output_delivery(self, error: KafkaError | None, message: Any) -> None:
         """Delivery report of outputs and dead letters (only errors matter)."""

@@ -76,7 +76,7 @@ class WorkerStats:
     """Sessions whose changelog record restore could not read (docs/state-format.md, "Unreadable records")."""
     restore_seconds: float = 0.0
     stores_rebuilt: int = 0
-    """Stores wiped and rebuilt because they reflect another changelog (restore.stores_of_another_changelog)."""
+    """Stores wiped and rebuilt because they reflect another changelog (stream/changelog_identity.py)."""
     first_event_at: float | None = None
     last_event_at: float | None = None
     cpu_first: float | None = None  # time.process_time() at first_event_at (benchmarks)

@@ -25,12 +25,13 @@ from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager, trigger_managers
 from stream_triggers.ops.lifecycle import Lifecycle
+from stream_triggers.stream.changelog_identity import stores_of_another_changelog
 from stream_triggers.stream.checkpoint import Checkpoint, PartitionsLost
 from stream_triggers.stream.native_engine import new_applier
 from stream_triggers.stream.outputs import OutputSink
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.queries import OwnerAdvertiser, ServedState
-from stream_triggers.stream.restore import restore, stores_of_another_changelog
+from stream_triggers.stream.restore import restore
 from stream_triggers.stream.retention import RetentionSweep
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
 from stream_triggers.stream.store import PartitionStore

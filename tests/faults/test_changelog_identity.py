@@ -18,7 +18,7 @@ import pytest
 from stream_triggers.kafka.partitioning import partition_for
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.ops.broker import EmbeddedBroker
-from stream_triggers.stream.restore import CHANGELOG_RECORD
+from stream_triggers.stream.changelog_identity import CHANGELOG_RECORD
 from stream_triggers.stream.store import PartitionStore
 from stream_triggers.stream.worker import WorkerSettings
 from tests.support import App, wait_until
