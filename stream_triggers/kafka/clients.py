@@ -80,7 +80,8 @@ def consumer(
 
     Without ``group`` it is a reader (assigned partitions, a throw-away group id).
     """
-    defaults = {"auto.offset.reset": "earliest", "fetch.wait.max.ms": 10}
+    # Prefetch at most 16 MB (librdkafka's default, 64 MB, is most of a worker's memory on a backlog).
+    defaults = {"auto.offset.reset": "earliest", "fetch.wait.max.ms": 10, "queued.max.messages.kbytes": 16384}
     settings = {
         "group_id": group or f"stream-triggers-{role}-{os.getpid()}-{time.monotonic_ns()}",
         "enable_auto_commit": False,

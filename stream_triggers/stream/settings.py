@@ -19,9 +19,11 @@ class WorkerSettings:
     manager: str = "finalizing"
     batch_size: int = 10_000
     batch_timeout_s: float = 0.01
+    checkpoint_interval_s: float = 0.25
+    """Batches applied within this (and under ``batch_size`` events) share one checkpoint (stream/checkpoint.py)."""
     fetch_wait_ms: int = 10
     session_timeout_ms: int = 6_000
-    session_cache_size: int = 5_000
+    session_cache_size: int = 1_500
     restore_timeout_s: float = 120.0
     max_payload_bytes: int = 512 * 1024
     """An ``events`` record larger than this is dead-lettered (``payload_too_large``), not applied."""

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager, WriteOptions
 
 from stream_triggers.engine.state import SessionState
 from stream_triggers.events.state_format import decode_state, encode_state, state_epoch
@@ -34,10 +34,39 @@ PENDING = b"q:"
 QUARANTINE = b"x:"
 _CHECKPOINT = b"m:changelog-offset"
 _MAX_EPOCH = b"m:max-epoch"
-_MEMTABLE_BYTES = 4 * 1024 * 1024
+_MEMTABLE_BYTES = 2 * 1024 * 1024
+_MEMTABLES_TOTAL_BYTES = 8 * 1024 * 1024
+_BLOCK_CACHE_BYTES = 8 * 1024 * 1024
+_shared: tuple[Cache, WriteBufferManager] | None = None
 
 SessionRecord = tuple[int, bytes]
 """(applied input offset, encoded whole session state)."""
+
+
+def _options() -> Options:
+    """RocksDB options of every partition store: one memory budget for all of a worker's stores.
+
+    A worker opens one store per partition; per-store memtables and block caches made its
+    memory grow with the partitions it owns.  The stores share one block cache and one
+    write-buffer manager (memtables of all stores together stay under
+    ``_MEMTABLES_TOTAL_BYTES``: past it the largest is flushed).  Without a WAL a memtable
+    only protects restore time, which the changelog bounds anyway, and the worker reads
+    sessions it does not cache rarely (its session cache holds the live ones), so small
+    budgets cost little.
+    """
+    global _shared
+    if _shared is None:
+        _shared = Cache(_BLOCK_CACHE_BYTES), WriteBufferManager(_MEMTABLES_TOTAL_BYTES, False)
+    cache, write_buffers = _shared
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_write_buffer_size(_MEMTABLE_BYTES)
+    options.set_max_write_buffer_number(2)
+    options.set_write_buffer_manager(write_buffers)
+    table = BlockBasedOptions()
+    table.set_block_cache(cache)
+    options.set_block_based_table_factory(table)
+    return options
 
 
 class StoredSession(NamedTuple):
@@ -59,13 +88,7 @@ class PartitionStore:
         self.partition = partition
         self.path = os.path.join(state_dir, f"{topic}-{partition}")
         os.makedirs(self.path, exist_ok=True)
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        # Small memtables: a worker opens one store per partition, and without a WAL a
-        # memtable only protects restore time, which the changelog bounds anyway.
-        options.set_write_buffer_size(_MEMTABLE_BYTES)
-        options.set_max_write_buffer_number(2)
-        self._db = Rdict(self.path, options)
+        self._db = Rdict(self.path, _options())
         self._write_options = WriteOptions()
         self._write_options.disable_wal = True
 

@@ -59,6 +59,7 @@ class StreamWorker(Lifecycle):
         self.stats = WorkerStats()
         self.on_batch = on_batch
         self._partitions: dict[int, Partition] = {}
+        self._pending: tuple[float, int] | None = None  # (first batch began, events) not checkpointed yet
         self._generation = -1  # the consumer group generation of the current assignment
         self._sink = OutputSink(self.topics, self.stats.produced)
         self._applier = new_applier(settings, self.manager_class, self.topics, self._sink, self.stats)
@@ -108,7 +109,7 @@ class StreamWorker(Lifecycle):
         # thousands cached, frequent cyclic-GC passes over them only cost time.
         gc.set_threshold(50_000, 50, 100)
         self._consumer.subscribe(
-            [self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+            [self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         log.info(
             "worker started: group=%s topics=%s engine=%s",
@@ -125,9 +126,15 @@ class StreamWorker(Lifecycle):
                 if now >= lag_due:
                     self.stats.consumer_lag = self.consumer_lag()
                     lag_due = now + LAG_INTERVAL_S
-                messages = self._consumer.consume(settings.batch_size, settings.batch_timeout_s)
+                # Adaptive batching: take what is already fetched; when nothing is, wait for
+                # the first record only (consume(n, t) would hold records back until n arrive).
+                messages = self._consumer.consume(settings.batch_size, 0)
+                if not messages:
+                    messages = self._consumer.consume(1, settings.batch_timeout_s)
                 if messages:
                     self._process(messages, time.monotonic())
+                self._checkpoint_if_due()
+            self._checkpoint_if_due(force=True)  # SIGTERM: the batches in hand are committed before leaving
         finally:
             self.loop_at = None
             self._close()
@@ -139,6 +146,7 @@ class StreamWorker(Lifecycle):
         the group waits a whole session timeout before it gives the partitions to others.
         """
         self.ready.clear()
+        self._pending = None  # the loop failed before committing these: nothing more is published
         self.served.withdraw(list(self._partitions))  # no query reads a store from here on
         try:
             self._producer.flush(30)
@@ -199,8 +207,14 @@ class StreamWorker(Lifecycle):
         if self._partitions:
             self.ready.set()
 
+    def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
+        if self._pending is not None:  # the group moved on: what is in hand must not be published
+            self._pending = None
+            self._drop_batch(PartitionsLost("partitions lost (the session timed out)"))
+        self._on_revoke(consumer, lost)
+
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
-        # The batch in hand was checkpointed before consume() ran this callback.
+        self._checkpoint_if_due(force=True)  # still the owner: publish the batches in hand first
         self.served.withdraw(tp.partition for tp in revoked)
         for tp in revoked:
             partition = self._partitions.pop(tp.partition, None)
@@ -299,19 +313,41 @@ class StreamWorker(Lifecycle):
                 produce(topic, value, key, on_delivery=on_delivery)
         stats.last_event_at = time.time()
         stats.cpu_last = time.process_time()
+        for partition in partitions.values():
+            partition.skip_rest = False  # the re-fetch after a gap starts with the next consume()
+        since, count = self._pending or (batch_began, 0)
+        self._pending = (since, count + len(messages))
+        self._producer.poll(0)  # outputs leave now (linger.ms); delivery reports are served
+        stats.batches += 1
+        stats.batch_size.observe(len(messages))
+        stats.batch_seconds.observe(time.perf_counter() - started)
+        if self.on_batch is not None:
+            self.on_batch(self)
+
+    def _checkpoint_if_due(self, force: bool = False) -> None:
+        """Checkpoint the batches in hand (checkpoint.py) every ``checkpoint_interval_s`` or ``batch_size`` events.
+
+        Outputs leave as each batch is applied; state, store and offsets follow at this
+        pace, so a paced stream pays one checkpoint per interval, not one per small batch.
+        """
+        if self._pending is None:
+            return
+        since, count = self._pending
+        due = time.monotonic() - since >= self.settings.checkpoint_interval_s or count >= self.settings.batch_size
+        if not (force or due):
+            return
+        self._pending = None
+        partitions = self._partitions
         try:
-            self._checkpoint.commit(partitions.values(), self._owner_check(batch_began))
+            self._checkpoint.commit(partitions.values(), self._owner_check(since))
         except PartitionsLost as exc:
             self._drop_batch(exc)
             return
-        stats.batches += 1
         limit = max(100, self.settings.session_cache_size // max(1, len(partitions)))
         for partition in partitions.values():
             partition.trim(limit)
         self._applier.settle(list(partitions.values()))
-        self._observe_batch(len(messages), started)
-        if self.on_batch is not None:
-            self.on_batch(self)
+        self._observe_latency()
 
     def _owner_check(self, batch_began: float) -> Callable[[], bool]:
         """Whether the worker still owns its partitions, asked right before publishing state.
@@ -362,11 +398,9 @@ class StreamWorker(Lifecycle):
                     pass  # no longer assigned: the rebalance callbacks take over
         self._applier.produced_at.clear()
 
-    def _observe_batch(self, size: int, started: float) -> None:
-        """Per batch, after its commit: size, duration and each applied input's end-to-end latency."""
+    def _observe_latency(self) -> None:
+        """After a checkpoint: each applied input's end-to-end latency (produced_at -> committed)."""
         stats = self.stats
-        stats.batch_size.observe(size)
-        stats.batch_seconds.observe(time.perf_counter() - started)
         produced = self._applier.produced_at
         if produced:
             now = time.time_ns() // 1000
