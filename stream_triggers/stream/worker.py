@@ -321,8 +321,6 @@ class StreamWorker(Lifecycle):
         stats.batches += 1
         stats.batch_size.observe(len(messages))
         stats.batch_seconds.observe(time.perf_counter() - started)
-        if self.on_batch is not None:
-            self.on_batch(self)
 
     def _checkpoint_if_due(self, force: bool = False) -> None:
         """Checkpoint the batches in hand (checkpoint.py) every ``checkpoint_interval_s`` or ``batch_size`` events.
@@ -348,6 +346,8 @@ class StreamWorker(Lifecycle):
             partition.trim(limit)
         self._applier.settle(list(partitions.values()))
         self._observe_latency()
+        if self.on_batch is not None:
+            self.on_batch(self)  # (after each checkpoint: the caches are trimmed)
 
     def _owner_check(self, batch_began: float) -> Callable[[], bool]:
         """Whether the worker still owns its partitions, asked right before publishing state.
