@@ -28,6 +28,7 @@ from stream_triggers.ops.lifecycle import Lifecycle
 from stream_triggers.stream.checkpoint import Checkpoint, PartitionsLost
 from stream_triggers.stream.native_engine import new_applier
 from stream_triggers.stream.outputs import OutputSink
+from stream_triggers.stream.pace import CheckpointPace, take_batch
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.queries import OwnerAdvertiser, ServedState
 from stream_triggers.stream.restore import checkpoints_past_the_end, restore
@@ -59,7 +60,7 @@ class StreamWorker(Lifecycle):
         self.stats = WorkerStats()
         self.on_batch = on_batch
         self._partitions: dict[int, Partition] = {}
-        self._pending: tuple[float, int] | None = None  # (first batch began, events) not checkpointed yet
+        self._pace = CheckpointPace(settings.checkpoint_interval_s, settings.batch_size)
         self._generation = -1  # the consumer group generation of the current assignment
         self._sink = OutputSink(self.topics, self.stats.produced)
         self._applier = new_applier(settings, self.manager_class, self.topics, self._sink, self.stats)
@@ -126,15 +127,12 @@ class StreamWorker(Lifecycle):
                 if now >= lag_due:
                     self.stats.consumer_lag = self.consumer_lag()
                     lag_due = now + LAG_INTERVAL_S
-                # Adaptive batching: take what is already fetched; when nothing is, wait for
-                # the first record only (consume(n, t) would hold records back until n arrive).
-                messages = self._consumer.consume(settings.batch_size, 0)
-                if not messages:
-                    messages = self._consumer.consume(1, settings.batch_timeout_s)
+                messages = take_batch(self._consumer, settings.batch_size, settings.batch_timeout_s)
                 if messages:
                     self._process(messages, time.monotonic())
-                self._checkpoint_if_due()
-            self._checkpoint_if_due(force=True)  # SIGTERM: the batches in hand are committed before leaving
+                if self._pace.due(time.monotonic()):
+                    self._checkpoint_now()
+            self._checkpoint_now()  # SIGTERM: the batches in hand are committed before leaving
         finally:
             self.loop_at = None
             self._close()
@@ -146,7 +144,7 @@ class StreamWorker(Lifecycle):
         the group waits a whole session timeout before it gives the partitions to others.
         """
         self.ready.clear()
-        self._pending = None  # the loop failed before committing these: nothing more is published
+        self._pace.take()  # the loop failed before committing these: nothing more is published
         self.served.withdraw(list(self._partitions))  # no query reads a store from here on
         try:
             self._producer.flush(30)
@@ -208,13 +206,12 @@ class StreamWorker(Lifecycle):
             self.ready.set()
 
     def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
-        if self._pending is not None:  # the group moved on: what is in hand must not be published
-            self._pending = None
+        if self._pace.take() is not None:  # the group moved on: what is in hand must not be published
             self._drop_batch(PartitionsLost("partitions lost (the session timed out)"))
         self._on_revoke(consumer, lost)
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
-        self._checkpoint_if_due(force=True)  # still the owner: publish the batches in hand first
+        self._checkpoint_now()  # still the owner: publish the batches in hand first
         self.served.withdraw(tp.partition for tp in revoked)
         for tp in revoked:
             partition = self._partitions.pop(tp.partition, None)
@@ -315,26 +312,17 @@ class StreamWorker(Lifecycle):
         stats.cpu_last = time.process_time()
         for partition in partitions.values():
             partition.skip_rest = False  # the re-fetch after a gap starts with the next consume()
-        since, count = self._pending or (batch_began, 0)
-        self._pending = (since, count + len(messages))
+        self._pace.applied(batch_began, len(messages))
         self._producer.poll(0)  # outputs leave now (linger.ms); delivery reports are served
         stats.batches += 1
         stats.batch_size.observe(len(messages))
         stats.batch_seconds.observe(time.perf_counter() - started)
 
-    def _checkpoint_if_due(self, force: bool = False) -> None:
-        """Checkpoint the batches in hand (checkpoint.py) every ``checkpoint_interval_s`` or ``batch_size`` events.
-
-        Outputs leave as each batch is applied; state, store and offsets follow at this
-        pace, so a paced stream pays one checkpoint per interval, not one per small batch.
-        """
-        if self._pending is None:
+    def _checkpoint_now(self) -> None:
+        """Make the batches in hand durable (checkpoint.py; when: stream/pace.py)."""
+        since = self._pace.take()
+        if since is None:
             return
-        since, count = self._pending
-        due = time.monotonic() - since >= self.settings.checkpoint_interval_s or count >= self.settings.batch_size
-        if not (force or due):
-            return
-        self._pending = None
         partitions = self._partitions
         try:
             self._checkpoint.commit(partitions.values(), self._owner_check(since))
@@ -410,26 +398,10 @@ class StreamWorker(Lifecycle):
             produced.clear()
 
     def consumer_lag(self) -> dict[int, int]:
-        """Owned ``events`` partition -> records not yet committed (high watermark - commit position).
-
-        Reads librdkafka's cached watermarks (no broker round trip; fetches keep them
-        current, and Tansu reports them right there).  Only the loop's thread may call
-        it: ``get_watermark_offsets`` blocks while another thread is inside ``consume()``,
-        so the loop refreshes ``stats.consumer_lag`` every ``LAG_INTERVAL_S`` and the
-        metrics thread reads that.  A partition whose watermark is not known yet is left out.
-        """
-        lag = {}
-        for number, partition in self._partitions.items():
-            position = partition.commit_offset if partition.commit_offset is not None else partition.next_offset
-            tp = TopicPartition(self.topics.events, number)
-            try:
-                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            except (KafkaException, RuntimeError):
-                continue
-            if high < 0:
-                continue
-            lag[number] = max(0, high - (low if position is None or position < 0 else position))
-        return lag
+        """Owned ``events`` partition -> records not yet committed (``clients.consumer_lag``: loop thread only)."""
+        owned = self._partitions.items()
+        positions = {n: p.next_offset if p.commit_offset is None else p.commit_offset for n, p in owned}
+        return clients.consumer_lag(self._consumer, self.topics.events, positions)
 
 
 def _close_store(partition: Partition) -> None:
