@@ -46,7 +46,8 @@ class CheckpointPace:
     def due(self, now: float) -> bool:
         return self.since is not None and (now - self.since >= self.interval_s or self.events >= self.max_events)
 
-    def take(self) -> float | None:
-        """Start a checkpoint (or forget the batches in hand): when the first of them began, None if none."""
-        since, self.since, self.events = self.since, None, 0
-        return since
+    def take(self) -> tuple[float, int] | None:
+        """Start a checkpoint (or forget the batches in hand): when the first began and their events; None if none."""
+        taken = None if self.since is None else (self.since, self.events)
+        self.since, self.events = None, 0
+        return taken

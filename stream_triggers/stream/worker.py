@@ -268,7 +268,6 @@ class StreamWorker(Lifecycle):
     # -- one batch ---------------------------------------------------------------------
 
     def _process(self, messages: list[Any], batch_began: float) -> None:
-        started = time.perf_counter()
         stats = self.stats
         if stats.first_event_at is None:
             stats.first_event_at = time.time()
@@ -314,15 +313,13 @@ class StreamWorker(Lifecycle):
             partition.skip_rest = False  # the re-fetch after a gap starts with the next consume()
         self._pace.applied(batch_began, len(messages))
         self._producer.poll(0)  # outputs leave now (linger.ms); delivery reports are served
-        stats.batches += 1
-        stats.batch_size.observe(len(messages))
-        stats.batch_seconds.observe(time.perf_counter() - started)
 
     def _checkpoint_now(self) -> None:
         """Make the batches in hand durable (checkpoint.py; when: stream/pace.py)."""
-        since = self._pace.take()
-        if since is None:
+        taken = self._pace.take()
+        if taken is None:
             return
+        since, events = taken
         partitions = self._partitions
         try:
             self._checkpoint.commit(partitions.values(), self._owner_check(since))
@@ -333,7 +330,7 @@ class StreamWorker(Lifecycle):
         for partition in partitions.values():
             partition.trim(limit)
         self._applier.settle(list(partitions.values()))
-        self._observe_latency()
+        self._observe_batch(events, since)
         if self.on_batch is not None:
             self.on_batch(self)  # (after each checkpoint: the caches are trimmed)
 
@@ -386,9 +383,12 @@ class StreamWorker(Lifecycle):
                     pass  # no longer assigned: the rebalance callbacks take over
         self._applier.produced_at.clear()
 
-    def _observe_latency(self) -> None:
-        """After a checkpoint: each applied input's end-to-end latency (produced_at -> committed)."""
+    def _observe_batch(self, size: int, began: float) -> None:
+        """After a checkpoint: its events, its duration and each applied input's latency (produced_at -> committed)."""
         stats = self.stats
+        stats.batches += 1
+        stats.batch_size.observe(size)
+        stats.batch_seconds.observe(time.monotonic() - began)
         produced = self._applier.produced_at
         if produced:
             now = time.time_ns() // 1000

@@ -42,7 +42,7 @@ def test_a_checkpoint_falls_due_after_the_interval_from_the_first_batch_in_hand(
     pace.applied(100.125, 5)  # a later batch does not move the start
     assert not pace.due(100.2)
     assert pace.due(100.25)
-    assert pace.take() == 100.0
+    assert pace.take() == (100.0, 10)
     assert pace.take() is None and not pace.due(200.0)
 
 

@@ -165,9 +165,10 @@ def test_batches_share_a_checkpoint_and_a_stop_commits_the_ones_in_hand(
     app.fire("paced", "go")
     results = readers["task-results"]
     results.wait_for(lambda _r: results.of("paced"), "the output, before any checkpoint")
-    assert worker.stats.batches >= 1
+    assert worker.stats.batches == 0, "no checkpoint yet"
     assert app.state("paced") is None, "no state was published before a checkpoint"
     worker.stop()
     wait_until(lambda: worker.loop_at is None, "the worker to stop")
     state = app.state("paced")
     assert state is not None and str(state.instances["t#0"].status) == "finished"
+    assert worker.stats.batches == 1 and worker.stats.batch_size.count == 1
