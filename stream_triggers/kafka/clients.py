@@ -31,6 +31,7 @@ __all__ = [
     "admin",
     "group_generation",
     "consumer",
+    "consumer_lag",
     "producer",
     "publish_and_wait",
     "read_to_end",
@@ -80,7 +81,8 @@ def consumer(
 
     Without ``group`` it is a reader (assigned partitions, a throw-away group id).
     """
-    defaults = {"auto.offset.reset": "earliest", "fetch.wait.max.ms": 10}
+    # Prefetch at most 16 MB (librdkafka's default, 64 MB, is most of a worker's memory on a backlog).
+    defaults = {"auto.offset.reset": "earliest", "fetch.wait.max.ms": 10, "queued.max.messages.kbytes": 16384}
     settings = {
         "group_id": group or f"stream-triggers-{role}-{os.getpid()}-{time.monotonic_ns()}",
         "enable_auto_commit": False,
@@ -187,3 +189,24 @@ def group_generation(consumer: Consumer) -> int:
     if not isinstance(metadata, bytes) or not metadata.startswith(_CGMD_MAGIC):
         return -1
     return struct.unpack_from("=i", metadata, len(_CGMD_MAGIC))[0]
+
+
+def consumer_lag(consumer: Consumer, topic: str, positions: Mapping[int, int | None]) -> dict[int, int]:
+    """Partition -> records past its position (high watermark - position; None: from the low watermark).
+
+    Reads librdkafka's cached watermarks (no broker round trip; fetches keep them
+    current, and Tansu reports them right there).  Only the thread that polls the
+    consumer may call it: ``get_watermark_offsets`` blocks while another thread is inside
+    ``consume()``, so the worker's loop refreshes ``stats.consumer_lag`` every
+    ``LAG_INTERVAL_S`` and the metrics thread reads that.  A partition whose watermark
+    is not known yet is left out.
+    """
+    lag = {}
+    for number, position in positions.items():
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, number), cached=True)
+        except (KafkaException, RuntimeError):
+            continue
+        if high >= 0:
+            lag[number] = max(0, high - (low if position is None or position < 0 else position))
+    return lag

@@ -69,6 +69,9 @@ an item weighs at most 4 times its JSON text (8 bytes for ``0,``), so smaller on
 
 UNREADABLE = "a stored state that cannot be read"
 
+SWEEP_SLACK = 8
+"""``settle`` sweeps once the core holds more than the cached sessions plus one in this many."""
+
 
 class NativeEntry(SessionEntry):
     """A cached session the native core holds; ``state`` is its export after the last change
@@ -164,6 +167,8 @@ class NativeApplier:
         self.max_payload = settings.max_payload_bytes
         self.max_session = settings.max_session_bytes
         self.produced_at = python.produced_at  # (one list: the worker's latency histogram reads it)
+        self.exported: list[NativeEntry] = []
+        """Entries given a Python copy of their state since the last settle (the checkpoint reads it)."""
 
     def apply_batch(self, partition: Partition, records: list[Record]) -> list[Output]:
         """Apply one partition's records in order; return the records to produce."""
@@ -280,6 +285,7 @@ class NativeApplier:
             if type(entry) is NativeEntry:
                 entry.state = state_from_parts(self.core.export(uid))
                 entry.tasks = len(entry.state.tasks)
+                self.exported.append(entry)
         return outputs
 
     def _count(self, topic: str, status: str | None) -> None:
@@ -319,13 +325,19 @@ class NativeApplier:
         return outputs
 
     def settle(self, partitions: list[Partition]) -> None:
-        """After the checkpoint: let go of sessions no longer cached.
+        """After the checkpoint: let go of sessions no longer cached, and of Python copies no longer needed.
 
-        Swept only when the core holds more sessions than the caches have entries (cheap to
-        tell), so a batch pays nothing while the caches are not trimmed; what escapes the
-        check is bounded by the few sessions cached on the Python engine.
+        Swept only when the core holds more sessions than the caches have entries, plus one
+        in ``SWEEP_SLACK`` (cheap to tell): a paced stream trims a few sessions per
+        checkpoint, and a sweep per checkpoint cost 8 % of the worker's CPU.  A session the core still holds
+        after its eviction is forgotten before it is loaded again (``_entry``).
         """
-        if len(self.core) > sum(len(p.sessions) for p in partitions):
+        for entry in self.exported:
+            if entry.committed is None:  # written whole: the copy served its checkpoint (the core holds the state)
+                entry.state = EMPTY
+        self.exported.clear()
+        cached_count = sum(len(p.sessions) for p in partitions)
+        if len(self.core) > cached_count + cached_count // SWEEP_SLACK:
             cached = {uid for p in partitions for uid, e in p.sessions.items() if type(e) is NativeEntry}
             self.core.forget([uid for uid in self.core.held() if uid not in cached])
 

@@ -19,9 +19,16 @@ class WorkerSettings:
     manager: str = "finalizing"
     batch_size: int = 10_000
     batch_timeout_s: float = 0.01
+    checkpoint_interval_s: float = 0.02
+    """Batches applied within this (and under ``batch_size`` events) share one checkpoint (stream/checkpoint.py).
+
+    Outputs leave as each batch is applied; the state reaches the changelog up to this much
+    later.  Longer saves CPU and changelog bytes on a paced stream (0.5 s: -10 % CPU, -33 %
+    bytes per event), but a reader of the changelog then sees a task's output that much
+    before its state, and a crash repeats that much more output."""
     fetch_wait_ms: int = 10
     session_timeout_ms: int = 6_000
-    session_cache_size: int = 5_000
+    session_cache_size: int = 1_500
     restore_timeout_s: float = 120.0
     max_payload_bytes: int = 512 * 1024
     """An ``events`` record larger than this is dead-lettered (``payload_too_large``), not applied."""

@@ -22,13 +22,23 @@ written before the ages existed (no ``m:layout``) is rebuilt from the changelog.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteBufferManager,
+    WriteOptions,
+)
 
 from stream_triggers.engine.state import SessionState
 from stream_triggers.events.state_format import decode_state, encode_state, state_epoch
@@ -37,6 +47,8 @@ from stream_triggers.events.state_parts import assemble, header_key, instance_pr
 __all__ = ["OWED", "PART", "PENDING", "QUARANTINE", "PartitionStore", "SessionAges", "SessionRecord", "StoredSession"]
 
 _OFFSET = struct.Struct(">q")
+log = logging.getLogger(__name__)
+
 _SESSION = b"s:"
 PART = b"p:"
 PENDING = b"q:"
@@ -53,12 +65,10 @@ _MAX_EPOCH = b"m:max-epoch"
 _LIVE = b"m:sessions"
 _LAYOUT = b"m:layout"
 _LAYOUT_VERSION = b"ages"  # the ages and their indexes are kept beside the sessions
-_MEMTABLE_BYTES = 4 * 1024 * 1024
-_BLOCK_CACHE = Cache(32 * 1024 * 1024)
-"""One block cache for every store of the process, index and filter blocks included: the
-worker's memory stays bounded whatever its partition count (RocksDB's default is a cache
-per store, plus index and filter blocks outside it, which grow with every compaction -
-and retention's deletes cause many: bench/retention.py)."""
+_MEMTABLE_BYTES = 2 * 1024 * 1024
+_MEMTABLES_TOTAL_BYTES = 8 * 1024 * 1024
+_BLOCK_CACHE_BYTES = 16 * 1024 * 1024
+_shared: tuple[Cache, WriteBufferManager] | None = None
 
 SessionRecord = tuple[int, bytes]
 """(applied input offset, encoded whole session state)."""
@@ -69,6 +79,34 @@ class SessionAges(NamedTuple):
 
     input_at: int
     finalized_at: int = 0
+
+
+def _options() -> Options:
+    """RocksDB options of every partition store: one memory budget for all of a worker's stores.
+
+    A worker opens one store per partition; per-store memtables and block caches made its
+    memory grow with the partitions it owns.  The stores share one block cache, index and
+    filter blocks inside it (outside it they grow with every compaction, and retention's
+    deletes cause many: bench/retention.py), and one write-buffer manager (memtables of
+    all stores together stay under ``_MEMTABLES_TOTAL_BYTES``: past it the largest is
+    flushed).  Without a WAL a memtable only protects restore time, which the changelog
+    bounds anyway, and the worker rarely reads sessions it does not cache, so small
+    budgets cost little.
+    """
+    global _shared
+    if _shared is None:
+        _shared = Cache(_BLOCK_CACHE_BYTES), WriteBufferManager(_MEMTABLES_TOTAL_BYTES, False)
+    cache, write_buffers = _shared
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_write_buffer_size(_MEMTABLE_BYTES)
+    options.set_max_write_buffer_number(2)
+    options.set_write_buffer_manager(write_buffers)
+    table = BlockBasedOptions()
+    table.set_block_cache(cache)
+    table.set_cache_index_and_filter_blocks(True)
+    options.set_block_based_table_factory(table)
+    return options
 
 
 class StoredSession(NamedTuple):
@@ -90,16 +128,7 @@ class PartitionStore:
         self.partition = partition
         self.path = os.path.join(state_dir, f"{topic}-{partition}")
         os.makedirs(self.path, exist_ok=True)
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        # Small memtables: a worker opens one store per partition, and without a WAL a
-        # memtable only protects restore time, which the changelog bounds anyway.
-        options.set_write_buffer_size(_MEMTABLE_BYTES)
-        options.set_max_write_buffer_number(2)
-        table = BlockBasedOptions()  # one bounded cache for every store, index and filter blocks inside it
-        table.set_block_cache(_BLOCK_CACHE)
-        table.set_cache_index_and_filter_blocks(True)
-        options.set_block_based_table_factory(table)
+        options = _options()
         self._db = Rdict(self.path, options)
         if self._db.get(_LAYOUT) != _LAYOUT_VERSION:
             if self._db.get(_CHECKPOINT) is not None:
@@ -337,6 +366,18 @@ class PartitionStore:
     def close(self) -> None:
         self._db.flush()
         self._db.close()
+
+    def close_or_report(self) -> None:
+        """Close; a failure (the directory vanished) is logged, not raised: the changelog rebuilds it."""
+        try:
+            self.close()
+        except Exception as exc:
+            log.error(
+                "could not close the store of partition %d (%s): %s; it is rebuilt from the changelog next time",
+                self.partition,
+                self.path,
+                exc,
+            )
 
     @staticmethod
     def wipe(state_dir: str, topic: str, partition: int) -> None:

@@ -29,6 +29,7 @@ from stream_triggers.stream.changelog_identity import stores_of_another_changelo
 from stream_triggers.stream.checkpoint import Checkpoint, PartitionsLost
 from stream_triggers.stream.native_engine import new_applier
 from stream_triggers.stream.outputs import OutputSink
+from stream_triggers.stream.pace import CheckpointPace, take_batch
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.queries import OwnerAdvertiser, ServedState
 from stream_triggers.stream.restore import restore
@@ -61,6 +62,7 @@ class StreamWorker(Lifecycle):
         self.stats = WorkerStats()
         self.on_batch = on_batch
         self._partitions: dict[int, Partition] = {}
+        self._pace = CheckpointPace(settings.checkpoint_interval_s, settings.batch_size)
         self._generation = -1  # the consumer group generation of the current assignment
         self._sink = OutputSink(self.topics, self.stats.produced)
         self._applier = new_applier(settings, self.manager_class, self.topics, self._sink, self.stats)
@@ -77,7 +79,7 @@ class StreamWorker(Lifecycle):
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(300, settings.session_timeout_ms // 6),
             fetch_wait_max_ms=settings.fetch_wait_ms,
-            queued_min_messages=20_000,
+            queued_min_messages=5_000,  # per partition: two batches ahead, not the whole backlog
             enable_partition_eof=False,
         )
         self._restorer = clients.consumer(
@@ -111,7 +113,7 @@ class StreamWorker(Lifecycle):
         # thousands cached, frequent cyclic-GC passes over them only cost time.
         gc.set_threshold(50_000, 50, 100)
         self._consumer.subscribe(
-            [self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+            [self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         log.info(
             "worker started: group=%s topics=%s engine=%s",
@@ -128,12 +130,15 @@ class StreamWorker(Lifecycle):
                 if now >= lag_due:
                     self.stats.consumer_lag = self.consumer_lag()
                     lag_due = now + LAG_INTERVAL_S
-                messages = self._consumer.consume(settings.batch_size, settings.batch_timeout_s)
+                messages = take_batch(self._consumer, settings.batch_size, settings.batch_timeout_s)
                 if messages:
                     self._process(messages, time.monotonic())
-                if not self.stopping:  # sessions past their retention or TTL (stream/retention.py)
+                if self._pace.due(time.monotonic()):
+                    self._checkpoint_now()
+                if not self.stopping and self._pace.since is None:  # retention purges between checkpoints
                     lag, settle = self.stats.consumer_lag, self._applier.settle
                     self._retention.tick(now, self._partitions.values(), lag, self._owner_check, settle)
+            self._checkpoint_now()  # SIGTERM: the batches in hand are committed before leaving
         finally:
             self.loop_at = None
             self._close()
@@ -145,11 +150,12 @@ class StreamWorker(Lifecycle):
         the group waits a whole session timeout before it gives the partitions to others.
         """
         self.ready.clear()
+        self._pace.take()  # the loop failed before committing these: nothing more is published
         self.served.withdraw(list(self._partitions))  # no query reads a store from here on
         try:
             self._producer.flush(30)
             for partition in self._partitions.values():
-                _close_store(partition)
+                partition.store.close_or_report()
         finally:
             self._partitions.clear()
             self.stats.owned_partitions = 0
@@ -205,13 +211,18 @@ class StreamWorker(Lifecycle):
         if self._partitions:
             self.ready.set()
 
+    def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
+        if self._pace.take() is not None:  # the group moved on: what is in hand must not be published
+            self._drop_batch(PartitionsLost("partitions lost (the session timed out)"))
+        self._on_revoke(consumer, lost)
+
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
-        # The batch in hand was checkpointed before consume() ran this callback.
+        self._checkpoint_now()  # still the owner: publish the batches in hand first
         self.served.withdraw(tp.partition for tp in revoked)
         for tp in revoked:
             partition = self._partitions.pop(tp.partition, None)
             if partition is not None:
-                _close_store(partition)
+                partition.store.close_or_report()
         self.stats.owned_partitions = len(self._partitions)
         if not self._partitions:
             self.ready.clear()  # owning nothing, the worker serves nothing
@@ -234,7 +245,7 @@ class StreamWorker(Lifecycle):
                     foreign[partition.number],
                 )
                 self.stats.stores_rebuilt += 1
-                _close_store(partition)
+                partition.store.close_or_report()
                 PartitionStore.wipe(self.settings.state_dir, self.topics.events, partition.number)
                 partition.store = PartitionStore(self.settings.state_dir, self.topics.events, partition.number)
                 partition.sessions.clear()
@@ -263,7 +274,6 @@ class StreamWorker(Lifecycle):
     # -- one batch ---------------------------------------------------------------------
 
     def _process(self, messages: list[Any], batch_began: float) -> None:
-        started = time.perf_counter()
         stats = self.stats
         if stats.first_event_at is None:
             stats.first_event_at = time.time()
@@ -305,19 +315,30 @@ class StreamWorker(Lifecycle):
                 produce(topic, value, key, on_delivery=on_delivery)
         stats.last_event_at = time.time()
         stats.cpu_last = time.process_time()
+        for partition in partitions.values():
+            partition.skip_rest = False  # the re-fetch after a gap starts with the next consume()
+        self._pace.applied(batch_began, len(messages))
+        self._producer.poll(0)  # outputs leave now (linger.ms); delivery reports are served
+
+    def _checkpoint_now(self) -> None:
+        """Make the batches in hand durable (checkpoint.py; when: stream/pace.py)."""
+        taken = self._pace.take()
+        if taken is None:
+            return
+        since, events = taken
+        partitions = self._partitions
         try:
-            self._checkpoint.commit(partitions.values(), self._owner_check(batch_began))
+            self._checkpoint.commit(partitions.values(), self._owner_check(since))
         except PartitionsLost as exc:
             self._drop_batch(exc)
             return
-        stats.batches += 1
         limit = max(100, self.settings.session_cache_size // max(1, len(partitions)))
         for partition in partitions.values():
             partition.trim(limit)
         self._applier.settle(list(partitions.values()))
-        self._observe_batch(len(messages), started)
+        self._observe_batch(events, since)
         if self.on_batch is not None:
-            self.on_batch(self)
+            self.on_batch(self)  # (after each checkpoint: the caches are trimmed)
 
     def _owner_check(self, batch_began: float) -> Callable[[], bool]:
         """Whether the worker still owns its partitions, asked right before publishing state.
@@ -368,11 +389,12 @@ class StreamWorker(Lifecycle):
                     pass  # no longer assigned: the rebalance callbacks take over
         self._applier.produced_at.clear()
 
-    def _observe_batch(self, size: int, started: float) -> None:
-        """Per batch, after its commit: size, duration and each applied input's end-to-end latency."""
+    def _observe_batch(self, size: int, began: float) -> None:
+        """After a checkpoint: its events, its duration and each applied input's latency (produced_at -> committed)."""
         stats = self.stats
+        stats.batches += 1
         stats.batch_size.observe(size)
-        stats.batch_seconds.observe(time.perf_counter() - started)
+        stats.batch_seconds.observe(time.monotonic() - began)
         produced = self._applier.produced_at
         if produced:
             now = time.time_ns() // 1000
@@ -382,36 +404,7 @@ class StreamWorker(Lifecycle):
             produced.clear()
 
     def consumer_lag(self) -> dict[int, int]:
-        """Owned ``events`` partition -> records not yet committed (high watermark - commit position).
-
-        Reads librdkafka's cached watermarks (no broker round trip; fetches keep them
-        current, and Tansu reports them right there).  Only the loop's thread may call
-        it: ``get_watermark_offsets`` blocks while another thread is inside ``consume()``,
-        so the loop refreshes ``stats.consumer_lag`` every ``LAG_INTERVAL_S`` and the
-        metrics thread reads that.  A partition whose watermark is not known yet is left out.
-        """
-        lag = {}
-        for number, partition in self._partitions.items():
-            position = partition.commit_offset if partition.commit_offset is not None else partition.next_offset
-            tp = TopicPartition(self.topics.events, number)
-            try:
-                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            except (KafkaException, RuntimeError):
-                continue
-            if high < 0:
-                continue
-            lag[number] = max(0, high - (low if position is None or position < 0 else position))
-        return lag
-
-
-def _close_store(partition: Partition) -> None:
-    """Close a partition's store; a failure (its directory vanished) is reported, not raised."""
-    try:
-        partition.store.close()
-    except Exception as exc:
-        log.error(
-            "could not close the store of partition %d (%s): %s; it is rebuilt from the changelog next time",
-            partition.number,
-            partition.store.path,
-            exc,
-        )
+        """Owned ``events`` partition -> records not yet committed (``clients.consumer_lag``: loop thread only)."""
+        owned = self._partitions.items()
+        positions = {n: p.next_offset if p.commit_offset is None else p.commit_offset for n, p in owned}
+        return clients.consumer_lag(self._consumer, self.topics.events, positions)

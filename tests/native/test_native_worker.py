@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from stream_triggers.engine import EMPTY
 from stream_triggers.engine.native import NativeUnavailable
 from stream_triggers.events import codec
 from stream_triggers.events.envelope import event_record
@@ -22,7 +23,7 @@ from stream_triggers.events.state_format import encode_state
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import FinalizingTriggerManager, trigger_managers
 from stream_triggers.stream.inputs import InputApplier
-from stream_triggers.stream.native_engine import SIZE_CHECKED, NativeApplier, new_applier
+from stream_triggers.stream.native_engine import SIZE_CHECKED, NativeApplier, NativeEntry, new_applier
 from stream_triggers.stream.outputs import OutputSink
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
@@ -127,6 +128,14 @@ def test_sessions_evicted_from_the_cache_come_back_from_the_store(tmp_path: Path
     assert native.stored() == python.stored()
     assert native.stats.engine_fallbacks == {}
     assert len(native.applier.core) <= 4, "the core lets go of sessions the cache evicted"
+
+
+def test_sessions_written_whole_keep_no_python_copy_after_the_checkpoint(tmp_path: Path) -> None:
+    """The core holds their state: the copy the checkpoint encoded would only take memory."""
+    native = Side(tmp_path, "native")
+    run(native, workload(10), 7)
+    held = [entry for entry in native.partition.sessions.values() if isinstance(entry, NativeEntry)]
+    assert held and all(entry.state is EMPTY for entry in held)
 
 
 def test_a_dropped_batch_is_forgotten_by_the_core_too(tmp_path: Path) -> None:

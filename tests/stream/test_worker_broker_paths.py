@@ -149,4 +149,26 @@ def test_a_store_checkpoint_past_the_changelog_end_is_detected_and_rebuilt(
     assert "rebuilding the store from the changelog" in caplog.text
     app.fire("kept", "b")
     readers["task-results"].wait_for(lambda _r: readers["task-results"].of("kept"), "the session to finish")
-    assert str(app.manager("kept").storage.state.instances["t#0"].status) == "finished"
+    # (state follows outputs by up to one checkpoint interval)
+    wait_until(
+        lambda: str(app.manager("kept").storage.state.instances["t#0"].status) == "finished", "the state to follow"
+    )
+
+
+@pytest.mark.broker
+def test_batches_share_a_checkpoint_and_a_stop_commits_the_ones_in_hand(
+    start: Start, app: App, readers: Readers
+) -> None:
+    """Outputs leave as each batch is applied; the state follows at the checkpoint pace, at the latest on stop."""
+    worker = start(checkpoint_interval_s=3600.0)  # no checkpoint falls due while the worker runs
+    app.configure("paced", {"t": {"after": ["go"], "run": "x", "using": "noop"}})
+    app.fire("paced", "go")
+    results = readers["task-results"]
+    results.wait_for(lambda _r: results.of("paced"), "the output, before any checkpoint")
+    assert worker.stats.batches == 0, "no checkpoint yet"
+    assert app.state("paced") is None, "no state was published before a checkpoint"
+    worker.stop()
+    wait_until(lambda: worker.loop_at is None, "the worker to stop")
+    state = app.state("paced")
+    assert state is not None and str(state.instances["t#0"].status) == "finished"
+    assert worker.stats.batches == 1 and worker.stats.batch_size.count == 1

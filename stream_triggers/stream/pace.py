@@ -1,0 +1,53 @@
+"""The worker loop's pace: how it takes batches and when the batches in hand are checkpointed.
+
+Adaptive batching: take whatever the consumer already fetched; when nothing is there,
+wait for the first record only (``consume(n, t)`` holds records back until ``n``
+arrive or ``t`` passes).  Under load the batches grow by themselves; idle, a record
+is applied as soon as it is fetched.
+
+Outputs leave as each batch is applied; its state, store write and offset commit
+(stream/checkpoint.py) wait for a checkpoint, shared by the batches of one
+``checkpoint_interval_s`` (or ``batch_size`` events), so a paced stream pays one
+checkpoint per interval rather than one per small batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer
+
+__all__ = ["CheckpointPace", "take_batch"]
+
+
+def take_batch(consumer: Consumer, max_messages: int, wait_s: float) -> list[Any]:
+    """What is fetched already (up to ``max_messages``); else the first record within ``wait_s``."""
+    messages = consumer.consume(max_messages, 0)
+    return messages or consumer.consume(1, wait_s)
+
+
+class CheckpointPace:
+    """The batches applied since the last checkpoint, and whether the next one is due."""
+
+    __slots__ = ("interval_s", "max_events", "since", "events")
+
+    def __init__(self, interval_s: float, max_events: int) -> None:
+        self.interval_s = interval_s
+        self.max_events = max_events
+        self.since: float | None = None
+        """``time.monotonic()`` when the first batch in hand began (None: nothing in hand)."""
+        self.events = 0
+
+    def applied(self, began: float, events: int) -> None:
+        if self.since is None:
+            self.since = began
+        self.events += events
+
+    def due(self, now: float) -> bool:
+        return self.since is not None and (now - self.since >= self.interval_s or self.events >= self.max_events)
+
+    def take(self) -> tuple[float, int] | None:
+        """Start a checkpoint (or forget the batches in hand): when the first began and their events; None if none."""
+        taken = None if self.since is None else (self.since, self.events)
+        self.since, self.events = None, 0
+        return taken

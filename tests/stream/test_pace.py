@@ -1,0 +1,54 @@
+"""The worker loop's pace (stream/pace.py): adaptive batches, one checkpoint per interval or per batch_size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stream_triggers.stream.pace import CheckpointPace, take_batch
+
+
+class FakeConsumer:
+    """Answers ``consume(n, timeout)`` from a queue and records each call."""
+
+    def __init__(self, fetched: list[Any], arriving: list[Any]) -> None:
+        self.fetched, self.arriving = fetched, arriving
+        self.calls: list[tuple[int, float]] = []
+
+    def consume(self, max_messages: int, timeout: float) -> list[Any]:
+        self.calls.append((max_messages, timeout))
+        if timeout == 0:
+            taken, self.fetched = self.fetched[:max_messages], self.fetched[max_messages:]
+            return taken
+        taken, self.arriving = self.arriving[:max_messages], self.arriving[max_messages:]
+        return taken
+
+
+def test_what_is_fetched_is_taken_without_waiting() -> None:
+    consumer = FakeConsumer(fetched=[1, 2, 3], arriving=[4])
+    assert take_batch(consumer, 10, 0.5) == [1, 2, 3]  # type: ignore[arg-type]
+    assert consumer.calls == [(10, 0)]
+
+
+def test_with_nothing_fetched_only_the_first_record_is_waited_for() -> None:
+    consumer = FakeConsumer(fetched=[], arriving=[4, 5])
+    assert take_batch(consumer, 10, 0.5) == [4]  # type: ignore[arg-type]
+    assert consumer.calls == [(10, 0), (1, 0.5)]
+
+
+def test_a_checkpoint_falls_due_after_the_interval_from_the_first_batch_in_hand() -> None:
+    pace = CheckpointPace(interval_s=0.25, max_events=1_000)
+    assert not pace.due(100.0)  # nothing in hand
+    pace.applied(100.0, 5)
+    pace.applied(100.125, 5)  # a later batch does not move the start
+    assert not pace.due(100.2)
+    assert pace.due(100.25)
+    assert pace.take() == (100.0, 10)
+    assert pace.take() is None and not pace.due(200.0)
+
+
+def test_a_checkpoint_falls_due_at_batch_size_events_whatever_the_time() -> None:
+    pace = CheckpointPace(interval_s=3600.0, max_events=10)
+    pace.applied(5.0, 6)
+    assert not pace.due(5.0)
+    pace.applied(5.0, 4)
+    assert pace.due(5.0)
