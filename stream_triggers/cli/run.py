@@ -137,7 +137,16 @@ def _is_endpoint(text: str) -> bool:
     default=10_000,
     show_default=True,
     show_envvar=True,
-    help="Most events applied per batch (one state write, one flush, one commit per batch).",
+    help="Most events applied per batch, and per checkpoint.",
+)
+@click.option(
+    "--checkpoint-interval-ms",
+    envvar=ENV + "CHECKPOINT_INTERVAL_MS",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    show_envvar=True,
+    help="Longest time applied batches wait for their checkpoint (state, RocksDB write, offset commit).",
 )
 @click.option(
     "--fetch-wait-ms",
@@ -211,6 +220,7 @@ def worker(
     group: str,
     imports: tuple[str, ...],
     batch_size: int,
+    checkpoint_interval_ms: int,
     fetch_wait_ms: int,
     session_timeout_ms: int,
     metrics_port: int | None,
@@ -247,6 +257,7 @@ def worker(
         topic_prefix=topic_prefix,
         manager=manager,
         batch_size=batch_size,
+        checkpoint_interval_s=checkpoint_interval_ms / 1000,
         fetch_wait_ms=fetch_wait_ms,
         session_timeout_ms=session_timeout_ms,
         restore_timeout_s=restore_timeout,
