@@ -92,6 +92,9 @@ class FakeProducer:
         self.produced.append((topic, key))
         self.pending.append((on_delivery, Message(max(partition, 0), len(self.produced))))
 
+    def poll(self, timeout: float = 0) -> int:
+        return 0  # deliveries are reported by flush()
+
     def flush(self, timeout: float = 0) -> int:
         for callback, message in self.pending:
             if callback is not None:
@@ -128,6 +131,12 @@ def configure(uid: str) -> bytes:
     return encode(type_name, {"event_id": "e", "session_uid": uid, "produced_at": 0, **fields})
 
 
+def apply(worker: StreamWorker, messages: list[Message], began: float) -> None:
+    """Apply ``messages`` as one batch, then checkpoint it (stream/pace.py would, within its interval)."""
+    worker._process(messages, began)
+    worker._checkpoint_now()
+
+
 def own(worker: StreamWorker, *numbers: int, restorer: FakeConsumer | None = None) -> None:
     """Assign ``numbers``; the changelog is empty unless ``restorer`` says otherwise."""
     worker._restorer = restorer or FakeConsumer([[Message(n, 0, error=_Eof(n)) for n in numbers]])
@@ -138,7 +147,7 @@ def test_an_offset_gap_is_fetched_again_from_the_expected_offset(worker: StreamW
     own(worker, 0)
     worker._partitions[0].next_offset = 5
     messages = [Message(0, 5, b"s1", configure("s1")), Message(0, 7, b"s2", configure("s2")), Message(0, 8)]
-    worker._process(messages, time.monotonic())
+    apply(worker, messages, time.monotonic())
     assert worker._consumer.seeks == [(0, 6)]
     assert worker.stats.offset_gaps == 1
     assert worker.stats.events_applied == 1, "nothing after the gap is applied before the re-fetch"
@@ -149,7 +158,7 @@ def test_a_failed_delivery_stops_the_batch_before_its_offsets_are_committed(work
     own(worker, 0)
     worker._producer.fail = True
     with pytest.raises(DeliveryFailed):
-        worker._process([Message(0, 0, b"s1", configure("s1"))], time.monotonic())
+        apply(worker, [Message(0, 0, b"s1", configure("s1"))], time.monotonic())
     assert worker._consumer.commits == []
     assert worker._partitions[0].store.get("s1") is None, "no state became durable"
 
@@ -223,7 +232,7 @@ def test_a_slow_batch_of_a_worker_the_group_dropped_publishes_no_state(worker: S
     worker._consumer = worker._checkpoint.consumer = RefusingConsumer()
     own(worker, 0)
     long_ago = -1e9  # the batch began "long ago": as after a freeze past the session timeout
-    worker._process([Message(0, 7, b"s1", configure("s1")), Message(0, 8, b"s2", configure("s2"))], long_ago)
+    apply(worker, [Message(0, 7, b"s1", configure("s1")), Message(0, 8, b"s2", configure("s2"))], long_ago)
     assert worker.stats.batches_dropped == 1
     assert [topic for topic, _key in worker._producer.produced if topic.endswith("changelog")] == []
     assert worker._partitions[0].store.get("s1") is None
@@ -234,6 +243,6 @@ def test_a_slow_batch_of_a_worker_the_group_dropped_publishes_no_state(worker: S
 def test_a_quick_batch_publishes_without_asking_the_coordinator(worker: StreamWorker) -> None:
     worker._consumer = worker._checkpoint.consumer = RefusingConsumer()
     own(worker, 0)
-    worker._process([Message(0, 7, b"s1", configure("s1"))], time.monotonic())
+    apply(worker, [Message(0, 7, b"s1", configure("s1"))], time.monotonic())
     assert worker.stats.batches_dropped == 0
     assert worker._partitions[0].store.get("s1")[0] == 7
