@@ -4,11 +4,12 @@
 use std::collections::HashSet;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyTuple};
 
 use crate::avro::SCHEMAS;
 use crate::pystate;
 use crate::shell::{Core, Entry, Manager, Outcome, Topic};
+use crate::stateformat;
 use crate::value::{dumps, Map, Style, Value};
 
 /// The reason given for a session's inputs after one handed to Python in the same batch.
@@ -19,7 +20,6 @@ const AFTER_HANDED: &str = "after an input of its session handed to Python";
 struct NativeCore {
     core: Core,
     topics: [String; 3],
-    task_rows: pystate::TaskRows,
 }
 
 type RawInput = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
@@ -46,7 +46,6 @@ impl NativeCore {
         Ok(NativeCore {
             core: Core::new(kind, manager),
             topics: [task_runs, task_results, sessions],
-            task_rows: pystate::TaskRows::default(),
         })
     }
 
@@ -130,11 +129,13 @@ impl NativeCore {
         self.core.sessions.clear();
     }
 
-    /// Hold `uid`'s state, given as its parts (see `pystate`), replacing any held before.
+    /// Hold `uid`'s state, given as its parts (see `pystate`), replacing any held before;
+    /// `in_parts`: the store holds it as format-4 parts (else whole, or nothing).
     ///
     /// Raises ValueError for a state the core does not model (the session then stays on
     /// the Python engine); nothing is held then.
     #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (uid, applied_offset, tasks, instances, latest_kwargs, metadata, in_parts=false))]
     fn load<'py>(
         &mut self,
         py: Python<'py>,
@@ -144,17 +145,99 @@ impl NativeCore {
         instances: Vec<pystate::InstanceRow<'py>>,
         latest_kwargs: Bound<'py, PyAny>,
         metadata: Bound<'py, PyAny>,
+        in_parts: bool,
     ) -> PyResult<()> {
         let clock = pystate::Clock::new(py)?;
-        let state = pystate::import(&clock, tasks, instances, &latest_kwargs, &metadata)?;
+        let mut state = pystate::import(&clock, tasks, instances, &latest_kwargs, &metadata)?;
+        state.changed.clear(); // (what the store holds: nothing to write)
         self.core.sessions.insert(
             uid,
             Entry {
                 state,
                 applied_offset,
+                in_parts,
             },
         );
         Ok(())
+    }
+
+    /// The state records of these sessions' changes since they were last encoded, for
+    /// the checkpoint: per session `(uid, store_rows, changelog_rows, task_count)`, where
+    /// `store_rows` are `(RocksDB key, value or None to delete)` and `changelog_rows`
+    /// `(changelog key, SessionSnapshot value)`, in the order to write them.  The bytes
+    /// are those `events/state_parts.py` / `state_format.py` write for the same state
+    /// (a whole-session record while the session is at most `whole_limit` bytes and was
+    /// never in parts, else its changed instance parts and the header, last).
+    ///
+    /// Afterwards the sessions count as written: the caller writes these rows, or drops
+    /// the sessions (they reload from the store).  Uids the core does not hold are left out.
+    fn encode<'py>(
+        &mut self,
+        py: Python<'py>,
+        partition: i32,
+        epoch: i64,
+        produced_at: i64,
+        whole_limit: usize,
+        uids: Vec<String>,
+    ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        type Encoded = (
+            String,
+            Vec<stateformat::Row>,
+            Vec<(Vec<u8>, Vec<u8>)>,
+            usize,
+        );
+        let sessions = &mut self.core.sessions;
+        let encoded: Vec<Encoded> = py.allow_threads(|| {
+            uids.into_iter()
+                .filter_map(|uid| {
+                    let entry = sessions.get_mut(&uid)?;
+                    let was_in_parts = entry.in_parts;
+                    let rows = stateformat::session_rows(&uid, entry, epoch, whole_limit);
+                    let applied = entry.applied_offset;
+                    let store = stateformat::store_rows(&uid, &rows, applied, was_in_parts);
+                    let changelog = rows
+                        .parts
+                        .into_iter()
+                        .map(|(key, value)| {
+                            let state = value.unwrap_or_default();
+                            let snapshot = stateformat::snapshot(
+                                &uid,
+                                produced_at,
+                                &state,
+                                partition,
+                                applied,
+                            );
+                            (key, snapshot)
+                        })
+                        .collect();
+                    Some((uid, store, changelog, entry.state.tasks.len()))
+                })
+                .collect()
+        });
+        encoded
+            .into_iter()
+            .map(|(uid, store, changelog, tasks)| {
+                let store: Vec<(Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>)> = store
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            PyBytes::new(py, k),
+                            v.as_deref().map(|v| PyBytes::new(py, v)),
+                        )
+                    })
+                    .collect();
+                let changelog: Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> = changelog
+                    .iter()
+                    .map(|(k, v)| (PyBytes::new(py, k), PyBytes::new(py, v)))
+                    .collect();
+                (uid, store, changelog, tasks).into_pyobject(py)
+            })
+            .collect()
+    }
+
+    /// Whether the held session is stored in parts (None: not held).
+    fn in_parts(&self, uid: &str) -> Option<bool> {
+        self.core.sessions.get(uid).map(|e| e.in_parts)
     }
 
     /// `(tasks, instances, latest_kwargs, metadata)` of a held session, or None.
@@ -163,20 +246,6 @@ impl NativeCore {
             .sessions
             .get(uid)
             .map(|entry| pystate::export(py, entry))
-            .transpose()
-    }
-
-    /// The body of the current state format for a held session (see `pystate::export_rows`), or None.
-    fn export_rows<'py>(
-        &mut self,
-        py: Python<'py>,
-        uid: &str,
-    ) -> PyResult<Option<Bound<'py, PyList>>> {
-        let task_rows = &mut self.task_rows;
-        self.core
-            .sessions
-            .get(uid)
-            .map(|entry| pystate::export_rows(py, entry, task_rows))
             .transpose()
     }
 

@@ -13,6 +13,7 @@ pub mod errors;
 pub mod inputs;
 pub mod shell;
 pub mod state;
+pub mod stateformat;
 pub mod transition;
 pub mod value;
 

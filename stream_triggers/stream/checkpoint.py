@@ -113,6 +113,12 @@ class Checkpoint:
             rows = rows_by_partition[partition.number] = []
             number, epoch = partition.number, partition.epoch
             for uid, entry in partition.dirty.items():
+                if entry.native_rows is not None:  # encoded by the native core, envelopes included
+                    store_rows, snapshots = entry.native_rows
+                    rows.extend(store_rows)
+                    for key, snapshot in snapshots:
+                        produce(changelog, snapshot, key, number, on_delivery=self._on_changelog_delivery)
+                    continue
                 whole = self._small_whole(entry, epoch)
                 if whole is not None:  # one whole-session record
                     rows.append((PartitionStore.whole_key(uid), _OFFSET.pack(entry.applied_offset) + whole))
@@ -143,7 +149,7 @@ class Checkpoint:
             if rows:  # 3
                 partition.store.write_parts(rows, self._changelog_offsets.get(partition.number), partition.epoch)
                 for entry in partition.dirty.values():
-                    entry.encoded = None
+                    entry.encoded = entry.native_rows = None
                     if not entry.whole:
                         entry.committed = entry.state
                 partition.dirty.clear()

@@ -19,11 +19,14 @@ do sessions near the size limit, whose exact checks (``session_too_large``,
 ``output_too_large``) are the Python applier's, and inputs large enough that the Python
 engine's payload weight limit may refuse them.
 
-State records are encoded by Python (format 4, :mod:`stream_triggers.events.state_parts`):
-:func:`state_parts` and :func:`state_from_parts` move a state across the boundary, and a
-session the core changed is exported after the batch, so the checkpoint writes its
-changed parts exactly as for a Python-engine session.  These two functions are the one
-place a Rust encoder of the state format would replace.
+State records are encoded by the core too (format 4, the bytes
+:mod:`stream_triggers.events.state_parts` writes for the same state): after the batch, one
+``NativeCore.encode`` call per partition returns, for every session the core changed, the
+RocksDB rows and changelog records (envelopes included) of exactly the parts that changed;
+they wait in ``SessionEntry.native_rows`` for the checkpoint, which writes them as they
+are.  No Python state is built for a native session.  :func:`state_parts` and
+:func:`state_from_parts` move a state across the boundary only where a session changes
+engine (loaded from the store, handed to the Python engine).
 """
 
 from __future__ import annotations
@@ -71,8 +74,7 @@ UNREADABLE = "a stored state that cannot be read"
 
 
 class NativeEntry(SessionEntry):
-    """A cached session the native core holds; ``state`` is its export after the last change
-    (what the checkpoint turns into changed parts, as for a Python-engine session)."""
+    """A cached session the native core holds (``state`` is as loaded: the core has the current one)."""
 
     __slots__ = ("tasks",)
 
@@ -163,6 +165,7 @@ class NativeApplier:
         self.stats = stats
         self.max_payload = settings.max_payload_bytes
         self.max_session = settings.max_session_bytes
+        self.whole_session_bytes = settings.whole_session_bytes
         self.produced_at = python.produced_at  # (one list: the worker's latency histogram reads it)
 
     def apply_batch(self, partition: Partition, records: list[Record]) -> list[Output]:
@@ -204,7 +207,23 @@ class NativeApplier:
             if isinstance(entry, NativeEntry):
                 self._to_python(partition, uid, entry)
             outputs.extend(self._apply_python(partition, uid, handed, reasons[uid]))
+        if native:
+            self._encode(partition)
         return outputs
+
+    def _encode(self, partition: Partition) -> None:
+        """The state records of the sessions the core changed, for the checkpoint (``native_rows``)."""
+        dirty = partition.dirty
+        uids = [uid for uid, entry in dirty.items() if type(entry) is NativeEntry]
+        if not uids:
+            return
+        now = time.time_ns() // 1000
+        for uid, store_rows, snapshots, tasks in self.core.encode(
+            partition.number, partition.epoch, now, self.whole_session_bytes, uids
+        ):
+            entry = dirty[uid]
+            entry.native_rows = (store_rows, snapshots)
+            entry.tasks = tasks  # type: ignore[attr-defined]
 
     def _entry(self, partition: Partition, uid: str) -> SessionEntry | None:
         """The session's cache entry, loading it into the core if it is not held there yet.
@@ -229,7 +248,7 @@ class NativeApplier:
         state, applied_offset = stored.state, stored.applied_offset
         committed = state if stored.in_parts else None
         try:
-            self.core.load(uid, applied_offset, *state_parts(state))
+            self.core.load(uid, applied_offset, *state_parts(state), in_parts=stored.in_parts)
         except ValueError as exc:
             log.info("session %s stays on the Python engine: its state holds %s", uid, exc)
             entry = partition.sessions[uid] = SessionEntry(state, applied_offset, committed)
@@ -248,7 +267,6 @@ class NativeApplier:
         outputs: list[Output] = []
         dirty = partition.dirty
         sessions = partition.sessions
-        changed: set[str] = set()
         for (offset, key, value), outcome in zip(records, outcomes, strict=True):
             kind = outcome[0]
             if kind == "applied":
@@ -256,7 +274,6 @@ class NativeApplier:
                 entry = sessions[uid]
                 entry.applied_offset = offset
                 dirty[uid] = entry
-                changed.add(uid)
                 _, type_name, produced, at = outcome
                 for topic, output, status in produced:
                     outputs.append((topic, key, output))
@@ -275,11 +292,6 @@ class NativeApplier:
                 if uid not in to_python:
                     reasons[uid] = outcome[1]
                 to_python[uid].append((offset, key, value))
-        for uid in changed:  # the checkpoint writes the changed parts of these states
-            entry = sessions[uid]
-            if type(entry) is NativeEntry:
-                entry.state = state_from_parts(self.core.export(uid))
-                entry.tasks = len(entry.state.tasks)
         return outputs
 
     def _count(self, topic: str, status: str | None) -> None:
@@ -296,7 +308,10 @@ class NativeApplier:
         """Hand a held session to the Python engine (its current state from the core)."""
         parts = self.core.export(uid)
         state = entry.state if parts is None else state_from_parts(parts)
-        python_entry = SessionEntry(state, entry.applied_offset)
+        # (A session stored in parts stays in parts: ``EMPTY`` as its committed state
+        # makes the checkpoint write every instance, the core's changes among them.)
+        in_parts = self.core.in_parts(uid)
+        python_entry = SessionEntry(state, entry.applied_offset, EMPTY if in_parts else None)
         python_entry.size_bound = entry.size_bound
         partition.sessions[uid] = python_entry
         if uid in partition.dirty:

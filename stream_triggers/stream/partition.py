@@ -19,6 +19,9 @@ __all__ = ["ChangelogRows", "Partition", "SessionEntry", "changelog_rows", "inst
 
 ChangelogRows = list[tuple[bytes, bytes | None]]
 """``(changelog key, part value or None for a tombstone)``, in the order they are produced."""
+NativeRows = tuple[list[tuple[bytes, bytes | None]], list[tuple[bytes, bytes]]]
+"""``(RocksDB rows, changelog records)``: store keys with values (None: delete), and changelog
+keys with their ``SessionSnapshot`` values, in the order they are written."""
 
 
 class SessionEntry:
@@ -28,7 +31,7 @@ class SessionEntry:
     is freed by reference counting at once.
     """
 
-    __slots__ = ("state", "applied_offset", "committed", "encoded", "size_bound", "whole")
+    __slots__ = ("state", "applied_offset", "committed", "encoded", "size_bound", "whole", "native_rows")
 
     def __init__(
         self, state: SessionState = EMPTY, applied_offset: int = -1, committed: SessionState | None = None
@@ -43,6 +46,8 @@ class SessionEntry:
         """An upper bound of the encoded state's size (see ``InputApplier._check_sizes``)."""
         self.whole = False
         """Written as one whole-session record by the batch in hand (small, never in parts)."""
+        self.native_rows: NativeRows | None = None
+        """The batch's state records as the native core encoded them (None: encode ``state`` here)."""
 
 
 def instance_rows(uid: str, entry: SessionEntry, epoch: int) -> ChangelogRows:

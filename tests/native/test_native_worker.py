@@ -1,8 +1,8 @@
 """The native engine inside the worker: batches through ``apply_batch``, states through the store.
 
 A :class:`Side` is one worker partition without Kafka: its real RocksDB store, its session
-cache, the configured engine's applier, and a checkpoint that writes what
-``stream/checkpoint.py`` writes (``encode_state`` of each changed session).  The same records
+cache, the configured engine's applier, and the real checkpoint (``stream/checkpoint.py``)
+with a producer that records the changelog.  The same records
 through a native and a Python side must give the same outputs (``produced_at`` aside) and
 the same stored bytes, including across cache evictions that reload sessions from the store.
 """
@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
 from stream_triggers.engine.native import NativeUnavailable
 from stream_triggers.events import codec
 from stream_triggers.events.envelope import event_record
-from stream_triggers.events.state_format import encode_state
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import FinalizingTriggerManager, trigger_managers
+from stream_triggers.stream.checkpoint import Checkpoint
 from stream_triggers.stream.inputs import InputApplier
 from stream_triggers.stream.native_engine import SIZE_CHECKED, NativeApplier, new_applier
 from stream_triggers.stream.outputs import OutputSink
@@ -46,21 +47,18 @@ class Side:
         self.applier = new_applier(self.settings, manager_class, TOPICS, sink, self.stats)
         self.partition = Partition(0, PartitionStore(str(tmp_path), f"{engine}-events", 0), epoch=3)
         self.cache = cache
+        self.producer = ChangelogRecorder()
 
     def batch(self, records: list[tuple[int, bytes | None, bytes | None]]) -> list[tuple[str, dict[str, Any]]]:
-        outputs = self.applier.apply_batch(self.partition, records)
-        self.checkpoint()
+        with mock.patch("time.time_ns", lambda: AT * 1000):  # (snapshots stamped alike on both sides)
+            outputs = self.applier.apply_batch(self.partition, records)
+            self.checkpoint()
         return [(topic, without_produced_at(value)) for topic, _key, value in outputs]
 
     def checkpoint(self) -> None:
+        """The real checkpoint, a recording producer standing in for Kafka (the store is real)."""
         partition = self.partition
-        rows = []
-        for key, entry in partition.dirty.items():  # (as Checkpoint.commit, step 2)
-            state = entry.encoded or encode_state(entry.state, partition.epoch)
-            entry.encoded, entry.size_bound = None, len(state)
-            rows.append((key, entry.applied_offset, state))
-        partition.store.write(rows, None, partition.epoch)
-        partition.dirty.clear()
+        Checkpoint(self.producer, self.producer, TOPICS).commit([partition])  # type: ignore[arg-type]
         partition.trim(self.cache)
         self.applier.settle([partition])
 
@@ -71,6 +69,22 @@ class Side:
 
     def close(self) -> None:
         self.partition.store.close()
+
+
+class ChangelogRecorder:
+    """Producer and consumer of a checkpoint: keeps the changelog records, acknowledges at once."""
+
+    def __init__(self) -> None:
+        self.changelog: list[tuple[bytes, bytes | None]] = []
+
+    def produce(self, topic: str, value: bytes | None, key: bytes, partition: int, on_delivery: Any) -> None:
+        self.changelog.append((key, value))
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def commit(self, **kwargs: Any) -> None:
+        pass
 
 
 def without_produced_at(value: bytes) -> dict[str, Any]:
@@ -111,6 +125,7 @@ def test_the_native_worker_writes_what_the_python_worker_writes(tmp_path: Path, 
     assert isinstance(native.applier, NativeApplier) and isinstance(python.applier, InputApplier)
     assert run(native, records, 23) == run(python, records, 23)
     assert native.stored() == python.stored()
+    assert native.producer.changelog == python.producer.changelog, "the same state records, byte for byte"
     assert native.stats.engine_fallbacks == {}
     assert native.stats.events_applied == python.stats.events_applied == 40 * STEPS
     assert native.stats.events_skipped_applied == python.stats.events_skipped_applied == 1
