@@ -199,3 +199,11 @@ def test_a_custom_manager_class_runs_on_python(tmp_path: Path) -> None:
         new_applier(settings, Custom, TOPICS, sink, stats)
     built_in = new_applier(settings, FinalizingTriggerManager, TOPICS, sink, stats)
     assert isinstance(built_in, NativeApplier)
+
+
+def test_the_core_lets_go_of_the_sessions_of_a_revoked_partition(tmp_path: Path) -> None:
+    native = Side(tmp_path, "native")
+    native.batch(workload(5)[:10])
+    assert len(native.applier.core) == 5
+    native.applier.settle([])  # the partition is no longer assigned
+    assert len(native.applier.core) == 0
