@@ -22,7 +22,14 @@ struct NativeCore {
     topics: [String; 3],
 }
 
-type RawInput = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+/// A record as the worker hands it over: the bytes are read in place, never copied
+/// (extracting a `Vec<u8>` goes byte by byte through the sequence protocol).
+type Input<'a> = (i64, Option<&'a [u8]>, Option<&'a [u8]>);
+type RawInput<'py> = (
+    i64,
+    Option<Bound<'py, PyBytes>>,
+    Option<Bound<'py, PyBytes>>,
+);
 
 #[pymethods]
 impl NativeCore {
@@ -58,22 +65,31 @@ impl NativeCore {
         &mut self,
         py: Python<'py>,
         partition: i32,
-        records: Vec<RawInput>,
+        records: Vec<RawInput<'py>>,
         now_us: i64,
     ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let core = &mut self.core;
+        let records: Vec<Input> = records
+            .iter()
+            .map(|(offset, key, value)| {
+                (
+                    *offset,
+                    key.as_ref().map(|k| k.as_bytes()),
+                    value.as_ref().map(|v| v.as_bytes()),
+                )
+            })
+            .collect();
         let outcomes: Vec<Outcome> = py.allow_threads(|| {
             // Once an input of a session is handed to Python, so are its later ones in the
             // batch: they must apply on top of it, and the Python engine applies it.
             let mut handed: HashSet<&[u8]> = HashSet::new();
             let mut outcomes = Vec::with_capacity(records.len());
-            for (offset, key, value) in &records {
-                let key = key.as_deref();
+            for &(offset, key, value) in &records {
                 if key.is_some_and(|k| handed.contains(k)) {
                     outcomes.push(Outcome::Python(AFTER_HANDED.into()));
                     continue;
                 }
-                let outcome = core.apply(partition, *offset, key, value.as_deref(), now_us);
+                let outcome = core.apply(partition, offset, key, value, now_us);
                 if let (Outcome::Python(_), Some(key)) = (&outcome, key) {
                     handed.insert(key);
                 }
