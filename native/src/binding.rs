@@ -20,6 +20,7 @@ const AFTER_HANDED: &str = "after an input of its session handed to Python";
 struct NativeCore {
     core: Core,
     topics: [String; 3],
+    task_bytes: stateformat::TaskBytes,
 }
 
 /// A record as the worker hands it over: the bytes are read in place, never copied
@@ -53,6 +54,7 @@ impl NativeCore {
         Ok(NativeCore {
             core: Core::new(kind, manager),
             topics: [task_runs, task_results, sessions],
+            task_bytes: stateformat::TaskBytes::default(),
         })
     }
 
@@ -203,12 +205,13 @@ impl NativeCore {
             usize,
         );
         let sessions = &mut self.core.sessions;
+        let cache = &mut self.task_bytes;
         let encoded: Vec<Encoded> = py.allow_threads(|| {
             uids.into_iter()
                 .filter_map(|uid| {
                     let entry = sessions.get_mut(&uid)?;
                     let was_in_parts = entry.in_parts;
-                    let rows = stateformat::session_rows(&uid, entry, epoch, whole_limit);
+                    let rows = stateformat::session_rows(&uid, entry, epoch, whole_limit, cache);
                     let applied = entry.applied_offset;
                     let store = stateformat::store_rows(&uid, &rows, applied, was_in_parts);
                     let changelog = rows

@@ -8,6 +8,7 @@
 //! (`>qi`: microseconds, the naive marker).  The differential tests in `tests/native`
 //! compare these bytes with the Python encoder's, part by part.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -148,12 +149,45 @@ pub fn pack_map(out: &mut Vec<u8>, map: &Map) {
 // -- the pieces of a state ----------------------------------------------------------------
 
 /// `[[name, directives], ...]` (`pack_tasks`: `TaskConfig.serialize()` per task).
-pub fn pack_tasks(out: &mut Vec<u8>, tasks: &IndexMap<String, Arc<TaskConfig>>) {
+pub fn pack_tasks(
+    out: &mut Vec<u8>,
+    tasks: &IndexMap<String, Arc<TaskConfig>>,
+    cache: &mut TaskBytes,
+) {
     array_header(out, tasks.len());
     for (name, config) in tasks {
-        out.push(0x92);
-        pack_str(out, name);
-        pack_directives(out, config);
+        cache.pack(out, name, config);
+    }
+}
+
+/// The packed `[name, directives]` of task configs, kept per config: sessions configured
+/// alike share their configs, and a header repeats them at every batch.
+#[derive(Default)]
+pub struct TaskBytes {
+    // (The Arc kept beside the bytes keeps its address from being reused by another config.)
+    packed: HashMap<usize, (Arc<TaskConfig>, Vec<u8>)>,
+}
+
+const TASK_BYTES_KEPT: usize = 4096;
+
+impl TaskBytes {
+    fn pack(&mut self, out: &mut Vec<u8>, name: &str, config: &Arc<TaskConfig>) {
+        let key = Arc::as_ptr(config) as usize;
+        if let Some((held, bytes)) = self.packed.get(&key) {
+            if held.name == name {
+                out.extend_from_slice(bytes);
+                return;
+            }
+        }
+        let mut bytes = Vec::with_capacity(128);
+        bytes.push(0x92);
+        pack_str(&mut bytes, name);
+        pack_directives(&mut bytes, config);
+        out.extend_from_slice(&bytes);
+        if self.packed.len() >= TASK_BYTES_KEPT {
+            self.packed.clear();
+        }
+        self.packed.insert(key, (Arc::clone(config), bytes));
     }
 }
 
@@ -246,10 +280,10 @@ fn prefix(epoch: i64, kind: u8, capacity: usize) -> Vec<u8> {
 }
 
 /// A whole session (`encode_state`): `[tasks, instances, latest_kwargs, metadata]`.
-pub fn encode_whole(state: &SessionState, epoch: i64) -> Vec<u8> {
-    let mut out = prefix(epoch, KIND_WHOLE, 256);
+pub fn encode_whole(state: &SessionState, epoch: i64, cache: &mut TaskBytes) -> Vec<u8> {
+    let mut out = prefix(epoch, KIND_WHOLE, 512 + 256 * state.instances.len());
     out.push(0x94);
-    pack_tasks(&mut out, &state.tasks);
+    pack_tasks(&mut out, &state.tasks, cache);
     array_header(&mut out, state.instances.len());
     for instance in state.instances.values() {
         out.push(0x97);
@@ -261,12 +295,17 @@ pub fn encode_whole(state: &SessionState, epoch: i64) -> Vec<u8> {
 }
 
 /// A header part (`encode_header`): `[applied_offset, instance_count, tasks, latest_kwargs, metadata]`.
-pub fn encode_header(state: &SessionState, applied_offset: i64, epoch: i64) -> Vec<u8> {
-    let mut out = prefix(epoch, KIND_HEADER, 128);
+pub fn encode_header(
+    state: &SessionState,
+    applied_offset: i64,
+    epoch: i64,
+    cache: &mut TaskBytes,
+) -> Vec<u8> {
+    let mut out = prefix(epoch, KIND_HEADER, 512);
     out.push(0x95);
     pack_int(&mut out, applied_offset);
     pack_int(&mut out, state.instances.len() as i64);
-    pack_tasks(&mut out, &state.tasks);
+    pack_tasks(&mut out, &state.tasks, cache);
     pack_map(&mut out, &state.latest_kwargs);
     pack_map(&mut out, &state.metadata);
     out
@@ -279,7 +318,7 @@ pub fn encode_instance(
     applied_offset: i64,
     epoch: i64,
 ) -> Vec<u8> {
-    let mut out = prefix(epoch, KIND_INSTANCE, 128);
+    let mut out = prefix(epoch, KIND_INSTANCE, 256);
     out.push(0x99);
     pack_int(&mut out, applied_offset);
     pack_int(&mut out, seq as i64);
@@ -322,11 +361,17 @@ pub struct SessionRows {
 /// `whole_limit` bytes), else its changed instance parts and the header, last.  The
 /// session's changed set is emptied and it counts as stored in parts from then on
 /// (the caller writes these rows before the next batch, or drops the session).
-pub fn session_rows(uid: &str, entry: &mut Entry, epoch: i64, whole_limit: usize) -> SessionRows {
+pub fn session_rows(
+    uid: &str,
+    entry: &mut Entry,
+    epoch: i64,
+    whole_limit: usize,
+    cache: &mut TaskBytes,
+) -> SessionRows {
     let applied = entry.applied_offset;
     let state = &mut entry.state;
     if !entry.in_parts {
-        let whole = encode_whole(state, epoch);
+        let whole = encode_whole(state, epoch, cache);
         state.changed.clear();
         if whole.len() <= whole_limit {
             return SessionRows {
@@ -348,7 +393,10 @@ pub fn session_rows(uid: &str, entry: &mut Entry, epoch: i64, whole_limit: usize
             ));
         }
     }
-    parts.push((header_key(uid), Some(encode_header(state, applied, epoch))));
+    parts.push((
+        header_key(uid),
+        Some(encode_header(state, applied, epoch, cache)),
+    ));
     SessionRows {
         parts,
         whole: false,

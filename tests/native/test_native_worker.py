@@ -58,7 +58,8 @@ class Side:
     def checkpoint(self) -> None:
         """The real checkpoint, a recording producer standing in for Kafka (the store is real)."""
         partition = self.partition
-        Checkpoint(self.producer, self.producer, TOPICS).commit([partition])  # type: ignore[arg-type]
+        checkpoint = Checkpoint(self.producer, self.producer, TOPICS, self.settings.whole_session_bytes)  # type: ignore[arg-type]
+        checkpoint.commit([partition])
         partition.trim(self.cache)
         self.applier.settle([partition])
 
@@ -135,11 +136,15 @@ def test_the_native_worker_writes_what_the_python_worker_writes(tmp_path: Path, 
     assert len(native.applier.produced_at) == 40 * STEPS
 
 
-def test_sessions_evicted_from_the_cache_come_back_from_the_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize("whole_session_bytes", [16384, 0])
+def test_sessions_evicted_from_the_cache_come_back_from_the_store(tmp_path: Path, whole_session_bytes: int) -> None:
+    """Reloaded whole or from parts: the core then writes only what changed since, as Python does."""
     records = workload(30)
-    native, python = Side(tmp_path, "native", cache=4), Side(tmp_path, "python", cache=4)
+    native = Side(tmp_path, "native", cache=4, whole_session_bytes=whole_session_bytes)
+    python = Side(tmp_path, "python", cache=4, whole_session_bytes=whole_session_bytes)
     assert run(native, records, 17) == run(python, records, 17)
     assert native.stored() == python.stored()
+    assert native.producer.changelog == python.producer.changelog
     assert native.stats.engine_fallbacks == {}
     assert len(native.applier.core) <= 4, "the core lets go of sessions the cache evicted"
 
