@@ -1,10 +1,11 @@
 //! The Python face: one call per batch, bytes in, output records out; the GIL is released
 //! while Rust works.  Nothing Python is kept inside Rust beyond a call.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::avro::SCHEMAS;
 use crate::pystate;
@@ -19,8 +20,11 @@ const AFTER_HANDED: &str = "after an input of its session handed to Python";
 #[pyclass(module = "stream_triggers_native")]
 struct NativeCore {
     core: Core,
-    topics: [String; 3],
+    /// The output topics' names, as the Python strings handed out with every output.
+    topics: [Py<PyString>; 3],
     task_bytes: stateformat::TaskBytes,
+    /// Record type names and statuses as Python strings, made once (not once per output).
+    names: HashMap<&'static str, Py<PyString>>,
 }
 
 /// A record as the worker hands it over: the bytes are read in place, never copied
@@ -37,6 +41,7 @@ impl NativeCore {
     /// `manager` is "default" or "finalizing" (the built-in managers' rules).
     #[new]
     fn new(
+        py: Python<'_>,
         manager: &str,
         task_runs: String,
         task_results: String,
@@ -53,8 +58,9 @@ impl NativeCore {
         };
         Ok(NativeCore {
             core: Core::new(kind, manager),
-            topics: [task_runs, task_results, sessions],
+            topics: [task_runs, task_results, sessions].map(|t| PyString::new(py, &t).unbind()),
             task_bytes: stateformat::TaskBytes::default(),
+            names: HashMap::new(),
         })
     }
 
@@ -99,6 +105,14 @@ impl NativeCore {
             }
             outcomes
         });
+        let NativeCore { topics, names, .. } = self;
+        let mut name = |text: &'static str| -> Bound<'py, PyString> {
+            names
+                .entry(text)
+                .or_insert_with(|| PyString::new(py, text).unbind())
+                .bind(py)
+                .clone()
+        };
         outcomes
             .into_iter()
             .map(|outcome| match outcome {
@@ -110,19 +124,21 @@ impl NativeCore {
                     let records: Vec<Bound<'py, PyTuple>> = outputs
                         .iter()
                         .map(|(topic, value)| {
-                            let (name, status) = match topic {
-                                Topic::TaskRuns => (&self.topics[0], None),
+                            let (topic, status) = match topic {
+                                Topic::TaskRuns => (&topics[0], None),
                                 Topic::TaskResults(status) => {
-                                    (&self.topics[1], Some(status.as_str()))
+                                    (&topics[1], Some(name(status.as_str())))
                                 }
-                                Topic::Sessions => (&self.topics[2], None),
+                                Topic::Sessions => (&topics[2], None),
                             };
-                            (name.as_str(), PyBytes::new(py, value), status).into_pyobject(py)
+                            (topic.bind(py), PyBytes::new(py, value), status).into_pyobject(py)
                         })
                         .collect::<PyResult<_>>()?;
-                    ("applied", type_name, records, at).into_pyobject(py)
+                    (intern!(py, "applied"), name(type_name), records, at).into_pyobject(py)
                 }
-                Outcome::Skipped { type_name } => ("skipped", type_name).into_pyobject(py),
+                Outcome::Skipped { type_name } => {
+                    (intern!(py, "skipped"), name(type_name)).into_pyobject(py)
+                }
                 Outcome::Dead(rejection) => {
                     ("dead", rejection.reason, rejection.message).into_pyobject(py)
                 }
