@@ -22,7 +22,6 @@ struct NativeCore {
     core: Core,
     /// The output topics' names, as the Python strings handed out with every output.
     topics: [Py<PyString>; 3],
-    task_bytes: stateformat::TaskBytes,
     /// Record type names and statuses as Python strings, made once (not once per output).
     names: HashMap<&'static str, Py<PyString>>,
 }
@@ -59,7 +58,6 @@ impl NativeCore {
         Ok(NativeCore {
             core: Core::new(kind, manager),
             topics: [task_runs, task_results, sessions].map(|t| PyString::new(py, &t).unbind()),
-            task_bytes: stateformat::TaskBytes::default(),
             names: HashMap::new(),
         })
     }
@@ -221,13 +219,12 @@ impl NativeCore {
             usize,
         );
         let sessions = &mut self.core.sessions;
-        let cache = &mut self.task_bytes;
         let encoded: Vec<Encoded> = py.allow_threads(|| {
             uids.into_iter()
                 .filter_map(|uid| {
                     let entry = sessions.get_mut(&uid)?;
                     let was_in_parts = entry.in_parts;
-                    let rows = stateformat::session_rows(&uid, entry, epoch, whole_limit, cache);
+                    let rows = stateformat::session_rows(&uid, entry, epoch, whole_limit);
                     let applied = entry.applied_offset;
                     let store = stateformat::store_rows(&uid, &rows, applied, was_in_parts);
                     let changelog = rows

@@ -8,7 +8,6 @@
 //! (`>qi`: microseconds, the naive marker).  The differential tests in `tests/native`
 //! compare these bytes with the Python encoder's, part by part.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -149,45 +148,15 @@ pub fn pack_map(out: &mut Vec<u8>, map: &Map) {
 // -- the pieces of a state ----------------------------------------------------------------
 
 /// `[[name, directives], ...]` (`pack_tasks`: `TaskConfig.serialize()` per task).
-pub fn pack_tasks(
-    out: &mut Vec<u8>,
-    tasks: &IndexMap<String, Arc<TaskConfig>>,
-    cache: &mut TaskBytes,
-) {
+///
+/// (Packed afresh each time: a cache of the packed bytes per config cost more than it
+/// saved on the preload workload, whose sessions each have their own configuration.)
+pub fn pack_tasks(out: &mut Vec<u8>, tasks: &IndexMap<String, Arc<TaskConfig>>) {
     array_header(out, tasks.len());
     for (name, config) in tasks {
-        cache.pack(out, name, config);
-    }
-}
-
-/// The packed `[name, directives]` of task configs, kept per config: sessions configured
-/// alike share their configs, and a header repeats them at every batch.
-#[derive(Default)]
-pub struct TaskBytes {
-    // (The Arc kept beside the bytes keeps its address from being reused by another config.)
-    packed: HashMap<usize, (Arc<TaskConfig>, Vec<u8>)>,
-}
-
-const TASK_BYTES_KEPT: usize = 4096;
-
-impl TaskBytes {
-    fn pack(&mut self, out: &mut Vec<u8>, name: &str, config: &Arc<TaskConfig>) {
-        let key = Arc::as_ptr(config) as usize;
-        if let Some((held, bytes)) = self.packed.get(&key) {
-            if held.name == name {
-                out.extend_from_slice(bytes);
-                return;
-            }
-        }
-        let mut bytes = Vec::with_capacity(128);
-        bytes.push(0x92);
-        pack_str(&mut bytes, name);
-        pack_directives(&mut bytes, config);
-        out.extend_from_slice(&bytes);
-        if self.packed.len() >= TASK_BYTES_KEPT {
-            self.packed.clear();
-        }
-        self.packed.insert(key, (Arc::clone(config), bytes));
+        out.push(0x92);
+        pack_str(out, name);
+        pack_directives(out, config);
     }
 }
 
@@ -280,10 +249,10 @@ fn prefix(epoch: i64, kind: u8, capacity: usize) -> Vec<u8> {
 }
 
 /// A whole session (`encode_state`): `[tasks, instances, latest_kwargs, metadata]`.
-pub fn encode_whole(state: &SessionState, epoch: i64, cache: &mut TaskBytes) -> Vec<u8> {
+pub fn encode_whole(state: &SessionState, epoch: i64) -> Vec<u8> {
     let mut out = prefix(epoch, KIND_WHOLE, 512 + 256 * state.instances.len());
     out.push(0x94);
-    pack_tasks(&mut out, &state.tasks, cache);
+    pack_tasks(&mut out, &state.tasks);
     array_header(&mut out, state.instances.len());
     for instance in state.instances.values() {
         out.push(0x97);
@@ -295,17 +264,12 @@ pub fn encode_whole(state: &SessionState, epoch: i64, cache: &mut TaskBytes) -> 
 }
 
 /// A header part (`encode_header`): `[applied_offset, instance_count, tasks, latest_kwargs, metadata]`.
-pub fn encode_header(
-    state: &SessionState,
-    applied_offset: i64,
-    epoch: i64,
-    cache: &mut TaskBytes,
-) -> Vec<u8> {
+pub fn encode_header(state: &SessionState, applied_offset: i64, epoch: i64) -> Vec<u8> {
     let mut out = prefix(epoch, KIND_HEADER, 512);
     out.push(0x95);
     pack_int(&mut out, applied_offset);
     pack_int(&mut out, state.instances.len() as i64);
-    pack_tasks(&mut out, &state.tasks, cache);
+    pack_tasks(&mut out, &state.tasks);
     pack_map(&mut out, &state.latest_kwargs);
     pack_map(&mut out, &state.metadata);
     out
@@ -361,17 +325,11 @@ pub struct SessionRows {
 /// `whole_limit` bytes), else its changed instance parts and the header, last.  The
 /// session's changed set is emptied and it counts as stored in parts from then on
 /// (the caller writes these rows before the next batch, or drops the session).
-pub fn session_rows(
-    uid: &str,
-    entry: &mut Entry,
-    epoch: i64,
-    whole_limit: usize,
-    cache: &mut TaskBytes,
-) -> SessionRows {
+pub fn session_rows(uid: &str, entry: &mut Entry, epoch: i64, whole_limit: usize) -> SessionRows {
     let applied = entry.applied_offset;
     let state = &mut entry.state;
     if !entry.in_parts {
-        let whole = encode_whole(state, epoch, cache);
+        let whole = encode_whole(state, epoch);
         state.changed.clear();
         if whole.len() <= whole_limit {
             return SessionRows {
@@ -393,10 +351,7 @@ pub fn session_rows(
             ));
         }
     }
-    parts.push((
-        header_key(uid),
-        Some(encode_header(state, applied, epoch, cache)),
-    ));
+    parts.push((header_key(uid), Some(encode_header(state, applied, epoch))));
     SessionRows {
         parts,
         whole: false,
