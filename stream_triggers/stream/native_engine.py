@@ -177,24 +177,29 @@ class NativeApplier:
         reasons: dict[str, str] = {}
         growth: dict[str, int] = {}
         outputs: list[Output] = []
-        for record in records:
+        max_payload, max_session = self.max_payload, self.max_session
+        sessions = partition.sessions
+        for record in records:  # (the per-record Python cost of a native worker: kept to dict lookups)
             offset, key, value = record
-            if key is not None and value is not None and len(value) > self.max_payload:
+            size = 0 if value is None else len(value)
+            if size > max_payload and key is not None:
                 outputs.extend(self.python.apply(partition, offset, key, value))  # payload_too_large
                 continue
-            uid = _uid(key)
-            if uid is None:
+            try:
+                uid = key.decode()  # type: ignore[union-attr]
+            except (AttributeError, UnicodeDecodeError):
                 native.append(record)  # the core dead-letters it (missing key, bad UTF-8)
                 continue
             if uid in to_python:
                 to_python[uid].append(record)
                 continue
-            entry = self._entry(partition, uid)
-            if isinstance(entry, NativeEntry):
-                size = len(value or b"")
+            entry = sessions.get(uid)
+            if entry is None:
+                entry = self._entry(partition, uid)
+            if type(entry) is NativeEntry:
                 grown = growth.get(uid, entry.size_bound) + (size + 2048) * (entry.tasks + 2)
                 growth[uid] = grown
-                reason = SIZE_CHECKED if grown > self.max_session else WEIGHED if size > WEIGH_ABOVE else None
+                reason = SIZE_CHECKED if grown > max_session else WEIGHED if size > WEIGH_ABOVE else None
                 if reason is None:
                     native.append(record)
                     continue
@@ -269,8 +274,13 @@ class NativeApplier:
         number = partition.number
         outcomes = self.core.apply_batch(number, records, time.time_ns() // 1000)
         outputs: list[Output] = []
+        append, produced_at = outputs.append, self.produced_at.append
         dirty = partition.dirty
         sessions = partition.sessions
+        counts = stats.produced
+        statuses, task_runs = counts.statuses, self.task_runs
+        by_type: dict[str, int] = {}
+        applied = produced_count = runs = finalized = 0
         for (offset, key, value), outcome in zip(records, outcomes, strict=True):
             kind = outcome[0]
             if kind == "applied":
@@ -279,34 +289,35 @@ class NativeApplier:
                 entry.applied_offset = offset
                 dirty[uid] = entry
                 _, type_name, produced, at = outcome
-                for topic, output, status in produced:
-                    outputs.append((topic, key, output))
-                    self._count(topic, status)
-                stats.events_applied += 1
-                stats.outputs += len(produced)
-                stats.applied_by_type[type_name] = stats.applied_by_type.get(type_name, 0) + 1
-                self.produced_at.append(at)
+                for topic, output, status in produced:  # (counted as ``OutputSink`` counts them)
+                    append((topic, key, output))
+                    if status is not None:
+                        statuses[status] = statuses.get(status, 0) + 1
+                    elif topic == task_runs:
+                        runs += 1
+                    else:
+                        finalized += 1
+                applied += 1
+                produced_count += len(produced)
+                by_type[type_name] = by_type.get(type_name, 0) + 1
+                produced_at(at)
             elif kind == "skipped":
                 stats.events_skipped_applied += 1
                 stats.skipped_by_type[outcome[1]] = stats.skipped_by_type.get(outcome[1], 0) + 1
             elif kind == "dead":
-                outputs.append(self.python.dead_letter(partition, offset, key, value, outcome[1], outcome[2]))
+                append(self.python.dead_letter(partition, offset, key, value, outcome[1], outcome[2]))
             else:  # ("python", why): this input and the session's later ones in the batch
                 uid = key.decode()  # type: ignore[union-attr]
                 if uid not in to_python:
                     reasons[uid] = outcome[1]
                 to_python[uid].append((offset, key, value))
+        stats.events_applied += applied
+        stats.outputs += produced_count
+        counts.task_runs += runs
+        counts.sessions_finalized += finalized
+        for type_name, count in by_type.items():
+            stats.applied_by_type[type_name] = stats.applied_by_type.get(type_name, 0) + count
         return outputs
-
-    def _count(self, topic: str, status: str | None) -> None:
-        """What ``OutputSink`` counts for the metrics (task runs, statuses, finalized sessions)."""
-        counts = self.stats.produced
-        if status is not None:
-            counts.statuses[status] = counts.statuses.get(status, 0) + 1
-        elif topic == self.task_runs:
-            counts.task_runs += 1
-        else:
-            counts.sessions_finalized += 1
 
     def _to_python(self, partition: Partition, uid: str, entry: NativeEntry) -> None:
         """Hand a held session to the Python engine (its current state from the core)."""
@@ -362,12 +373,3 @@ class NativeApplier:
                     gone.append(uid)
         if gone:
             self.core.forget(gone)
-
-
-def _uid(key: bytes | None) -> str | None:
-    if key is None:
-        return None
-    try:
-        return key.decode()
-    except UnicodeDecodeError:
-        return None
