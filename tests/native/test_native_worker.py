@@ -159,7 +159,11 @@ def test_a_dropped_batch_is_forgotten_by_the_core_too(tmp_path: Path) -> None:
     assert [o[1]["type"] for o in outputs] == ["TaskRunRequested"], "applied again, from the stored state"
 
 
-def test_inputs_the_core_hands_back_are_applied_by_python_and_counted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("whole_session_bytes", "first_batch"), [(16384, 3), (0, 3), (0, 1)])
+def test_inputs_the_core_hands_back_are_applied_by_python_and_counted(
+    tmp_path: Path, whole_session_bytes: int, first_batch: int
+) -> None:
+    """(Stored whole or in parts, handed over in the batch that configured it or a later one.)"""
     tagged = '{"amount": {"$st": "decimal", "v": "1.50"}}'
     records = [
         record("s", 0, "ConfigurationUpdated", configuration_json='{"t": {"after": ["a", "b"], "run": "x"}}'),
@@ -167,8 +171,13 @@ def test_inputs_the_core_hands_back_are_applied_by_python_and_counted(tmp_path: 
         record("s", 2, "TriggerFired", trigger="b", kwargs_json="{}"),
         record("other", 3, "TriggerFired", trigger="b", kwargs_json="{}"),
     ]
-    native, python = Side(tmp_path, "native", cache=0), Side(tmp_path, "python", cache=0)
-    assert native.batch(records[:3]) == python.batch(records[:3])
+    sides = [
+        Side(tmp_path, engine, cache=0, whole_session_bytes=whole_session_bytes) for engine in ("native", "python")
+    ]
+    native, python = sides
+    for batch in (records[:first_batch], records[first_batch:3]):
+        if batch:
+            assert native.batch(batch) == python.batch(batch)
     assert native.stored() == python.stored()
     [(reason, count)] = native.stats.engine_fallbacks.items()
     assert count == 2, "the handed-back input and the session's next one in the batch"
