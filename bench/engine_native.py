@@ -80,6 +80,12 @@ class Sink:
     def read_session(self, uid: str) -> None:
         return None
 
+    def get_raw(self, key: bytes) -> None:
+        return None
+
+    def get_whole(self, uid: str) -> None:
+        return None
+
     def quarantined(self, uid: str) -> None:
         return None
 

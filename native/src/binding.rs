@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
@@ -10,8 +11,8 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use crate::avro::SCHEMAS;
 use crate::pystate;
 use crate::shell::{Core, Entry, Manager, Outcome, Topic};
-use crate::stateformat;
 use crate::value::{dumps, Map, Style, Value};
+use crate::{stateformat, stateread};
 
 /// The reason given for a session's inputs after one handed to Python in the same batch.
 const AFTER_HANDED: &str = "after an input of its session handed to Python";
@@ -265,6 +266,46 @@ impl NativeCore {
                 (uid, store, changelog, tasks).into_pyobject(py)
             })
             .collect()
+    }
+
+    /// Hold `uid`'s state read from its stored whole-session value (format 4, kind `S`,
+    /// without the store's offset prefix); returns its task count.  ValueError for what
+    /// the core does not read (the caller then reads it the Python way).
+    fn load_whole(&mut self, uid: String, applied_offset: i64, data: &[u8]) -> PyResult<usize> {
+        let state = stateread::read_whole(data).map_err(PyValueError::new_err)?;
+        let tasks = state.tasks.len();
+        self.core.sessions.insert(
+            uid,
+            Entry {
+                state,
+                applied_offset,
+                in_parts: false,
+            },
+        );
+        Ok(tasks)
+    }
+
+    /// Hold `uid`'s state read from its stored header part and instance parts; returns
+    /// `(applied_offset, task_count)`.  ValueError as for `load_whole`.
+    fn load_parts(
+        &mut self,
+        uid: String,
+        header: &[u8],
+        instances: Vec<Bound<'_, PyBytes>>,
+    ) -> PyResult<(i64, usize)> {
+        let parts: Vec<&[u8]> = instances.iter().map(|i| i.as_bytes()).collect();
+        let (state, applied_offset) =
+            stateread::read_parts(header, &parts).map_err(PyValueError::new_err)?;
+        let tasks = state.tasks.len();
+        self.core.sessions.insert(
+            uid,
+            Entry {
+                state,
+                applied_offset,
+                in_parts: true,
+            },
+        );
+        Ok((applied_offset, tasks))
     }
 
     /// Whether the held session is stored in parts (None: not held).

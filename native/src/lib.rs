@@ -14,6 +14,7 @@ pub mod inputs;
 pub mod shell;
 pub mod state;
 pub mod stateformat;
+pub mod stateread;
 pub mod transition;
 pub mod value;
 

@@ -40,12 +40,14 @@ from stream_triggers.engine import EMPTY, SessionState
 from stream_triggers.engine import native as engines
 from stream_triggers.engine.payloads import MAX_PAYLOAD_BYTES
 from stream_triggers.events.state_format import StateFormatError
+from stream_triggers.events.state_parts import header_key, instance_prefix
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager, trigger_managers
 from stream_triggers.stream.inputs import InputApplier
 from stream_triggers.stream.outputs import Output, OutputSink
 from stream_triggers.stream.partition import Partition, SessionEntry
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
+from stream_triggers.stream.store import PART, PartitionStore
 from stream_triggers.types import TaskConfig, TaskInstance
 
 __all__ = [
@@ -245,6 +247,17 @@ class NativeApplier:
         store = partition.store
         if store.quarantined(uid) is not None:
             return None
+        header = store.get_raw(PART + header_key(uid))
+        whole = None if header is not None else store.get_whole(uid)
+        if header is None and whole is None:
+            entry = partition.sessions[uid] = NativeEntry()
+            self._loaded[partition.number].append((uid, entry))
+            return entry
+        read = self._read(store, uid, header, whole)
+        if read is not None:
+            entry = partition.sessions[uid] = read
+            self._loaded[partition.number].append((uid, entry))
+            return entry
         try:
             stored = store.read_session(uid)
         except StateFormatError:
@@ -265,6 +278,31 @@ class NativeApplier:
             entry.state, entry.committed = state, committed
             self._loaded[partition.number].append((uid, entry))
         entry.size_bound = stored.size
+        return entry
+
+    def _read(
+        self, store: PartitionStore, uid: str, header: bytes | None, whole: tuple[int, bytes] | None
+    ) -> NativeEntry | None:
+        """The stored session loaded into the core from its format-4 values, no Python state between.
+
+        None when the core does not read it (an older format, a value it does not model, a
+        malformed record): the caller reads it the Python way, which gives errors their words.
+        """
+        try:
+            if header is not None:
+                instances = [value for _key, value in store.scan(PART + instance_prefix(uid))]
+                applied, tasks = self.core.load_parts(uid, header, instances)
+                size = len(header) + sum(map(len, instances))
+            elif whole is not None and whole[1][:1] == b"\x04":
+                applied, data = whole
+                tasks = self.core.load_whole(uid, applied, data)
+                size = len(data)
+            else:
+                return None
+        except ValueError:
+            return None
+        entry = NativeEntry(applied, tasks)
+        entry.size_bound = size
         return entry
 
     def _apply_native(

@@ -17,6 +17,7 @@ core, which encodes in microseconds, does not take.
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import Any
 from unittest import mock
 
@@ -26,12 +27,14 @@ from hypothesis import strategies as st
 
 from stream_triggers.events import codec
 from stream_triggers.events.envelope import event_record
+from stream_triggers.events.state_format import encode_state
+from stream_triggers.events.state_parts import encode_header, encode_instance
 from stream_triggers.stream.checkpoint import Checkpoint
-from stream_triggers.stream.native_engine import state_parts
+from stream_triggers.stream.native_engine import state_from_parts, state_parts
 from stream_triggers.stream.partition import Partition, SessionEntry
 from stream_triggers.stream.store import PART, PartitionStore
 
-from .reference import TOPICS, NoStore, PythonSide
+from .reference import TOPICS, NoStore, PythonSide, comparable, native_state
 from .test_native_differential import HANDED_BACK, UID, sessions
 
 native = pytest.importorskip("stream_triggers_native")
@@ -162,3 +165,57 @@ def test_the_store_keys_are_the_stores() -> None:
     [(_, [(deleted, nothing), (header, _)], _, _)] = core.encode(0, EPOCH, NOW, 0, [UID])
     assert (deleted, nothing) == (whole_key, None) and header == PART + UID.encode() + b"\xffh"
     assert core.encode(0, EPOCH, NOW, 0, ["not held"]) == []
+
+
+def load_both(manager: str, records: list[tuple[int, bytes]]) -> int:
+    """After each input, the Python engine's state as stored (whole, and in parts) loads into the
+    core (``load_whole`` / ``load_parts``) as the same state, which the core encodes back to the same bytes."""
+    python = PythonSide(manager)
+    core = native.NativeCore(manager, TOPICS.task_runs, TOPICS.task_results, TOPICS.sessions)
+    loaded = 0
+    for offset, value in records:
+        python.apply(0, offset, UID.encode(), value, NOW)
+        entry = python.sessions.get(UID)
+        if entry is None:
+            continue
+        state, applied = entry.state, entry.applied_offset
+        try:
+            whole = encode_state(state, EPOCH)
+        except (OverflowError, TypeError):  # (an integer msgpack cannot carry: no stored form)
+            continue
+        header = encode_header(state, applied, EPOCH)
+        parts = [encode_instance(i, seq, applied, EPOCH) for seq, i in enumerate(state.instances.values())]
+        assert core.load_whole(UID, applied, whole) == len(state.tasks)
+        assert native_state(core, UID) == comparable(state)
+        [(_, [(_, stored)], _, _)] = core.encode(0, EPOCH, NOW, 1 << 30, [UID])
+        assert stored[8:] == whole, "read whole, written whole: the same bytes"
+        assert core.load_parts(UID, header, parts[::-1]) == (applied, len(state.tasks))
+        assert native_state(core, UID) == comparable(state) and core.in_parts(UID)
+        [(_, [(_, stored)], _, _)] = core.encode(0, EPOCH, NOW, 0, [UID])
+        assert stored == header, "nothing changed since it was read: the header alone"
+        loaded += 1
+    return loaded
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(sessions())
+def test_stored_states_load_into_the_core_as_the_python_engine_reads_them(
+    session: tuple[str, list[tuple[int, bytes]]],
+) -> None:
+    load_both(*session)
+
+
+def test_what_the_core_does_not_read_is_refused_not_guessed() -> None:
+    core = native.NativeCore("default", TOPICS.task_runs, TOPICS.task_results, TOPICS.sessions)
+    state = state_from_parts(([("t", {"after": ["a"], "run": "x"})], [], {}, {"when": date(2024, 1, 2)}))
+    header = encode_header(state, 3, EPOCH)
+    with pytest.raises(ValueError, match="msgpack type 0xd6"):  # (a date: fixext 4)
+        core.load_parts(UID, header, [])
+    good = encode_header(state_from_parts(([("t", {"after": ["a"], "run": "x"})], [], {}, {})), 3, EPOCH)
+    for broken in (good[:-1], good + b"\x00", b"\x03" + good[1:], good[:9] + b"I" + good[10:]):
+        with pytest.raises(ValueError):
+            core.load_parts(UID, broken, [])
+    assert good[10:13] == b"\x95\x03\x00"  # [applied_offset 3, instance_count 0, ...
+    with pytest.raises(ValueError, match="incomplete"):
+        core.load_parts(UID, good[:12] + b"\x01" + good[13:], [])  # counts one instance, none given
+    assert core.applied_offset(UID) == -1, "nothing held after a refusal"
