@@ -24,9 +24,10 @@ State records are encoded by the core too (format 4, the bytes
 ``NativeCore.encode`` call per partition returns, for every session the core changed, the
 RocksDB rows and changelog records (envelopes included) of exactly the parts that changed;
 they wait in ``SessionEntry.native_rows`` for the checkpoint, which writes them as they
-are.  No Python state is built for a native session.  :func:`state_parts` and
-:func:`state_from_parts` move a state across the boundary only where a session changes
-engine (loaded from the store, handed to the Python engine).
+are.  No Python state is built for a native session: a stored one loads into the core
+from its format-4 values (``NativeCore.load_whole`` / ``load_parts``).  :func:`state_parts`
+and :func:`state_from_parts` move a state across the boundary only where a session changes
+engine (handed to the Python engine) or is stored in a form the core does not read.
 """
 
 from __future__ import annotations
