@@ -15,6 +15,10 @@ Workloads:
   ``t_importSubject``, so unstarted instances pile up; the per-fire cost near 10
   and near 1,000 instances is compared.
 
+Then the worker's engines side by side (``engine_native``): the wide and questionnaire
+workloads as ``events`` records through one worker partition on the Python engine and on
+the native core (decode, rules, output records, state records), transitions per CPU s.
+
 Rates are per CPU second of this (single-threaded) process - ``time.process_time`` -
 so other load on the machine does not count against them; the wall-clock rates are
 reported too (``*_wall`` keys).  The wide stages run ``repeats`` rounds and report the
@@ -43,6 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import engine_native  # bench/engine_native.py (this script's folder): the worker's engines side by side
 
 from stream_triggers.engine import EMPTY, ConfigurationUpdated, SessionState, TriggerFired, step
 from stream_triggers.manager import TriggerManager
@@ -319,6 +325,11 @@ def run(sizes: Sizes) -> dict[str, Any]:
             results["questionnaire_per_s_rocksdb"] >= results["questionnaire_per_s_memory"] / 2
         ),
     }
+    workloads = {
+        "wide": (WIDE_CONFIGURATION, [(t, KWARGS) for t in WIDE_FIRED]),
+        "questionnaire": (QUESTIONNAIRE_WORKFLOW, list(QUESTIONNAIRE_FIRES)),
+    }
+    results["worker_engines"] = engine_native.compare(workloads, max(100, sizes.engine_sessions // 5), sizes.repeats)
     results["sizes"] = sizes.__dict__
     results["python"] = platform.python_version()
     return results
@@ -384,6 +395,10 @@ def print_table(results: dict[str, Any], sizes: Sizes) -> None:
     stages = ", ".join(f"{stage} {mb:.0f}" for stage, mb in results["rss_mb_after"].items() if mb is not None)
     print(f"  {'peak RSS (MB)':<46} {results['peak_rss_mb']:>12.1f}  (after each stage: {stages or 'n/a'})")
     print(f"  {'calibration loop (us, lower = faster machine)':<46} {results['calibration_loop_us']:>12.0f}")
+    if results["worker_engines"] is None:
+        print("worker engines: the native core is not installed (pip install ./native)")
+    else:
+        engine_native.print_side_by_side(results["worker_engines"])
 
 
 def main(argv: list[str] | None = None) -> int:

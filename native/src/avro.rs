@@ -537,6 +537,12 @@ impl Writer {
         self
     }
 
+    pub fn bytes(&mut self, value: &[u8]) -> &mut Self {
+        self.long(value.len() as i64);
+        self.out.extend_from_slice(value);
+        self
+    }
+
     pub fn opt_str(&mut self, value: Option<&str>) -> &mut Self {
         match value {
             None => self.long(0),

@@ -13,6 +13,8 @@ pub mod errors;
 pub mod inputs;
 pub mod shell;
 pub mod state;
+pub mod stateformat;
+pub mod stateread;
 pub mod transition;
 pub mod value;
 

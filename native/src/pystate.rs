@@ -11,7 +11,7 @@
 //! The crate is built with the stable ABI (`abi3`), which has no datetime C API: datetimes
 //! are made and read through the `datetime` module's Python face.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
@@ -19,11 +19,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 
-use crate::config::{build_task_configs, TaskConfig};
+use crate::config::build_task_configs;
 use crate::errors::Refusal;
 use crate::shell::Entry;
 use crate::state::{Instance, SessionState, Status};
-use crate::transition::META_TIMESTAMPS;
 use crate::value::{Map, Value};
 
 /// The `datetime` pieces the conversions need, looked up once per call.
@@ -240,104 +239,4 @@ pub fn import<'py>(
     state.latest_kwargs = map_from_py(clock, latest_kwargs)?;
     state.metadata = map_from_py(clock, metadata)?;
     Ok(state)
-}
-
-/// The body of the current state format (`events/state_format.py`, format 3) as Python
-/// lists, ready for msgpack: `[tasks, instances, latest_kwargs, metadata]` with `tasks =
-/// [[name, directives], ...]` and each instance `[name, task, status, kwargs, metadata,
-/// abandon_state, timestamps]`, where `timestamps` is the engine's timestamps as integer
-/// microseconds (and then left out of `metadata`), or None when they are unusual.
-/// No datetime object is made for them: that is most of what an export costs.
-pub fn export_rows<'py>(
-    py: Python<'py>,
-    entry: &Entry,
-    task_rows: &mut TaskRows,
-) -> PyResult<Bound<'py, PyList>> {
-    let clock = Clock::new(py)?;
-    let state = &entry.state;
-    let tasks = PyList::empty(py);
-    for config in state.tasks.values() {
-        tasks.append(task_rows.row(py, &clock, config)?)?;
-    }
-    let rows = PyList::empty(py);
-    for instance in state.instances.values() {
-        let metadata = &instance.metadata;
-        let stamps = match metadata.get(META_TIMESTAMPS) {
-            Some(Value::Map(stamps)) if stamps.values().all(|v| matches!(v, Value::Time(_))) => {
-                let dict = PyDict::new(py);
-                for (key, value) in stamps {
-                    if let Value::Time(us) = value {
-                        dict.set_item(key, us)?;
-                    }
-                }
-                Some(dict)
-            }
-            _ => None,
-        };
-        let shown = PyDict::new(py);
-        for (key, value) in metadata.iter() {
-            if stamps.is_none() || key != META_TIMESTAMPS {
-                shown.set_item(key, to_py(py, &clock, value)?)?;
-            }
-        }
-        let abandon = PyList::new(py, instance.abandon_state.iter().map(String::as_str))?;
-        let row = PyList::new(
-            py,
-            [
-                PyString::new(py, &instance.name).into_any(),
-                PyString::new(py, &instance.config.name).into_any(),
-                PyString::new(py, instance.status.as_str()).into_any(),
-                map_to_py(py, &clock, &instance.kwargs)?.into_any(),
-                shown.into_any(),
-                abandon.into_any(),
-                match stamps {
-                    Some(dict) => dict.into_any(),
-                    None => py.None().into_bound(py),
-                },
-            ],
-        )?;
-        rows.append(row)?;
-    }
-    PyList::new(
-        py,
-        [
-            tasks.into_any(),
-            rows.into_any(),
-            map_to_py(py, &clock, &state.latest_kwargs)?.into_any(),
-            map_to_py(py, &clock, &state.metadata)?.into_any(),
-        ],
-    )
-}
-
-/// `[name, directives]` of each task config, made once per config (sessions configured
-/// alike share their configs; msgpack only reads these lists).
-#[derive(Default)]
-pub struct TaskRows {
-    rows: HashMap<usize, (Arc<TaskConfig>, Py<PyAny>)>,
-}
-
-const TASK_ROWS_KEPT: usize = 1024;
-
-impl TaskRows {
-    fn row<'py>(
-        &mut self,
-        py: Python<'py>,
-        clock: &Clock<'py>,
-        config: &Arc<TaskConfig>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        // (The Arc kept beside the row keeps its address from being reused by another config.)
-        let key = Arc::as_ptr(config) as usize;
-        if let Some((_, row)) = self.rows.get(&key) {
-            return Ok(row.bind(py).clone());
-        }
-        let directives = to_py(py, clock, &config.serialize())?;
-        let row =
-            PyList::new(py, [PyString::new(py, &config.name).into_any(), directives])?.into_any();
-        if self.rows.len() >= TASK_ROWS_KEPT {
-            self.rows.clear();
-        }
-        self.rows
-            .insert(key, (Arc::clone(config), row.clone().unbind()));
-        Ok(row)
-    }
 }

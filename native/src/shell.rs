@@ -53,6 +53,8 @@ pub enum Outcome {
 pub struct Entry {
     pub state: SessionState,
     pub applied_offset: i64,
+    /// Stored as parts (format 4 header + instances); else whole, or not stored yet.
+    pub in_parts: bool,
 }
 
 impl Entry {
@@ -60,6 +62,7 @@ impl Entry {
         Entry {
             state: SessionState::default(),
             applied_offset: -1,
+            in_parts: false,
         }
     }
 }

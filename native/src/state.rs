@@ -141,6 +141,9 @@ pub struct SessionState {
     pub metadata: Map,
     /// How many instances are `is_unmodelled` (kept so that no input scans them all).
     pub unmodelled: usize,
+    /// Positions (creation order) of the instances changed since the state was last
+    /// encoded: the instance parts the next checkpoint writes (`stateformat`).
+    pub changed: BTreeSet<usize>,
 }
 
 impl SessionState {
@@ -158,6 +161,7 @@ impl SessionState {
                 .push(instance.name.clone());
         }
         self.unmodelled += usize::from(instance.is_unmodelled());
+        self.changed.insert(self.instances.len());
         self.instances.insert(instance.name.clone(), instance);
     }
 
@@ -186,7 +190,8 @@ impl SessionState {
         self.unmodelled -= usize::from(previous.is_unmodelled());
         self.unmodelled += usize::from(instance.is_unmodelled());
         let name = instance.name.clone();
-        self.instances.insert(name, instance);
+        let (position, _) = self.instances.insert_full(name, instance);
+        self.changed.insert(position);
     }
 
     pub fn count_of(&self, task: &str) -> usize {

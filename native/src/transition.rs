@@ -262,8 +262,12 @@ fn configure(state: &mut SessionState, configs: &[Arc<TaskConfig>]) -> Result<()
         let config = Arc::clone(config);
         let names = state.by_task.get(&config.name).cloned().unwrap_or_default();
         for name in names {
-            if let Some(instance) = state.instances.get_mut(&name) {
-                instance.config = Arc::clone(&config);
+            if let Some((position, _, instance)) = state.instances.get_full_mut(&name) {
+                // (As the Python engine replaces an instance whose config object differs.)
+                if !Arc::ptr_eq(&instance.config, &config) {
+                    instance.config = Arc::clone(&config);
+                    state.changed.insert(position);
+                }
             }
         }
         state.tasks.insert(config.name.clone(), config);
@@ -286,10 +290,11 @@ fn fire(
         .collect();
     // Record the trigger on every unstarted instance that still accepts it.
     let mut took: HashSet<String> = HashSet::new();
-    for instance in state.instances.values_mut() {
+    for (position, instance) in state.instances.values_mut().enumerate() {
         if !instance.accepts(trigger) {
             continue;
         }
+        state.changed.insert(position);
         took.insert(instance.config.name.clone());
         if instance.config.after.contains(trigger) && !instance.kwargs.contains_key(trigger) {
             Arc::make_mut(&mut instance.kwargs)

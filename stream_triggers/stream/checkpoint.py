@@ -139,9 +139,26 @@ class Checkpoint:
             ages = ages_by_partition[partition.number] = {}
             number, epoch = partition.number, partition.epoch
             for uid, entry in partition.dirty.items():
-                finalized = _finalized_at(partition.store, uid, entry, now)
+                native = entry.native_rows
+                if native is None:
+                    finalized = _finalized_at(
+                        partition.store, uid, entry, now, SESSION_FINALIZED in entry.state.latest_kwargs
+                    )
+                else:
+                    finalized = _finalized_at(partition.store, uid, entry, now, native[2])
                 ages[uid] = SessionAges(now, finalized)  # the ages retention counts from (stream/retention.py)
                 headers = finalized_headers(finalized)
+                if native is not None:  # encoded by the native core, envelopes included; the header last
+                    store_rows, snapshots, _ = native
+                    rows.extend(store_rows)
+                    last = len(snapshots) - 1
+                    on_delivery = self.on_changelog_delivery
+                    for at, (key, snapshot) in enumerate(snapshots):
+                        if at == last and headers is not None:
+                            produce(changelog, snapshot, key, number, on_delivery=on_delivery, headers=headers)
+                        else:
+                            produce(changelog, snapshot, key, number, on_delivery=on_delivery)
+                    continue
                 whole = self._small_whole(entry, epoch)
                 if whole is not None:  # one whole-session record
                     rows.append((PartitionStore.whole_key(uid), _OFFSET.pack(entry.applied_offset) + whole))
@@ -181,7 +198,7 @@ class Checkpoint:
                 checkpoint = self._changelog_offsets.get(partition.number)
                 partition.store.write_parts(rows, checkpoint, partition.epoch, ages=ages_by_partition[partition.number])
                 for entry in partition.dirty.values():
-                    entry.encoded = None
+                    entry.encoded = entry.native_rows = None
                     if not entry.whole:
                         entry.committed = entry.state
                 partition.dirty.clear()
@@ -218,12 +235,12 @@ class Checkpoint:
             log.warning("still waiting for the broker to acknowledge %d records", remaining)
 
 
-def _finalized_at(store: PartitionStore, uid: str, entry: SessionEntry, now: int) -> int:
+def _finalized_at(store: PartitionStore, uid: str, entry: SessionEntry, now: int, finalized: bool) -> int:
     """When the session was finalized (µs; 0: not yet): kept on the entry, looked up once in the store."""
     at = entry.finalized_at
     if at:
         return at
-    if SESSION_FINALIZED not in entry.state.latest_kwargs:
+    if not finalized:
         return 0
     if at is None:
         ages = store.ages(uid)

@@ -19,30 +19,36 @@ do sessions near the size limit, whose exact checks (``session_too_large``,
 ``output_too_large``) are the Python applier's, and inputs large enough that the Python
 engine's payload weight limit may refuse them.
 
-State records are encoded by Python (format 4, :mod:`stream_triggers.events.state_parts`):
-:func:`state_parts` and :func:`state_from_parts` move a state across the boundary, and a
-session the core changed is exported after the batch, so the checkpoint writes its
-changed parts exactly as for a Python-engine session.  These two functions are the one
-place a Rust encoder of the state format would replace.
+State records are encoded by the core too (format 4, the bytes
+:mod:`stream_triggers.events.state_parts` writes for the same state): after the batch, one
+``NativeCore.encode`` call per partition returns, for every session the core changed, the
+RocksDB rows and changelog records (envelopes included) of exactly the parts that changed;
+they wait in ``SessionEntry.native_rows`` for the checkpoint, which writes them as they
+are.  No Python state is built for a native session: a stored one loads into the core
+from its format-4 values (``NativeCore.load_whole`` / ``load_parts``).  :func:`state_parts`
+and :func:`state_from_parts` move a state across the boundary only where a session changes
+engine (handed to the Python engine) or is stored in a form the core does not read.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 from stream_triggers.engine import EMPTY, SessionState
 from stream_triggers.engine import native as engines
 from stream_triggers.engine.payloads import MAX_PAYLOAD_BYTES
 from stream_triggers.events.state_format import StateFormatError
+from stream_triggers.events.state_parts import header_key, instance_prefix
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager, trigger_managers
 from stream_triggers.stream.inputs import InputApplier
 from stream_triggers.stream.outputs import Output, OutputSink
 from stream_triggers.stream.partition import Partition, SessionEntry
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
+from stream_triggers.stream.store import PART, PartitionStore
 from stream_triggers.types import TaskConfig, TaskInstance
 
 __all__ = [
@@ -69,13 +75,9 @@ an item weighs at most 4 times its JSON text (8 bytes for ``0,``), so smaller on
 
 UNREADABLE = "a stored state that cannot be read"
 
-SWEEP_SLACK = 8
-"""``settle`` sweeps once the core holds more than the cached sessions plus one in this many."""
-
 
 class NativeEntry(SessionEntry):
-    """A cached session the native core holds; ``state`` is its export after the last change
-    (what the checkpoint turns into changed parts, as for a Python-engine session)."""
+    """A cached session the native core holds (``state`` is as loaded: the core has the current one)."""
 
     __slots__ = ("tasks",)
 
@@ -166,9 +168,10 @@ class NativeApplier:
         self.stats = stats
         self.max_payload = settings.max_payload_bytes
         self.max_session = settings.max_session_bytes
+        self.whole_session_bytes = settings.whole_session_bytes
         self.produced_at = python.produced_at  # (one list: the worker's latency histogram reads it)
-        self.exported: list[NativeEntry] = []
-        """Entries given a Python copy of their state since the last settle (the checkpoint reads it)."""
+        self._loaded: defaultdict[int, deque[tuple[str, NativeEntry]]] = defaultdict(deque)
+        """Per partition, the sessions loaded into the core, in the order they entered its cache."""
 
     def apply_batch(self, partition: Partition, records: list[Record]) -> list[Output]:
         """Apply one partition's records in order; return the records to produce."""
@@ -177,24 +180,29 @@ class NativeApplier:
         reasons: dict[str, str] = {}
         growth: dict[str, int] = {}
         outputs: list[Output] = []
-        for record in records:
+        max_payload, max_session = self.max_payload, self.max_session
+        sessions = partition.sessions
+        for record in records:  # (the per-record Python cost of a native worker: kept to dict lookups)
             offset, key, value = record
-            if key is not None and value is not None and len(value) > self.max_payload:
+            size = 0 if value is None else len(value)
+            if size > max_payload and key is not None:
                 outputs.extend(self.python.apply(partition, offset, key, value))  # payload_too_large
                 continue
-            uid = _uid(key)
-            if uid is None:
+            try:
+                uid = key.decode()  # type: ignore[union-attr]
+            except (AttributeError, UnicodeDecodeError):
                 native.append(record)  # the core dead-letters it (missing key, bad UTF-8)
                 continue
             if uid in to_python:
                 to_python[uid].append(record)
                 continue
-            entry = self._entry(partition, uid)
-            if isinstance(entry, NativeEntry):
-                size = len(value or b"")
+            entry = sessions.get(uid)
+            if entry is None:
+                entry = self._entry(partition, uid)
+            if type(entry) is NativeEntry:
                 grown = growth.get(uid, entry.size_bound) + (size + 2048) * (entry.tasks + 2)
                 growth[uid] = grown
-                reason = SIZE_CHECKED if grown > self.max_session else WEIGHED if size > WEIGH_ABOVE else None
+                reason = SIZE_CHECKED if grown > max_session else WEIGHED if size > WEIGH_ABOVE else None
                 if reason is None:
                     native.append(record)
                     continue
@@ -209,7 +217,23 @@ class NativeApplier:
             if isinstance(entry, NativeEntry):
                 self._to_python(partition, uid, entry)
             outputs.extend(self._apply_python(partition, uid, handed, reasons[uid]))
+        if native:
+            self._encode(partition)
         return outputs
+
+    def _encode(self, partition: Partition) -> None:
+        """The state records of the sessions the core changed, for the checkpoint (``native_rows``)."""
+        dirty = partition.dirty
+        uids = [uid for uid, entry in dirty.items() if type(entry) is NativeEntry]
+        if not uids:
+            return
+        now = time.time_ns() // 1000
+        for uid, store_rows, snapshots, tasks in self.core.encode(
+            partition.number, partition.epoch, now, self.whole_session_bytes, uids
+        ):
+            entry = dirty[uid]
+            entry.native_rows = (store_rows, snapshots, bool(self.core.finalized(uid)))
+            entry.tasks = tasks  # type: ignore[attr-defined]
 
     def _entry(self, partition: Partition, uid: str) -> SessionEntry | None:
         """The session's cache entry, loading it into the core if it is not held there yet.
@@ -224,24 +248,62 @@ class NativeApplier:
         store = partition.store
         if store.quarantined(uid) is not None:
             return None
+        header = store.get_raw(PART + header_key(uid))
+        whole = None if header is not None else store.get_whole(uid)
+        if header is None and whole is None:
+            entry = partition.sessions[uid] = NativeEntry()
+            self._loaded[partition.number].append((uid, entry))
+            return entry
+        read = self._read(store, uid, header, whole)
+        if read is not None:
+            entry = partition.sessions[uid] = read
+            self._loaded[partition.number].append((uid, entry))
+            return entry
         try:
             stored = store.read_session(uid)
         except StateFormatError:
             return None
         if stored is None:
             entry = partition.sessions[uid] = NativeEntry()
+            self._loaded[partition.number].append((uid, entry))
             return entry
         state, applied_offset = stored.state, stored.applied_offset
         committed = state if stored.in_parts else None
         try:
-            self.core.load(uid, applied_offset, *state_parts(state))
+            self.core.load(uid, applied_offset, *state_parts(state), in_parts=stored.in_parts)
         except ValueError as exc:
             log.info("session %s stays on the Python engine: its state holds %s", uid, exc)
             entry = partition.sessions[uid] = SessionEntry(state, applied_offset, committed)
         else:
             entry = partition.sessions[uid] = NativeEntry(applied_offset, len(state.tasks))
             entry.state, entry.committed = state, committed
+            self._loaded[partition.number].append((uid, entry))
         entry.size_bound = stored.size
+        return entry
+
+    def _read(
+        self, store: PartitionStore, uid: str, header: bytes | None, whole: tuple[int, bytes] | None
+    ) -> NativeEntry | None:
+        """The stored session loaded into the core from its format-4 values, no Python state between.
+
+        None when the core does not read it (an older format, a value it does not model, a
+        malformed record): the caller reads it the Python way, which gives errors their words.
+        """
+        try:
+            if header is not None:
+                instances = [value for _key, value in store.scan(PART + instance_prefix(uid))]
+                applied, tasks = self.core.load_parts(uid, header, instances)
+                size = len(header) + sum(map(len, instances))
+            elif whole is not None and whole[1][:1] == b"\x04":
+                applied, data = whole
+                tasks = self.core.load_whole(uid, applied, data)
+                size = len(data)
+            else:
+                return None
+        except ValueError:
+            return None
+        entry = NativeEntry(applied, tasks)
+        entry.size_bound = size
         return entry
 
     def _apply_native(
@@ -251,9 +313,13 @@ class NativeApplier:
         number = partition.number
         outcomes = self.core.apply_batch(number, records, time.time_ns() // 1000)
         outputs: list[Output] = []
+        append, produced_at = outputs.append, self.produced_at.append
         dirty = partition.dirty
         sessions = partition.sessions
-        changed: set[str] = set()
+        counts = stats.produced
+        statuses, task_runs = counts.statuses, self.task_runs
+        by_type: dict[str, int] = {}
+        applied = produced_count = runs = finalized = 0
         for (offset, key, value), outcome in zip(records, outcomes, strict=True):
             kind = outcome[0]
             if kind == "applied":
@@ -261,48 +327,45 @@ class NativeApplier:
                 entry = sessions[uid]
                 entry.applied_offset = offset
                 dirty[uid] = entry
-                changed.add(uid)
                 _, type_name, produced, at = outcome
-                for topic, output, status in produced:
-                    outputs.append((topic, key, output))
-                    self._count(topic, status)
-                stats.events_applied += 1
-                stats.outputs += len(produced)
-                stats.applied_by_type[type_name] = stats.applied_by_type.get(type_name, 0) + 1
-                self.produced_at.append(at)
+                for topic, output, status in produced:  # (counted as ``OutputSink`` counts them)
+                    append((topic, key, output))
+                    if status is not None:
+                        statuses[status] = statuses.get(status, 0) + 1
+                    elif topic == task_runs:
+                        runs += 1
+                    else:
+                        finalized += 1
+                applied += 1
+                produced_count += len(produced)
+                by_type[type_name] = by_type.get(type_name, 0) + 1
+                produced_at(at)
             elif kind == "skipped":
                 stats.events_skipped_applied += 1
                 stats.skipped_by_type[outcome[1]] = stats.skipped_by_type.get(outcome[1], 0) + 1
             elif kind == "dead":
-                outputs.append(self.python.dead_letter(partition, offset, key, value, outcome[1], outcome[2]))
+                append(self.python.dead_letter(partition, offset, key, value, outcome[1], outcome[2]))
             else:  # ("python", why): this input and the session's later ones in the batch
                 uid = key.decode()  # type: ignore[union-attr]
                 if uid not in to_python:
                     reasons[uid] = outcome[1]
                 to_python[uid].append((offset, key, value))
-        for uid in changed:  # the checkpoint writes the changed parts of these states
-            entry = sessions[uid]
-            if type(entry) is NativeEntry:
-                entry.state = state_from_parts(self.core.export(uid))
-                entry.tasks = len(entry.state.tasks)
-                self.exported.append(entry)
+        stats.events_applied += applied
+        stats.outputs += produced_count
+        counts.task_runs += runs
+        counts.sessions_finalized += finalized
+        for type_name, count in by_type.items():
+            stats.applied_by_type[type_name] = stats.applied_by_type.get(type_name, 0) + count
         return outputs
-
-    def _count(self, topic: str, status: str | None) -> None:
-        """What ``OutputSink`` counts for the metrics (task runs, statuses, finalized sessions)."""
-        counts = self.stats.produced
-        if status is not None:
-            counts.statuses[status] = counts.statuses.get(status, 0) + 1
-        elif topic == self.task_runs:
-            counts.task_runs += 1
-        else:
-            counts.sessions_finalized += 1
 
     def _to_python(self, partition: Partition, uid: str, entry: NativeEntry) -> None:
         """Hand a held session to the Python engine (its current state from the core)."""
         parts = self.core.export(uid)
         state = entry.state if parts is None else state_from_parts(parts)
-        python_entry = SessionEntry(state, entry.applied_offset)
+        # (A session stored in parts stays in parts: ``EMPTY`` as its committed state
+        # makes the checkpoint write every instance, the core's changes among them.)
+        in_parts = self.core.in_parts(uid)
+        python_entry = SessionEntry(state, entry.applied_offset, EMPTY if in_parts else None)
         python_entry.size_bound = entry.size_bound
         partition.sessions[uid] = python_entry
         if uid in partition.dirty:
@@ -325,27 +388,27 @@ class NativeApplier:
         return outputs
 
     def settle(self, partitions: list[Partition]) -> None:
-        """After the checkpoint: let go of sessions no longer cached, and of Python copies no longer needed.
+        """After the checkpoint: let go of sessions no longer cached (trimmed, dropped, revoked).
 
-        Swept only when the core holds more sessions than the caches have entries, plus one
-        in ``SWEEP_SLACK`` (cheap to tell): a paced stream trims a few sessions per
-        checkpoint, and a sweep per checkpoint cost 8 % of the worker's CPU.  A session the core still holds
-        after its eviction is forgotten before it is loaded again (``_entry``).
+        A partition's cache drops its oldest loads first (``Partition.trim``), so the
+        sessions gone are a prefix of the loads in order (``_loaded``): a batch pays for
+        the sessions trimmed, not for every session held (a sweep of ``held()`` cost 12 %
+        of a preload's worker CPU).
         """
-        for entry in self.exported:
-            if entry.committed is None:  # written whole: the copy served its checkpoint (the core holds the state)
-                entry.state = EMPTY
-        self.exported.clear()
-        cached_count = sum(len(p.sessions) for p in partitions)
-        if len(self.core) > cached_count + cached_count // SWEEP_SLACK:
-            cached = {uid for p in partitions for uid, e in p.sessions.items() if type(e) is NativeEntry}
-            self.core.forget([uid for uid in self.core.held() if uid not in cached])
-
-
-def _uid(key: bytes | None) -> str | None:
-    if key is None:
-        return None
-    try:
-        return key.decode()
-    except UnicodeDecodeError:
-        return None
+        gone: list[str] = []
+        numbers = {p.number for p in partitions}
+        for number in [n for n in self._loaded if n not in numbers]:  # revoked partitions
+            gone.extend(uid for uid, _ in self._loaded.pop(number))
+        for partition in partitions:
+            loaded = self._loaded.get(partition.number)
+            sessions = partition.sessions
+            while loaded:
+                uid, entry = loaded[0]
+                current = sessions.get(uid)
+                if current is entry:
+                    break
+                loaded.popleft()
+                if type(current) is not NativeEntry:  # (else a later load holds the core's copy)
+                    gone.append(uid)
+        if gone:
+            self.core.forget(gone)

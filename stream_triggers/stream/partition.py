@@ -19,6 +19,10 @@ __all__ = ["ChangelogRows", "Partition", "SessionEntry", "changelog_rows", "inst
 
 ChangelogRows = list[tuple[bytes, bytes | None]]
 """``(changelog key, part value or None for a tombstone)``, in the order they are produced."""
+NativeRows = tuple[list[tuple[bytes, bytes | None]], list[tuple[bytes, bytes]], bool]
+"""(RocksDB rows, changelog records (key, SessionSnapshot bytes), whether the session is finalized)."""
+"""``(RocksDB rows, changelog records)``: store keys with values (None: delete), and changelog
+keys with their ``SessionSnapshot`` values, in the order they are written."""
 
 
 class SessionEntry:
@@ -28,7 +32,16 @@ class SessionEntry:
     is freed by reference counting at once.
     """
 
-    __slots__ = ("state", "applied_offset", "committed", "encoded", "size_bound", "whole", "finalized_at")
+    __slots__ = (
+        "state",
+        "applied_offset",
+        "committed",
+        "encoded",
+        "size_bound",
+        "whole",
+        "finalized_at",
+        "native_rows",
+    )
 
     def __init__(
         self, state: SessionState = EMPTY, applied_offset: int = -1, committed: SessionState | None = None
@@ -45,6 +58,8 @@ class SessionEntry:
         """Written as one whole-session record by the batch in hand (small, never in parts)."""
         self.finalized_at: int | None = None
         """When the session was finalized (µs; 0: not yet; None: not looked up in the store yet)."""
+        self.native_rows: NativeRows | None = None
+        """The batch's state records as the native core encoded them (None: encode ``state`` here)."""
 
 
 def instance_rows(uid: str, entry: SessionEntry, epoch: int) -> ChangelogRows:

@@ -1,8 +1,8 @@
 """The native engine inside the worker: batches through ``apply_batch``, states through the store.
 
 A :class:`Side` is one worker partition without Kafka: its real RocksDB store, its session
-cache, the configured engine's applier, and a checkpoint that writes what
-``stream/checkpoint.py`` writes (``encode_state`` of each changed session).  The same records
+cache, the configured engine's applier, and the real checkpoint (``stream/checkpoint.py``)
+with a producer that records the changelog.  The same records
 through a native and a Python side must give the same outputs (``produced_at`` aside) and
 the same stored bytes, including across cache evictions that reload sessions from the store.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -19,9 +20,9 @@ from stream_triggers.engine import EMPTY
 from stream_triggers.engine.native import NativeUnavailable
 from stream_triggers.events import codec
 from stream_triggers.events.envelope import event_record
-from stream_triggers.events.state_format import encode_state
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import FinalizingTriggerManager, trigger_managers
+from stream_triggers.stream.checkpoint import Checkpoint
 from stream_triggers.stream.inputs import InputApplier
 from stream_triggers.stream.native_engine import SIZE_CHECKED, NativeApplier, NativeEntry, new_applier
 from stream_triggers.stream.outputs import OutputSink
@@ -47,21 +48,19 @@ class Side:
         self.applier = new_applier(self.settings, manager_class, TOPICS, sink, self.stats)
         self.partition = Partition(0, PartitionStore(str(tmp_path), f"{engine}-events", 0), epoch=3)
         self.cache = cache
+        self.producer = ChangelogRecorder()
 
     def batch(self, records: list[tuple[int, bytes | None, bytes | None]]) -> list[tuple[str, dict[str, Any]]]:
-        outputs = self.applier.apply_batch(self.partition, records)
-        self.checkpoint()
+        with mock.patch("time.time_ns", lambda: AT * 1000):  # (snapshots stamped alike on both sides)
+            outputs = self.applier.apply_batch(self.partition, records)
+            self.checkpoint()
         return [(topic, without_produced_at(value)) for topic, _key, value in outputs]
 
     def checkpoint(self) -> None:
+        """The real checkpoint, a recording producer standing in for Kafka (the store is real)."""
         partition = self.partition
-        rows = []
-        for key, entry in partition.dirty.items():  # (as Checkpoint.commit, step 2)
-            state = entry.encoded or encode_state(entry.state, partition.epoch)
-            entry.encoded, entry.size_bound = None, len(state)
-            rows.append((key, entry.applied_offset, state))
-        partition.store.write(rows, None, partition.epoch)
-        partition.dirty.clear()
+        checkpoint = Checkpoint(self.producer, self.producer, TOPICS, self.settings.whole_session_bytes)  # type: ignore[arg-type]
+        checkpoint.commit([partition])
         partition.trim(self.cache)
         self.applier.settle([partition])
 
@@ -72,6 +71,22 @@ class Side:
 
     def close(self) -> None:
         self.partition.store.close()
+
+
+class ChangelogRecorder:
+    """Producer and consumer of a checkpoint: keeps the changelog records, acknowledges at once."""
+
+    def __init__(self) -> None:
+        self.changelog: list[tuple[bytes, bytes | None]] = []
+
+    def produce(self, topic: str, value: bytes | None, key: bytes, partition: int, on_delivery: Any) -> None:
+        self.changelog.append((key, value))
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def commit(self, **kwargs: Any) -> None:
+        pass
 
 
 def without_produced_at(value: bytes) -> dict[str, Any]:
@@ -112,6 +127,7 @@ def test_the_native_worker_writes_what_the_python_worker_writes(tmp_path: Path, 
     assert isinstance(native.applier, NativeApplier) and isinstance(python.applier, InputApplier)
     assert run(native, records, 23) == run(python, records, 23)
     assert native.stored() == python.stored()
+    assert native.producer.changelog == python.producer.changelog, "the same state records, byte for byte"
     assert native.stats.engine_fallbacks == {}
     assert native.stats.events_applied == python.stats.events_applied == 40 * STEPS
     assert native.stats.events_skipped_applied == python.stats.events_skipped_applied == 1
@@ -121,11 +137,15 @@ def test_the_native_worker_writes_what_the_python_worker_writes(tmp_path: Path, 
     assert len(native.applier.produced_at) == 40 * STEPS
 
 
-def test_sessions_evicted_from_the_cache_come_back_from_the_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize("whole_session_bytes", [16384, 0])
+def test_sessions_evicted_from_the_cache_come_back_from_the_store(tmp_path: Path, whole_session_bytes: int) -> None:
+    """Reloaded whole or from parts: the core then writes only what changed since, as Python does."""
     records = workload(30)
-    native, python = Side(tmp_path, "native", cache=4), Side(tmp_path, "python", cache=4)
+    native = Side(tmp_path, "native", cache=4, whole_session_bytes=whole_session_bytes)
+    python = Side(tmp_path, "python", cache=4, whole_session_bytes=whole_session_bytes)
     assert run(native, records, 17) == run(python, records, 17)
     assert native.stored() == python.stored()
+    assert native.producer.changelog == python.producer.changelog
     assert native.stats.engine_fallbacks == {}
     assert len(native.applier.core) <= 4, "the core lets go of sessions the cache evicted"
 
@@ -148,7 +168,11 @@ def test_a_dropped_batch_is_forgotten_by_the_core_too(tmp_path: Path) -> None:
     assert [o[1]["type"] for o in outputs] == ["TaskRunRequested"], "applied again, from the stored state"
 
 
-def test_inputs_the_core_hands_back_are_applied_by_python_and_counted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("whole_session_bytes", "first_batch"), [(16384, 3), (0, 3), (0, 1)])
+def test_inputs_the_core_hands_back_are_applied_by_python_and_counted(
+    tmp_path: Path, whole_session_bytes: int, first_batch: int
+) -> None:
+    """(Stored whole or in parts, handed over in the batch that configured it or a later one.)"""
     tagged = '{"amount": {"$st": "decimal", "v": "1.50"}}'
     records = [
         record("s", 0, "ConfigurationUpdated", configuration_json='{"t": {"after": ["a", "b"], "run": "x"}}'),
@@ -156,8 +180,13 @@ def test_inputs_the_core_hands_back_are_applied_by_python_and_counted(tmp_path: 
         record("s", 2, "TriggerFired", trigger="b", kwargs_json="{}"),
         record("other", 3, "TriggerFired", trigger="b", kwargs_json="{}"),
     ]
-    native, python = Side(tmp_path, "native", cache=0), Side(tmp_path, "python", cache=0)
-    assert native.batch(records[:3]) == python.batch(records[:3])
+    sides = [
+        Side(tmp_path, engine, cache=0, whole_session_bytes=whole_session_bytes) for engine in ("native", "python")
+    ]
+    native, python = sides
+    for batch in (records[:first_batch], records[first_batch:3]):
+        if batch:
+            assert native.batch(batch) == python.batch(batch)
     assert native.stored() == python.stored()
     [(reason, count)] = native.stats.engine_fallbacks.items()
     assert count == 2, "the handed-back input and the session's next one in the batch"
@@ -193,3 +222,11 @@ def test_a_custom_manager_class_runs_on_python(tmp_path: Path) -> None:
         new_applier(settings, Custom, TOPICS, sink, stats)
     built_in = new_applier(settings, FinalizingTriggerManager, TOPICS, sink, stats)
     assert isinstance(built_in, NativeApplier)
+
+
+def test_the_core_lets_go_of_the_sessions_of_a_revoked_partition(tmp_path: Path) -> None:
+    native = Side(tmp_path, "native")
+    native.batch(workload(5)[:10])
+    assert len(native.applier.core) == 5
+    native.applier.settle([])  # the partition is no longer assigned
+    assert len(native.applier.core) == 0
