@@ -47,12 +47,14 @@ class Recorder:
     """A producer, a consumer and a store in one: records what a checkpoint writes."""
 
     def __init__(self) -> None:
-        self.produced: list[tuple[bytes, bytes | None, int]] = []
-        self.stored: list[tuple[bytes, bytes | None]] = []
+        self.produced: list[tuple[bytes, bytes | None, int, Any]] = []
+        self.stored: list[Any] = []
 
-    def produce(self, topic: str, value: bytes | None, key: bytes, partition: int, on_delivery: Any) -> None:
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes, partition: int, on_delivery: Any, headers: Any = None
+    ) -> None:
         assert topic == TOPICS.changelog
-        self.produced.append((key, value, partition))
+        self.produced.append((key, value, partition, headers))
 
     def flush(self, timeout: float) -> int:
         return 0
@@ -60,8 +62,12 @@ class Recorder:
     def commit(self, **kwargs: Any) -> None:
         pass
 
-    def write_parts(self, rows: Any, changelog_checkpoint: Any, max_epoch: Any = None) -> None:
+    def write_parts(self, rows: Any, changelog_checkpoint: Any, max_epoch: Any = None, ages: Any = None) -> None:
         self.stored.extend(rows)
+        self.stored.append(ages)  # the ages retention counts from, finalized-at included
+
+    def ages(self, uid: str) -> None:
+        return None  # (nothing stored before: finalized now, if at all)
 
     def take(self) -> tuple[list[Any], list[Any]]:
         written = self.produced, self.stored
@@ -92,7 +98,7 @@ def python_rows(python: PythonSide, whole_limit: int) -> tuple[list[Any], list[A
 def native_rows(core: Any, partition: Partition, whole_limit: int) -> tuple[list[Any], list[Any]]:
     [(uid, store_rows, snapshots, _tasks)] = core.encode(partition.number, EPOCH, NOW, whole_limit, [UID])
     entry = SessionEntry()
-    entry.native_rows = (store_rows, snapshots)
+    entry.native_rows = (store_rows, snapshots, bool(core.finalized(UID)))
     partition.dirty[uid] = entry
     return commit(partition, whole_limit)
 
@@ -100,7 +106,7 @@ def native_rows(core: Any, partition: Partition, whole_limit: int) -> tuple[list
 def shown(written: tuple[list[Any], list[Any]]) -> list[Any]:
     """The records decoded, for a readable failure."""
     produced, _ = written
-    return [(key, value and codec.decode(value)[1]["state"]) for key, value, _ in produced]
+    return [(key, value and codec.decode(value)[1]["state"], headers) for key, value, _, headers in produced]
 
 
 def run_both(manager: str, records: list[tuple[int, bytes]], whole_limit: int) -> int:

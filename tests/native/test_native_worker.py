@@ -77,10 +77,12 @@ class ChangelogRecorder:
     """Producer and consumer of a checkpoint: keeps the changelog records, acknowledges at once."""
 
     def __init__(self) -> None:
-        self.changelog: list[tuple[bytes, bytes | None]] = []
+        self.changelog: list[tuple[bytes, bytes | None, Any]] = []
 
-    def produce(self, topic: str, value: bytes | None, key: bytes, partition: int, on_delivery: Any) -> None:
-        self.changelog.append((key, value))
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes, partition: int, on_delivery: Any, headers: Any = None
+    ) -> None:
+        self.changelog.append((key, value, headers))
 
     def flush(self, timeout: float) -> int:
         return 0
