@@ -64,7 +64,9 @@ class Sink:
         self.records = 0
         self.bytes = 0
 
-    def produce(self, topic: str, value: bytes | None, key: bytes, partition: int, on_delivery: Any = None) -> None:
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes, partition: int, on_delivery: Any = None, headers: Any = None
+    ) -> None:
         self.records += 1
         self.bytes += len(value or b"")
 
@@ -74,8 +76,11 @@ class Sink:
     def commit(self, **kwargs: Any) -> None:
         pass
 
-    def write_parts(self, rows: Any, changelog_checkpoint: Any, max_epoch: Any = None) -> None:
+    def write_parts(self, rows: Any, changelog_checkpoint: Any, max_epoch: Any = None, ages: Any = None) -> None:
         pass
+
+    def ages(self, uid: str) -> None:
+        return None
 
     def read_session(self, uid: str) -> None:
         return None
