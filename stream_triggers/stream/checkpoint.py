@@ -107,13 +107,20 @@ class Checkpoint:
                     message.offset(), message.key(), message.value()
                 )
 
-    def changelog_offset(self, partition: int) -> int | None:
-        """The offset of the last changelog record delivered to ``partition`` (None: none yet)."""
-        return self._changelog_offsets.get(partition)
-
-    def changelog_identity(self, partition: int) -> tuple[bytes, bytes] | None:
-        """The store row naming that last record (offset + digest): restore checks it is still there."""
-        return self._changelog_records.get(partition)
+    def write_store(
+        self,
+        partition: Partition,
+        rows: list[tuple[bytes, bytes | None]],
+        ages: dict[str, SessionAges | None] | None = None,
+    ) -> None:
+        """Write ``rows`` to the partition's store with the checkpoint: the changelog offset
+        reached and the row naming that record (changelog_identity.py: restore checks it is
+        still there), in one batch."""
+        number = partition.number
+        identity = self._changelog_records.get(number)
+        if identity is not None:
+            rows = [*rows, identity]
+        partition.store.write_parts(rows, self._changelog_offsets.get(number), partition.epoch, ages=ages)
 
     def commit(self, partitions: Iterable[Partition], still_owner: Callable[[], bool] | None = None) -> None:
         """Make the batch in hand durable, in the order of the module docstring.
@@ -192,11 +199,7 @@ class Checkpoint:
         for partition in partitions:
             rows = rows_by_partition.get(partition.number)
             if rows:  # 3
-                identity = self.changelog_identity(partition.number)
-                if identity is not None:  # which changelog the checkpoint is in (restore.py)
-                    rows.append(identity)
-                checkpoint = self._changelog_offsets.get(partition.number)
-                partition.store.write_parts(rows, checkpoint, partition.epoch, ages=ages_by_partition[partition.number])
+                self.write_store(partition, rows, ages_by_partition[partition.number])
                 for entry in partition.dirty.values():
                     entry.encoded = entry.native_rows = None
                     if not entry.whole:

@@ -204,9 +204,7 @@ class RetentionSweep:
             store = partition.store
             rows = [(key, None) for session in sessions for key in self._store_keys.pop(session.uid, ())]
             gone: dict[str, SessionAges | None] = dict.fromkeys((session.uid for session in sessions), None)
-            store.write_parts(
-                self._with_identity(rows, number), self.checkpoint.changelog_offset(number), partition.epoch, ages=gone
-            )
+            self.checkpoint.write_store(partition, rows, ages=gone)
             reasons = self.stats.sessions_purged
             for session in sessions:
                 partition.forget(session.uid)
@@ -216,13 +214,6 @@ class RetentionSweep:
             log.info("purged %d sessions of partition %d", len(sessions), number, extra={"partition": number})
         faults.reached("purge-after-store")
         return purged
-
-    def _with_identity(
-        self, rows: list[tuple[bytes, bytes | None]], partition: int
-    ) -> list[tuple[bytes, bytes | None]]:
-        """``rows`` plus the row naming the last changelog record delivered (restore checks it is still there)."""
-        identity = self.checkpoint.changelog_identity(partition)
-        return rows if identity is None else [*rows, identity]
 
     def _settle_owed(self, owed: dict[Partition, list[tuple[bytes, bytes]]]) -> None:
         """Write the tombstones an interrupted purge still owes (restore noted them), then forget them.
@@ -239,21 +230,11 @@ class RetentionSweep:
                     again = True  # something is stored under it: not ours to end
                 if again:
                     continue
-                headers = tombstone_headers(partition.epoch, _LONG.unpack_from(marks, 8)[0])
-                self.producer.produce(
-                    self.topics.changelog,
-                    None,
-                    key,
-                    partition.number,
-                    headers=headers,
-                    on_delivery=self.checkpoint.on_changelog_delivery,
-                )
+                self._produce_tombstone(partition, key, _LONG.unpack_from(marks, 8)[0])
                 written += 1
             if written:
                 self.checkpoint.flush()
-            rows = [(store_key, None) for store_key, _ in entries]
-            rows = self._with_identity(rows, partition.number)
-            partition.store.write_parts(rows, self.checkpoint.changelog_offset(partition.number), partition.epoch)
+            self.checkpoint.write_store(partition, [(store_key, None) for store_key, _ in entries])
             log.info("wrote %d tombstones an interrupted purge owed in partition %d", written, partition.number)
 
     def _publish_purges(self, due: dict[int, list[Expired]]) -> None:
@@ -282,16 +263,19 @@ class RetentionSweep:
     def _tombstone(self, partition: Partition, session: Expired) -> None:
         """A marked tombstone for every changelog key of the session (``PartitionStore.purge_keys``)."""
         changelog_keys, self._store_keys[session.uid] = partition.store.purge_keys(session.uid)
-        headers = tombstone_headers(partition.epoch, session.applied_offset)
         for key in changelog_keys:
-            self.producer.produce(
-                self.topics.changelog,
-                None,
-                key,
-                partition.number,
-                headers=headers,
-                on_delivery=self.checkpoint.on_changelog_delivery,
-            )
+            self._produce_tombstone(partition, key, session.applied_offset)
+
+    def _produce_tombstone(self, partition: Partition, key: bytes, applied_offset: int) -> None:
+        """A changelog tombstone marked with the owner's epoch and the applied offset it ends."""
+        self.producer.produce(
+            self.topics.changelog,
+            None,
+            key,
+            partition.number,
+            headers=tombstone_headers(partition.epoch, applied_offset),
+            on_delivery=self.checkpoint.on_changelog_delivery,
+        )
 
 
 def _micros(seconds: float | None) -> int:

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from stream_triggers.cli.durations import parse_duration
 from stream_triggers.cli.main import cli
+from tests.support import worker_settings
 
 
 @pytest.mark.parametrize(
@@ -43,25 +44,9 @@ def test_the_environment_sets_them_too(tmp_path) -> None:
 
 
 def test_good_durations_reach_the_worker_settings(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import stream_triggers.cli.run as run
-    import stream_triggers.stream.worker as worker_module
-
-    seen = {}
-
-    class Worker:
-        def __init__(self, settings) -> None:
-            seen["settings"] = settings
-
-        def install_signal_handlers(self) -> None: ...
-
-        def run(self) -> None: ...
-
-    monkeypatch.setattr(run, "check_broker", lambda *args: None)
-    monkeypatch.setattr(worker_module, "StreamWorker", Worker)
-    result = CliRunner().invoke(
-        cli,
-        ["worker", "--bootstrap", "127.0.0.1:1", "--state-dir", str(tmp_path), "--session-retention", "15m"],
-        env={"STREAM_TRIGGERS_SESSION_TTL": "7d"},
+    settings = worker_settings(
+        monkeypatch,
+        ["--state-dir", str(tmp_path), "--session-retention", "15m"],
+        {"STREAM_TRIGGERS_SESSION_TTL": "7d"},
     )
-    assert result.exit_code == 0, result.output
-    assert (seen["settings"].session_retention_s, seen["settings"].session_ttl_s) == (900, 604_800)
+    assert (settings.session_retention_s, settings.session_ttl_s) == (900, 604_800)

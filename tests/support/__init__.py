@@ -6,6 +6,7 @@ only turn these into fixtures.
 
 from .app import App, describe, uid_on_partition
 from .brokers import PARTITIONS, drop_shared_producers, fresh_topics, running_broker
+from .cli_settings import worker_settings
 from .faults import RestartableBroker, projection
 from .inprocess import BACKENDS, Session, SessionFactory, StorageFactory
 from .inthread import worker_in_thread
@@ -28,6 +29,7 @@ from .waits import WAIT_S, wait_until
 
 __all__ = [
     "worker_in_thread",
+    "worker_settings",
     "BACKENDS",
     "CLI",
     "PARTITIONS",
