@@ -313,6 +313,11 @@ impl NativeCore {
         self.core.sessions.get(uid).map(|e| e.in_parts)
     }
 
+    /// The held session's task count (None: not held): the size bound's multiplier.
+    fn task_count(&self, uid: &str) -> Option<usize> {
+        self.core.sessions.get(uid).map(|e| e.state.tasks.len())
+    }
+
     /// Whether the held session has fired `sessionFinalized` (None: not held): retention counts from it.
     fn finalized(&self, uid: &str) -> Option<bool> {
         self.core

@@ -81,8 +81,15 @@ def consumer(
 
     Without ``group`` it is a reader (assigned partitions, a throw-away group id).
     """
-    # Prefetch at most 16 MB (librdkafka's default, 64 MB, is most of a worker's memory on a backlog).
-    defaults = {"auto.offset.reset": "earliest", "fetch.wait.max.ms": 10, "queued.max.messages.kbytes": 16384}
+    # Prefetch at most 16 MB (librdkafka's default, 64 MB, is most of a worker's memory on a backlog),
+    # and fetch again soon after the queue drains below it: librdkafka's default back-off (1 s)
+    # left a worker on a backlog starved for input a third of the time.
+    defaults = {
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 10,
+        "queued.max.messages.kbytes": 16384,
+        "fetch.queue.backoff.ms": 10,
+    }
     settings = {
         "group_id": group or f"stream-triggers-{role}-{os.getpid()}-{time.monotonic_ns()}",
         "enable_auto_commit": False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from datetime import datetime
 
 from stream_triggers.engine import EngineError
@@ -69,6 +70,9 @@ class InputApplier:
         for offset, key, value in records:
             outputs.extend(self.apply(partition, offset, key, value))
         return outputs
+
+    def encode(self, partitions: Iterable[Partition]) -> None:
+        """Before a checkpoint (nothing to do: the checkpoint encodes Python sessions itself)."""
 
     def settle(self, partitions: list[Partition]) -> None:
         """After a checkpoint (nothing to do: the Python engine's sessions live in the partitions)."""

@@ -20,11 +20,12 @@ do sessions near the size limit, whose exact checks (``session_too_large``,
 engine's payload weight limit may refuse them.
 
 State records are encoded by the core too (format 4, the bytes
-:mod:`stream_triggers.events.state_parts` writes for the same state): after the batch, one
-``NativeCore.encode`` call per partition returns, for every session the core changed, the
-RocksDB rows and changelog records (envelopes included) of exactly the parts that changed;
-they wait in ``SessionEntry.native_rows`` for the checkpoint, which writes them as they
-are.  No Python state is built for a native session: a stored one loads into the core
+:mod:`stream_triggers.events.state_parts` writes for the same state): right before each
+checkpoint (not after each batch: a session changed by several batches is encoded once),
+one ``NativeCore.encode`` call per partition returns, for every session the core changed
+since the last checkpoint, the RocksDB rows and changelog records (envelopes included) of
+exactly the parts that changed, in ``SessionEntry.native_rows``; the checkpoint writes
+them as they are.  No Python state is built for a native session: a stored one loads into the core
 from its format-4 values (``NativeCore.load_whole`` / ``load_parts``).  :func:`state_parts`
 and :func:`state_from_parts` move a state across the boundary only where a session changes
 engine (handed to the Python engine) or is stored in a form the core does not read.
@@ -35,6 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from typing import Any
 
 from stream_triggers.engine import EMPTY, SessionState
@@ -74,6 +76,7 @@ an item weighs at most 4 times its JSON text (8 bytes for ``0,``), so smaller on
 
 
 UNREADABLE = "a stored state that cannot be read"
+CONFIGURATION_UPDATED = "ConfigurationUpdated"
 
 
 class NativeEntry(SessionEntry):
@@ -217,23 +220,23 @@ class NativeApplier:
             if isinstance(entry, NativeEntry):
                 self._to_python(partition, uid, entry)
             outputs.extend(self._apply_python(partition, uid, handed, reasons[uid]))
-        if native:
-            self._encode(partition)
         return outputs
 
-    def _encode(self, partition: Partition) -> None:
-        """The state records of the sessions the core changed, for the checkpoint (``native_rows``)."""
-        dirty = partition.dirty
-        uids = [uid for uid, entry in dirty.items() if type(entry) is NativeEntry]
-        if not uids:
-            return
+    def encode(self, partitions: Iterable[Partition]) -> None:
+        """Right before the checkpoint: the state records of the sessions the core changed
+        since the last one (``native_rows``), each encoded once however many batches changed it."""
         now = time.time_ns() // 1000
-        for uid, store_rows, snapshots, tasks in self.core.encode(
-            partition.number, partition.epoch, now, self.whole_session_bytes, uids
-        ):
-            entry = dirty[uid]
-            entry.native_rows = (store_rows, snapshots, bool(self.core.finalized(uid)))
-            entry.tasks = tasks  # type: ignore[attr-defined]
+        for partition in partitions:
+            dirty = partition.dirty
+            uids = [uid for uid, entry in dirty.items() if type(entry) is NativeEntry]
+            if not uids:
+                continue
+            for uid, store_rows, snapshots, tasks in self.core.encode(
+                partition.number, partition.epoch, now, self.whole_session_bytes, uids
+            ):
+                entry = dirty[uid]
+                entry.native_rows = (store_rows, snapshots, bool(self.core.finalized(uid)))
+                entry.tasks = tasks  # type: ignore[attr-defined]
 
     def _entry(self, partition: Partition, uid: str) -> SessionEntry | None:
         """The session's cache entry, loading it into the core if it is not held there yet.
@@ -336,6 +339,8 @@ class NativeApplier:
                         runs += 1
                     else:
                         finalized += 1
+                if type_name == CONFIGURATION_UPDATED:  # (the size bound's multiplier, kept current)
+                    entry.tasks = self.core.task_count(uid)  # type: ignore[attr-defined]
                 applied += 1
                 produced_count += len(produced)
                 by_type[type_name] = by_type.get(type_name, 0) + 1

@@ -328,6 +328,7 @@ class StreamWorker(Lifecycle):
         since, events = taken
         partitions = self._partitions
         try:
+            self._applier.encode(partitions.values())
             self._checkpoint.commit(partitions.values(), self._owner_check(since))
         except PartitionsLost as exc:
             self._drop_batch(exc)

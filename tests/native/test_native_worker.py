@@ -50,16 +50,20 @@ class Side:
         self.cache = cache
         self.producer = ChangelogRecorder()
 
-    def batch(self, records: list[tuple[int, bytes | None, bytes | None]]) -> list[tuple[str, dict[str, Any]]]:
+    def batch(
+        self, records: list[tuple[int, bytes | None, bytes | None]], checkpoint: bool = True
+    ) -> list[tuple[str, dict[str, Any]]]:
         with mock.patch("time.time_ns", lambda: AT * 1000):  # (snapshots stamped alike on both sides)
             outputs = self.applier.apply_batch(self.partition, records)
-            self.checkpoint()
+            if checkpoint:
+                self.checkpoint()
         return [(topic, without_produced_at(value)) for topic, _key, value in outputs]
 
     def checkpoint(self) -> None:
         """The real checkpoint, a recording producer standing in for Kafka (the store is real)."""
         partition = self.partition
         checkpoint = Checkpoint(self.producer, self.producer, TOPICS, self.settings.whole_session_bytes)  # type: ignore[arg-type]
+        self.applier.encode([partition])
         checkpoint.commit([partition])
         partition.trim(self.cache)
         self.applier.settle([partition])
@@ -150,6 +154,22 @@ def test_sessions_evicted_from_the_cache_come_back_from_the_store(tmp_path: Path
     assert native.producer.changelog == python.producer.changelog
     assert native.stats.engine_fallbacks == {}
     assert len(native.applier.core) <= 4, "the core lets go of sessions the cache evicted"
+
+
+@pytest.mark.parametrize("whole_session_bytes", [16384, 0])
+def test_batches_sharing_one_checkpoint_write_every_change_once(tmp_path: Path, whole_session_bytes: int) -> None:
+    """The worker applies several batches per checkpoint (stream/pace.py): a session stored
+    in parts that two of them changed writes the instances either batch changed, once."""
+    records = workload(12)
+    native = Side(tmp_path, "native", whole_session_bytes=whole_session_bytes)
+    python = Side(tmp_path, "python", whole_session_bytes=whole_session_bytes)
+    for side in (native, python):
+        for at, start in enumerate(range(0, len(records), 5)):
+            side.batch(records[start : start + 5], checkpoint=at % 4 == 3)
+        with mock.patch("time.time_ns", lambda: AT * 1000):
+            side.checkpoint()
+    assert native.stored() == python.stored()
+    assert native.producer.changelog == python.producer.changelog
 
 
 def test_sessions_written_whole_keep_no_python_copy_after_the_checkpoint(tmp_path: Path) -> None:
