@@ -19,6 +19,10 @@ pub mod transition;
 pub mod value;
 
 #[cfg(feature = "python")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "python")]
 mod binding;
 #[cfg(feature = "python")]
 mod pystate;
