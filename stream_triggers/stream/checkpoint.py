@@ -87,8 +87,9 @@ class Checkpoint:
         self.topics = topics
         self.delivery_errors: list[str] = []
         self._changelog_offsets: dict[int, int] = {}
-        self._changelog_records: dict[int, tuple[bytes, bytes]] = {}
-        """partition -> the store row naming its newest changelog record (changelog_identity.py)."""
+        self._changelog_records: dict[int, tuple[int, bytes, bytes | None]] = {}
+        """partition -> its newest changelog record ``(offset, key, value)``, which the store's
+        identity row names (changelog_identity.py; its digest is made once, at the store write)."""
 
     def on_output_delivery(self, error: KafkaError | None, message: Any) -> None:
         """Delivery report of outputs and dead letters (only errors matter)."""
@@ -100,12 +101,10 @@ class Checkpoint:
         if error is not None:
             self.delivery_errors.append(str(error))
         else:
-            partition = message.partition()
-            if message.offset() > self._changelog_offsets.get(partition, -1):
-                self._changelog_offsets[partition] = message.offset()
-                self._changelog_records[partition] = changelog_record_row(
-                    message.offset(), message.key(), message.value()
-                )
+            partition, offset = message.partition(), message.offset()
+            if offset > self._changelog_offsets.get(partition, -1):
+                self._changelog_offsets[partition] = offset
+                self._changelog_records[partition] = (offset, message.key(), message.value())
 
     def write_store(
         self,
@@ -117,9 +116,9 @@ class Checkpoint:
         reached and the row naming that record (changelog_identity.py: restore checks it is
         still there), in one batch."""
         number = partition.number
-        identity = self._changelog_records.get(number)
-        if identity is not None:
-            rows = [*rows, identity]
+        newest = self._changelog_records.get(number)
+        if newest is not None:
+            rows = [*rows, changelog_record_row(*newest)]
         partition.store.write_parts(rows, self._changelog_offsets.get(number), partition.epoch, ages=ages)
 
     def commit(self, partitions: Iterable[Partition], still_owner: Callable[[], bool] | None = None) -> None:

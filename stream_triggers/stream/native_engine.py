@@ -249,10 +249,11 @@ class NativeApplier:
             return entry
         self.core.forget([uid])  # whatever the core still holds of it is older than the store
         store = partition.store
-        if store.quarantined(uid) is not None:
+        quarantined, header, whole = store.lookup(uid, PART + header_key(uid))
+        if quarantined is not None:
             return None
-        header = store.get_raw(PART + header_key(uid))
-        whole = None if header is not None else store.get_whole(uid)
+        if header is not None:
+            whole = None
         if header is None and whole is None:
             entry = partition.sessions[uid] = NativeEntry()
             self._loaded[partition.number].append((uid, entry))

@@ -17,13 +17,26 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-__all__ = ["CheckpointPace", "take_batch"]
+__all__ = ["TAKE_AT_MOST", "CheckpointPace", "take_batch"]
+
+
+TAKE_AT_MOST = 1_000
+"""Records taken from the consumer at a time, however large ``batch_size`` (events per
+checkpoint): a backlog's records are applied and let go in chunks, so their message
+objects never pile up (10,000 at a time held 16 MB more at peak, and ran slower)."""
 
 
 def take_batch(consumer: Consumer, max_messages: int, wait_s: float) -> list[Any]:
-    """What is fetched already (up to ``max_messages``); else the first record within ``wait_s``."""
-    messages = consumer.consume(max_messages, 0)
-    return messages or consumer.consume(1, wait_s)
+    """What is fetched already (up to ``max_messages``); else the first record within ``wait_s``
+    and whatever arrived with it (a fetch response lands whole: one batch, not two)."""
+    most = min(max_messages, TAKE_AT_MOST)
+    messages = consumer.consume(most, 0)
+    if messages:
+        return messages
+    messages = consumer.consume(1, wait_s)
+    if messages and most > 1:
+        messages.extend(consumer.consume(most - 1, 0))
+    return messages
 
 
 class CheckpointPace:

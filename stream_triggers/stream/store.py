@@ -194,6 +194,16 @@ class PartitionStore:
             keys.update(key[len(prefix) :] for key, _ in self.scan(prefix + instance_prefix(uid)))
         return sorted(keys)
 
+    def lookup(self, uid: str, header: bytes) -> tuple[str | None, bytes | None, SessionRecord | None]:
+        """Why the session is quarantined, the value under its ``header`` key and its whole-session
+        record, in one multi-get (a new session's three misses in one call)."""
+        reason, header_value, whole = self._db.get([QUARANTINE + uid.encode(), header, _SESSION + uid.encode()])
+        return (
+            None if reason is None else reason.decode(errors="replace"),
+            header_value,
+            None if whole is None else (_OFFSET.unpack_from(whole)[0], whole[_OFFSET.size :]),
+        )
+
     def quarantined(self, uid: str) -> str | None:
         """Why the session is quarantined (restore could not read one of its records), or None."""
         reason = self._db.get(QUARANTINE + uid.encode())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_triggers.stream.pace import CheckpointPace, take_batch
+from stream_triggers.stream.pace import TAKE_AT_MOST, CheckpointPace, take_batch
 
 
 class FakeConsumer:
@@ -20,6 +20,7 @@ class FakeConsumer:
             taken, self.fetched = self.fetched[:max_messages], self.fetched[max_messages:]
             return taken
         taken, self.arriving = self.arriving[:max_messages], self.arriving[max_messages:]
+        self.fetched, self.arriving = self.fetched + self.arriving, []  # (a fetch response lands whole)
         return taken
 
 
@@ -29,10 +30,22 @@ def test_what_is_fetched_is_taken_without_waiting() -> None:
     assert consumer.calls == [(10, 0)]
 
 
-def test_with_nothing_fetched_only_the_first_record_is_waited_for() -> None:
-    consumer = FakeConsumer(fetched=[], arriving=[4, 5])
-    assert take_batch(consumer, 10, 0.5) == [4]  # type: ignore[arg-type]
+def test_with_nothing_fetched_the_first_record_is_waited_for_and_what_came_with_it_taken() -> None:
+    consumer = FakeConsumer(fetched=[], arriving=[4, 5, 6])
+    assert take_batch(consumer, 10, 0.5) == [4, 5, 6]  # type: ignore[arg-type]
+    assert consumer.calls == [(10, 0), (1, 0.5), (9, 0)]
+
+
+def test_nothing_arriving_within_the_wait_is_an_empty_batch() -> None:
+    consumer = FakeConsumer(fetched=[], arriving=[])
+    assert take_batch(consumer, 10, 0.5) == []  # type: ignore[arg-type]
     assert consumer.calls == [(10, 0), (1, 0.5)]
+
+
+def test_a_backlog_is_taken_in_chunks_whatever_the_batch_size() -> None:
+    consumer = FakeConsumer(fetched=list(range(TAKE_AT_MOST + 5)), arriving=[])
+    assert take_batch(consumer, 10_000, 0.5) == list(range(TAKE_AT_MOST))  # type: ignore[arg-type]
+    assert take_batch(consumer, 10_000, 0.5) == list(range(TAKE_AT_MOST, TAKE_AT_MOST + 5))  # type: ignore[arg-type]
 
 
 def test_a_checkpoint_falls_due_after_the_interval_from_the_first_batch_in_hand() -> None:
