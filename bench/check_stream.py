@@ -24,7 +24,9 @@ reported as ``missed_by_live_reader_found_on_reread``, not as missing.  There is
 order check between task-results and sessions: they are different topics.
 
 Latency per output (ms) = receive time here - the cause's ``produced_at``
-(``cause_produced_at`` in every output).  Also recorded: silences in the output
+(``cause_produced_at`` in every output); and, to tell the worker's share from the
+output's delivery to this reader, until the worker produced it (the output's own
+``produced_at``: ``latency_produced_steady_ms``).  Also recorded: silences in the output
 stream (gaps between consecutive receive times, overall and per partition) longer
 than ``--gap-min-s``, from which the benchmark reads rebalance pauses and failover.
 
@@ -187,6 +189,7 @@ def check(
     unexpected_count = 0
     wrong_cause: list[Any] = []
     latencies: list[tuple[float, float]] = []  # (cause time s, latency ms)
+    in_worker: list[tuple[float, float]] = []  # (cause time s, ms until the worker produced the output)
     gaps: list[list[float]] = []  # [start (receive time before the silence), length s]
     partition_gaps: dict[int, list[float]] = {}  # partition -> [start, length] of its longest silence
     partition_last: dict[int, float] = {}
@@ -241,6 +244,9 @@ def check(
         if isinstance(cause_at, int) and cause_at > 0:
             cause_s = cause_at / 1e6
             latencies.append((cause_s, (recv - cause_s) * 1000.0))
+            produced_at = record.get("produced_at")
+            if isinstance(produced_at, int) and produced_at > 0:
+                in_worker.append((cause_s, (produced_at - cause_at) / 1000.0))
 
     while True:
         now = time.time()
@@ -296,10 +302,11 @@ def check(
         again.close()
         missing = [k for k in missing if k in want]
 
-    steady = None
+    steady = produced_steady = None
     if latencies and latency_skip_s:
         t0 = min(c for c, _ in latencies)
         steady = latency_summary([lat for c, lat in latencies if c >= t0 + latency_skip_s])
+        produced_steady = latency_summary([lat for c, lat in in_worker if c >= t0 + latency_skip_s])
     expected_counts: dict[str, int] = {}
     for _, typ, _ in expected:
         expected_counts[typ] = expected_counts.get(typ, 0) + 1
@@ -333,6 +340,7 @@ def check(
         "partition_gaps": {str(p): g for p, g in sorted(partition_gaps.items())},
         "latency_recv_ms": latency_summary([lat for _, lat in latencies]),
         "latency_recv_steady_ms": steady,
+        "latency_produced_steady_ms": produced_steady,
         "fetch_wait_ms": fetch_wait_ms,
     }
 

@@ -253,9 +253,11 @@ def our_figures(
     # Preloaded events wait in the topic before any worker runs: latency means nothing there.
     lat = (chk.get("latency_recv_ms") or {}) if a.rate > 0 else {}
     steady = (chk.get("latency_recv_steady_ms") or {}) if a.rate > 0 else {}
+    produced = (chk.get("latency_produced_steady_ms") or {}) if a.rate > 0 else {}
     for p in ("p50", "p95", "p99"):
         f[f"latency_{p}_ms"] = lat.get(p)
         f[f"latency_steady_{p}_ms"] = steady.get(p)
+    f["latency_steady_to_output_p99_ms"] = produced.get("p99")
     f["duplicate_outputs"] = chk.get("duplicates")
     f["duplicates_new_event_id"] = chk.get("duplicates_new_event_id")
     f["max_output_gap_s"] = chk.get("max_recv_gap_s")

@@ -16,6 +16,16 @@ After the batch's inputs were applied (their outputs and dead letters produced):
    parts now) and the changelog checkpoint to RocksDB in one write batch;
 4. commit the input offsets.
 
+The worker's loop does not wait for step 2's acknowledgements: :meth:`Checkpoint.begin`
+does steps 1-2 and leaves steps 3-4 pending; the loop goes on applying the next batches
+(their outputs may leave, their states are the next checkpoint's) and
+:meth:`Checkpoint.complete` writes the store and commits the offsets it covered once the
+broker has acknowledged every state record.  One checkpoint is in flight at a time; a
+revoke, a stop or the next checkpoint completes it first (waiting); partitions lost
+while it is in flight discard it (nothing of it reaches the store or the offsets, the
+next owner restores from the changelog).  Until it is complete its sessions stay
+cached: the store does not hold their states yet.
+
 A crash between any two steps loses nothing: the inputs after the committed offsets
 are consumed again, and those at or below a session's applied offset (durable in the
 changelog with the state) are skipped, so no input changes a state twice; outputs are
@@ -52,7 +62,7 @@ from stream_triggers.stream.partition import Partition, SessionEntry, changelog_
 from stream_triggers.stream.store import PART, PartitionStore, SessionAges
 from stream_triggers.types import SESSION_FINALIZED
 
-__all__ = ["WHOLE_SESSION_BYTES", "Checkpoint", "DeliveryFailed", "PartitionsLost"]
+__all__ = ["WHOLE_SESSION_BYTES", "Checkpoint", "DeliveryFailed", "PartitionsLost", "PendingCheckpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +85,21 @@ class PartitionsLost(StreamTriggersError):
     """The group moved the partitions away while the batch was in hand: it must not be published."""
 
 
+class PendingCheckpoint:
+    """Steps 3-4 of a checkpoint whose state records are produced: per partition number the
+    store rows and ages to write, and per partition the ``events`` offset to commit."""
+
+    __slots__ = ("rows", "ages", "offsets")
+
+    def __init__(
+        self,
+        rows: dict[int, list[tuple[bytes, bytes | None]]],
+        ages: dict[int, dict[str, SessionAges | None]],
+        offsets: list[tuple[Partition, int | None]],
+    ) -> None:
+        self.rows, self.ages, self.offsets = rows, ages, offsets
+
+
 class Checkpoint:
     """Steps 1-4 above for one worker's producer and consumer."""
 
@@ -87,6 +112,10 @@ class Checkpoint:
         self.topics = topics
         self.delivery_errors: list[str] = []
         self._changelog_offsets: dict[int, int] = {}
+        self._unacked = 0
+        """State records of the checkpoints begun and not yet acknowledged."""
+        self.pending: PendingCheckpoint | None = None
+        """The checkpoint whose state records were produced, its store write and commit to do."""
         self._changelog_records: dict[int, tuple[int, bytes, bytes | None]] = {}
         """partition -> its newest changelog record ``(offset, key, value)``, which the store's
         identity row names (changelog_identity.py; its digest is made once, at the store write)."""
@@ -95,6 +124,11 @@ class Checkpoint:
         """Delivery report of outputs and dead letters (only errors matter)."""
         if error is not None:
             self.delivery_errors.append(str(error))
+
+    def _on_state_delivery(self, error: KafkaError | None, message: Any) -> None:
+        """Delivery report of a checkpoint's state record (counted: :meth:`complete` waits for them all)."""
+        self._unacked -= 1
+        self.on_changelog_delivery(error, message)
 
     def on_changelog_delivery(self, error: KafkaError | None, message: Any) -> None:
         """Delivery report of changelog records (states, tombstones): the last offset per partition."""
@@ -122,11 +156,18 @@ class Checkpoint:
         partition.store.write_parts(rows, self._changelog_offsets.get(number), partition.epoch, ages=ages)
 
     def commit(self, partitions: Iterable[Partition], still_owner: Callable[[], bool] | None = None) -> None:
-        """Make the batch in hand durable, in the order of the module docstring.
+        """Make the batch in hand durable, steps 1-4 at once (revoke, stop; the loop pipelines them)."""
+        self.begin(partitions, still_owner)
+        self.complete(wait=True)
+
+    def begin(self, partitions: Iterable[Partition], still_owner: Callable[[], bool] | None = None) -> None:
+        """Steps 1-2: the outputs acknowledged, then the state records produced; steps 3-4
+        wait in :attr:`pending` for :meth:`complete` (a previous pending one is completed first).
 
         Raises :class:`PartitionsLost` (nothing published, nothing committed) when
         ``still_owner`` says the worker lost its partitions.
         """
+        self.complete(wait=True)  # one in flight at a time: stores and offsets move in order
         partitions = list(partitions)
         self.flush()  # 1
         if any(p.dirty for p in partitions):
@@ -135,9 +176,11 @@ class Checkpoint:
                 raise PartitionsLost("the group moved this worker's partitions away during the batch")
         changelog = self.topics.changelog
         produce = self.producer.produce
+        on_delivery = self._on_state_delivery
         now = time.time_ns() // 1000
         rows_by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         ages_by_partition: dict[int, dict[str, SessionAges | None]] = {}
+        produced = 0
         for partition in partitions:  # 2
             if not partition.dirty:
                 continue
@@ -158,12 +201,12 @@ class Checkpoint:
                     store_rows, snapshots, _ = native
                     rows.extend(store_rows)
                     last = len(snapshots) - 1
-                    on_delivery = self.on_changelog_delivery
                     for at, (key, snapshot) in enumerate(snapshots):
                         if at == last and headers is not None:
                             produce(changelog, snapshot, key, number, on_delivery=on_delivery, headers=headers)
                         else:
                             produce(changelog, snapshot, key, number, on_delivery=on_delivery)
+                    produced += len(snapshots)
                     continue
                 whole = self._small_whole(entry, epoch)
                 if whole is not None:  # one whole-session record
@@ -185,33 +228,57 @@ class Checkpoint:
                             "applied_offset": entry.applied_offset,
                         }
                         value = encode("SessionSnapshot", snapshot)
-                    on_delivery = self.on_changelog_delivery
                     if at == last and headers is not None:  # the header (or whole record): finalized-at
                         produce(changelog, value, key, number, on_delivery=on_delivery, headers=headers)
                     else:
                         produce(changelog, value, key, number, on_delivery=on_delivery)
-        if rows_by_partition:
-            self.flush()
-        if rows_by_partition:
-            faults.reached("before-store")
-        offsets = []
+                produced += len(records)
+            for entry in partition.dirty.values():  # (what the store will hold: later batches write their changes)
+                entry.encoded = entry.native_rows = None
+                if not entry.whole:
+                    entry.committed = entry.state
+            partition.dirty.clear()
+        self._unacked += produced
+        offsets = [(partition, partition.commit_offset) for partition in partitions]
         for partition in partitions:
-            rows = rows_by_partition.get(partition.number)
-            if rows:  # 3
-                self.write_store(partition, rows, ages_by_partition[partition.number])
-                for entry in partition.dirty.values():
-                    entry.encoded = entry.native_rows = None
-                    if not entry.whole:
-                        entry.committed = entry.state
-                partition.dirty.clear()
-            if partition.commit_offset is not None:
-                offsets.append(TopicPartition(self.topics.events, partition.number, partition.commit_offset))
-                partition.committed = partition.commit_offset
             partition.skip_rest = False
-        if offsets:  # 4
+        self.pending = PendingCheckpoint(rows_by_partition, ages_by_partition, offsets)
+
+    def complete(self, wait: bool) -> bool:
+        """Steps 3-4 of the pending checkpoint once its state records are acknowledged: waiting
+        for them (``wait``), or only if they are already (else False: the loop asks again)."""
+        pending = self.pending
+        if pending is None:
+            return True
+        if wait:
+            self.flush()
+            self._unacked = 0  # (a flush serves every delivery report)
+        else:
+            self.producer.poll(0)  # (serves delivery reports)
+            self._raise_delivery_errors()
+            if self._unacked > 0:
+                return False
+        self.pending = None
+        if pending.rows:
+            faults.reached("before-store")
+        commits = []
+        for partition, offset in pending.offsets:
+            rows = pending.rows.get(partition.number)
+            if rows:  # 3
+                self.write_store(partition, rows, pending.ages[partition.number])
+            if offset is not None:
+                commits.append(TopicPartition(self.topics.events, partition.number, offset))
+                partition.committed = offset
+        if commits:  # 4
             faults.reached("before-commit")
-            self.consumer.commit(offsets=offsets, asynchronous=True)
+            self.consumer.commit(offsets=commits, asynchronous=True)
             faults.reached("after-commit")
+        return True
+
+    def discard(self) -> None:
+        """Forget the pending checkpoint (the partitions were lost): its records may be in the
+        changelog, but no store and no offset moves; the next owner restores from the changelog."""
+        self.pending = None
 
     def _small_whole(self, entry: SessionEntry, epoch: int) -> bytes | None:
         """The session's whole-state value if it is written whole this batch (small, never in parts)."""
@@ -228,13 +295,16 @@ class Checkpoint:
         """Wait until every record produced so far is acknowledged; raise on a refused one."""
         while True:
             remaining = self.producer.flush(FLUSH_WAIT_S)
-            if self.delivery_errors:
-                errors = self.delivery_errors[:3]
-                self.delivery_errors.clear()
-                raise DeliveryFailed(f"could not deliver records; errors: {errors}")
+            self._raise_delivery_errors()
             if not remaining:
                 return
             log.warning("still waiting for the broker to acknowledge %d records", remaining)
+
+    def _raise_delivery_errors(self) -> None:
+        if self.delivery_errors:
+            errors = self.delivery_errors[:3]
+            self.delivery_errors.clear()
+            raise DeliveryFailed(f"could not deliver records; errors: {errors}")
 
 
 def _finalized_at(store: PartitionStore, uid: str, entry: SessionEntry, now: int, finalized: bool) -> int:

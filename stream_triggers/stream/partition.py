@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import islice
 
 from stream_triggers.engine import EMPTY, SessionState
 from stream_triggers.events.state_format import StateFormatError
@@ -155,7 +156,15 @@ class Partition:
         self.sessions.pop(uid, None)
 
     def trim(self, limit: int) -> None:
-        """Keep at most ``limit`` cached sessions (the oldest loaded go first)."""
-        sessions = self.sessions
-        while len(sessions) > limit:
-            sessions.popitem(last=False)
+        """Keep at most ``limit`` cached sessions (the oldest loaded go first), and every
+        session the batches in hand changed (their state is not in the store yet)."""
+        sessions, dirty = self.sessions, self.dirty
+        excess = len(sessions) - limit
+        if excess <= 0:
+            return
+        if not dirty:
+            for _ in range(excess):
+                sessions.popitem(last=False)
+            return
+        for uid in [uid for uid in islice(sessions, excess + len(dirty)) if uid not in dirty][:excess]:
+            del sessions[uid]

@@ -108,6 +108,10 @@ class RetentionSweep:
     def enabled(self) -> bool:
         return bool(self.retention_us or self.ttl_us)
 
+    def due(self, now: float) -> bool:
+        """Whether :meth:`tick` would sweep at ``now`` (the worker's monotonic clock)."""
+        return now >= self.due_at
+
     def tick(
         self,
         now: float,

@@ -63,6 +63,8 @@ class StreamWorker(Lifecycle):
         self.on_batch = on_batch
         self._partitions: dict[int, Partition] = {}
         self._pace = CheckpointPace(settings.checkpoint_interval_s, settings.batch_size)
+        self._in_flight: tuple[float, int] = (0.0, 0)
+        """When the batches of the pending checkpoint began, and their events."""
         self._generation = -1  # the consumer group generation of the current assignment
         self._sink = OutputSink(self.topics, self.stats.produced)
         self._applier = new_applier(settings, self.manager_class, self.topics, self._sink, self.stats)
@@ -133,9 +135,12 @@ class StreamWorker(Lifecycle):
                 messages = take_batch(self._consumer, settings.batch_size, settings.batch_timeout_s)
                 if messages:
                     self._process(messages, time.monotonic())
+                if self._checkpoint.pending is not None:
+                    self._finish_checkpoint(wait=False)
                 if self._pace.due(time.monotonic()):
-                    self._checkpoint_now()
-                if not self.stopping and self._pace.since is None:  # retention purges between checkpoints
+                    self._checkpoint_now(wait=False)
+                if not self.stopping and self._pace.since is None and self._retention.due(now):
+                    self._finish_checkpoint(wait=True)  # retention purges between checkpoints
                     lag, settle = self.stats.consumer_lag, self._applier.settle
                     self._retention.tick(now, self._partitions.values(), lag, self._owner_check, settle)
             self._checkpoint_now()  # SIGTERM: the batches in hand are committed before leaving
@@ -212,7 +217,8 @@ class StreamWorker(Lifecycle):
             self.ready.set()
 
     def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
-        if self._pace.take() is not None:  # the group moved on: what is in hand must not be published
+        in_hand = self._pace.take() is not None
+        if in_hand or self._checkpoint.pending is not None:  # the group moved on: publish nothing more
             self._drop_batch(PartitionsLost("partitions lost (the session timed out)"))
         self._on_revoke(consumer, lost)
 
@@ -320,19 +326,34 @@ class StreamWorker(Lifecycle):
         self._pace.applied(batch_began, len(messages))
         self._producer.poll(0)  # outputs leave now (linger.ms); delivery reports are served
 
-    def _checkpoint_now(self) -> None:
-        """Make the batches in hand durable (checkpoint.py; when: stream/pace.py)."""
+    def _checkpoint_now(self, wait: bool = True) -> None:
+        """Make the batches in hand durable (checkpoint.py; when: stream/pace.py).
+
+        ``wait=False`` (the loop): the outputs are acknowledged and the state records
+        produced now, and the loop goes on applying while the broker acknowledges them;
+        the store write and offset commit follow in :meth:`_finish_checkpoint`.
+        """
+        self._finish_checkpoint(wait=True)  # (one checkpoint in flight at a time)
         taken = self._pace.take()
         if taken is None:
             return
-        since, events = taken
         partitions = self._partitions
         try:
             self._applier.encode(partitions.values())
-            self._checkpoint.commit(partitions.values(), self._owner_check(since))
+            self._checkpoint.begin(partitions.values(), self._owner_check(taken[0]))
         except PartitionsLost as exc:
             self._drop_batch(exc)
             return
+        self._in_flight = taken
+        self._finish_checkpoint(wait)
+
+    def _finish_checkpoint(self, wait: bool) -> None:
+        """The pending checkpoint's store write and offset commit, once its state records are
+        acknowledged (``wait``: waiting for them); then the caches are trimmed."""
+        if self._checkpoint.pending is None or not self._checkpoint.complete(wait):
+            return
+        since, events = self._in_flight
+        partitions = self._partitions
         limit = max(100, self.settings.session_cache_size // max(1, len(partitions)))
         for partition in partitions.values():
             partition.trim(limit)
@@ -381,6 +402,7 @@ class StreamWorker(Lifecycle):
             extra={"partitions": numbers},
         )
         self.stats.batches_dropped += 1
+        self._checkpoint.discard()
         for partition in self._partitions.values():
             partition.drop_batch()
             if partition.committed is not None:

@@ -93,14 +93,18 @@ class FakeProducer:
         self.pending.append((on_delivery, Message(max(partition, 0), len(self.produced))))
 
     def poll(self, timeout: float = 0) -> int:
-        return 0  # deliveries are reported by flush()
+        return 0  # deliveries are reported by flush() (or deliver())
 
     def flush(self, timeout: float = 0) -> int:
+        self.deliver()
+        return 0
+
+    def deliver(self) -> None:
+        """The broker acknowledges everything produced so far."""
         for callback, message in self.pending:
             if callback is not None:
                 callback(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) if self.fail else None, message)
         self.pending = []
-        return 0
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> SimpleNamespace:
         """The cluster's metadata: ``t.events`` with two partitions, no ``owners`` topic."""
@@ -176,6 +180,56 @@ def test_the_checkpoint_commits_only_after_changelog_and_store(tmp_path: Path) -
         assert producer.produced == [("t.changelog", b"s1")]  # small: one whole-session record
         assert partition.store.get("s1")[0] == 4
         assert [(tp.partition, tp.offset) for tp in consumer.commits[0]] == [(0, 5)]
+    finally:
+        partition.store.close()
+
+
+def test_a_begun_checkpoint_writes_the_store_and_commits_once_its_state_records_are_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """The loop's pipelined checkpoint: steps 1-2 now, steps 3-4 when the broker acknowledged."""
+    consumer, producer = FakeConsumer(), FakeProducer()
+    checkpoint = Checkpoint(producer, consumer, _Topics())
+    partition = Partition(0, PartitionStore(str(tmp_path), "t.events", 0), epoch=3)
+    try:
+        entry = partition.session("s1")
+        entry.applied_offset, partition.commit_offset = 4, 5
+        partition.dirty["s1"] = entry
+        checkpoint.begin([partition])
+        assert producer.produced == [("t.changelog", b"s1")] and not partition.dirty
+        later = partition.session("s2")  # a batch applied while the state records are in flight
+        later.applied_offset, partition.commit_offset = 5, 6
+        partition.dirty["s2"] = later
+        assert not checkpoint.complete(wait=False), "not acknowledged yet"
+        assert partition.store.get("s1") is None and consumer.commits == [] and partition.committed is None
+        producer.deliver()
+        assert checkpoint.complete(wait=False)
+        assert partition.store.get("s1")[0] == 4 and partition.store.get("s2") is None
+        assert [(tp.partition, tp.offset) for tp in consumer.commits[0]] == [(0, 5)], "the offset it covered"
+        assert partition.committed == 5 and partition.dirty == {"s2": later}
+    finally:
+        partition.store.close()
+
+
+def test_a_begun_checkpoint_is_discarded_when_the_partitions_are_lost(worker: StreamWorker) -> None:
+    own(worker, 0)
+    worker._process([Message(0, 0, b"s1", configure("s1"))], time.monotonic())
+    worker._checkpoint_now(wait=False)
+    assert worker._checkpoint.pending is not None, "its state records are not acknowledged yet"
+    worker._on_lost(worker._consumer, [TopicPartition("t.events", 0)])
+    assert worker._checkpoint.pending is None
+    worker._producer.deliver()
+    assert worker._consumer.commits == [], "nothing committed for the lost partitions"
+
+
+def test_trimming_the_cache_keeps_the_sessions_changed_since_the_checkpoint(tmp_path: Path) -> None:
+    partition = Partition(0, PartitionStore(str(tmp_path), "t.events", 0))
+    try:
+        for uid in ("a", "b", "c", "d"):
+            partition.session(uid)
+        partition.dirty["a"] = partition.sessions["a"]  # the oldest loaded, but changed: kept
+        partition.trim(2)
+        assert list(partition.sessions) == ["a", "d"]
     finally:
         partition.store.close()
 
