@@ -62,7 +62,7 @@ from stream_triggers.stream.partition import Partition, SessionEntry, changelog_
 from stream_triggers.stream.store import PART, PartitionStore, SessionAges
 from stream_triggers.types import SESSION_FINALIZED
 
-__all__ = ["WHOLE_SESSION_BYTES", "Checkpoint", "DeliveryFailed", "PartitionsLost", "PendingCheckpoint"]
+__all__ = ["WHOLE_SESSION_BYTES", "Checkpoint", "DeliveryFailed", "OutputAcks", "PartitionsLost", "PendingCheckpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +85,40 @@ class PartitionsLost(StreamTriggersError):
     """The group moved the partitions away while the batch was in hand: it must not be published."""
 
 
-class PendingCheckpoint:
-    """Steps 3-4 of a checkpoint whose state records are produced: per partition number the
-    store rows and ages to write, and per partition the ``events`` offset to commit."""
+class OutputAcks:
+    """The outputs (and dead letters) produced between two checkpoints: how many the broker
+    has not acknowledged yet, and its refusals."""
 
-    __slots__ = ("rows", "ages", "offsets")
+    __slots__ = ("unacked", "errors")
+
+    def __init__(self) -> None:
+        self.unacked = 0
+        self.errors: list[str] = []
+
+    def delivered(self, error: KafkaError | None, message: Any) -> None:
+        """Delivery report of one output (the producer's ``on_delivery``)."""
+        self.unacked -= 1
+        if error is not None:
+            self.errors.append(str(error))
+
+
+class PendingCheckpoint:
+    """A begun checkpoint: the outputs it waits for, its state records (None once produced),
+    the membership check asked before producing them, per partition number the store rows
+    and ages to write, and per partition the ``events`` offset to commit."""
+
+    __slots__ = ("outputs", "records", "still_owner", "rows", "ages", "offsets")
 
     def __init__(
         self,
+        outputs: OutputAcks,
+        records: list[tuple[int, bytes, bytes | None, Any]] | None,
+        still_owner: Callable[[], bool] | None,
         rows: dict[int, list[tuple[bytes, bytes | None]]],
         ages: dict[int, dict[str, SessionAges | None]],
         offsets: list[tuple[Partition, int | None]],
     ) -> None:
+        self.outputs, self.records, self.still_owner = outputs, records, still_owner
         self.rows, self.ages, self.offsets = rows, ages, offsets
 
 
@@ -112,8 +134,10 @@ class Checkpoint:
         self.topics = topics
         self.delivery_errors: list[str] = []
         self._changelog_offsets: dict[int, int] = {}
+        self.outputs = OutputAcks()
+        """The outputs produced since the last checkpoint began (the worker counts them in)."""
         self._unacked = 0
-        """State records of the checkpoints begun and not yet acknowledged."""
+        """State records produced and not yet acknowledged."""
         self.pending: PendingCheckpoint | None = None
         """The checkpoint whose state records were produced, its store write and commit to do."""
         self._changelog_records: dict[int, tuple[int, bytes, bytes | None]] = {}
@@ -161,27 +185,17 @@ class Checkpoint:
         self.complete(wait=True)
 
     def begin(self, partitions: Iterable[Partition], still_owner: Callable[[], bool] | None = None) -> None:
-        """Steps 1-2: the outputs acknowledged, then the state records produced; steps 3-4
-        wait in :attr:`pending` for :meth:`complete` (a previous pending one is completed first).
-
-        Raises :class:`PartitionsLost` (nothing published, nothing committed) when
-        ``still_owner`` says the worker lost its partitions.
-        """
+        """Encode the state records of the batches in hand; steps 1-4 follow in :meth:`complete`
+        (a previous pending checkpoint is completed first).  The outputs produced from here on
+        belong to the next checkpoint."""
         self.complete(wait=True)  # one in flight at a time: stores and offsets move in order
         partitions = list(partitions)
-        self.flush()  # 1
-        if any(p.dirty for p in partitions):
-            faults.reached("before-changelog")
-            if still_owner is not None and not still_owner():
-                raise PartitionsLost("the group moved this worker's partitions away during the batch")
-        changelog = self.topics.changelog
-        produce = self.producer.produce
-        on_delivery = self._on_state_delivery
-        now = time.time_ns() // 1000
+        outputs, self.outputs = self.outputs, OutputAcks()
+        records: list[tuple[int, bytes, bytes | None, Any]] = []
         rows_by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         ages_by_partition: dict[int, dict[str, SessionAges | None]] = {}
-        produced = 0
-        for partition in partitions:  # 2
+        now = time.time_ns() // 1000
+        for partition in partitions:
             if not partition.dirty:
                 continue
             rows = rows_by_partition[partition.number] = []
@@ -189,75 +203,77 @@ class Checkpoint:
             number, epoch = partition.number, partition.epoch
             for uid, entry in partition.dirty.items():
                 native = entry.native_rows
-                if native is None:
-                    finalized = _finalized_at(
-                        partition.store, uid, entry, now, SESSION_FINALIZED in entry.state.latest_kwargs
-                    )
-                else:
-                    finalized = _finalized_at(partition.store, uid, entry, now, native[2])
+                finalized = _finalized_at(
+                    partition.store,
+                    uid,
+                    entry,
+                    now,
+                    SESSION_FINALIZED in entry.state.latest_kwargs if native is None else native[2],
+                )
                 ages[uid] = SessionAges(now, finalized)  # the ages retention counts from (stream/retention.py)
                 headers = finalized_headers(finalized)
+                first = len(records)
                 if native is not None:  # encoded by the native core, envelopes included; the header last
                     store_rows, snapshots, _ = native
                     rows.extend(store_rows)
-                    last = len(snapshots) - 1
-                    for at, (key, snapshot) in enumerate(snapshots):
-                        if at == last and headers is not None:
-                            produce(changelog, snapshot, key, number, on_delivery=on_delivery, headers=headers)
-                        else:
-                            produce(changelog, snapshot, key, number, on_delivery=on_delivery)
-                    produced += len(snapshots)
-                    continue
-                whole = self._small_whole(entry, epoch)
-                if whole is not None:  # one whole-session record
-                    rows.append((PartitionStore.whole_key(uid), _OFFSET.pack(entry.applied_offset) + whole))
-                    records: list[tuple[bytes, bytes | None]] = [(uid.encode(), whole)]
+                    records.extend((number, key, snapshot, None) for key, snapshot in snapshots)
                 else:
-                    if entry.committed is None:  # stored whole (or new): in parts from now on
-                        rows.append((PartitionStore.whole_key(uid), None))
-                    records = changelog_rows(uid, entry, epoch)
-                    rows.extend((PART + key, value) for key, value in records)
-                last = len(records) - 1
-                for at, (key, value) in enumerate(records):
-                    if value is not None:
-                        snapshot = {
-                            "session_uid": uid,
-                            "produced_at": now,  # the last input's time, from which --session-ttl counts
-                            "state": value,
-                            "input_partition": number,
-                            "applied_offset": entry.applied_offset,
-                        }
-                        value = encode("SessionSnapshot", snapshot)
-                    if at == last and headers is not None:  # the header (or whole record): finalized-at
-                        produce(changelog, value, key, number, on_delivery=on_delivery, headers=headers)
+                    whole = self._small_whole(entry, epoch)
+                    if whole is not None:  # one whole-session record
+                        rows.append((PartitionStore.whole_key(uid), _OFFSET.pack(entry.applied_offset) + whole))
+                        parts: list[tuple[bytes, bytes | None]] = [(uid.encode(), whole)]
                     else:
-                        produce(changelog, value, key, number, on_delivery=on_delivery)
-                produced += len(records)
+                        if entry.committed is None:  # stored whole (or new): in parts from now on
+                            rows.append((PartitionStore.whole_key(uid), None))
+                        parts = changelog_rows(uid, entry, epoch)
+                        rows.extend((PART + key, value) for key, value in parts)
+                    for key, value in parts:
+                        if value is not None:
+                            snapshot = {
+                                "session_uid": uid,
+                                "produced_at": now,  # the last input's time, from which --session-ttl counts
+                                "state": value,
+                                "input_partition": number,
+                                "applied_offset": entry.applied_offset,
+                            }
+                            value = encode("SessionSnapshot", snapshot)
+                        records.append((number, key, value, None))
+                if headers is not None and len(records) > first:  # the header (or whole record), last: finalized-at
+                    records[-1] = (*records[-1][:3], headers)
             for entry in partition.dirty.values():  # (what the store will hold: later batches write their changes)
                 entry.encoded = entry.native_rows = None
                 if not entry.whole:
                     entry.committed = entry.state
             partition.dirty.clear()
-        self._unacked += produced
         offsets = [(partition, partition.commit_offset) for partition in partitions]
         for partition in partitions:
             partition.skip_rest = False
-        self.pending = PendingCheckpoint(rows_by_partition, ages_by_partition, offsets)
+        self.pending = PendingCheckpoint(outputs, records, still_owner, rows_by_partition, ages_by_partition, offsets)
 
     def complete(self, wait: bool) -> bool:
-        """Steps 3-4 of the pending checkpoint once its state records are acknowledged: waiting
-        for them (``wait``), or only if they are already (else False: the loop asks again)."""
+        """Move the pending checkpoint on: steps 1-2 once its outputs are acknowledged, steps
+        3-4 once its state records are; waiting for them (``wait``), or only as far as the
+        broker already acknowledged (False: not complete yet, the loop asks again).
+
+        Raises :class:`PartitionsLost` (its state records not published, nothing committed)
+        when ``still_owner`` says the worker lost its partitions.
+        """
         pending = self.pending
         if pending is None:
             return True
-        if wait:
-            self.flush()
-            self._unacked = 0  # (a flush serves every delivery report)
-        else:
-            self.producer.poll(0)  # (serves delivery reports)
-            self._raise_delivery_errors()
-            if self._unacked > 0:
+        if pending.records is not None:
+            if not self._acknowledged(wait, lambda: pending.outputs.unacked <= 0):  # 1
                 return False
+            self._raise_delivery_errors(pending.outputs.errors)
+            records, pending.records = pending.records, None
+            if records:
+                faults.reached("before-changelog")
+                if pending.still_owner is not None and not pending.still_owner():
+                    self.pending = None
+                    raise PartitionsLost("the group moved this worker's partitions away during the batch")
+            self._produce_state(records)  # 2
+        if not self._acknowledged(wait, lambda: self._unacked <= 0):
+            return False
         self.pending = None
         if pending.rows:
             faults.reached("before-store")
@@ -274,6 +290,24 @@ class Checkpoint:
             self.consumer.commit(offsets=commits, asynchronous=True)
             faults.reached("after-commit")
         return True
+
+    def _acknowledged(self, wait: bool, done: Callable[[], bool]) -> bool:
+        if wait:
+            self.flush()
+            self._unacked = 0  # (a flush serves every delivery report)
+            return True
+        self.producer.poll(0)  # (serves delivery reports)
+        self._raise_delivery_errors(self.delivery_errors)
+        return done()
+
+    def _produce_state(self, records: list[tuple[int, bytes, bytes | None, Any]]) -> None:
+        produce, changelog, on_delivery = self.producer.produce, self.topics.changelog, self._on_state_delivery
+        for number, key, value, headers in records:
+            if headers is None:
+                produce(changelog, value, key, number, on_delivery=on_delivery)
+            else:
+                produce(changelog, value, key, number, on_delivery=on_delivery, headers=headers)
+        self._unacked += len(records)
 
     def discard(self) -> None:
         """Forget the pending checkpoint (the partitions were lost): its records may be in the
@@ -295,16 +329,17 @@ class Checkpoint:
         """Wait until every record produced so far is acknowledged; raise on a refused one."""
         while True:
             remaining = self.producer.flush(FLUSH_WAIT_S)
-            self._raise_delivery_errors()
+            self._raise_delivery_errors(self.delivery_errors)
             if not remaining:
                 return
             log.warning("still waiting for the broker to acknowledge %d records", remaining)
 
-    def _raise_delivery_errors(self) -> None:
-        if self.delivery_errors:
-            errors = self.delivery_errors[:3]
-            self.delivery_errors.clear()
-            raise DeliveryFailed(f"could not deliver records; errors: {errors}")
+    @staticmethod
+    def _raise_delivery_errors(errors: list[str]) -> None:
+        if errors:
+            shown = errors[:3]
+            errors.clear()
+            raise DeliveryFailed(f"could not deliver records; errors: {shown}")
 
 
 def _finalized_at(store: PartitionStore, uid: str, entry: SessionEntry, now: int, finalized: bool) -> int:

@@ -137,7 +137,10 @@ class StreamWorker(Lifecycle):
                     self._process(messages, time.monotonic())
                 if self._checkpoint.pending is not None:
                     self._finish_checkpoint(wait=False)
-                if self._pace.due(time.monotonic()):
+                pace = self._pace
+                if pace.due(time.monotonic()) and (
+                    self._checkpoint.pending is None or pace.events >= settings.batch_size
+                ):  # (with one still in flight, the batches in hand wait for the next turn, up to batch_size)
                     self._checkpoint_now(wait=False)
                 if not self.stopping and self._pace.since is None and self._retention.due(now):
                     self._finish_checkpoint(wait=True)  # retention purges between checkpoints
@@ -286,7 +289,8 @@ class StreamWorker(Lifecycle):
             stats.cpu_first = time.process_time()
         partitions = self._partitions
         produce = self._producer.produce
-        on_delivery = self._checkpoint.on_output_delivery
+        acks = self._checkpoint.outputs
+        on_delivery = acks.delivered
         pending: dict[Partition, list[tuple[int, bytes | None, bytes | None]]] = {}
         for message in messages:
             error = message.error()
@@ -317,7 +321,9 @@ class StreamWorker(Lifecycle):
                 records = pending[partition] = []
             records.append((offset, message.key(), message.value()))
         for partition, records in pending.items():
-            for topic, key, value in self._applier.apply_batch(partition, records):
+            outputs = self._applier.apply_batch(partition, records)
+            acks.unacked += len(outputs)
+            for topic, key, value in outputs:
                 produce(topic, value, key, on_delivery=on_delivery)
         stats.last_event_at = time.time()
         stats.cpu_last = time.process_time()
@@ -329,28 +335,28 @@ class StreamWorker(Lifecycle):
     def _checkpoint_now(self, wait: bool = True) -> None:
         """Make the batches in hand durable (checkpoint.py; when: stream/pace.py).
 
-        ``wait=False`` (the loop): the outputs are acknowledged and the state records
-        produced now, and the loop goes on applying while the broker acknowledges them;
-        the store write and offset commit follow in :meth:`_finish_checkpoint`.
+        ``wait=False`` (the loop): the state records are encoded now, and the loop goes on
+        applying while the broker acknowledges the outputs and then the state records
+        (:meth:`_finish_checkpoint` moves the checkpoint on as they are).
         """
         self._finish_checkpoint(wait=True)  # (one checkpoint in flight at a time)
         taken = self._pace.take()
         if taken is None:
             return
         partitions = self._partitions
-        try:
-            self._applier.encode(partitions.values())
-            self._checkpoint.begin(partitions.values(), self._owner_check(taken[0]))
-        except PartitionsLost as exc:
-            self._drop_batch(exc)
-            return
+        self._applier.encode(partitions.values())
+        self._checkpoint.begin(partitions.values(), self._owner_check(taken[0]))
         self._in_flight = taken
         self._finish_checkpoint(wait)
 
     def _finish_checkpoint(self, wait: bool) -> None:
-        """The pending checkpoint's store write and offset commit, once its state records are
-        acknowledged (``wait``: waiting for them); then the caches are trimmed."""
-        if self._checkpoint.pending is None or not self._checkpoint.complete(wait):
+        """Move the pending checkpoint on as far as the broker acknowledged (``wait``: to its
+        end); once complete, the caches are trimmed."""
+        try:
+            if self._checkpoint.pending is None or not self._checkpoint.complete(wait):
+                return
+        except PartitionsLost as exc:
+            self._drop_batch(exc)
             return
         since, events = self._in_flight
         partitions = self._partitions

@@ -187,7 +187,8 @@ def test_the_checkpoint_commits_only_after_changelog_and_store(tmp_path: Path) -
 def test_a_begun_checkpoint_writes_the_store_and_commits_once_its_state_records_are_acknowledged(
     tmp_path: Path,
 ) -> None:
-    """The loop's pipelined checkpoint: steps 1-2 now, steps 3-4 when the broker acknowledged."""
+    """The loop's pipelined checkpoint: the state records once the outputs are acknowledged,
+    the store and the offsets once the state records are."""
     consumer, producer = FakeConsumer(), FakeProducer()
     checkpoint = Checkpoint(producer, consumer, _Topics())
     partition = Partition(0, PartitionStore(str(tmp_path), "t.events", 0), epoch=3)
@@ -195,12 +196,16 @@ def test_a_begun_checkpoint_writes_the_store_and_commits_once_its_state_records_
         entry = partition.session("s1")
         entry.applied_offset, partition.commit_offset = 4, 5
         partition.dirty["s1"] = entry
+        checkpoint.outputs.unacked = 1  # an output of the batch, not acknowledged yet
         checkpoint.begin([partition])
-        assert producer.produced == [("t.changelog", b"s1")] and not partition.dirty
-        later = partition.session("s2")  # a batch applied while the state records are in flight
+        assert not partition.dirty and checkpoint.outputs.unacked == 0, "later outputs count for the next one"
+        later = partition.session("s2")  # a batch applied while the checkpoint is in flight
         later.applied_offset, partition.commit_offset = 5, 6
         partition.dirty["s2"] = later
-        assert not checkpoint.complete(wait=False), "not acknowledged yet"
+        assert not checkpoint.complete(wait=False) and producer.produced == [], "no state before its outputs"
+        checkpoint.pending.outputs.delivered(None, None)  # type: ignore[union-attr]
+        assert not checkpoint.complete(wait=False), "state records not acknowledged yet"
+        assert producer.produced == [("t.changelog", b"s1")]
         assert partition.store.get("s1") is None and consumer.commits == [] and partition.committed is None
         producer.deliver()
         assert checkpoint.complete(wait=False)
