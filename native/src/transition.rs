@@ -329,7 +329,7 @@ fn fire(
         let abandon_state: BTreeSet<String> = config
             .unless
             .iter()
-            .filter(|t| t.as_str() == trigger || state.latest_kwargs.contains_key(*t))
+            .filter(|t| t.as_str() == trigger || state.latest_kwargs.contains_key(t))
             .cloned()
             .collect();
         let instance = Instance {
@@ -481,7 +481,9 @@ fn stamped(mut metadata: Map, status: Option<Status>, at: i64) -> Result<Map, Re
         }
         _ => Map::new(),
     };
-    timestamps.entry(CREATED.into()).or_insert(Value::Time(at));
+    if !timestamps.contains_key(CREATED) {
+        timestamps.insert(CREATED.into(), Value::Time(at));
+    }
     timestamps.insert(LAST_MODIFIED.into(), Value::Time(at));
     if let Some(status) = status {
         timestamps.insert(status.as_str().into(), Value::Time(at));
