@@ -74,6 +74,7 @@ impl Map {
                     return Some(std::mem::replace(old, value));
                 }
                 if entries.len() < SMALL {
+                    entries.reserve_exact(1); // (no slack: a held state is mostly read)
                     entries.push((key, value));
                     return None;
                 }
