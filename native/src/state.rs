@@ -6,7 +6,7 @@
 //! unresolved list (an instance set back to an open status re-joins at the end), which
 //! decides the order a fire settles ready instances in.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -133,10 +133,9 @@ pub struct SessionState {
     pub tasks: IndexMap<String, Arc<TaskConfig>>,
     /// Every instance by name, in creation order.
     pub instances: IndexMap<String, Instance>,
-    /// Per task, its instance names in creation order (a task with none has no entry).
-    pub by_task: HashMap<String, Vec<String>>,
-    /// Per task, its unresolved instance names in the order they (re-)joined.
-    pub unresolved: HashMap<String, Vec<String>>,
+    /// The positions (creation order) of the unresolved instances, in the order they
+    /// (re-)joined: per task, the order a fire settles them in.
+    pub unresolved: Vec<usize>,
     pub latest_kwargs: Map,
     pub metadata: Map,
     /// How many instances are `is_unmodelled` (kept so that no input scans them all).
@@ -149,59 +148,61 @@ pub struct SessionState {
 impl SessionState {
     /// Insert a new instance (its name is free).
     pub fn add(&mut self, instance: Instance) {
-        let task = instance.config.name.clone();
-        self.by_task
-            .entry(task.clone())
-            .or_default()
-            .push(instance.name.clone());
+        let position = self.instances.len();
         if !instance.status.is_resolved() {
-            self.unresolved
-                .entry(task)
-                .or_default()
-                .push(instance.name.clone());
+            self.unresolved.push(position);
         }
         self.unmodelled += usize::from(instance.is_unmodelled());
-        self.changed.insert(self.instances.len());
+        self.changed.insert(position);
         self.instances.insert(instance.name.clone(), instance);
     }
 
     /// Insert or replace an instance, keeping the unresolved order right.
     pub fn put(&mut self, instance: Instance) {
-        let Some(previous) = self.instances.get(&instance.name) else {
+        let Some((position, _, previous)) = self.instances.get_full(&instance.name) else {
             self.add(instance);
             return;
         };
         let was_open = !previous.status.is_resolved();
         let is_open = !instance.status.is_resolved();
-        if was_open != is_open {
-            let task = instance.config.name.clone();
-            if is_open {
-                self.unresolved
-                    .entry(task)
-                    .or_default()
-                    .push(instance.name.clone());
-            } else if let Some(names) = self.unresolved.get_mut(&task) {
-                names.retain(|n| *n != instance.name);
-                if names.is_empty() {
-                    self.unresolved.remove(&task);
-                }
+        if is_open && !was_open {
+            self.unresolved.push(position);
+        } else if was_open && !is_open {
+            self.unresolved.retain(|p| *p != position);
+            if self.unresolved.is_empty() {
+                self.unresolved = Vec::new(); // (a finished session holds no room for it)
             }
         }
         self.unmodelled -= usize::from(previous.is_unmodelled());
         self.unmodelled += usize::from(instance.is_unmodelled());
-        let name = instance.name.clone();
-        let (position, _) = self.instances.insert_full(name, instance);
+        self.instances[position] = instance;
         self.changed.insert(position);
     }
 
+    /// The task's instances, in creation order.
+    pub fn instances_of<'a>(&'a self, task: &'a str) -> impl Iterator<Item = &'a Instance> {
+        self.instances
+            .values()
+            .filter(move |i| i.config.name == task)
+    }
+
     pub fn count_of(&self, task: &str) -> usize {
-        self.by_task.get(task).map_or(0, Vec::len)
+        self.instances_of(task).count()
+    }
+
+    /// The task's unresolved instances, in the order they (re-)joined.
+    pub fn unresolved_of<'a>(&'a self, task: &'a str) -> impl Iterator<Item = &'a Instance> {
+        self.unresolved
+            .iter()
+            .map(|p| &self.instances[*p])
+            .filter(move |i| i.config.name == task)
     }
 
     /// Tasks with no instance yet, or with at least one unresolved instance.
     pub fn unresolved_tasks(&self) -> impl Iterator<Item = &Arc<TaskConfig>> {
         self.tasks.values().filter(|c| {
-            self.unresolved.contains_key(&c.name) || !self.by_task.contains_key(&c.name)
+            self.unresolved_of(&c.name).next().is_some()
+                || self.instances_of(&c.name).next().is_none()
         })
     }
 

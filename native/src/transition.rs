@@ -260,14 +260,11 @@ fn configure(state: &mut SessionState, configs: &[Arc<TaskConfig>]) -> Result<()
     // Previously fired triggers are deliberately not re-applied (as in the original).
     for config in configs {
         let config = Arc::clone(config);
-        let names = state.by_task.get(&config.name).cloned().unwrap_or_default();
-        for name in names {
-            if let Some((position, _, instance)) = state.instances.get_full_mut(&name) {
-                // (As the Python engine replaces an instance whose config object differs.)
-                if !Arc::ptr_eq(&instance.config, &config) {
-                    instance.config = Arc::clone(&config);
-                    state.changed.insert(position);
-                }
+        for (position, instance) in state.instances.values_mut().enumerate() {
+            // (As the Python engine replaces an instance whose config object differs.)
+            if instance.config.name == config.name && !Arc::ptr_eq(&instance.config, &config) {
+                instance.config = Arc::clone(&config);
+                state.changed.insert(position);
             }
         }
         state.tasks.insert(config.name.clone(), config);
@@ -312,7 +309,7 @@ fn fire(
             if took.contains(task) {
                 continue;
             }
-        } else if state.by_task.contains_key(task) {
+        } else if state.instances_of(task).next().is_some() {
             continue;
         }
         let mut inherited = Map::new();
@@ -352,11 +349,7 @@ fn fire(
     // Settle the unstarted instances now due, task by task in configuration order.
     for config in &listening {
         let ready: Vec<Instance> = state
-            .unresolved
-            .get(&config.name)
-            .into_iter()
-            .flatten()
-            .filter_map(|name| state.instances.get(name))
+            .unresolved_of(&config.name)
             .filter(|i| i.is_ready())
             .cloned()
             .collect();
