@@ -9,15 +9,54 @@ use std::sync::Arc;
 use crate::errors::{rejected, Refusal};
 use crate::value::{float_repr, py_repr, Map, Value};
 
+/// Trigger names as a set (`after`, `unless`): sorted, without repeats, in exactly the room
+/// they take (a set of a few names is most of a task's config).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Names(Box<[String]>);
+
+impl Names {
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<String> for Names {
+    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Names {
+        let set: BTreeSet<String> = names.into_iter().collect();
+        Names(set.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Names {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// What a task waits for (`after`, `andEvery`, `unless`) and what it runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskConfig {
     pub name: String,
     pub run: String,
     /// `after` plus `andEvery` (which a run also needs).
-    pub after: BTreeSet<String>,
+    pub after: Names,
     pub and_every: Option<String>,
-    pub unless: BTreeSet<String>,
+    pub unless: Names,
     pub using: Option<String>,
     pub with_params: Map,
     pub extras: Map,
@@ -31,7 +70,7 @@ impl TaskConfig {
     /// `TaskConfig.serialize()`: the directives, `after` without `andEvery`.
     pub fn serialize(&self) -> Value {
         let mut out = self.extras.clone();
-        let sorted = |set: &BTreeSet<String>, skip: Option<&String>| {
+        let sorted = |set: &Names, skip: Option<&String>| {
             Value::List(
                 set.iter()
                     .filter(|t| Some(*t) != skip)
@@ -203,10 +242,7 @@ fn build_task_config(name: &str, directives: &Value) -> Result<TaskConfig, Refus
             "stream_triggers.types.TaskConfig() got multiple values for keyword argument 'name'",
         ));
     }
-    let mut after: BTreeSet<String> = after.into_iter().collect();
-    if let Some(every) = &and_every {
-        after.insert(every.clone());
-    }
+    let after: Names = after.into_iter().chain(and_every.clone()).collect();
     Ok(TaskConfig {
         name: name.to_string(),
         run,

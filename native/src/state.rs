@@ -91,7 +91,7 @@ impl Instance {
         let unless = &self.config.unless;
         self.status == Status::Unstarted
             && !unless.is_empty()
-            && unless.is_subset(&self.abandon_state)
+            && unless.iter().all(|t| self.abandon_state.contains(t))
     }
 
     /// Unstarted and due to run or to be abandoned (`is_ready` in the Python engine).
