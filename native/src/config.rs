@@ -79,12 +79,12 @@ impl TaskConfig {
             )
         };
         let opt = |s: &Option<String>| s.as_ref().map_or(Value::Null, |s| Value::Str(s.clone()));
-        out.insert("after".into(), sorted(&self.after, self.and_every.as_ref()));
-        out.insert("unless".into(), sorted(&self.unless, None));
-        out.insert("andEvery".into(), opt(&self.and_every));
-        out.insert("run".into(), Value::Str(self.run.clone()));
-        out.insert("using".into(), opt(&self.using));
-        out.insert("withParams".into(), Value::Map(self.with_params.clone()));
+        out.insert("after", sorted(&self.after, self.and_every.as_ref()));
+        out.insert("unless", sorted(&self.unless, None));
+        out.insert("andEvery", opt(&self.and_every));
+        out.insert("run", Value::Str(self.run.clone()));
+        out.insert("using", opt(&self.using));
+        out.insert("withParams", Value::Map(self.with_params.clone()));
         Value::Map(out)
     }
 }

@@ -98,7 +98,7 @@ pub fn to_py<'py>(
 fn map_to_py<'py>(py: Python<'py>, clock: &Clock<'py>, map: &Map) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (key, value) in map {
-        dict.set_item(key, to_py(py, clock, value)?)?;
+        dict.set_item(key.as_str(), to_py(py, clock, value)?)?;
     }
     Ok(dict)
 }
@@ -154,7 +154,7 @@ fn map_from_py<'py>(clock: &Clock<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Map
         if !key.is_exact_instance_of::<PyString>() {
             return Err(unsupported("a dict key that is not a str"));
         }
-        map.insert(key.extract()?, from_py(clock, &value)?);
+        map.insert(key.extract::<String>()?, from_py(clock, &value)?);
     }
     Ok(map)
 }

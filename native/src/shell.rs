@@ -397,8 +397,8 @@ impl Rules<'_> {
                     if instance.config.using.as_deref() == Some("noop") {
                         // The noop runner finishes it at once, after this input's cascades.
                         let mut metadata = Map::new();
-                        metadata.insert("result".into(), Value::Map(Map::new()));
-                        metadata.insert("logLevel".into(), Value::Int(0));
+                        metadata.insert("result", Value::Map(Map::new()));
+                        metadata.insert("logLevel", Value::Int(0));
                         inline.push(Work::Input(Input::StatusReported {
                             instance: instance.name.clone(),
                             status: Status::Finished,

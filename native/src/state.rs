@@ -210,7 +210,7 @@ impl SessionState {
     pub fn comparable(&self) -> Value {
         let mut out = Map::new();
         out.insert(
-            "tasks".into(),
+            "tasks",
             Value::List(
                 self.tasks
                     .values()
@@ -237,12 +237,9 @@ impl SessionState {
                 ])
             })
             .collect();
-        out.insert("instances".into(), Value::List(instances));
-        out.insert(
-            "latest_kwargs".into(),
-            Value::Map(self.latest_kwargs.clone()),
-        );
-        out.insert("metadata".into(), Value::Map(self.metadata.clone()));
+        out.insert("instances", Value::List(instances));
+        out.insert("latest_kwargs", Value::Map(self.latest_kwargs.clone()));
+        out.insert("metadata", Value::Map(self.metadata.clone()));
         Value::Map(out)
     }
 }

@@ -212,7 +212,7 @@ fn add_instance(state: &mut SessionState, row: Vec<Value>) -> Result<(), String>
             for (key, us) in stamps {
                 times.insert(key, Value::Time(int(&us)?));
             }
-            metadata.insert(META_TIMESTAMPS.into(), Value::Map(times));
+            metadata.insert(META_TIMESTAMPS, Value::Map(times));
         }
         _ => return Err("timestamps".into()),
     }
@@ -295,8 +295,8 @@ mod tests {
     #[test]
     fn values_read_back_as_packed() {
         let mut map = Map::new();
-        map.insert("é".into(), Value::Time(-1));
-        map.insert("big".into(), Value::BigInt("18446744073709551615".into()));
+        map.insert("é", Value::Time(-1));
+        map.insert("big", Value::BigInt("18446744073709551615".into()));
         let mut values = vec![
             Value::Null,
             Value::Bool(true),

@@ -202,8 +202,8 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
             }
             let result = result.clone().unwrap_or_default();
             let mut metadata = Map::new();
-            metadata.insert("cascade".into(), Value::Bool(*cascade));
-            metadata.insert("result".into(), Value::Map(result.clone()));
+            metadata.insert("cascade", Value::Bool(*cascade));
+            metadata.insert("result", Value::Map(result.clone()));
             let task = current.config.name.clone();
             set_status(
                 state,
@@ -231,7 +231,7 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
         Input::LogsResolved { instance } => {
             let mut current = existing(state, instance)?;
             let mut merged = (*current.metadata).clone();
-            merged.insert("logsResolved".into(), Value::Bool(true));
+            merged.insert("logsResolved", Value::Bool(true));
             current.metadata = Arc::new(stamped(merged, None, at)?);
             state.put(current);
         }
@@ -392,16 +392,16 @@ fn replay(
     let replayed = set_status(state, failed, Status::Replayed, None, at, effects)?;
     let mut metadata = Map::new();
     metadata.insert(
-        "depth".into(),
+        "depth",
         Value::Int(
             depth
                 .checked_add(1)
                 .ok_or_else(|| unsupported("a huge depth"))?,
         ),
     );
-    metadata.insert("parent".into(), Value::Str(replayed.name.clone()));
+    metadata.insert("parent", Value::Str(replayed.name.clone()));
     if let Some(cooldown) = cooldown.filter(|c| *c != 0.0) {
-        metadata.insert("cooldown".into(), Value::Float(cooldown));
+        metadata.insert("cooldown", Value::Float(cooldown));
     }
     metadata.extend(timestamps_only(at));
     let task = &replayed.config.name;
@@ -435,10 +435,10 @@ fn free_name(state: &SessionState, task: &str, count: usize) -> String {
 
 fn timestamps_only(at: i64) -> Map {
     let mut timestamps = Map::new();
-    timestamps.insert(CREATED.into(), Value::Time(at));
-    timestamps.insert(LAST_MODIFIED.into(), Value::Time(at));
+    timestamps.insert(CREATED, Value::Time(at));
+    timestamps.insert(LAST_MODIFIED, Value::Time(at));
     let mut metadata = Map::new();
-    metadata.insert(META_TIMESTAMPS.into(), Value::Map(timestamps));
+    metadata.insert(META_TIMESTAMPS, Value::Map(timestamps));
     metadata
 }
 
@@ -475,12 +475,12 @@ fn stamped(mut metadata: Map, status: Option<Status>, at: i64) -> Result<Map, Re
         _ => Map::new(),
     };
     if !timestamps.contains_key(CREATED) {
-        timestamps.insert(CREATED.into(), Value::Time(at));
+        timestamps.insert(CREATED, Value::Time(at));
     }
-    timestamps.insert(LAST_MODIFIED.into(), Value::Time(at));
+    timestamps.insert(LAST_MODIFIED, Value::Time(at));
     if let Some(status) = status {
-        timestamps.insert(status.as_str().into(), Value::Time(at));
+        timestamps.insert(status.as_str(), Value::Time(at));
     }
-    metadata.insert(META_TIMESTAMPS.into(), Value::Map(timestamps));
+    metadata.insert(META_TIMESTAMPS, Value::Map(timestamps));
     Ok(metadata)
 }
