@@ -7,19 +7,19 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::errors::{rejected, Refusal};
-use crate::value::{float_repr, py_repr, Map, Value};
+use crate::value::{float_repr, py_repr, Key, Map, Value};
 
 /// Trigger names as a set (`after`, `unless`): sorted, without repeats, in exactly the room
 /// they take (a set of a few names is most of a task's config).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Names(Box<[String]>);
+pub struct Names(Box<[Key]>);
 
 impl Names {
     pub fn contains(&self, name: &str) -> bool {
         self.0.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
     }
 
-    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+    pub fn iter(&self) -> std::slice::Iter<'_, Key> {
         self.0.iter()
     }
 
@@ -32,16 +32,16 @@ impl Names {
     }
 }
 
-impl FromIterator<String> for Names {
-    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Names {
-        let set: BTreeSet<String> = names.into_iter().collect();
+impl<K: Into<Key>> FromIterator<K> for Names {
+    fn from_iter<I: IntoIterator<Item = K>>(names: I) -> Names {
+        let set: BTreeSet<Key> = names.into_iter().map(Into::into).collect();
         Names(set.into_iter().collect())
     }
 }
 
 impl<'a> IntoIterator for &'a Names {
-    type Item = &'a String;
-    type IntoIter = std::slice::Iter<'a, String>;
+    type Item = &'a Key;
+    type IntoIter = std::slice::Iter<'a, Key>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
@@ -51,13 +51,13 @@ impl<'a> IntoIterator for &'a Names {
 /// What a task waits for (`after`, `andEvery`, `unless`) and what it runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskConfig {
-    pub name: String,
-    pub run: String,
+    pub name: Key,
+    pub run: Key,
     /// `after` plus `andEvery` (which a run also needs).
     pub after: Names,
-    pub and_every: Option<String>,
+    pub and_every: Option<Key>,
     pub unless: Names,
-    pub using: Option<String>,
+    pub using: Option<Key>,
     pub with_params: Map,
     pub extras: Map,
 }
@@ -70,19 +70,22 @@ impl TaskConfig {
     /// `TaskConfig.serialize()`: the directives, `after` without `andEvery`.
     pub fn serialize(&self) -> Value {
         let mut out = self.extras.clone();
-        let sorted = |set: &Names, skip: Option<&String>| {
+        let sorted = |set: &Names, skip: Option<&Key>| {
             Value::List(
                 set.iter()
                     .filter(|t| Some(*t) != skip)
-                    .map(|t| Value::Str(t.clone()))
+                    .map(|t| Value::Str(t.to_string()))
                     .collect(),
             )
         };
-        let opt = |s: &Option<String>| s.as_ref().map_or(Value::Null, |s| Value::Str(s.clone()));
+        let opt = |s: &Option<Key>| {
+            s.as_ref()
+                .map_or(Value::Null, |s| Value::Str(s.to_string()))
+        };
         out.insert("after", sorted(&self.after, self.and_every.as_ref()));
         out.insert("unless", sorted(&self.unless, None));
         out.insert("andEvery", opt(&self.and_every));
-        out.insert("run", Value::Str(self.run.clone()));
+        out.insert("run", Value::Str(self.run.to_string()));
         out.insert("using", opt(&self.using));
         out.insert("withParams", Value::Map(self.with_params.clone()));
         Value::Map(out)
@@ -244,12 +247,12 @@ fn build_task_config(name: &str, directives: &Value) -> Result<TaskConfig, Refus
     }
     let after: Names = after.into_iter().chain(and_every.clone()).collect();
     Ok(TaskConfig {
-        name: name.to_string(),
-        run,
+        name: name.into(),
+        run: run.into(),
         after,
-        and_every,
+        and_every: and_every.map(Key::from),
         unless: unless.into_iter().collect(),
-        using,
+        using: using.map(Key::from),
         with_params,
         extras,
     })

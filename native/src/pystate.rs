@@ -23,7 +23,7 @@ use crate::config::build_task_configs;
 use crate::errors::Refusal;
 use crate::shell::Entry;
 use crate::state::{Instance, SessionState, Status};
-use crate::value::{Map, Value};
+use crate::value::{Key, Map, Value};
 
 /// The `datetime` pieces the conversions need, looked up once per call.
 pub struct Clock<'py> {
@@ -170,7 +170,7 @@ pub fn export<'py>(py: Python<'py>, entry: &Entry) -> PyResult<Bound<'py, PyTupl
     }
     let instances = PyList::empty(py);
     for instance in state.instances.values() {
-        let abandon: Vec<&str> = instance.abandon_state.iter().map(String::as_str).collect();
+        let abandon: Vec<&str> = instance.abandon_state.iter().map(Key::as_str).collect();
         instances.append((
             instance.name.as_str(),
             instance.config.name.as_str(),
@@ -222,18 +222,18 @@ pub fn import<'py>(
     }
     for (name, task, status, kwargs, meta, abandon) in instances {
         let config =
-            state.tasks.get(&task).cloned().ok_or_else(|| {
+            state.tasks.get(task.as_str()).cloned().ok_or_else(|| {
                 unsupported(format!("instance {name:?} of an unknown task {task:?}"))
             })?;
         let status =
             Status::parse(&status).ok_or_else(|| unsupported(format!("status {status:?}")))?;
         state.add(Instance {
-            name,
+            name: name.into(),
             config: Arc::clone(&config),
             status,
             metadata: Arc::new(map_from_py(clock, &meta)?),
             kwargs: Arc::new(map_from_py(clock, &kwargs)?),
-            abandon_state: abandon.into_iter().collect::<BTreeSet<String>>(),
+            abandon_state: abandon.into_iter().map(Key::from).collect::<BTreeSet<_>>(),
         });
     }
     state.latest_kwargs = map_from_py(clock, latest_kwargs)?;

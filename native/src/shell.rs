@@ -400,7 +400,7 @@ impl Rules<'_> {
                         metadata.insert("result", Value::Map(Map::new()));
                         metadata.insert("logLevel", Value::Int(0));
                         inline.push(Work::Input(Input::StatusReported {
-                            instance: instance.name.clone(),
+                            instance: instance.name.to_string(),
                             status: Status::Finished,
                             metadata: Some(metadata),
                             result: Some(Map::new()),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use crate::config::TaskConfig;
-use crate::value::{Map, Value};
+use crate::value::{Key, Map, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -77,13 +77,13 @@ impl Status {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Instance {
-    pub name: String,
+    pub name: Key,
     pub config: Arc<TaskConfig>,
     pub status: Status,
     /// Shared between versions of the state (and effects): copied only when changed.
     pub metadata: Arc<Map>,
     pub kwargs: Arc<Map>,
-    pub abandon_state: BTreeSet<String>,
+    pub abandon_state: BTreeSet<Key>,
 }
 
 impl Instance {
@@ -130,9 +130,9 @@ impl Instance {
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SessionState {
-    pub tasks: IndexMap<String, Arc<TaskConfig>>,
+    pub tasks: IndexMap<Key, Arc<TaskConfig>>,
     /// Every instance by name, in creation order.
-    pub instances: IndexMap<String, Instance>,
+    pub instances: IndexMap<Key, Instance>,
     /// The positions (creation order) of the unresolved instances, in the order they
     /// (re-)joined: per task, the order a fire settles them in.
     pub unresolved: Vec<usize>,
@@ -214,7 +214,7 @@ impl SessionState {
             Value::List(
                 self.tasks
                     .values()
-                    .map(|c| Value::List(vec![Value::Str(c.name.clone()), c.serialize()]))
+                    .map(|c| Value::List(vec![Value::Str(c.name.to_string()), c.serialize()]))
                     .collect(),
             ),
         );
@@ -223,15 +223,15 @@ impl SessionState {
             .values()
             .map(|i| {
                 Value::List(vec![
-                    Value::Str(i.name.clone()),
-                    Value::Str(i.config.name.clone()),
+                    Value::Str(i.name.to_string()),
+                    Value::Str(i.config.name.to_string()),
                     Value::Str(i.status.as_str().into()),
                     Value::Map((*i.kwargs).clone()),
                     Value::Map((*i.metadata).clone()),
                     Value::List(
                         i.abandon_state
                             .iter()
-                            .map(|t| Value::Str(t.clone()))
+                            .map(|t| Value::Str(t.to_string()))
                             .collect(),
                     ),
                 ])

@@ -13,7 +13,7 @@ use crate::config::build_task_configs;
 use crate::state::{Instance, SessionState, Status};
 use crate::stateformat::{FORMAT, KIND_HEADER, KIND_INSTANCE, KIND_WHOLE};
 use crate::transition::META_TIMESTAMPS;
-use crate::value::{Map, Value};
+use crate::value::{Key, Map, Value};
 
 const PREFIX: usize = 10;
 const MAX_DEPTH: usize = 100;
@@ -202,7 +202,11 @@ fn add_instance(state: &mut SessionState, row: Vec<Value>) -> Result<(), String>
     let [name, task, status, kwargs, meta, abandon, stamps]: [Value; 7] =
         row.try_into().map_err(|_| "an instance row of 7 columns")?;
     let (name, task) = (text(name)?, text(task)?);
-    let config = state.tasks.get(&task).cloned().ok_or("an unknown task")?;
+    let config = state
+        .tasks
+        .get(task.as_str())
+        .cloned()
+        .ok_or("an unknown task")?;
     let status = Status::parse(&text(status)?).ok_or("an unknown status")?;
     let mut metadata = map(meta)?;
     match stamps {
@@ -221,13 +225,13 @@ fn add_instance(state: &mut SessionState, row: Vec<Value>) -> Result<(), String>
     };
     let abandon_state = abandon
         .into_iter()
-        .map(text)
+        .map(|t| text(t).map(Key::from))
         .collect::<Result<BTreeSet<_>, _>>()?;
-    if state.instances.contains_key(&name) {
+    if state.instances.contains_key(name.as_str()) {
         return Err("an instance twice".into());
     }
     state.add(Instance {
-        name,
+        name: name.into(),
         config: Arc::clone(&config),
         status,
         metadata: Arc::new(metadata),

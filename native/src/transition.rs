@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::TaskConfig;
 use crate::errors::{rejected, unsupported, Refusal};
 use crate::state::{Instance, SessionState, Status};
-use crate::value::{py_repr, Map, Value};
+use crate::value::{py_repr, Key, Map, Value};
 
 pub const META_TIMESTAMPS: &str = "timestamps";
 const CREATED: &str = "created";
@@ -99,7 +99,7 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
             set_status(state, current, *status, metadata.as_ref(), at, &mut effects)?;
             if *cascade {
                 effects.push(Effect::Cascade {
-                    trigger: task,
+                    trigger: task.to_string(),
                     kwargs: cascade_kwargs.clone().unwrap_or_default(),
                 });
             }
@@ -134,7 +134,7 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
             set_status(state, current, *status, metadata.as_ref(), at, &mut effects)?;
             if *status == Status::Finished {
                 effects.push(Effect::Cascade {
-                    trigger: task,
+                    trigger: task.to_string(),
                     kwargs: result.clone().unwrap_or_default(),
                 });
             }
@@ -215,7 +215,7 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
             )?;
             if *cascade {
                 effects.push(Effect::Cascade {
-                    trigger: task,
+                    trigger: task.to_string(),
                     kwargs: result,
                 });
             }
@@ -286,7 +286,7 @@ fn fire(
         .cloned()
         .collect();
     // Record the trigger on every unstarted instance that still accepts it.
-    let mut took: HashSet<String> = HashSet::new();
+    let mut took: HashSet<Key> = HashSet::new();
     for (position, instance) in state.instances.values_mut().enumerate() {
         if !instance.accepts(trigger) {
             continue;
@@ -298,7 +298,7 @@ fn fire(
                 .insert(trigger.to_string(), Value::Map(kwargs.clone()));
         }
         if instance.config.unless.contains(trigger) {
-            instance.abandon_state.insert(trigger.to_string());
+            instance.abandon_state.insert(trigger.into());
         }
     }
     // New instances: for a task with none yet, and for `andEvery` when no open instance took it.
@@ -323,7 +323,7 @@ fn fire(
         if config.after.contains(trigger) {
             inherited.insert(trigger.to_string(), Value::Map(kwargs.clone()));
         }
-        let abandon_state: BTreeSet<String> = config
+        let abandon_state: BTreeSet<Key> = config
             .unless
             .iter()
             .filter(|t| t.as_str() == trigger || state.latest_kwargs.contains_key(t))
@@ -399,7 +399,7 @@ fn replay(
                 .ok_or_else(|| unsupported("a huge depth"))?,
         ),
     );
-    metadata.insert("parent", Value::Str(replayed.name.clone()));
+    metadata.insert("parent", Value::Str(replayed.name.to_string()));
     if let Some(cooldown) = cooldown.filter(|c| *c != 0.0) {
         metadata.insert("cooldown", Value::Float(cooldown));
     }
@@ -425,12 +425,12 @@ fn replay(
 }
 
 /// `<task>#<count>`, primed while a hand-made instance holds that name.
-fn free_name(state: &SessionState, task: &str, count: usize) -> String {
+fn free_name(state: &SessionState, task: &str, count: usize) -> Key {
     let mut name = format!("{task}#{count}");
-    while state.instances.contains_key(&name) {
+    while state.instances.contains_key(name.as_str()) {
         name.push('\'');
     }
-    name
+    name.into()
 }
 
 fn timestamps_only(at: i64) -> Map {
