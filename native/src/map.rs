@@ -1,15 +1,16 @@
-//! `Map`: a JSON object as a Python `dict` keeps it (insertion order; a repeated key keeps
-//! its place and takes the new value), in little memory.
+//! `KeyMap`: named entries as a Python `dict` keeps them (insertion order; a repeated key
+//! keeps its place and takes the new value), in little memory.  `Map`, a JSON object, is
+//! one; a session's tasks and instances are others.
 //!
-//! A held session is mostly small objects (metadata, its timestamps, kwargs: empty or a
-//! handful of keys), thousands of sessions at once: a small object is a plain vector of
-//! entries searched in order (no hash table, no slack, nothing allocated while empty).  An
-//! object grown past `SMALL` keys (a user's payload may be big) moves to an `IndexMap`, so
-//! lookups stay constant-time.  Keys (metadata and trigger names, short) are held inline.
+//! A held session is mostly small maps (metadata, its timestamps, kwargs, tasks: empty or
+//! a handful of keys), thousands of sessions at once: a small map is a plain vector of
+//! entries searched in order (no hash table, no slack, nothing allocated while empty).  A
+//! map grown past `SMALL` keys (a user's payload may be big) moves to an `IndexMap`, so
+//! lookups stay constant-time.  Keys (names, short) are held inline.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
-use std::ops::{Deref, Index};
+use std::ops::{Deref, Index, IndexMut};
 
 use indexmap::IndexMap;
 
@@ -148,31 +149,36 @@ impl std::fmt::Display for Key {
     }
 }
 
-#[derive(Clone, Default)]
-pub struct Map(Repr);
+/// Named entries in insertion order: a JSON object's ([`Map`]), a session's tasks and
+/// instances.
+#[derive(Clone)]
+pub struct KeyMap<V>(Repr<V>);
+
+/// A JSON object.
+pub type Map = KeyMap<Value>;
 
 #[derive(Clone)]
-enum Repr {
-    Small(Vec<(Key, Value)>),
-    Large(Box<IndexMap<Key, Value>>),
+enum Repr<V> {
+    Small(Vec<(Key, V)>),
+    Large(Box<IndexMap<Key, V>>),
 }
 
-impl Default for Repr {
-    fn default() -> Repr {
-        Repr::Small(Vec::new())
+impl<V> Default for KeyMap<V> {
+    fn default() -> KeyMap<V> {
+        KeyMap::new()
     }
 }
 
-impl Map {
-    pub const fn new() -> Map {
-        Map(Repr::Small(Vec::new()))
+impl<V> KeyMap<V> {
+    pub const fn new() -> KeyMap<V> {
+        KeyMap(Repr::Small(Vec::new()))
     }
 
-    pub fn with_capacity(capacity: usize) -> Map {
+    pub fn with_capacity(capacity: usize) -> KeyMap<V> {
         if capacity <= SMALL {
-            Map(Repr::Small(Vec::with_capacity(capacity)))
+            KeyMap(Repr::Small(Vec::with_capacity(capacity)))
         } else {
-            Map(Repr::Large(Box::new(IndexMap::with_capacity(capacity))))
+            KeyMap(Repr::Large(Box::new(IndexMap::with_capacity(capacity))))
         }
     }
 
@@ -187,11 +193,27 @@ impl Map {
         self.len() == 0
     }
 
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    /// The entry's position (insertion order) and value.
+    pub fn get_full(&self, key: &str) -> Option<(usize, &V)> {
         match &self.0 {
-            Repr::Small(entries) => entries.iter().find(|(k, _)| **k == *key).map(|(_, v)| v),
-            Repr::Large(map) => map.get(key),
+            Repr::Small(entries) => entries
+                .iter()
+                .position(|(k, _)| **k == *key)
+                .map(|i| (i, &entries[i].1)),
+            Repr::Large(map) => map.get_full(key).map(|(i, _, v)| (i, v)),
         }
+    }
+
+    /// The entry at a position (insertion order).
+    pub fn get_index(&self, position: usize) -> Option<(&Key, &V)> {
+        match &self.0 {
+            Repr::Small(entries) => entries.get(position).map(|(k, v)| (k, v)),
+            Repr::Large(map) => map.get_index(position),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.get_full(key).map(|(_, v)| v)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -199,7 +221,7 @@ impl Map {
     }
 
     /// Set `key` (a new key goes last); returns the value it replaced.
-    pub fn insert(&mut self, key: impl Into<Key>, value: Value) -> Option<Value> {
+    pub fn insert(&mut self, key: impl Into<Key>, value: V) -> Option<V> {
         let key = key.into();
         match &mut self.0 {
             Repr::Small(entries) => {
@@ -211,7 +233,7 @@ impl Map {
                     entries.push((key, value));
                     return None;
                 }
-                let mut map: IndexMap<Key, Value> = std::mem::take(entries).into_iter().collect();
+                let mut map: IndexMap<Key, V> = std::mem::take(entries).into_iter().collect();
                 map.insert(key, value);
                 self.0 = Repr::Large(Box::new(map));
                 None
@@ -220,15 +242,7 @@ impl Map {
         }
     }
 
-    /// Give back the room reserved for entries not there (a held state only shrinks).
-    pub fn shrink_to_fit(&mut self) {
-        match &mut self.0 {
-            Repr::Small(entries) => entries.shrink_to_fit(),
-            Repr::Large(map) => map.shrink_to_fit(),
-        }
-    }
-
-    pub fn iter(&self) -> Iter<'_> {
+    pub fn iter(&self) -> Iter<'_, V> {
         match &self.0 {
             Repr::Small(entries) => Iter::Small(entries.iter()),
             Repr::Large(map) => Iter::Large(map.iter()),
@@ -239,55 +253,83 @@ impl Map {
         self.iter().map(|(k, _)| k)
     }
 
-    pub fn values(&self) -> impl ExactSizeIterator<Item = &Value> {
+    pub fn values(&self) -> impl ExactSizeIterator<Item = &V> {
         self.iter().map(|(_, v)| v)
+    }
+
+    pub fn values_mut(&mut self) -> ValuesMut<'_, V> {
+        match &mut self.0 {
+            Repr::Small(entries) => ValuesMut::Small(entries.iter_mut()),
+            Repr::Large(map) => ValuesMut::Large(map.values_mut()),
+        }
     }
 }
 
 /// Equal as Python dicts are: the same keys with equal values, in any order.
-impl PartialEq for Map {
-    fn eq(&self, other: &Map) -> bool {
+impl<V: PartialEq> PartialEq for KeyMap<V> {
+    fn eq(&self, other: &KeyMap<V>) -> bool {
         self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
     }
 }
 
-impl std::fmt::Debug for Map {
+impl<V: std::fmt::Debug> std::fmt::Debug for KeyMap<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
 }
 
-impl Index<&str> for Map {
-    type Output = Value;
+impl<V> Index<&str> for KeyMap<V> {
+    type Output = V;
 
-    fn index(&self, key: &str) -> &Value {
-        self.get(key).expect("Map: key not found")
+    fn index(&self, key: &str) -> &V {
+        self.get(key).expect("KeyMap: key not found")
     }
 }
 
-impl<K: Into<Key>> Extend<(K, Value)> for Map {
-    fn extend<I: IntoIterator<Item = (K, Value)>>(&mut self, items: I) {
+/// The entry at a position (insertion order).
+impl<V> Index<usize> for KeyMap<V> {
+    type Output = V;
+
+    fn index(&self, position: usize) -> &V {
+        match &self.0 {
+            Repr::Small(entries) => &entries[position].1,
+            Repr::Large(map) => &map[position],
+        }
+    }
+}
+
+impl<V> IndexMut<usize> for KeyMap<V> {
+    fn index_mut(&mut self, position: usize) -> &mut V {
+        match &mut self.0 {
+            Repr::Small(entries) => &mut entries[position].1,
+            Repr::Large(map) => &mut map[position],
+        }
+    }
+}
+
+impl<K: Into<Key>, V> Extend<(K, V)> for KeyMap<V> {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, items: I) {
         for (key, value) in items {
             self.insert(key, value);
         }
     }
 }
 
-impl<K: Into<Key>> FromIterator<(K, Value)> for Map {
-    fn from_iter<I: IntoIterator<Item = (K, Value)>>(items: I) -> Map {
-        let mut map = Map::new();
+impl<K: Into<Key>, V> FromIterator<(K, V)> for KeyMap<V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(items: I) -> KeyMap<V> {
+        let mut map = KeyMap::new();
         map.extend(items);
         map
     }
 }
 
-pub enum Iter<'a> {
-    Small(std::slice::Iter<'a, (Key, Value)>),
-    Large(indexmap::map::Iter<'a, Key, Value>),
+pub enum Iter<'a, V> {
+    Small(std::slice::Iter<'a, (Key, V)>),
+    Large(indexmap::map::Iter<'a, Key, V>),
 }
 
-impl<'a> Iterator for Iter<'a> {
-    type Item = (&'a Key, &'a Value);
+impl<'a, V> Iterator for Iter<'a, V> {
+    type Item = (&'a Key, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
@@ -304,24 +346,49 @@ impl<'a> Iterator for Iter<'a> {
     }
 }
 
-impl ExactSizeIterator for Iter<'_> {}
+impl<V> ExactSizeIterator for Iter<'_, V> {}
 
-impl<'a> IntoIterator for &'a Map {
-    type Item = (&'a Key, &'a Value);
-    type IntoIter = Iter<'a>;
+impl<'a, V> IntoIterator for &'a KeyMap<V> {
+    type Item = (&'a Key, &'a V);
+    type IntoIter = Iter<'a, V>;
 
-    fn into_iter(self) -> Iter<'a> {
+    fn into_iter(self) -> Iter<'a, V> {
         self.iter()
     }
 }
 
-pub enum IntoIter {
-    Small(std::vec::IntoIter<(Key, Value)>),
-    Large(indexmap::map::IntoIter<Key, Value>),
+pub enum ValuesMut<'a, V> {
+    Small(std::slice::IterMut<'a, (Key, V)>),
+    Large(indexmap::map::ValuesMut<'a, Key, V>),
 }
 
-impl Iterator for IntoIter {
-    type Item = (Key, Value);
+impl<'a, V> Iterator for ValuesMut<'a, V> {
+    type Item = &'a mut V;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            ValuesMut::Small(entries) => entries.next().map(|(_, v)| v),
+            ValuesMut::Large(values) => values.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            ValuesMut::Small(entries) => entries.size_hint(),
+            ValuesMut::Large(values) => values.size_hint(),
+        }
+    }
+}
+
+impl<V> ExactSizeIterator for ValuesMut<'_, V> {}
+
+pub enum IntoIter<V> {
+    Small(std::vec::IntoIter<(Key, V)>),
+    Large(indexmap::map::IntoIter<Key, V>),
+}
+
+impl<V> Iterator for IntoIter<V> {
+    type Item = (Key, V);
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
@@ -338,13 +405,13 @@ impl Iterator for IntoIter {
     }
 }
 
-impl ExactSizeIterator for IntoIter {}
+impl<V> ExactSizeIterator for IntoIter<V> {}
 
-impl IntoIterator for Map {
-    type Item = (Key, Value);
-    type IntoIter = IntoIter;
+impl<V> IntoIterator for KeyMap<V> {
+    type Item = (Key, V);
+    type IntoIter = IntoIter<V>;
 
-    fn into_iter(self) -> IntoIter {
+    fn into_iter(self) -> IntoIter<V> {
         match self.0 {
             Repr::Small(entries) => IntoIter::Small(entries.into_iter()),
             Repr::Large(map) => IntoIter::Large(map.into_iter()),
@@ -415,6 +482,6 @@ mod tests {
             .map(|i| (format!("{long}{i}"), Value::Null))
             .collect();
         map.insert(format!("{long}0"), Value::Bool(true));
-        assert_eq!(map[&format!("{long}0")], Value::Bool(true));
+        assert_eq!(map[format!("{long}0").as_str()], Value::Bool(true));
     }
 }

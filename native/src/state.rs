@@ -9,10 +9,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use indexmap::IndexMap;
-
 use crate::config::TaskConfig;
-use crate::value::{Key, Map, Value};
+use crate::value::{Key, KeyMap, Map, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -130,9 +128,9 @@ impl Instance {
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SessionState {
-    pub tasks: IndexMap<Key, Arc<TaskConfig>>,
+    pub tasks: KeyMap<Arc<TaskConfig>>,
     /// Every instance by name, in creation order.
-    pub instances: IndexMap<Key, Instance>,
+    pub instances: KeyMap<Instance>,
     /// The positions (creation order) of the unresolved instances, in the order they
     /// (re-)joined: per task, the order a fire settles them in.
     pub unresolved: Vec<usize>,
@@ -159,7 +157,7 @@ impl SessionState {
 
     /// Insert or replace an instance, keeping the unresolved order right.
     pub fn put(&mut self, instance: Instance) {
-        let Some((position, _, previous)) = self.instances.get_full(&instance.name) else {
+        let Some((position, previous)) = self.instances.get_full(&instance.name) else {
             self.add(instance);
             return;
         };

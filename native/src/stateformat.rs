@@ -10,14 +10,12 @@
 
 use std::sync::Arc;
 
-use indexmap::IndexMap;
-
 use crate::avro::{current, Writer};
 use crate::config::TaskConfig;
 use crate::shell::Entry;
 use crate::state::{Instance, SessionState};
 use crate::transition::META_TIMESTAMPS;
-use crate::value::{Key, Map, Value};
+use crate::value::{KeyMap, Map, Value};
 
 pub const FORMAT: u8 = 4;
 pub const KIND_WHOLE: u8 = b'S';
@@ -151,7 +149,7 @@ pub fn pack_map(out: &mut Vec<u8>, map: &Map) {
 ///
 /// (Packed afresh each time: a cache of the packed bytes per config cost more than it
 /// saved on the preload workload, whose sessions each have their own configuration.)
-pub fn pack_tasks(out: &mut Vec<u8>, tasks: &IndexMap<Key, Arc<TaskConfig>>) {
+pub fn pack_tasks(out: &mut Vec<u8>, tasks: &KeyMap<Arc<TaskConfig>>) {
     array_header(out, tasks.len());
     for (name, config) in tasks {
         out.push(0x92);
