@@ -216,6 +216,16 @@ impl<V> KeyMap<V> {
         self.get_full(key).map(|(_, v)| v)
     }
 
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        match &mut self.0 {
+            Repr::Small(entries) => entries
+                .iter_mut()
+                .find(|(k, _)| **k == *key)
+                .map(|(_, v)| v),
+            Repr::Large(map) => map.get_mut(key),
+        }
+    }
+
     pub fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
     }

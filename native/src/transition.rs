@@ -467,20 +467,24 @@ fn set_status(
 
 /// `metadata` with its timestamps bumped (`_stamped`).
 fn stamped(mut metadata: Map, status: Option<Status>, at: i64) -> Result<Map, Refusal> {
-    let mut timestamps = match metadata.get(META_TIMESTAMPS) {
-        Some(Value::Map(map)) => map.clone(),
+    match metadata.get(META_TIMESTAMPS) {
+        Some(Value::Map(_)) => {}
         Some(value) if value.truthy() => {
             return Err(unsupported("non-mapping timestamps metadata"))
         }
-        _ => Map::new(),
-    };
-    if !timestamps.contains_key(CREATED) {
-        timestamps.insert(CREATED, Value::Time(at));
+        _ => {
+            metadata.insert(META_TIMESTAMPS, Value::Map(Map::new()));
+        }
     }
-    timestamps.insert(LAST_MODIFIED, Value::Time(at));
-    if let Some(status) = status {
-        timestamps.insert(status.as_str(), Value::Time(at));
+    // (Bumped in place: `metadata` is this state's own copy.)
+    if let Some(Value::Map(timestamps)) = metadata.get_mut(META_TIMESTAMPS) {
+        if !timestamps.contains_key(CREATED) {
+            timestamps.insert(CREATED, Value::Time(at));
+        }
+        timestamps.insert(LAST_MODIFIED, Value::Time(at));
+        if let Some(status) = status {
+            timestamps.insert(status.as_str(), Value::Time(at));
+        }
     }
-    metadata.insert(META_TIMESTAMPS, Value::Map(timestamps));
     Ok(metadata)
 }
