@@ -55,21 +55,44 @@ pub struct TaskConfig {
     pub run: Key,
     /// `after` plus `andEvery` (which a run also needs).
     pub after: Names,
-    pub and_every: Option<Key>,
     pub unless: Names,
     pub using: Option<Key>,
-    pub with_params: Map,
-    pub extras: Map,
+    /// `andEvery`, `withParams` and the extra directives: most tasks have none (nothing
+    /// allocated then), and every config of every held session pays for the room.
+    rare: Option<Box<Rare>>,
 }
 
+#[derive(Clone, Debug, PartialEq)]
+struct Rare {
+    and_every: Option<Key>,
+    with_params: Map,
+    extras: Map,
+}
+
+/// What a task without the rare directives has.
+static NONE: Map = Map::new();
+
 impl TaskConfig {
+    pub fn and_every(&self) -> Option<&Key> {
+        self.rare.as_ref()?.and_every.as_ref()
+    }
+
+    pub fn with_params(&self) -> &Map {
+        self.rare.as_ref().map_or(&NONE, |r| &r.with_params)
+    }
+
+    /// The directives beyond the known ones, kept as given.
+    pub fn extras(&self) -> &Map {
+        self.rare.as_ref().map_or(&NONE, |r| &r.extras)
+    }
+
     pub fn listens_to(&self, trigger: &str) -> bool {
         self.after.contains(trigger) || self.unless.contains(trigger)
     }
 
     /// `TaskConfig.serialize()`: the directives, `after` without `andEvery`.
     pub fn serialize(&self) -> Value {
-        let mut out = self.extras.clone();
+        let mut out = self.extras().clone();
         let sorted = |set: &Names, skip: Option<&Key>| {
             Value::List(
                 set.iter()
@@ -78,16 +101,13 @@ impl TaskConfig {
                     .collect(),
             )
         };
-        let opt = |s: &Option<Key>| {
-            s.as_ref()
-                .map_or(Value::Null, |s| Value::Str(s.to_string()))
-        };
-        out.insert("after", sorted(&self.after, self.and_every.as_ref()));
+        let opt = |s: Option<&Key>| s.map_or(Value::Null, |s| Value::Str(s.to_string()));
+        out.insert("after", sorted(&self.after, self.and_every()));
         out.insert("unless", sorted(&self.unless, None));
-        out.insert("andEvery", opt(&self.and_every));
+        out.insert("andEvery", opt(self.and_every()));
         out.insert("run", Value::Str(self.run.to_string()));
-        out.insert("using", opt(&self.using));
-        out.insert("withParams", Value::Map(self.with_params.clone()));
+        out.insert("using", opt(self.using.as_ref()));
+        out.insert("withParams", Value::Map(self.with_params().clone()));
         Value::Map(out)
     }
 }
@@ -250,11 +270,15 @@ fn build_task_config(name: &str, directives: &Value) -> Result<TaskConfig, Refus
         name: name.into(),
         run: run.into(),
         after,
-        and_every: and_every.map(Key::from),
         unless: unless.into_iter().collect(),
         using: using.map(Key::from),
-        with_params,
-        extras,
+        rare: (and_every.is_some() || !with_params.is_empty() || !extras.is_empty()).then(|| {
+            Box::new(Rare {
+                and_every: and_every.map(Key::from),
+                with_params,
+                extras,
+            })
+        }),
     })
 }
 
@@ -353,6 +377,7 @@ mod tests {
         let configs =
             build(r#"{"t": {"after": [], "andEvery": "e", "run": "x", "k": 1}}"#).unwrap();
         assert!(configs[0].after.contains("e"));
-        assert_eq!(configs[0].extras.len(), 1);
+        assert_eq!(configs[0].extras().len(), 1);
+        assert_eq!(configs[0].and_every().map(Key::as_str), Some("e"));
     }
 }

@@ -150,10 +150,10 @@ impl Sink<'_> {
 
     fn task_run(&mut self, instance: &Instance, manager_key: &str, at: i64) -> Result<(), Refusal> {
         let config = &instance.config;
-        let kwargs = if config.with_params.is_empty() {
+        let kwargs = if config.with_params().is_empty() {
             (*instance.kwargs).clone()
         } else {
-            merge(&config.with_params, &instance.kwargs)
+            merge(config.with_params(), &instance.kwargs)
         };
         let kwargs_json = dumps(&Value::Map(kwargs), Style::Jsonx).map_err(unsupported)?;
         let depth = match instance.metadata.get("depth") {

@@ -15,7 +15,7 @@ use crate::config::TaskConfig;
 use crate::shell::Entry;
 use crate::state::{Instance, SessionState};
 use crate::transition::META_TIMESTAMPS;
-use crate::value::{KeyMap, Map, Value};
+use crate::value::{Key, KeyMap, Map, Value};
 
 pub const FORMAT: u8 = 4;
 pub const KIND_WHOLE: u8 = b'S';
@@ -160,12 +160,12 @@ pub fn pack_tasks(out: &mut Vec<u8>, tasks: &KeyMap<Arc<TaskConfig>>) {
 
 /// `TaskConfig.serialize()`: extras, then after (less andEvery), unless, andEvery, run, using, withParams.
 fn pack_directives(out: &mut Vec<u8>, config: &TaskConfig) {
-    map_header(out, config.extras.len() + 6);
-    for (key, value) in &config.extras {
+    map_header(out, config.extras().len() + 6);
+    for (key, value) in config.extras() {
         pack_str(out, key);
         pack_value(out, value);
     }
-    let every = config.and_every.as_deref();
+    let every = config.and_every().map(Key::as_str);
     pack_str(out, "after");
     let after_len =
         config.after.len() - usize::from(every.is_some_and(|e| config.after.contains(e)));
@@ -185,7 +185,7 @@ fn pack_directives(out: &mut Vec<u8>, config: &TaskConfig) {
     pack_str(out, "using");
     pack_opt_str(out, config.using.as_deref());
     pack_str(out, "withParams");
-    pack_map(out, &config.with_params);
+    pack_map(out, config.with_params());
 }
 
 fn pack_opt_str(out: &mut Vec<u8>, s: Option<&str>) {

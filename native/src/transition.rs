@@ -305,7 +305,7 @@ fn fire(
     let mut created = Vec::new();
     for config in &listening {
         let task = &config.name;
-        if config.and_every.as_deref() == Some(trigger) {
+        if config.and_every().is_some_and(|every| *every == *trigger) {
             if took.contains(task) {
                 continue;
             }
