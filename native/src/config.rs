@@ -9,14 +9,24 @@ use std::sync::Arc;
 use crate::errors::{rejected, Refusal};
 use crate::value::{float_repr, py_repr, Key, Map, Value};
 
-/// Trigger names as a set (`after`, `unless`): sorted, without repeats, in exactly the room
-/// they take (a set of a few names is most of a task's config).
+/// Trigger names as a set (a task's `after` and `unless`, an instance's abandon state):
+/// sorted, without repeats, in exactly the room they take (a few names, held by thousands
+/// of sessions).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Names(Box<[Key]>);
 
 impl Names {
     pub fn contains(&self, name: &str) -> bool {
         self.0.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
+    }
+
+    /// Add a name (a name already there is kept once).
+    pub fn insert(&mut self, name: &str) {
+        if let Err(at) = self.0.binary_search_by(|n| n.as_str().cmp(name)) {
+            let mut names = std::mem::take(&mut self.0).into_vec();
+            names.insert(at, name.into());
+            self.0 = names.into_boxed_slice();
+        }
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, Key> {
@@ -379,5 +389,16 @@ mod tests {
         assert!(configs[0].after.contains("e"));
         assert_eq!(configs[0].extras().len(), 1);
         assert_eq!(configs[0].and_every().map(Key::as_str), Some("e"));
+    }
+
+    #[test]
+    fn names_stay_sorted_and_single() {
+        let mut names: Names = ["b", "a", "b"].into_iter().collect();
+        names.insert("c");
+        names.insert("a");
+        names.insert("0");
+        let listed: Vec<&str> = names.iter().map(Key::as_str).collect();
+        assert_eq!(listed, ["0", "a", "b", "c"]);
+        assert!(names.contains("c") && !names.contains("d"));
     }
 }

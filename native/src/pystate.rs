@@ -11,7 +11,6 @@
 //! The crate is built with the stable ABI (`abi3`), which has no datetime C API: datetimes
 //! are made and read through the `datetime` module's Python face.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
@@ -233,7 +232,7 @@ pub fn import<'py>(
             status,
             metadata: Arc::new(map_from_py(clock, &meta)?),
             kwargs: Arc::new(map_from_py(clock, &kwargs)?),
-            abandon_state: abandon.into_iter().map(Key::from).collect::<BTreeSet<_>>(),
+            abandon_state: abandon.into_iter().collect(),
         });
     }
     state.latest_kwargs = map_from_py(clock, latest_kwargs)?;

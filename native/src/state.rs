@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::config::TaskConfig;
+use crate::config::{Names, TaskConfig};
 use crate::value::{Key, KeyMap, Map, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +81,7 @@ pub struct Instance {
     /// Shared between versions of the state (and effects): copied only when changed.
     pub metadata: Arc<Map>,
     pub kwargs: Arc<Map>,
-    pub abandon_state: BTreeSet<Key>,
+    pub abandon_state: Names,
 }
 
 impl Instance {

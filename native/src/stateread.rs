@@ -6,14 +6,13 @@
 //! key, an older format, a malformed record - is an `Err` and the caller reads the
 //! session the Python way (which gives a corrupt one its exact error).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::config::build_task_configs;
+use crate::config::{build_task_configs, Names};
 use crate::state::{Instance, SessionState, Status};
 use crate::stateformat::{FORMAT, KIND_HEADER, KIND_INSTANCE, KIND_WHOLE};
 use crate::transition::META_TIMESTAMPS;
-use crate::value::{Key, Map, Value};
+use crate::value::{Map, Value};
 
 const PREFIX: usize = 10;
 const MAX_DEPTH: usize = 100;
@@ -225,8 +224,8 @@ fn add_instance(state: &mut SessionState, row: Vec<Value>) -> Result<(), String>
     };
     let abandon_state = abandon
         .into_iter()
-        .map(|t| text(t).map(Key::from))
-        .collect::<Result<BTreeSet<_>, _>>()?;
+        .map(text)
+        .collect::<Result<Names, _>>()?;
     if state.instances.contains_key(name.as_str()) {
         return Err("an instance twice".into());
     }

@@ -3,10 +3,10 @@
 //!
 //! `step` mutates the state it is given; callers work on a copy they drop on a refusal.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::config::TaskConfig;
+use crate::config::{Names, TaskConfig};
 use crate::errors::{rejected, unsupported, Refusal};
 use crate::state::{Instance, SessionState, Status};
 use crate::value::{py_repr, Key, Map, Value};
@@ -298,7 +298,7 @@ fn fire(
                 .insert(trigger.to_string(), Value::Map(kwargs.clone()));
         }
         if instance.config.unless.contains(trigger) {
-            instance.abandon_state.insert(trigger.into());
+            instance.abandon_state.insert(trigger);
         }
     }
     // New instances: for a task with none yet, and for `andEvery` when no open instance took it.
@@ -323,7 +323,7 @@ fn fire(
         if config.after.contains(trigger) {
             inherited.insert(trigger.to_string(), Value::Map(kwargs.clone()));
         }
-        let abandon_state: BTreeSet<Key> = config
+        let abandon_state: Names = config
             .unless
             .iter()
             .filter(|t| t.as_str() == trigger || state.latest_kwargs.contains_key(t))
