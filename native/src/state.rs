@@ -6,7 +6,6 @@
 //! unresolved list (an instance set back to an open status re-joins at the end), which
 //! decides the order a fire settles ready instances in.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::config::{Names, TaskConfig};
@@ -140,7 +139,51 @@ pub struct SessionState {
     pub unmodelled: usize,
     /// Positions (creation order) of the instances changed since the state was last
     /// encoded: the instance parts the next checkpoint writes (`stateformat`).
-    pub changed: BTreeSet<usize>,
+    pub changed: Positions,
+}
+
+/// Instance positions as a set, one bit each, read in ascending order (a session changes a
+/// few of its instances between two checkpoints).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Positions(Vec<u64>);
+
+impl Positions {
+    pub fn insert(&mut self, position: usize) {
+        let word = position / 64;
+        if word >= self.0.len() {
+            self.0.reserve_exact(word + 1 - self.0.len());
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (position % 64);
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, &word)| {
+            (0..64)
+                .filter(move |bit| word >> bit & 1 == 1)
+                .map(move |bit| i * 64 + bit)
+        })
+    }
+}
+
+impl Extend<usize> for Positions {
+    fn extend<I: IntoIterator<Item = usize>>(&mut self, positions: I) {
+        for position in positions {
+            self.insert(position);
+        }
+    }
 }
 
 impl SessionState {
@@ -239,5 +282,21 @@ impl SessionState {
         out.insert("latest_kwargs", Value::Map(self.latest_kwargs.clone()));
         out.insert("metadata", Value::Map(self.metadata.clone()));
         Value::Map(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Positions;
+
+    #[test]
+    fn positions_read_in_order_once_each() {
+        let mut positions = Positions::default();
+        assert!(positions.is_empty());
+        positions.extend([70, 3, 0, 3, 64]);
+        assert_eq!(positions.iter().collect::<Vec<_>>(), [0, 3, 64, 70]);
+        assert_eq!(positions.len(), 4);
+        positions.clear();
+        assert!(positions.is_empty() && positions.iter().next().is_none());
     }
 }

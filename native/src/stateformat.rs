@@ -341,7 +341,7 @@ pub fn session_rows(uid: &str, entry: &mut Entry, epoch: i64, whole_limit: usize
     }
     let changed = std::mem::take(&mut state.changed);
     let mut parts = Vec::with_capacity(changed.len() + 1);
-    for seq in changed {
+    for seq in changed.iter() {
         if let Some((name, instance)) = state.instances.get_index(seq) {
             parts.push((
                 instance_key(uid, name),
