@@ -120,6 +120,6 @@ fn a_finished_benchmark_session_holds_under_8_kb() {
         .sessions
         .values()
         .all(|e| e.state.unresolved.is_empty()));
-    // 20.1 KB before the compact forms (map.rs, config::Names, no per-session indexes), 7.1 KB after.
+    // 20.1 KB before the compact forms (map.rs, config::Names, no per-session indexes), 6.6 KB after.
     assert!(per_session < 8_000, "{per_session} bytes per held session");
 }
