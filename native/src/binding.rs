@@ -357,7 +357,7 @@ fn timeless(value: Value) -> Value {
     match value {
         Value::Time(us) => {
             let mut map = Map::new();
-            map.insert("$time".into(), Value::Int(us));
+            map.insert("$time", Value::Int(us));
             Value::Map(map)
         }
         Value::List(items) => Value::List(items.into_iter().map(timeless).collect()),

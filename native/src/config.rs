@@ -7,45 +7,117 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::errors::{rejected, Refusal};
-use crate::value::{float_repr, py_repr, Map, Value};
+use crate::value::{float_repr, py_repr, Key, Map, Value};
+
+/// Trigger names as a set (a task's `after` and `unless`, an instance's abandon state):
+/// sorted, without repeats, in exactly the room they take (a few names, held by thousands
+/// of sessions).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Names(Box<[Key]>);
+
+impl Names {
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
+    }
+
+    /// Add a name (a name already there is kept once).
+    pub fn insert(&mut self, name: &str) {
+        if let Err(at) = self.0.binary_search_by(|n| n.as_str().cmp(name)) {
+            let mut names = std::mem::take(&mut self.0).into_vec();
+            names.insert(at, name.into());
+            self.0 = names.into_boxed_slice();
+        }
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Key> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Into<Key>> FromIterator<K> for Names {
+    fn from_iter<I: IntoIterator<Item = K>>(names: I) -> Names {
+        let set: BTreeSet<Key> = names.into_iter().map(Into::into).collect();
+        Names(set.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Names {
+    type Item = &'a Key;
+    type IntoIter = std::slice::Iter<'a, Key>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
 
 /// What a task waits for (`after`, `andEvery`, `unless`) and what it runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskConfig {
-    pub name: String,
-    pub run: String,
+    pub name: Key,
+    pub run: Key,
     /// `after` plus `andEvery` (which a run also needs).
-    pub after: BTreeSet<String>,
-    pub and_every: Option<String>,
-    pub unless: BTreeSet<String>,
-    pub using: Option<String>,
-    pub with_params: Map,
-    pub extras: Map,
+    pub after: Names,
+    pub unless: Names,
+    pub using: Option<Key>,
+    /// `andEvery`, `withParams` and the extra directives: most tasks have none (nothing
+    /// allocated then), and every config of every held session pays for the room.
+    rare: Option<Box<Rare>>,
 }
 
+#[derive(Clone, Debug, PartialEq)]
+struct Rare {
+    and_every: Option<Key>,
+    with_params: Map,
+    extras: Map,
+}
+
+/// What a task without the rare directives has.
+static NONE: Map = Map::new();
+
 impl TaskConfig {
+    pub fn and_every(&self) -> Option<&Key> {
+        self.rare.as_ref()?.and_every.as_ref()
+    }
+
+    pub fn with_params(&self) -> &Map {
+        self.rare.as_ref().map_or(&NONE, |r| &r.with_params)
+    }
+
+    /// The directives beyond the known ones, kept as given.
+    pub fn extras(&self) -> &Map {
+        self.rare.as_ref().map_or(&NONE, |r| &r.extras)
+    }
+
     pub fn listens_to(&self, trigger: &str) -> bool {
         self.after.contains(trigger) || self.unless.contains(trigger)
     }
 
     /// `TaskConfig.serialize()`: the directives, `after` without `andEvery`.
     pub fn serialize(&self) -> Value {
-        let mut out = self.extras.clone();
-        let sorted = |set: &BTreeSet<String>, skip: Option<&String>| {
+        let mut out = self.extras().clone();
+        let sorted = |set: &Names, skip: Option<&Key>| {
             Value::List(
                 set.iter()
                     .filter(|t| Some(*t) != skip)
-                    .map(|t| Value::Str(t.clone()))
+                    .map(|t| Value::Str(t.to_string()))
                     .collect(),
             )
         };
-        let opt = |s: &Option<String>| s.as_ref().map_or(Value::Null, |s| Value::Str(s.clone()));
-        out.insert("after".into(), sorted(&self.after, self.and_every.as_ref()));
-        out.insert("unless".into(), sorted(&self.unless, None));
-        out.insert("andEvery".into(), opt(&self.and_every));
-        out.insert("run".into(), Value::Str(self.run.clone()));
-        out.insert("using".into(), opt(&self.using));
-        out.insert("withParams".into(), Value::Map(self.with_params.clone()));
+        let opt = |s: Option<&Key>| s.map_or(Value::Null, |s| Value::Str(s.to_string()));
+        out.insert("after", sorted(&self.after, self.and_every()));
+        out.insert("unless", sorted(&self.unless, None));
+        out.insert("andEvery", opt(self.and_every()));
+        out.insert("run", Value::Str(self.run.to_string()));
+        out.insert("using", opt(self.using.as_ref()));
+        out.insert("withParams", Value::Map(self.with_params().clone()));
         Value::Map(out)
     }
 }
@@ -203,19 +275,20 @@ fn build_task_config(name: &str, directives: &Value) -> Result<TaskConfig, Refus
             "stream_triggers.types.TaskConfig() got multiple values for keyword argument 'name'",
         ));
     }
-    let mut after: BTreeSet<String> = after.into_iter().collect();
-    if let Some(every) = &and_every {
-        after.insert(every.clone());
-    }
+    let after: Names = after.into_iter().chain(and_every.clone()).collect();
     Ok(TaskConfig {
-        name: name.to_string(),
-        run,
+        name: name.into(),
+        run: run.into(),
         after,
-        and_every,
         unless: unless.into_iter().collect(),
-        using,
-        with_params,
-        extras,
+        using: using.map(Key::from),
+        rare: (and_every.is_some() || !with_params.is_empty() || !extras.is_empty()).then(|| {
+            Box::new(Rare {
+                and_every: and_every.map(Key::from),
+                with_params,
+                extras,
+            })
+        }),
     })
 }
 
@@ -314,6 +387,18 @@ mod tests {
         let configs =
             build(r#"{"t": {"after": [], "andEvery": "e", "run": "x", "k": 1}}"#).unwrap();
         assert!(configs[0].after.contains("e"));
-        assert_eq!(configs[0].extras.len(), 1);
+        assert_eq!(configs[0].extras().len(), 1);
+        assert_eq!(configs[0].and_every().map(Key::as_str), Some("e"));
+    }
+
+    #[test]
+    fn names_stay_sorted_and_single() {
+        let mut names: Names = ["b", "a", "b"].into_iter().collect();
+        names.insert("c");
+        names.insert("a");
+        names.insert("0");
+        let listed: Vec<&str> = names.iter().map(Key::as_str).collect();
+        assert_eq!(listed, ["0", "a", "b", "c"]);
+        assert!(names.contains("c") && !names.contains("d"));
     }
 }

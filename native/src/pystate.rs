@@ -11,7 +11,6 @@
 //! The crate is built with the stable ABI (`abi3`), which has no datetime C API: datetimes
 //! are made and read through the `datetime` module's Python face.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
@@ -23,7 +22,7 @@ use crate::config::build_task_configs;
 use crate::errors::Refusal;
 use crate::shell::Entry;
 use crate::state::{Instance, SessionState, Status};
-use crate::value::{Map, Value};
+use crate::value::{Key, Map, Value};
 
 /// The `datetime` pieces the conversions need, looked up once per call.
 pub struct Clock<'py> {
@@ -98,7 +97,7 @@ pub fn to_py<'py>(
 fn map_to_py<'py>(py: Python<'py>, clock: &Clock<'py>, map: &Map) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (key, value) in map {
-        dict.set_item(key, to_py(py, clock, value)?)?;
+        dict.set_item(key.as_str(), to_py(py, clock, value)?)?;
     }
     Ok(dict)
 }
@@ -154,7 +153,7 @@ fn map_from_py<'py>(clock: &Clock<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Map
         if !key.is_exact_instance_of::<PyString>() {
             return Err(unsupported("a dict key that is not a str"));
         }
-        map.insert(key.extract()?, from_py(clock, &value)?);
+        map.insert(key.extract::<String>()?, from_py(clock, &value)?);
     }
     Ok(map)
 }
@@ -170,7 +169,7 @@ pub fn export<'py>(py: Python<'py>, entry: &Entry) -> PyResult<Bound<'py, PyTupl
     }
     let instances = PyList::empty(py);
     for instance in state.instances.values() {
-        let abandon: Vec<&str> = instance.abandon_state.iter().map(String::as_str).collect();
+        let abandon: Vec<&str> = instance.abandon_state.iter().map(Key::as_str).collect();
         instances.append((
             instance.name.as_str(),
             instance.config.name.as_str(),
@@ -222,18 +221,18 @@ pub fn import<'py>(
     }
     for (name, task, status, kwargs, meta, abandon) in instances {
         let config =
-            state.tasks.get(&task).cloned().ok_or_else(|| {
+            state.tasks.get(task.as_str()).cloned().ok_or_else(|| {
                 unsupported(format!("instance {name:?} of an unknown task {task:?}"))
             })?;
         let status =
             Status::parse(&status).ok_or_else(|| unsupported(format!("status {status:?}")))?;
         state.add(Instance {
-            name,
+            name: name.into(),
             config: Arc::clone(&config),
             status,
             metadata: Arc::new(map_from_py(clock, &meta)?),
             kwargs: Arc::new(map_from_py(clock, &kwargs)?),
-            abandon_state: abandon.into_iter().collect::<BTreeSet<String>>(),
+            abandon_state: abandon.into_iter().collect(),
         });
     }
     state.latest_kwargs = map_from_py(clock, latest_kwargs)?;

@@ -150,10 +150,10 @@ impl Sink<'_> {
 
     fn task_run(&mut self, instance: &Instance, manager_key: &str, at: i64) -> Result<(), Refusal> {
         let config = &instance.config;
-        let kwargs = if config.with_params.is_empty() {
+        let kwargs = if config.with_params().is_empty() {
             (*instance.kwargs).clone()
         } else {
-            merge(&config.with_params, &instance.kwargs)
+            merge(config.with_params(), &instance.kwargs)
         };
         let kwargs_json = dumps(&Value::Map(kwargs), Style::Jsonx).map_err(unsupported)?;
         let depth = match instance.metadata.get("depth") {
@@ -397,10 +397,10 @@ impl Rules<'_> {
                     if instance.config.using.as_deref() == Some("noop") {
                         // The noop runner finishes it at once, after this input's cascades.
                         let mut metadata = Map::new();
-                        metadata.insert("result".into(), Value::Map(Map::new()));
-                        metadata.insert("logLevel".into(), Value::Int(0));
+                        metadata.insert("result", Value::Map(Map::new()));
+                        metadata.insert("logLevel", Value::Int(0));
                         inline.push(Work::Input(Input::StatusReported {
-                            instance: instance.name.clone(),
+                            instance: instance.name.to_string(),
                             status: Status::Finished,
                             metadata: Some(metadata),
                             result: Some(Map::new()),

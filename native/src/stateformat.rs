@@ -10,14 +10,12 @@
 
 use std::sync::Arc;
 
-use indexmap::IndexMap;
-
 use crate::avro::{current, Writer};
 use crate::config::TaskConfig;
 use crate::shell::Entry;
 use crate::state::{Instance, SessionState};
 use crate::transition::META_TIMESTAMPS;
-use crate::value::{Map, Value};
+use crate::value::{Key, KeyMap, Map, Value};
 
 pub const FORMAT: u8 = 4;
 pub const KIND_WHOLE: u8 = b'S';
@@ -151,7 +149,7 @@ pub fn pack_map(out: &mut Vec<u8>, map: &Map) {
 ///
 /// (Packed afresh each time: a cache of the packed bytes per config cost more than it
 /// saved on the preload workload, whose sessions each have their own configuration.)
-pub fn pack_tasks(out: &mut Vec<u8>, tasks: &IndexMap<String, Arc<TaskConfig>>) {
+pub fn pack_tasks(out: &mut Vec<u8>, tasks: &KeyMap<Arc<TaskConfig>>) {
     array_header(out, tasks.len());
     for (name, config) in tasks {
         out.push(0x92);
@@ -162,12 +160,12 @@ pub fn pack_tasks(out: &mut Vec<u8>, tasks: &IndexMap<String, Arc<TaskConfig>>) 
 
 /// `TaskConfig.serialize()`: extras, then after (less andEvery), unless, andEvery, run, using, withParams.
 fn pack_directives(out: &mut Vec<u8>, config: &TaskConfig) {
-    map_header(out, config.extras.len() + 6);
-    for (key, value) in &config.extras {
+    map_header(out, config.extras().len() + 6);
+    for (key, value) in config.extras() {
         pack_str(out, key);
         pack_value(out, value);
     }
-    let every = config.and_every.as_deref();
+    let every = config.and_every().map(Key::as_str);
     pack_str(out, "after");
     let after_len =
         config.after.len() - usize::from(every.is_some_and(|e| config.after.contains(e)));
@@ -187,7 +185,7 @@ fn pack_directives(out: &mut Vec<u8>, config: &TaskConfig) {
     pack_str(out, "using");
     pack_opt_str(out, config.using.as_deref());
     pack_str(out, "withParams");
-    pack_map(out, &config.with_params);
+    pack_map(out, config.with_params());
 }
 
 fn pack_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
@@ -343,7 +341,7 @@ pub fn session_rows(uid: &str, entry: &mut Entry, epoch: i64, whole_limit: usize
     }
     let changed = std::mem::take(&mut state.changed);
     let mut parts = Vec::with_capacity(changed.len() + 1);
-    for seq in changed {
+    for seq in changed.iter() {
         if let Some((name, instance)) = state.instances.get_index(seq) {
             parts.push((
                 instance_key(uid, name),

@@ -6,10 +6,9 @@
 //! key, an older format, a malformed record - is an `Err` and the caller reads the
 //! session the Python way (which gives a corrupt one its exact error).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::config::build_task_configs;
+use crate::config::{build_task_configs, Names};
 use crate::state::{Instance, SessionState, Status};
 use crate::stateformat::{FORMAT, KIND_HEADER, KIND_INSTANCE, KIND_WHOLE};
 use crate::transition::META_TIMESTAMPS;
@@ -202,7 +201,11 @@ fn add_instance(state: &mut SessionState, row: Vec<Value>) -> Result<(), String>
     let [name, task, status, kwargs, meta, abandon, stamps]: [Value; 7] =
         row.try_into().map_err(|_| "an instance row of 7 columns")?;
     let (name, task) = (text(name)?, text(task)?);
-    let config = state.tasks.get(&task).cloned().ok_or("an unknown task")?;
+    let config = state
+        .tasks
+        .get(task.as_str())
+        .cloned()
+        .ok_or("an unknown task")?;
     let status = Status::parse(&text(status)?).ok_or("an unknown status")?;
     let mut metadata = map(meta)?;
     match stamps {
@@ -212,7 +215,7 @@ fn add_instance(state: &mut SessionState, row: Vec<Value>) -> Result<(), String>
             for (key, us) in stamps {
                 times.insert(key, Value::Time(int(&us)?));
             }
-            metadata.insert(META_TIMESTAMPS.into(), Value::Map(times));
+            metadata.insert(META_TIMESTAMPS, Value::Map(times));
         }
         _ => return Err("timestamps".into()),
     }
@@ -222,12 +225,12 @@ fn add_instance(state: &mut SessionState, row: Vec<Value>) -> Result<(), String>
     let abandon_state = abandon
         .into_iter()
         .map(text)
-        .collect::<Result<BTreeSet<_>, _>>()?;
-    if state.instances.contains_key(&name) {
+        .collect::<Result<Names, _>>()?;
+    if state.instances.contains_key(name.as_str()) {
         return Err("an instance twice".into());
     }
     state.add(Instance {
-        name,
+        name: name.into(),
         config: Arc::clone(&config),
         status,
         metadata: Arc::new(metadata),
@@ -295,8 +298,8 @@ mod tests {
     #[test]
     fn values_read_back_as_packed() {
         let mut map = Map::new();
-        map.insert("é".into(), Value::Time(-1));
-        map.insert("big".into(), Value::BigInt("18446744073709551615".into()));
+        map.insert("é", Value::Time(-1));
+        map.insert("big", Value::BigInt("18446744073709551615".into()));
         let mut values = vec![
             Value::Null,
             Value::Bool(true),

@@ -3,13 +3,13 @@
 //!
 //! `step` mutates the state it is given; callers work on a copy they drop on a refusal.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::config::TaskConfig;
+use crate::config::{Names, TaskConfig};
 use crate::errors::{rejected, unsupported, Refusal};
 use crate::state::{Instance, SessionState, Status};
-use crate::value::{py_repr, Map, Value};
+use crate::value::{py_repr, Key, Map, Value};
 
 pub const META_TIMESTAMPS: &str = "timestamps";
 const CREATED: &str = "created";
@@ -99,7 +99,7 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
             set_status(state, current, *status, metadata.as_ref(), at, &mut effects)?;
             if *cascade {
                 effects.push(Effect::Cascade {
-                    trigger: task,
+                    trigger: task.to_string(),
                     kwargs: cascade_kwargs.clone().unwrap_or_default(),
                 });
             }
@@ -134,7 +134,7 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
             set_status(state, current, *status, metadata.as_ref(), at, &mut effects)?;
             if *status == Status::Finished {
                 effects.push(Effect::Cascade {
-                    trigger: task,
+                    trigger: task.to_string(),
                     kwargs: result.clone().unwrap_or_default(),
                 });
             }
@@ -202,8 +202,8 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
             }
             let result = result.clone().unwrap_or_default();
             let mut metadata = Map::new();
-            metadata.insert("cascade".into(), Value::Bool(*cascade));
-            metadata.insert("result".into(), Value::Map(result.clone()));
+            metadata.insert("cascade", Value::Bool(*cascade));
+            metadata.insert("result", Value::Map(result.clone()));
             let task = current.config.name.clone();
             set_status(
                 state,
@@ -215,7 +215,7 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
             )?;
             if *cascade {
                 effects.push(Effect::Cascade {
-                    trigger: task,
+                    trigger: task.to_string(),
                     kwargs: result,
                 });
             }
@@ -231,7 +231,7 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
         Input::LogsResolved { instance } => {
             let mut current = existing(state, instance)?;
             let mut merged = (*current.metadata).clone();
-            merged.insert("logsResolved".into(), Value::Bool(true));
+            merged.insert("logsResolved", Value::Bool(true));
             current.metadata = Arc::new(stamped(merged, None, at)?);
             state.put(current);
         }
@@ -260,14 +260,11 @@ fn configure(state: &mut SessionState, configs: &[Arc<TaskConfig>]) -> Result<()
     // Previously fired triggers are deliberately not re-applied (as in the original).
     for config in configs {
         let config = Arc::clone(config);
-        let names = state.by_task.get(&config.name).cloned().unwrap_or_default();
-        for name in names {
-            if let Some((position, _, instance)) = state.instances.get_full_mut(&name) {
-                // (As the Python engine replaces an instance whose config object differs.)
-                if !Arc::ptr_eq(&instance.config, &config) {
-                    instance.config = Arc::clone(&config);
-                    state.changed.insert(position);
-                }
+        for (position, instance) in state.instances.values_mut().enumerate() {
+            // (As the Python engine replaces an instance whose config object differs.)
+            if instance.config.name == config.name && !Arc::ptr_eq(&instance.config, &config) {
+                instance.config = Arc::clone(&config);
+                state.changed.insert(position);
             }
         }
         state.tasks.insert(config.name.clone(), config);
@@ -289,7 +286,7 @@ fn fire(
         .cloned()
         .collect();
     // Record the trigger on every unstarted instance that still accepts it.
-    let mut took: HashSet<String> = HashSet::new();
+    let mut took: HashSet<Key> = HashSet::new();
     for (position, instance) in state.instances.values_mut().enumerate() {
         if !instance.accepts(trigger) {
             continue;
@@ -301,18 +298,18 @@ fn fire(
                 .insert(trigger.to_string(), Value::Map(kwargs.clone()));
         }
         if instance.config.unless.contains(trigger) {
-            instance.abandon_state.insert(trigger.to_string());
+            instance.abandon_state.insert(trigger);
         }
     }
     // New instances: for a task with none yet, and for `andEvery` when no open instance took it.
     let mut created = Vec::new();
     for config in &listening {
         let task = &config.name;
-        if config.and_every.as_deref() == Some(trigger) {
+        if config.and_every().is_some_and(|every| *every == *trigger) {
             if took.contains(task) {
                 continue;
             }
-        } else if state.by_task.contains_key(task) {
+        } else if state.instances_of(task).next().is_some() {
             continue;
         }
         let mut inherited = Map::new();
@@ -326,10 +323,10 @@ fn fire(
         if config.after.contains(trigger) {
             inherited.insert(trigger.to_string(), Value::Map(kwargs.clone()));
         }
-        let abandon_state: BTreeSet<String> = config
+        let abandon_state: Names = config
             .unless
             .iter()
-            .filter(|t| t.as_str() == trigger || state.latest_kwargs.contains_key(*t))
+            .filter(|t| t.as_str() == trigger || state.latest_kwargs.contains_key(t))
             .cloned()
             .collect();
         let instance = Instance {
@@ -352,11 +349,7 @@ fn fire(
     // Settle the unstarted instances now due, task by task in configuration order.
     for config in &listening {
         let ready: Vec<Instance> = state
-            .unresolved
-            .get(&config.name)
-            .into_iter()
-            .flatten()
-            .filter_map(|name| state.instances.get(name))
+            .unresolved_of(&config.name)
             .filter(|i| i.is_ready())
             .cloned()
             .collect();
@@ -399,16 +392,16 @@ fn replay(
     let replayed = set_status(state, failed, Status::Replayed, None, at, effects)?;
     let mut metadata = Map::new();
     metadata.insert(
-        "depth".into(),
+        "depth",
         Value::Int(
             depth
                 .checked_add(1)
                 .ok_or_else(|| unsupported("a huge depth"))?,
         ),
     );
-    metadata.insert("parent".into(), Value::Str(replayed.name.clone()));
+    metadata.insert("parent", Value::Str(replayed.name.to_string()));
     if let Some(cooldown) = cooldown.filter(|c| *c != 0.0) {
-        metadata.insert("cooldown".into(), Value::Float(cooldown));
+        metadata.insert("cooldown", Value::Float(cooldown));
     }
     metadata.extend(timestamps_only(at));
     let task = &replayed.config.name;
@@ -432,20 +425,20 @@ fn replay(
 }
 
 /// `<task>#<count>`, primed while a hand-made instance holds that name.
-fn free_name(state: &SessionState, task: &str, count: usize) -> String {
+fn free_name(state: &SessionState, task: &str, count: usize) -> Key {
     let mut name = format!("{task}#{count}");
-    while state.instances.contains_key(&name) {
+    while state.instances.contains_key(name.as_str()) {
         name.push('\'');
     }
-    name
+    name.into()
 }
 
 fn timestamps_only(at: i64) -> Map {
     let mut timestamps = Map::new();
-    timestamps.insert(CREATED.into(), Value::Time(at));
-    timestamps.insert(LAST_MODIFIED.into(), Value::Time(at));
+    timestamps.insert(CREATED, Value::Time(at));
+    timestamps.insert(LAST_MODIFIED, Value::Time(at));
     let mut metadata = Map::new();
-    metadata.insert(META_TIMESTAMPS.into(), Value::Map(timestamps));
+    metadata.insert(META_TIMESTAMPS, Value::Map(timestamps));
     metadata
 }
 
@@ -474,18 +467,24 @@ fn set_status(
 
 /// `metadata` with its timestamps bumped (`_stamped`).
 fn stamped(mut metadata: Map, status: Option<Status>, at: i64) -> Result<Map, Refusal> {
-    let mut timestamps = match metadata.get(META_TIMESTAMPS) {
-        Some(Value::Map(map)) => map.clone(),
+    match metadata.get(META_TIMESTAMPS) {
+        Some(Value::Map(_)) => {}
         Some(value) if value.truthy() => {
             return Err(unsupported("non-mapping timestamps metadata"))
         }
-        _ => Map::new(),
-    };
-    timestamps.entry(CREATED.into()).or_insert(Value::Time(at));
-    timestamps.insert(LAST_MODIFIED.into(), Value::Time(at));
-    if let Some(status) = status {
-        timestamps.insert(status.as_str().into(), Value::Time(at));
+        _ => {
+            metadata.insert(META_TIMESTAMPS, Value::Map(Map::new()));
+        }
     }
-    metadata.insert(META_TIMESTAMPS.into(), Value::Map(timestamps));
+    // (Bumped in place: `metadata` is this state's own copy.)
+    if let Some(Value::Map(timestamps)) = metadata.get_mut(META_TIMESTAMPS) {
+        if !timestamps.contains_key(CREATED) {
+            timestamps.insert(CREATED, Value::Time(at));
+        }
+        timestamps.insert(LAST_MODIFIED, Value::Time(at));
+        if let Some(status) = status {
+            timestamps.insert(status.as_str(), Value::Time(at));
+        }
+    }
     Ok(metadata)
 }

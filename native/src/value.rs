@@ -7,9 +7,7 @@
 //! Values the plain reader cannot give the same meaning to (jsonx tagged objects, lone
 //! surrogates, extreme nesting) are reported as [`JsonError::Unsupported`] rather than guessed.
 
-use indexmap::IndexMap;
-
-pub type Map = IndexMap<String, Value>;
+pub use crate::map::{Key, KeyMap, Map};
 
 /// The tag jsonx uses for values JSON lacks (`{"$st": tag, "v": value}`).
 pub const TAG: &str = "$st";

@@ -108,9 +108,10 @@ fn a_task_runs_once_all_its_triggers_fired() {
     assert_eq!(s.fire("a"), vec![]);
     assert_eq!(s.fire("b"), vec![run("t#0")]);
     assert_eq!(s.fire("a"), vec![]);
-    let kwargs: Vec<&String> = s.core.sessions[UID].state.instances["t#0"]
+    let kwargs: Vec<&str> = s.core.sessions[UID].state.instances["t#0"]
         .kwargs
         .keys()
+        .map(|k| k.as_str())
         .collect();
     assert_eq!(kwargs, ["a", "b"]);
 }
@@ -168,7 +169,11 @@ fn a_retry_fails_replays_and_reschedules_a_clone() {
     );
     let clone = &s.core.sessions[UID].state.instances["t#1"];
     assert_eq!(
-        clone.metadata.keys().collect::<Vec<_>>(),
+        clone
+            .metadata
+            .keys()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>(),
         ["depth", "parent", "cooldown", "timestamps"]
     );
 }
