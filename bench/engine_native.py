@@ -94,6 +94,9 @@ class Sink:
     def quarantined(self, uid: str) -> None:
         return None
 
+    def lookup(self, uid: str, header: bytes) -> tuple[None, None, None]:
+        return None, None, None
+
 
 def worker_rate(engine: str, batches: list[list[Record]], manager: str = "default") -> tuple[int, float, int]:
     """``(transitions, CPU seconds, changelog bytes)`` of one worker partition on ``engine``."""
@@ -110,6 +113,7 @@ def worker_rate(engine: str, batches: list[list[Record]], manager: str = "defaul
     for batch in batches:
         for topic, key, value in applier.apply_batch(partition, batch):
             sink.produce(topic, value, key, 0)
+        applier.encode([partition])
         checkpoint.commit([partition])
         partition.trim(settings.session_cache_size)
         applier.settle([partition])

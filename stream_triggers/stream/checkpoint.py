@@ -55,6 +55,7 @@ from stream_triggers.events.codec import encode
 from stream_triggers.events.state_format import encode_state
 from stream_triggers.events.tombstones import finalized_headers
 from stream_triggers.exceptions import StreamTriggersError
+from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics
 from stream_triggers.stream import faults
 from stream_triggers.stream.changelog_identity import changelog_record_row
@@ -62,7 +63,15 @@ from stream_triggers.stream.partition import Partition, SessionEntry, changelog_
 from stream_triggers.stream.store import PART, PartitionStore, SessionAges
 from stream_triggers.types import SESSION_FINALIZED
 
-__all__ = ["WHOLE_SESSION_BYTES", "Checkpoint", "DeliveryFailed", "OutputAcks", "PartitionsLost", "PendingCheckpoint"]
+__all__ = [
+    "WHOLE_SESSION_BYTES",
+    "Checkpoint",
+    "DeliveryFailed",
+    "OutputAcks",
+    "PartitionsLost",
+    "PendingCheckpoint",
+    "membership_check",
+]
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +349,40 @@ class Checkpoint:
             shown = errors[:3]
             errors.clear()
             raise DeliveryFailed(f"could not deliver records; errors: {shown}")
+
+
+def membership_check(
+    consumer: Consumer,
+    generation: Callable[[], int],
+    owned: list[tuple[str, Partition]],
+    batch_began: float,
+    quick_s: float,
+) -> Callable[[], bool]:
+    """Whether the worker still owns ``owned`` (``(events topic, partition)``), asked right
+    before a checkpoint publishes state (docs/fencing.md).
+
+    Cheap when the batch was quick (began less than ``quick_s``, half a session timeout,
+    ago): the group cannot have moved on.  A slower batch (a freeze: SIGSTOP, a GC pause, a
+    stalled VM) asks the coordinator: the last committed offsets are committed again,
+    synchronously, which the broker refuses from a member it no longer counts.
+    """
+
+    def still_owner() -> bool:
+        if time.monotonic() - batch_began < quick_s:
+            return True
+        offsets = [TopicPartition(topic, p.number, p.committed) for topic, p in owned if p.committed is not None]
+        if clients.group_generation(consumer) != generation():
+            return False  # the consumer already knows it left the generation it owned them in
+        if not offsets:
+            return True
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("membership probe refused: %s", exc)
+            return False
+        return True
+
+    return still_owner
 
 
 def _finalized_at(store: PartitionStore, uid: str, entry: SessionEntry, now: int, finalized: bool) -> int:

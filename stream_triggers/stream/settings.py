@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,5 +105,18 @@ class WorkerStats:
     produced: OutputCounts = field(default_factory=OutputCounts)  # task runs, statuses, finalized sessions
     engine: str = "python"  # the engine applying inputs: "native" or "python"
     engine_fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> inputs a native worker gave Python
+
+    def observe_checkpoint(self, size: int, began: float, produced_at: list[int]) -> None:
+        """After a checkpoint: its events, its duration (from ``began``, monotonic) and each
+        applied input's latency (its ``produced_at``, µs, to now); ``produced_at`` is emptied."""
+        self.batches += 1
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(time.monotonic() - began)
+        if produced_at:
+            now, observe = time.time_ns() // 1000, self.event_latency.observe
+            for at in produced_at:
+                observe((now - at) * 1e-6)
+            produced_at.clear()
+
     sessions_purged: dict[str, int] = field(default_factory=dict)  # reason (retention, ttl) -> sessions purged
     live_sessions: dict[int, int] = field(default_factory=dict)  # owned partition -> sessions in its store

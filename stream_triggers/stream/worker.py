@@ -26,7 +26,7 @@ from stream_triggers.kafka.topics import Topics
 from stream_triggers.manager import TriggerManager, trigger_managers
 from stream_triggers.ops.lifecycle import Lifecycle
 from stream_triggers.stream.changelog_identity import stores_of_another_changelog
-from stream_triggers.stream.checkpoint import Checkpoint, PartitionsLost
+from stream_triggers.stream.checkpoint import Checkpoint, PartitionsLost, membership_check
 from stream_triggers.stream.native_engine import new_applier
 from stream_triggers.stream.outputs import OutputSink
 from stream_triggers.stream.pace import CheckpointPace, take_batch
@@ -364,39 +364,20 @@ class StreamWorker(Lifecycle):
         for partition in partitions.values():
             partition.trim(limit)
         self._applier.settle(list(partitions.values()))
-        self._observe_batch(events, since)
+        self.stats.observe_checkpoint(events, since, self._applier.produced_at)
         if self.on_batch is not None:
             self.on_batch(self)  # (after each checkpoint: the caches are trimmed)
 
     def _owner_check(self, batch_began: float) -> Callable[[], bool]:
-        """Whether the worker still owns its partitions, asked right before publishing state.
-
-        Cheap when the batch was quick: the group cannot have moved on within less than
-        half a session timeout.  A slower batch (a freeze: SIGSTOP, a GC pause, a stalled
-        VM) asks the coordinator: the last committed offsets are committed again,
-        synchronously, which the broker refuses from a member it no longer counts.
-        """
-
-        def still_owner() -> bool:
-            if time.monotonic() - batch_began < self.settings.session_timeout_ms / 2000:
-                return True
-            offsets = [
-                TopicPartition(self.topics.events, p.number, p.committed)
-                for p in self._partitions.values()
-                if p.committed is not None
-            ]
-            if clients.group_generation(self._consumer) != self._generation:
-                return False  # the consumer already knows it left the generation it owned them in
-            if not offsets:
-                return True
-            try:
-                self._consumer.commit(offsets=offsets, asynchronous=False)
-            except KafkaException as exc:
-                log.warning("membership probe refused: %s", exc)
-                return False
-            return True
-
-        return still_owner
+        """Whether the worker still owns its partitions, asked right before publishing state
+        (checkpoint.membership_check: a broker round trip only after a slow batch)."""
+        return membership_check(
+            self._consumer,
+            lambda: self._generation,
+            [(self.topics.events, p) for p in self._partitions.values()],
+            batch_began,
+            self.settings.session_timeout_ms / 2000,
+        )
 
     def _drop_batch(self, reason: BaseException) -> None:
         """The partitions moved while the batch was in hand: publish nothing, read again."""
@@ -417,20 +398,6 @@ class StreamWorker(Lifecycle):
                 except KafkaException:
                     pass  # no longer assigned: the rebalance callbacks take over
         self._applier.produced_at.clear()
-
-    def _observe_batch(self, size: int, began: float) -> None:
-        """After a checkpoint: its events, its duration and each applied input's latency (produced_at -> committed)."""
-        stats = self.stats
-        stats.batches += 1
-        stats.batch_size.observe(size)
-        stats.batch_seconds.observe(time.monotonic() - began)
-        produced = self._applier.produced_at
-        if produced:
-            now = time.time_ns() // 1000
-            observe = stats.event_latency.observe
-            for at in produced:
-                observe((now - at) * 1e-6)
-            produced.clear()
 
     def consumer_lag(self) -> dict[int, int]:
         """Owned ``events`` partition -> records not yet committed (``clients.consumer_lag``: loop thread only)."""

@@ -62,17 +62,22 @@ def _check_the_new_cluster(readers: Readers, app: App, supervise: tuple[Pipeline
     results = readers["task-results"]
     serving = supervise[1] if supervise else None
 
-    def done(records: list[Any]) -> bool:
+    def supervised() -> None:
+        """A worker that exited (before or after the outputs of its batch left) is restarted once."""
         nonlocal serving
         if supervise and serving is not None and not serving.running and serving is supervise[1]:
             serving = supervise[0].worker("restarted", state_dir=serving.state_dir)
+
+    def done(records: list[Any]) -> bool:
+        supervised()
         return {r.session for r in records if r["status"] == "finished"} >= {f"new-{k}" for k in range(8)}
 
+    def applied() -> bool:
+        supervised()
+        return {f"old-{k}" for k in range(8)} <= set(newest_snapshots(app)[0])
+
     results.wait_for(done, "every new session's t_a to finish", timeout=120)
-    wait_until(
-        lambda: {f"old-{k}" for k in range(8)} <= set(newest_snapshots(app)[0]),
-        "the old sessions' new inputs to be applied",
-    )
+    wait_until(applied, "the old sessions' new inputs to be applied", 90)
     snapshots, _stale = newest_snapshots(app)
     for k in range(8):
         state = snapshots[f"old-{k}"]["state"]
