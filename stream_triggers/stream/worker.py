@@ -390,6 +390,7 @@ class StreamWorker(Lifecycle):
         )
         self.stats.batches_dropped += 1
         self._checkpoint.discard()
+        self._pace.take()  # (batches applied while a refused checkpoint was in flight go too)
         for partition in self._partitions.values():
             partition.drop_batch()
             if partition.committed is not None:

@@ -299,6 +299,22 @@ def test_a_slow_batch_of_a_worker_the_group_dropped_publishes_no_state(worker: S
     assert worker._partitions[0].next_offset == 7 and not worker._partitions[0].sessions
 
 
+def test_batches_applied_while_a_refused_checkpoint_was_in_flight_are_dropped_too(worker: StreamWorker) -> None:
+    """The probe runs when the checkpoint's outputs are acknowledged: the batches the loop
+    applied meanwhile are dropped with it (read again from the committed offsets), not kept in hand."""
+    worker._consumer = worker._checkpoint.consumer = RefusingConsumer()
+    own(worker, 0)
+    worker._process([Message(0, 7, b"s1", configure("s1"))], -1e9)  # began "long ago": a freeze
+    worker._checkpoint.outputs.unacked = 1  # (an output not acknowledged yet: the probe waits for it)
+    worker._checkpoint_now(wait=False)
+    worker._process([Message(0, 8, b"s2", configure("s2"))], time.monotonic())
+    worker._checkpoint.pending.outputs.delivered(None, None)  # type: ignore[union-attr]
+    worker._finish_checkpoint(wait=False)
+    assert worker.stats.batches_dropped == 1 and worker._pace.since is None, "nothing left in hand"
+    assert worker._consumer.commits == [] and worker._consumer.seeks == [(0, 7)]
+    assert not worker._partitions[0].sessions and not worker._partitions[0].dirty
+
+
 def test_a_quick_batch_publishes_without_asking_the_coordinator(worker: StreamWorker) -> None:
     worker._consumer = worker._checkpoint.consumer = RefusingConsumer()
     own(worker, 0)
