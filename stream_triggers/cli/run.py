@@ -134,7 +134,7 @@ def _is_endpoint(text: str) -> bool:
     "--batch-size",
     envvar=ENV + "BATCH_SIZE",
     type=click.IntRange(min=1),
-    default=10_000,
+    default=5_000,
     show_default=True,
     show_envvar=True,
     help="Most events applied per batch, and per checkpoint.",
