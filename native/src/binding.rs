@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::avro::SCHEMAS;
 use crate::pystate;
-use crate::shell::{Core, Entry, Manager, Outcome, Topic, SESSION_FINALIZED};
+use crate::shell::{Core, Manager, Outcome, Topic, SESSION_FINALIZED};
 use crate::value::{dumps, Map, Style, Value};
 use crate::{stateformat, stateread};
 
@@ -183,14 +183,7 @@ impl NativeCore {
         let clock = pystate::Clock::new(py)?;
         let mut state = pystate::import(&clock, tasks, instances, &latest_kwargs, &metadata)?;
         state.changed.clear(); // (what the store holds: nothing to write)
-        self.core.sessions.insert(
-            uid,
-            Entry {
-                state,
-                applied_offset,
-                in_parts,
-            },
-        );
+        self.core.hold(uid, state, applied_offset, in_parts);
         Ok(())
     }
 
@@ -273,16 +266,7 @@ impl NativeCore {
     /// the core does not read (the caller then reads it the Python way).
     fn load_whole(&mut self, uid: String, applied_offset: i64, data: &[u8]) -> PyResult<usize> {
         let state = stateread::read_whole(data).map_err(PyValueError::new_err)?;
-        let tasks = state.tasks.len();
-        self.core.sessions.insert(
-            uid,
-            Entry {
-                state,
-                applied_offset,
-                in_parts: false,
-            },
-        );
-        Ok(tasks)
+        Ok(self.core.hold(uid, state, applied_offset, false))
     }
 
     /// Hold `uid`'s state read from its stored header part and instance parts; returns
@@ -296,16 +280,10 @@ impl NativeCore {
         let parts: Vec<&[u8]> = instances.iter().map(|i| i.as_bytes()).collect();
         let (state, applied_offset) =
             stateread::read_parts(header, &parts).map_err(PyValueError::new_err)?;
-        let tasks = state.tasks.len();
-        self.core.sessions.insert(
-            uid,
-            Entry {
-                state,
-                applied_offset,
-                in_parts: true,
-            },
-        );
-        Ok((applied_offset, tasks))
+        Ok((
+            applied_offset,
+            self.core.hold(uid, state, applied_offset, true),
+        ))
     }
 
     /// Whether the held session is stored in parts (None: not held).

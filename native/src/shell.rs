@@ -239,6 +239,26 @@ impl Core {
         }
     }
 
+    /// Hold `uid`'s state as the store has it (loaded, not changed since); its task count.
+    pub fn hold(
+        &mut self,
+        uid: String,
+        state: SessionState,
+        applied_offset: i64,
+        in_parts: bool,
+    ) -> usize {
+        let tasks = state.tasks.len();
+        self.sessions.insert(
+            uid,
+            Entry {
+                state,
+                applied_offset,
+                in_parts,
+            },
+        );
+        tasks
+    }
+
     /// Apply one `events` record (as `StreamWorker._apply`); outputs are ids `<partition>:<offset>:<n>`.
     pub fn apply(
         &mut self,

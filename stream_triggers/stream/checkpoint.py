@@ -16,15 +16,15 @@ After the batch's inputs were applied (their outputs and dead letters produced):
    parts now) and the changelog checkpoint to RocksDB in one write batch;
 4. commit the input offsets.
 
-The worker's loop does not wait for step 2's acknowledgements: :meth:`Checkpoint.begin`
-does steps 1-2 and leaves steps 3-4 pending; the loop goes on applying the next batches
-(their outputs may leave, their states are the next checkpoint's) and
-:meth:`Checkpoint.complete` writes the store and commits the offsets it covered once the
-broker has acknowledged every state record.  One checkpoint is in flight at a time; a
-revoke, a stop or the next checkpoint completes it first (waiting); partitions lost
-while it is in flight discard it (nothing of it reaches the store or the offsets, the
-next owner restores from the changelog).  Until it is complete its sessions stay
-cached: the store does not hold their states yet.
+The worker's loop does not wait for any of it: :meth:`Checkpoint.begin` encodes the state
+records of the batches in hand and leaves the steps pending; the loop goes on applying
+the next batches (their outputs may leave, their states are the next checkpoint's) and
+:meth:`Checkpoint.complete` takes steps 1-2 once the broker has acknowledged the outputs
+the checkpoint covers, and steps 3-4 once it has acknowledged its state records.  One
+checkpoint is in flight at a time; a revoke, a stop or the next checkpoint completes it
+first (waiting); partitions lost while it is in flight discard it (nothing of it reaches
+the store or the offsets, the next owner restores from the changelog).  Until it is
+complete its sessions stay cached: the store does not hold their states yet.
 
 A crash between any two steps loses nothing: the inputs after the committed offsets
 are consumed again, and those at or below a session's applied offset (durable in the
@@ -354,11 +354,12 @@ class Checkpoint:
 def membership_check(
     consumer: Consumer,
     generation: Callable[[], int],
-    owned: list[tuple[str, Partition]],
+    topic: str,
+    owned: Iterable[Partition],
     batch_began: float,
     quick_s: float,
 ) -> Callable[[], bool]:
-    """Whether the worker still owns ``owned`` (``(events topic, partition)``), asked right
+    """Whether the worker still owns the partitions ``owned`` of ``topic``, asked right
     before a checkpoint publishes state (docs/fencing.md).
 
     Cheap when the batch was quick (began less than ``quick_s``, half a session timeout,
@@ -370,7 +371,7 @@ def membership_check(
     def still_owner() -> bool:
         if time.monotonic() - batch_began < quick_s:
             return True
-        offsets = [TopicPartition(topic, p.number, p.committed) for topic, p in owned if p.committed is not None]
+        offsets = [TopicPartition(topic, p.number, p.committed) for p in owned if p.committed is not None]
         if clients.group_generation(consumer) != generation():
             return False  # the consumer already knows it left the generation it owned them in
         if not offsets:

@@ -220,8 +220,7 @@ class StreamWorker(Lifecycle):
             self.ready.set()
 
     def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
-        in_hand = self._pace.take() is not None
-        if in_hand or self._checkpoint.pending is not None:  # the group moved on: publish nothing more
+        if self._pace.since is not None or self._checkpoint.pending is not None:  # the group moved on: publish nothing
             self._drop_batch(PartitionsLost("partitions lost (the session timed out)"))
         self._on_revoke(consumer, lost)
 
@@ -374,7 +373,8 @@ class StreamWorker(Lifecycle):
         return membership_check(
             self._consumer,
             lambda: self._generation,
-            [(self.topics.events, p) for p in self._partitions.values()],
+            self.topics.events,
+            self._partitions.values(),  # (a view: the partitions owned when the check is asked)
             batch_began,
             self.settings.session_timeout_ms / 2000,
         )
