@@ -119,21 +119,49 @@ class RetentionSweep:
         lag: dict[int, int],
         owner_check: OwnerCheck,
         settle: Callable[[list[Partition]], None],
+        complete_checkpoint: Callable[[], None],
     ) -> int:
         """From the worker's loop (``now``: its monotonic clock): sweep when due; the number purged.
 
+        ``complete_checkpoint`` completes the checkpoint in flight, waiting for the broker: a
+        sweep decides on the committed offsets and the stored ages, so it runs only once the
+        store holds everything applied.  It is called only when the sweep has work (an owed
+        tombstone, a session past a deadline), never once a second for nothing: the wait
+        held the loop - and every input behind it - for up to tens of milliseconds.
         ``settle`` lets the engine drop what it holds of sessions no longer cached (the native core).
         """
         if now < self.due_at:
             return 0
         self.due_at = now + self.interval_s
         partitions = list(owned)
+        if not self._may_have_work(partitions, lag, time.time_ns() // 1000):
+            return 0
+        complete_checkpoint()
         purged = self.run(
             partitions, lag, time.time_ns() // 1000, owner_check(float("-inf")), owner_check(time.monotonic())
         )
         if purged:
             settle(partitions)
         return purged
+
+    def _may_have_work(self, partitions: list[Partition], lag: dict[int, int], now_us: int) -> bool:
+        """Whether a sweep now could write anything (the store may lag the checkpoint in flight,
+        which only ever makes sessions younger: a session it finalizes waits for the next sweep)."""
+        restored = [p for p in partitions if p.restored]
+        self.stats.live_sessions = {p.number: p.store.live_sessions for p in restored}
+        if any(next(iter(p.store.scan(OWED)), None) is not None for p in restored):
+            return True
+        if not self.enabled:
+            return False
+        for partition in restored:
+            if lag.get(partition.number, self.behind) >= self.behind:
+                continue
+            store = partition.store
+            if self.retention_us and store.finalized_since(now_us - self.retention_us, 1):
+                return True
+            if self.ttl_us and store.idle_since(now_us - self.ttl_us, 1):
+                return True
+        return False
 
     def expired(self, partition: Partition, now_us: int) -> list[Expired]:
         """Sessions of ``partition`` past a deadline whose inputs all lie below the committed offset."""

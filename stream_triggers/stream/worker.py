@@ -143,9 +143,10 @@ class StreamWorker(Lifecycle):
                 ):  # (with one still in flight, the batches in hand wait for the next turn, up to batch_size)
                     self._checkpoint_now(wait=False)
                 if not self.stopping and self._pace.since is None and self._retention.due(now):
-                    self._finish_checkpoint(wait=True)  # retention purges between checkpoints
                     lag, settle = self.stats.consumer_lag, self._applier.settle
-                    self._retention.tick(now, self._partitions.values(), lag, self._owner_check, settle)
+                    self._retention.tick(
+                        now, self._partitions.values(), lag, self._owner_check, settle, self._complete_checkpoint
+                    )  # (retention purges between checkpoints)
             self._checkpoint_now()  # SIGTERM: the batches in hand are committed before leaving
         finally:
             self.loop_at = None
@@ -347,6 +348,9 @@ class StreamWorker(Lifecycle):
         self._checkpoint.begin(partitions.values(), self._owner_check(taken[0]))
         self._in_flight = taken
         self._finish_checkpoint(wait)
+
+    def _complete_checkpoint(self) -> None:
+        self._finish_checkpoint(wait=True)
 
     def _finish_checkpoint(self, wait: bool) -> None:
         """Move the pending checkpoint on as far as the broker acknowledged (``wait``: to its

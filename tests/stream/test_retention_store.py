@@ -33,7 +33,7 @@ from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.restore import restore
 from stream_triggers.stream.retention import RetentionSweep
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
-from stream_triggers.stream.store import PartitionStore, SessionAges
+from stream_triggers.stream.store import OWED, PartitionStore, SessionAges
 
 S = 1_000_000  # µs
 AT = datetime(2026, 3, 4, 5, 6, 7)
@@ -243,6 +243,31 @@ def test_no_purge_when_the_probe_or_the_owner_check_fails_or_the_partition_lags(
     assert sweep.run([partition], {0: 0}, 100 * S, lambda: True, lambda: False) == 0
     assert log.events == ["sessions:old:SessionPurged", "flush"]  # at least once: the next owner sends it again
     assert store.read_session("old") is not None and store.live_sessions == 2
+
+
+def test_a_tick_completes_the_checkpoint_in_flight_only_when_the_sweep_has_work(store: PartitionStore) -> None:
+    """Waiting for the broker once a second for nothing held the loop, and every input behind it."""
+    partition, log = Partition(0, store, epoch=2), Log()
+    now = time.time_ns() // 1000
+    aged(partition, log, {"fresh": SessionAges(now)})
+    partition.restored, partition.committed = True, 7
+    completed: list[str] = []
+
+    def tick(sweep: RetentionSweep) -> int:
+        sweep.due_at = 0.0
+        return sweep.tick(
+            1.0, [partition], {0: 0}, lambda _began: lambda: True, lambda _p: None, lambda: completed.append("x")
+        )
+
+    assert tick(sweeper(log)) == 0 and completed == []  # retention off, nothing owed
+    assert tick(sweeper(log, retention_s=60, ttl_s=60)) == 0 and completed == []  # nothing past a deadline
+    assert sweeper(log).stats.live_sessions == {} and tick(sweeper(log)) == 0
+    aged(partition, log, {"stale": SessionAges(10 * S)})
+    assert tick(sweeper(log, ttl_s=60)) == 1 and completed == ["x"]  # completed first, then purged
+    sweep = sweeper(log)
+    sweep.checkpoint.write_store(partition, [(OWED + header_key("stale"), bytes(16))])
+    assert tick(sweep) == 0 and completed == ["x", "x"]  # an owed tombstone is work, retention off or not
+    assert sweep.stats.live_sessions == {0: 1}
 
 
 def purged_log(tmp_path: Path) -> tuple[Log, SessionAges]:
