@@ -51,16 +51,18 @@ from stream_triggers.events.state_format import (
     KIND_HEADER,
     KIND_INSTANCE,
     StateFormatError,
+    decode_state,
     state_epoch,
     state_kind,
 )
-from stream_triggers.events.state_parts import header_key, instance_prefix, part_version, split_key
+from stream_triggers.events.state_parts import header_key, instance_prefix, part_version, read_header, split_key
 from stream_triggers.events.tombstones import finalized_at, tombstone_ends, tombstone_marks
 from stream_triggers.exceptions import StreamTriggersError
 from stream_triggers.kafka.clients import read_to_end
 from stream_triggers.stream.changelog_identity import CHANGELOG_RECORD, changelog_record_row
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.store import OWED, PART, PENDING, QUARANTINE, PartitionStore, SessionAges
+from stream_triggers.types import SESSION_FINALIZED
 
 __all__ = ["CorruptChangelog", "RestoreResult", "restore"]
 
@@ -68,6 +70,7 @@ log = logging.getLogger(__name__)
 
 _OFFSET = struct.Struct(">q")
 _NONE = (-1, -1)
+
 
 class CorruptChangelog(StreamTriggersError):
     """A changelog record restore cannot read: the partition's restore stops there."""
@@ -222,7 +225,7 @@ def _take(
             raise StateFormatError("a header whose applied offset differs from its record's")
         writes.put(PART + key, state)
         writes.put(PartitionStore.whole_key(uid), None)
-        writes.ages[uid] = SessionAges(snapshot["produced_at"], finalized_at(headers()))
+        writes.ages[uid] = _ages(snapshot, headers, state, kind)
         for pending in writes.pending_of(uid):
             data = writes.get(pending)
             if data is not None and part_version(data) <= version:
@@ -234,8 +237,33 @@ def _take(
         if writes.get(PART + header_key(uid)) is not None:  # (a worker of an older version wrote it)
             writes.drop_parts(uid)
         writes.put(PartitionStore.whole_key(uid), _OFFSET.pack(snapshot["applied_offset"]) + state)
-        writes.ages[uid] = SessionAges(snapshot["produced_at"], finalized_at(headers()))
+        writes.ages[uid] = _ages(snapshot, headers, state, kind)
     return uid, epoch, True
+
+
+def _ages(snapshot: dict[str, Any], headers: Callable[[], Any], state: bytes, kind: int) -> SessionAges:
+    """The session's ages from its newest header or whole record: its ``produced_at``, and when
+    it was finalized, from the ``finalized-at`` header.
+
+    A record written before that header existed (before retention) may hold a finalized
+    session all the same: then its ``produced_at`` stands for the finalization - no earlier
+    than it (a finalized session is written at its finalization or after), so retention
+    never purges it early, rather than never (TTL only).
+    """
+    input_at = snapshot["produced_at"]
+    at = finalized_at(headers())
+    if not at and _FINALIZED_NAME in state and SESSION_FINALIZED in _latest_kwargs(state, kind):
+        at = input_at
+    return SessionAges(input_at, at)
+
+
+_FINALIZED_NAME = SESSION_FINALIZED.encode()
+"""Found in the bytes of every finalized state (a key of its latest kwargs): a quick test
+before decoding, for records without the ``finalized-at`` header."""
+
+
+def _latest_kwargs(state: bytes, kind: int) -> dict[str, Any]:
+    return read_header(state).body[3] if kind == KIND_HEADER else decode_state(state).latest_kwargs
 
 
 def _headers(message: Any) -> Callable[[], Any]:

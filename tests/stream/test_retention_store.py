@@ -305,6 +305,35 @@ def test_a_restore_rebuilds_the_ages_and_no_prefix_of_a_purge_brings_the_session
     store.close()
 
 
+def test_a_finalized_session_written_before_the_finalized_at_header_ages_from_its_last_write(tmp_path: Path):
+    """Records of a version without retention say nothing of the finalization: their session
+    counts as finalized when its last record was written (never earlier: not purged early)."""
+    first = PartitionStore(str(tmp_path / "first"), "t.events", 0)
+    partition, log = Partition(0, first, epoch=2), Log()
+    hinted = step(CONFIGURED, TriggerFired("tick", {"note": "sessionFinalized"}, AT))[0]  # the name, not finalized
+    commit(partition, log, {"parts": FINALIZED, "open": hinted}, 4)
+    first.close()
+    old = [Message(*m.args[:5]) for m in log.changelog()]  # without headers, as written before retention
+    whole = {"session_uid": "whole", "produced_at": 77 * S, "state": encode_state(FINALIZED, 2)}
+    old.append(
+        Message(
+            TOPICS.changelog,
+            0,
+            len(old),
+            b"whole",
+            encode("SessionSnapshot", {**whole, "input_partition": 0, "applied_offset": 5}),
+        )
+    )
+    store = PartitionStore(str(tmp_path / "empty"), "t.events", 0)
+    restore(Consumer(old), TOPICS.changelog, [Partition(0, store)], timeout_s=5)  # type: ignore[arg-type]
+    parts, opened = store.ages("parts"), store.ages("open")
+    assert parts.finalized_at == parts.input_at > 0
+    assert opened.finalized_at == 0 and opened.input_at > 0
+    assert store.ages("whole") == SessionAges(77 * S, 77 * S)
+    assert store.finalized_since(2**62, 10) == [("whole", 77 * S), ("parts", parts.input_at)]
+    store.close()
+
+
 def snapshot(uid: str, applied: int, epoch: int) -> bytes:
     record = {"session_uid": uid, "produced_at": 0, "state": encode_state(CONFIGURED, epoch)}
     return encode("SessionSnapshot", {**record, "input_partition": 0, "applied_offset": applied})
