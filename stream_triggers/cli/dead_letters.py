@@ -30,7 +30,7 @@ import click
 from confluent_kafka import OFFSET_BEGINNING
 
 from stream_triggers.cli.kafka_settings import kafka_options
-from stream_triggers.cli.options import ENV, EXIT_INPUT, bootstrap_option, check_broker, fail, prefix_option
+from stream_triggers.cli.options import EXIT_INPUT, bootstrap_option, check_broker, env_option, fail, prefix_option
 from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics
@@ -152,28 +152,25 @@ def _positions(values: tuple[str, ...]) -> dict[int, int]:
 _common = [
     bootstrap_option,
     prefix_option,
-    click.option(
+    env_option(
         "--reason",
         "reasons",
-        envvar=ENV + "DEAD_LETTER_REASON",
+        env="DEAD_LETTER_REASON",
         multiple=True,
-        show_envvar=True,
         help="Only this reason, e.g. unknown_instance (repeatable).",
     ),
-    click.option(
+    env_option(
         "--session",
         "sessions",
-        envvar=ENV + "DEAD_LETTER_SESSION",
+        env="DEAD_LETTER_SESSION",
         multiple=True,
-        show_envvar=True,
         help="Only this session UID (repeatable).",
     ),
-    click.option(
+    env_option(
         "--after",
         "after",
-        envvar=ENV + "DEAD_LETTER_AFTER",
+        env="DEAD_LETTER_AFTER",
         multiple=True,
-        show_envvar=True,
         help="PARTITION:OFFSET of the dead-letter topic already handled (repeatable).",
     ),
 ]
@@ -226,22 +223,20 @@ def list_command(
 
 @cli.command()
 @_options
-@click.option(
+@env_option(
     "--topic",
     "source",
-    envvar=ENV + "DEAD_LETTER_TOPIC",
+    env="DEAD_LETTER_TOPIC",
     type=click.Choice(["events", "task-runs"]),
     default="events",
     show_default=True,
-    show_envvar=True,
     help="Replay dead letters that came from this topic.",
 )
-@click.option(
+@env_option(
     "--dry-run/--publish",
-    envvar=ENV + "DRY_RUN",
+    env="DRY_RUN",
     default=False,
     show_default=True,
-    show_envvar=True,
     help="Print what would be replayed and publish nothing.",
 )
 def replay(

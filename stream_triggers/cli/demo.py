@@ -37,7 +37,7 @@ import click
 
 from stream_triggers.cli.demo_plan import Plan, plan_sessions
 from stream_triggers.cli.demo_watch import Watcher, clock, committed_states, print_outcomes
-from stream_triggers.cli.options import ENV
+from stream_triggers.cli.options import env_option
 
 __all__ = ["demo", "run_demo"]
 
@@ -244,30 +244,27 @@ def _run(
 
 
 @click.command()
-@click.option(
+@env_option(
     "--sessions",
-    envvar=ENV + "DEMO_SESSIONS",
+    env="DEMO_SESSIONS",
     type=int,
     default=3,
     show_default=True,
-    show_envvar=True,
     help="Questionnaire sessions to run.",
 )
-@click.option(
+@env_option(
     "--seed",
-    envvar=ENV + "DEMO_SEED",
+    env="DEMO_SEED",
     type=int,
     default=7,
     show_default=True,
-    show_envvar=True,
     help="Seed of the shuffled trigger order and the answers (same seed, same run).",
 )
-@click.option(
+@env_option(
     "--metrics-port",
-    envvar=ENV + "DEMO_METRICS_PORT",
+    env="DEMO_METRICS_PORT",
     type=int,
     default=None,
-    show_envvar=True,
     help="Worker metrics port (executor: +1) [default: no metrics].",
 )
 def demo(sessions: int, seed: int, metrics_port: int | None) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from stream_triggers.cli.options import env_option
+
 __all__ = ["DURATION", "DurationType", "parse_duration", "retention_options"]
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -46,19 +48,15 @@ DURATION = DurationType()
 
 def retention_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The worker's ``--session-retention`` and ``--session-ttl`` (seconds or None: never)."""
-    command = click.option(
+    command = env_option(
         "--session-ttl",
-        envvar="STREAM_TRIGGERS_SESSION_TTL",
         type=DURATION,
         default=None,
-        show_envvar=True,
         help="Purge a session that received no input for this long, finalized or not. Default: never.",
     )(command)
-    return click.option(
+    return env_option(
         "--session-retention",
-        envvar="STREAM_TRIGGERS_SESSION_RETENTION",
         type=DURATION,
         default=None,
-        show_envvar=True,
         help="Purge a session this long after its sessionFinalized (seconds, or 30s, 15m, 12h, 7d). Default: never.",
     )(command)

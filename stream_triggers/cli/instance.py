@@ -18,12 +18,12 @@ import click
 
 from stream_triggers.cli.kafka_settings import kafka_options
 from stream_triggers.cli.options import (
-    ENV,
     EXIT_FAILURE,
     EXIT_INPUT,
     EXIT_SESSION,
     bootstrap_option,
     check_name,
+    env_option,
     fail,
     json_mapping_arg,
     prefix_option,
@@ -37,21 +37,18 @@ Outcome = Callable[[TaskInstance], bool]
 
 
 def _wait_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option(
+    f = env_option(
         "--wait-timeout",
-        envvar=ENV + "WAIT_TIMEOUT",
         type=click.FloatRange(min=0.1),
         default=30.0,
         show_default=True,
-        show_envvar=True,
         help="With --wait: seconds to wait for the outcome before exiting 1.",
     )(f)
-    return click.option(
+    return env_option(
         "--wait/--no-wait",
-        envvar=ENV + "WAIT",
+        env="WAIT",
         default=False,
         show_default=True,
-        show_envvar=True,
         help="Wait until the worker applied the request (exit 0) or rejected it (exit 4 or 5).",
     )(f)
 
@@ -164,11 +161,9 @@ def _await_outcome(
 @prefix_option
 @click.argument("session")
 @click.argument("instance")
-@click.option(
+@env_option(
     "--kwargs",
     "kwargs_json",
-    envvar=ENV + "KWARGS",
-    show_envvar=True,
     help="Replacement trigger kwargs (JSON object) for the new instance.",
 )
 @_wait_options
@@ -192,19 +187,16 @@ def replay(ctx: click.Context, instance: str, kwargs_json: str | None, kafka_con
 @prefix_option
 @click.argument("session")
 @click.argument("instance")
-@click.option(
+@env_option(
     "--cascade/--no-cascade",
-    envvar=ENV + "CASCADE",
+    env="CASCADE",
     default=False,
     show_default=True,
-    show_envvar=True,
     help="Fire the task's name as if it had finished (with --result as its result).",
 )
-@click.option(
+@env_option(
     "--result",
     "result_json",
-    envvar=ENV + "RESULT",
-    show_envvar=True,
     help="Fake result (JSON object) fired with the cascade.",
 )
 @_wait_options
@@ -256,26 +248,21 @@ def mark_logs_resolved(ctx: click.Context, instance: str, kafka_config: dict[str
 @click.argument("session")
 @click.argument("instance")
 @click.argument("status", type=click.Choice([s.value for s in Status]))
-@click.option(
+@env_option(
     "--metadata",
     "metadata_json",
-    envvar=ENV + "METADATA",
-    show_envvar=True,
     help="Metadata (JSON object) merged into the instance's.",
 )
-@click.option(
+@env_option(
     "--cascade/--no-cascade",
-    envvar=ENV + "CASCADE",
+    env="CASCADE",
     default=False,
     show_default=True,
-    show_envvar=True,
     help="Fire the task's name as a trigger (with --kwargs), as a finished task does.",
 )
-@click.option(
+@env_option(
     "--kwargs",
     "kwargs_json",
-    envvar=ENV + "KWARGS",
-    show_envvar=True,
     help="Kwargs (JSON object) of the cascaded trigger.",
 )
 @_wait_options

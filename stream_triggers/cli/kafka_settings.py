@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from stream_triggers.cli.options import ENV
+from stream_triggers.cli.options import env_option
 
 __all__ = ["kafka_options", "load_kafka_config", "parse_properties", "redacted", "is_secret"]
 
@@ -122,20 +122,17 @@ def kafka_options(f: Callable[..., Any]) -> Callable[..., Any]:
     def command(*args: Any, kafka_settings: tuple[str, ...], kafka_config_file: str | None, **kwargs: Any) -> Any:
         return f(*args, kafka_config=load_kafka_config(kafka_settings, kafka_config_file), **kwargs)
 
-    command = click.option(
+    command = env_option(
         "--kafka-config",
         "kafka_config_file",
-        envvar=ENV + "KAFKA_CONFIG",
-        show_envvar=True,
         type=click.Path(exists=True, dir_okay=False),
         help="Kafka client settings from a properties file (key=value lines, as for the Java clients); "
         "-X settings win over it.",
     )(command)
-    return click.option(
+    return env_option(
         "-X",
         "kafka_settings",
-        envvar=ENV + "KAFKA_SETTINGS",
-        show_envvar=True,
+        env="KAFKA_SETTINGS",
         multiple=True,
         metavar="KEY=VALUE",
         help="A librdkafka client setting for every Kafka client of the command, e.g. "

@@ -16,27 +16,23 @@ import logging
 import click
 
 from stream_triggers.cli import dead_letters, demo, instance, run, session, tail
-from stream_triggers.cli.options import ENV, LOG_LEVELS
+from stream_triggers.cli.options import LOG_LEVELS, env_option
 
 __all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option(
+@env_option(
     "--log-level",
-    envvar=ENV + "LOG_LEVEL",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="INFO",
     show_default=True,
-    show_envvar=True,
     help="Least severe log records shown (on stderr).",
 )
-@click.option(
+@env_option(
     "--json-logs/--plain-logs",
-    envvar=ENV + "JSON_LOGS",
     default=False,
     show_default=True,
-    show_envvar=True,
     help="Log one JSON object per line (for log collectors) instead of plain text.",
 )
 @click.version_option(package_name="stream-triggers")

@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_INPUT",
     "EXIT_SESSION",
     "bootstrap_option",
+    "env_option",
     "check_broker",
     "check_name",
     "check_state_dir",
@@ -47,12 +48,19 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def env_option(*decls: str, env: str | None = None, **settings: Any) -> Callable[[Any], Any]:
+    """``click.option`` that also reads ``STREAM_TRIGGERS_<NAME>``, shown in ``--help``: NAME is
+    ``env``, else the first long flag's (``--state-dir`` -> ``STATE_DIR``)."""
+    if env is None:
+        flag = next(d for d in decls if d.startswith("--"))
+        env = flag.split("/")[0][2:].replace("-", "_").upper()
+    return click.option(*decls, envvar=ENV + env, show_envvar=True, **settings)
+
+
 def bootstrap_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
+    return env_option(
         "--bootstrap",
-        envvar=ENV + "BOOTSTRAP",
         required=True,
-        show_envvar=True,
         help="Kafka bootstrap servers (host:port).",
     )(f)
 
@@ -68,12 +76,10 @@ def _legal_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 
 def prefix_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
+    return env_option(
         "--topic-prefix",
-        envvar=ENV + "TOPIC_PREFIX",
         default="triggers",
         show_default=True,
-        show_envvar=True,
         callback=_legal_prefix,
         help="Prefix of the topics (PREFIX.events, PREFIX.task-runs, ...).",
     )(f)

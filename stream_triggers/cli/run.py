@@ -10,13 +10,13 @@ import click
 from stream_triggers.cli.durations import retention_options
 from stream_triggers.cli.kafka_settings import kafka_options
 from stream_triggers.cli.options import (
-    ENV,
     EXIT_BROKER,
     EXIT_FAILURE,
     EXIT_INPUT,
     bootstrap_option,
     check_broker,
     check_state_dir,
+    env_option,
     fail,
     prefix_option,
 )
@@ -25,12 +25,11 @@ __all__ = ["broker", "executor", "topics", "worker"]
 
 
 @click.command()
-@click.option(
+@env_option(
     "--port",
-    envvar=ENV + "BROKER_PORT",
+    env="BROKER_PORT",
     type=int,
     default=None,
-    show_envvar=True,
     help="Loopback port (default: a free one).",
 )
 def broker(port: int | None) -> None:
@@ -51,22 +50,18 @@ def topics() -> None:
 @topics.command("create")
 @bootstrap_option
 @prefix_option
-@click.option(
+@env_option(
     "--partitions",
-    envvar=ENV + "PARTITIONS",
     type=int,
     default=4,
     show_default=True,
-    show_envvar=True,
     help="Partitions per topic: the most workers (and executors) that can share the work; cannot change later.",
 )
-@click.option(
+@env_option(
     "--replication",
-    envvar=ENV + "REPLICATION",
     type=int,
     default=1,
     show_default=True,
-    show_envvar=True,
     help="Replicas of each partition (3 on a production cluster).",
 )
 @kafka_options
@@ -98,115 +93,89 @@ def _is_endpoint(text: str) -> bool:
 @click.command()
 @bootstrap_option
 @prefix_option
-@click.option(
+@env_option(
     "--state-dir",
-    envvar=ENV + "STATE_DIR",
     required=True,
-    show_envvar=True,
     type=click.Path(file_okay=False),
     help="RocksDB stores, one per owned partition.",
 )
-@click.option(
+@env_option(
     "--manager",
-    envvar=ENV + "MANAGER",
     default="finalizing",
     show_default=True,
-    show_envvar=True,
     help="Trigger manager registry key (its hooks run in the worker).",
 )
-@click.option(
+@env_option(
     "--group",
-    envvar=ENV + "GROUP",
     default="stream-triggers",
     show_default=True,
-    show_envvar=True,
     help="Consumer group of the workers: every worker of one deployment joins the same one.",
 )
-@click.option(
+@env_option(
     "--import",
     "imports",
-    envvar=ENV + "IMPORT",
     multiple=True,
-    show_envvar=True,
     help="Module to import first (e.g. one registering a custom manager). Repeatable.",
 )
-@click.option(
+@env_option(
     "--batch-size",
-    envvar=ENV + "BATCH_SIZE",
     type=click.IntRange(min=1),
     default=5_000,
     show_default=True,
-    show_envvar=True,
     help="Most events applied per batch, and per checkpoint.",
 )
-@click.option(
+@env_option(
     "--checkpoint-interval-ms",
-    envvar=ENV + "CHECKPOINT_INTERVAL_MS",
     type=click.IntRange(min=0),
     default=100,
     show_default=True,
-    show_envvar=True,
     help="Longest time applied batches wait for their checkpoint (state, RocksDB write, offset commit).",
 )
-@click.option(
+@env_option(
     "--fetch-wait-ms",
-    envvar=ENV + "FETCH_WAIT_MS",
-    type=int,
+    type=click.IntRange(min=0),
     default=10,
     show_default=True,
-    show_envvar=True,
     help="Upper bound on input latency when idle.",
 )
-@click.option(
+@env_option(
     "--session-timeout-ms",
-    envvar=ENV + "SESSION_TIMEOUT_MS",
-    type=int,
+    type=click.IntRange(min=1),
     default=6000,
     show_default=True,
-    show_envvar=True,
     help="How soon the group notices a dead worker (joins take about half of it).",
 )
-@click.option(
+@env_option(
     "--metrics-port",
-    envvar=ENV + "METRICS_PORT",
-    type=int,
+    type=click.IntRange(1, 65535),
     default=None,
-    show_envvar=True,
     help="Serve /metrics, /healthz, /readyz and /sessions/<uid> (committed state) on this port.",
 )
-@click.option(
+@env_option(
     "--advertise",
-    envvar=ENV + "ADVERTISE",
     default=None,
-    show_envvar=True,
     metavar="HOST:PORT",
     help="Where readers reach this worker's /sessions/ endpoint, written to PREFIX.owners "
     "[default: this host's fully qualified name and the --metrics-port; no metrics port: not advertised].",
 )
-@click.option(
+@env_option(
     "--stats-out",
-    envvar=ENV + "STATS_OUT",
-    show_envvar=True,
     type=click.Path(dir_okay=False),
     default=None,
     help="On exit, write the worker's counters (WorkerStats) here as JSON (benchmarks read it).",
 )
-@click.option(
+@env_option(
     "--restore-timeout",
-    envvar=ENV + "RESTORE_TIMEOUT",
     type=click.FloatRange(min=0, min_open=True),
     default=120.0,
     show_default=True,
-    show_envvar=True,
     help="Seconds a partition's state may take to restore from the changelog before the worker gives up.",
 )
-@click.option(
+@env_option(
     "--engine",
     type=click.Choice(["auto", "native", "python"]),
     default="auto",
     show_default=True,
-    envvar="STREAM_TRIGGERS_ENGINE",
-    show_envvar=True,
     help="What applies inputs: the native core (Rust), the Python engine, or auto "
     "(native when installed and the manager is a built-in one).",
 )
@@ -295,62 +264,49 @@ def worker(
 @click.command()
 @bootstrap_option
 @prefix_option
-@click.option(
+@env_option(
     "--import",
     "imports",
-    envvar=ENV + "IMPORT",
     multiple=True,
-    show_envvar=True,
     help="Module defining TriggerTasks (they register on import). Repeatable.",
 )
-@click.option(
+@env_option(
     "--runner",
-    envvar=ENV + "RUNNER",
     default="kafka",
     show_default=True,
-    show_envvar=True,
     help="Serve tasks whose `using` is this runner name.",
 )
-@click.option(
+@env_option(
     "--group",
-    envvar=ENV + "EXECUTOR_GROUP",
+    env="EXECUTOR_GROUP",
     default=None,
-    show_envvar=True,
     help="Consumer group [default: stream-triggers-executor-RUNNER].",
 )
-@click.option(
+@env_option(
     "--concurrency",
-    envvar=ENV + "CONCURRENCY",
     type=click.IntRange(min=1),
     default=4,
     show_default=True,
-    show_envvar=True,
     help="Tasks run at the same time (threads).",
 )
-@click.option(
+@env_option(
     "--session-timeout-ms",
-    envvar=ENV + "SESSION_TIMEOUT_MS",
-    type=int,
+    type=click.IntRange(min=1),
     default=6000,
     show_default=True,
-    show_envvar=True,
     help="How soon the group notices a dead executor (joins take about half of it).",
 )
-@click.option(
+@env_option(
     "--metrics-port",
-    envvar=ENV + "METRICS_PORT",
-    type=int,
+    type=click.IntRange(1, 65535),
     default=None,
-    show_envvar=True,
     help="Serve /metrics, /healthz and /readyz on this port.",
 )
-@click.option(
+@env_option(
     "--max-in-flight",
-    envvar=ENV + "MAX_IN_FLIGHT",
     type=click.IntRange(min=1),
     default=1_000,
     show_default=True,
-    show_envvar=True,
     help="Requests taken and not yet reported (queued, running, cooling down) beyond which fetching pauses.",
 )
 @kafka_options

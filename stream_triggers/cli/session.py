@@ -15,13 +15,13 @@ import click
 
 from stream_triggers.cli.kafka_settings import kafka_options
 from stream_triggers.cli.options import (
-    ENV,
     EXIT_FAILURE,
     EXIT_INPUT,
     EXIT_SESSION,
     bootstrap_option,
     check_broker,
     check_name,
+    env_option,
     fail,
     json_mapping_arg,
     prefix_option,
@@ -106,11 +106,9 @@ def configure(bootstrap: str, topic_prefix: str, session: str, file: Any, kafka_
 @prefix_option
 @click.argument("session")
 @click.argument("trigger")
-@click.option(
+@env_option(
     "--kwargs",
     "kwargs_json",
-    envvar=ENV + "KWARGS",
-    show_envvar=True,
     help="Trigger kwargs as a JSON object (the tasks waiting for TRIGGER receive them).",
 )
 @kafka_options
@@ -130,22 +128,19 @@ def fire(
 @bootstrap_option
 @prefix_option
 @click.argument("session")
-@click.option(
+@env_option(
     "--json/--text",
     "as_json",
-    envvar=ENV + "JSON",
+    env="JSON",
     default=False,
     show_default=True,
-    show_envvar=True,
     help="Print the session as JSON (for scripts) instead of tables.",
 )
-@click.option(
+@env_option(
     "--read-from",
-    envvar=ENV + "READ_FROM",
     type=click.Choice(["auto", "owner", "changelog"]),
     default="auto",
     show_default=True,
-    show_envvar=True,
     help="auto: ask the worker that owns the session, else scan its changelog partition.",
 )
 @kafka_options

@@ -20,7 +20,7 @@ import click
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, TopicPartition
 
 from stream_triggers.cli.kafka_settings import kafka_options
-from stream_triggers.cli.options import ENV, EXIT_INPUT, bootstrap_option, check_broker, fail, prefix_option
+from stream_triggers.cli.options import EXIT_INPUT, bootstrap_option, check_broker, env_option, fail, prefix_option
 from stream_triggers.events.codec import CodecError, decode
 from stream_triggers.events.state_format import (
     KIND_HEADER,
@@ -105,29 +105,26 @@ def tail_topic(
 @bootstrap_option
 @prefix_option
 @click.argument("topic")
-@click.option(
+@env_option(
     "--from-beginning/--from-end",
-    envvar=ENV + "TAIL_FROM_BEGINNING",
+    env="TAIL_FROM_BEGINNING",
     default=True,
     show_default=True,
-    show_envvar=True,
     help="Start at the oldest record kept, or print only records that arrive from now on.",
 )
-@click.option(
+@env_option(
     "--max",
     "max_records",
-    envvar=ENV + "TAIL_MAX",
+    env="TAIL_MAX",
     type=click.IntRange(min=1),
     default=None,
-    show_envvar=True,
     help="Stop after this many records [default: never].",
 )
-@click.option(
+@env_option(
     "--idle-exit",
-    envvar=ENV + "TAIL_IDLE_EXIT",
+    env="TAIL_IDLE_EXIT",
     type=click.FloatRange(min=0),
     default=None,
-    show_envvar=True,
     help="Stop after this many seconds without records [default: never; Ctrl-C stops].",
 )
 @kafka_options
