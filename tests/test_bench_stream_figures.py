@@ -52,3 +52,15 @@ def test_the_table_shows_the_engine_and_bytes_per_event_with_their_ratio() -> No
     assert rows["engine of the trigger worker"][-3:] == ["python", "quixstreams", "-"]
     assert rows["changelog bytes per input event [B]"][-4:-1] == ["180.0", "7", "25.7"]
     assert rows["output bytes per input event [B]"][-4:-1] == ["140.0", "170.0", "0.824"]
+
+
+def test_the_loop_turn_p99_is_the_bound_of_its_bucket_over_every_worker() -> None:
+    from streambench.measurement import loop_turn_p99_ms
+
+    bounds = [0.001, 0.01, 0.1]
+    fast = {"bounds": bounds, "counts": [99, 1, 0, 0]}
+    slow = {"bounds": bounds, "counts": [0, 0, 1, 0]}
+    assert loop_turn_p99_ms([fast]) == 1.0
+    assert loop_turn_p99_ms([fast, slow]) == 10.0  # 100 of 101 turns took at most 10 ms
+    assert loop_turn_p99_ms([None, {"bounds": bounds, "counts": [0, 0, 0, 1]}]) == float("inf")
+    assert loop_turn_p99_ms([None]) is None

@@ -124,6 +124,8 @@ def filled_worker_stats() -> WorkerStats:
     stats.batch_seconds.observe(0.004)
     stats.event_latency.observe(0.02)
     stats.event_latency.observe(0.3)
+    stats.loop_busy.observe(0.0003)
+    stats.loop_busy.observe(0.04)
     stats.produced.task_runs = 5
     stats.produced.sessions_finalized = 1
     stats.produced.statuses.update({"finished": 4, "failed": 1})
@@ -163,6 +165,8 @@ def test_worker_collector_reads_the_stats_at_scrape_time() -> None:
     assert value(found, w + "batch_duration_seconds_count") == 1
     assert value(found, w + "event_latency_seconds_bucket", le="0.025") == 1
     assert value(found, w + "event_latency_seconds_count") == 2
+    assert value(found, w + "loop_busy_seconds_bucket", le="0.0005") == 1
+    assert value(found, w + "loop_busy_seconds_bucket", le="0.05") == 2
     assert value(found, w + "task_runs_requested_total") == 5
     assert value(found, w + "instance_outcomes_total", status="finished") == 4
     assert value(found, w + "instance_outcomes_total", status="failed") == 1

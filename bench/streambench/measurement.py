@@ -219,6 +219,22 @@ def worker_details(w: WorkerProcess, sampler: Sampler) -> dict[str, Any]:
     return d
 
 
+def loop_turn_p99_ms(histograms: list[dict[str, Any] | None]) -> float | None:
+    """The upper bound (ms) of the bucket holding the 99th percentile of the workers' work per
+    loop turn (``WorkerStats.loop_busy``: everything but waiting for input), merged."""
+    found = [h for h in histograms if h and h.get("counts")]
+    if not found:
+        return None
+    bounds = found[0]["bounds"]
+    counts = [sum(h["counts"][i] for h in found) for i in range(len(bounds) + 1)]
+    seen, need = 0, 0.99 * sum(counts)
+    for bound, count in zip([*bounds, float("inf")], counts, strict=True):
+        seen += count
+        if seen >= need:
+            return bound * 1000
+    return None
+
+
 def our_figures(
     a: argparse.Namespace, res: dict[str, Any], workers: list[WorkerProcess], sampler: Sampler, t_ref: float | None
 ) -> dict[str, Any]:
@@ -242,6 +258,7 @@ def our_figures(
         if a.rate <= 0 and workers and workers[0].started_at:
             f["startup_s"] = round(t0 - workers[0].started_at, 3)
         f["broker_cpu_s"] = sampler.cpu_between("broker", t0, t1)
+        f["loop_turn_p99_ms"] = loop_turn_p99_ms([s.get("loop_busy") for s in stats])
     rss = [
         x
         for d in res["workers"]

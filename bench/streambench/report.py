@@ -23,6 +23,7 @@ ROWS = [
     ("steady latency p50 (after warm-up)", "latency_steady_p50_ms", "ms", "lower"),
     ("steady latency p99", "latency_steady_p99_ms", "ms", "lower"),
     ("steady p99, cause to output produced", "latency_steady_to_output_p99_ms", "ms", "lower"),
+    ("worker loop turn p99, work only (bucket bound)", "loop_turn_p99_ms", "ms", "lower"),
     ("2nd worker joins: processing pause", "join_pause_s", "s", "lower"),
     ("kill -9 of 1 of 2: failover gap", "failover_gap_s", "s", "lower"),
     ("duplicate outputs", "duplicate_outputs", "", "lower"),

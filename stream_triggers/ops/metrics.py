@@ -77,6 +77,10 @@ WORKER_METRICS: Mapping[str, tuple[str, str]] = {
         "histogram",
         "Seconds from an applied event's produced_at to the commit of its batch (end-to-end).",
     ),
+    _W + "loop_busy_seconds": (
+        "histogram",
+        "Seconds of work per turn of the worker's loop (applying, checkpointing, sweeping; not waiting for input).",
+    ),
     _W + "outputs": ("counter", "Output records produced (task-runs, task-results, sessions; not changelog)."),
     _W + "task_runs_requested": ("counter", "TaskRunRequested records produced (instances handed to executors)."),
     _W + "instance_outcomes": ("counter", "InstanceStatusChanged records produced, by new status."),
@@ -207,6 +211,7 @@ class WorkerCollector(Collector):
             ("batch_size", stats.batch_size),
             ("batch_duration_seconds", stats.batch_seconds),
             ("event_latency_seconds", stats.event_latency),
+            ("loop_busy_seconds", stats.loop_busy),
         ):
             family = _histogram(m, _W + name)
             _add_buckets(family, [], buckets)

@@ -18,6 +18,7 @@ __all__ = [
     "BATCH_SECONDS_BUCKETS",
     "BATCH_SIZE_BUCKETS",
     "LATENCY_BUCKETS",
+    "LOOP_SECONDS_BUCKETS",
     "TASK_SECONDS_BUCKETS",
     "Buckets",
     "OutputCounts",
@@ -25,6 +26,8 @@ __all__ = [
 
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
 """Events per worker batch."""
+LOOP_SECONDS_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+"""Seconds of work per turn of the worker's loop: most take well under a millisecond."""
 BATCH_SECONDS_BUCKETS: tuple[float, ...] = (
     0.001,
     0.0025,

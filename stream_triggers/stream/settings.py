@@ -6,7 +6,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_triggers.ops.stats import BATCH_SECONDS_BUCKETS, BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, Buckets, OutputCounts
+from stream_triggers.ops.stats import (
+    BATCH_SECONDS_BUCKETS,
+    BATCH_SIZE_BUCKETS,
+    LATENCY_BUCKETS,
+    LOOP_SECONDS_BUCKETS,
+    Buckets,
+    OutputCounts,
+)
 
 __all__ = ["WorkerSettings", "WorkerStats"]
 
@@ -101,6 +108,8 @@ class WorkerStats:
     batch_size: Buckets = field(default_factory=lambda: Buckets(BATCH_SIZE_BUCKETS))
     batch_seconds: Buckets = field(default_factory=lambda: Buckets(BATCH_SECONDS_BUCKETS))
     event_latency: Buckets = field(default_factory=lambda: Buckets(LATENCY_BUCKETS))  # produced_at -> commit
+    loop_busy: Buckets = field(default_factory=lambda: Buckets(LOOP_SECONDS_BUCKETS))
+    """Seconds of work per loop turn (all but the wait for input): a long turn delays every input behind it."""
     restores: int = 0
     rebalances: int = 0
     owned_partitions: int = 0

@@ -133,8 +133,9 @@ class StreamWorker(Lifecycle):
                     self.stats.consumer_lag = self.consumer_lag()
                     lag_due = now + LAG_INTERVAL_S
                 messages = take_batch(self._consumer, settings.batch_size, settings.batch_timeout_s)
+                busy_from = time.monotonic()
                 if messages:
-                    self._process(messages, time.monotonic())
+                    self._process(messages, busy_from)
                 if self._checkpoint.pending is not None:
                     self._finish_checkpoint(wait=False)
                 pace = self._pace
@@ -147,6 +148,7 @@ class StreamWorker(Lifecycle):
                     self._retention.tick(
                         now, self._partitions.values(), lag, self._owner_check, settle, self._complete_checkpoint
                     )  # (retention purges between checkpoints)
+                self.stats.loop_busy.observe(time.monotonic() - busy_from)
             self._checkpoint_now()  # SIGTERM: the batches in hand are committed before leaving
         finally:
             self.loop_at = None

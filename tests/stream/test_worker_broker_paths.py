@@ -173,3 +173,4 @@ def test_batches_share_a_checkpoint_and_a_stop_commits_the_ones_in_hand(
     state = app.state("paced")
     assert state is not None and str(state.instances["t#0"].status) == "finished"
     assert worker.stats.batches == 1 and worker.stats.batch_size.count == 1
+    assert worker.stats.loop_busy.count > 0, "every loop turn's work is timed"
