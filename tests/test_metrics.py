@@ -499,9 +499,11 @@ def test_worker_and_executor_processes_expose_moving_metrics(
         finished = value(found, w + "instance_outcomes_total", status="finished") or 0
         failed = value(found, w + "instance_outcomes_total", status="failed") or 0
         dead = value(found, w + "dead_letters_total", reason="undecodable") or 0
-        return found if finished >= 1 and failed >= 1 and dead >= 1 else None
+        # Outputs count as they are produced; batches and latencies once their checkpoint completes.
+        checkpointed = (value(found, w + "event_latency_seconds_count") or 0) >= 8
+        return found if finished >= 1 and failed >= 1 and dead >= 1 and checkpointed else None
 
-    found = wait_for(worker_done, 60, "the worker to apply both sessions and dead-letter the garbage")
+    found = wait_for(worker_done, 60, "the worker to apply both sessions, dead-letter the garbage and checkpoint")
     assert value(found, w + "events_total", type="ConfigurationUpdated", outcome="applied") == 2
     assert value(found, w + "events_total", type="TriggerFired", outcome="applied") == 2
     assert value(found, w + "events_total", type="InstanceStatusReported", outcome="applied") >= 4
