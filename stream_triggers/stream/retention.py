@@ -61,7 +61,7 @@ from stream_triggers.stream import faults
 from stream_triggers.stream.checkpoint import Checkpoint
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.settings import WorkerSettings, WorkerStats
-from stream_triggers.stream.store import OWED, SessionAges
+from stream_triggers.stream.store import OWED, PartitionStore, SessionAges
 
 __all__ = ["Expired", "RetentionSweep"]
 
@@ -133,13 +133,11 @@ class RetentionSweep:
         if now < self.due_at:
             return 0
         self.due_at = now + self.interval_s
-        partitions = list(owned)
-        if not self._may_have_work(partitions, lag, time.time_ns() // 1000):
+        partitions, now_us = list(owned), time.time_ns() // 1000
+        if not self._may_have_work(partitions, lag, now_us):
             return 0
         complete_checkpoint()
-        purged = self.run(
-            partitions, lag, time.time_ns() // 1000, owner_check(float("-inf")), owner_check(time.monotonic())
-        )
+        purged = self.run(partitions, lag, now_us, owner_check(float("-inf")), owner_check(time.monotonic()))
         if purged:
             settle(partitions)
         return purged
@@ -151,17 +149,22 @@ class RetentionSweep:
         self.stats.live_sessions = {p.number: p.store.live_sessions for p in restored}
         if any(next(iter(p.store.scan(OWED)), None) is not None for p in restored):
             return True
-        if not self.enabled:
-            return False
-        for partition in restored:
-            if lag.get(partition.number, self.behind) >= self.behind:
-                continue
-            store = partition.store
-            if self.retention_us and store.finalized_since(now_us - self.retention_us, 1):
-                return True
-            if self.ttl_us and store.idle_since(now_us - self.ttl_us, 1):
-                return True
-        return False
+        return self.enabled and any(self._candidates(p.store, now_us, 1) for p in self._caught_up(restored, lag))
+
+    def _caught_up(self, partitions: list[Partition], lag: dict[int, int]) -> list[Partition]:
+        """The partitions less than a batch behind (a backlog may hold inputs of idle-looking sessions)."""
+        return [p for p in partitions if lag.get(p.number, self.behind) < self.behind]
+
+    def _candidates(self, store: PartitionStore, now_us: int, limit: int) -> dict[str, str]:
+        """Up to ``limit`` sessions past a deadline by the store's indexes -> "retention" or "ttl"."""
+        candidates: dict[str, str] = {}
+        if self.retention_us:
+            for uid, _at in store.finalized_since(now_us - self.retention_us, limit):
+                candidates[uid] = "retention"
+        if self.ttl_us:
+            for uid, _at in store.idle_since(now_us - self.ttl_us, limit - len(candidates)):
+                candidates.setdefault(uid, "ttl")
+        return candidates
 
     def expired(self, partition: Partition, now_us: int) -> list[Expired]:
         """Sessions of ``partition`` past a deadline whose inputs all lie below the committed offset."""
@@ -169,15 +172,8 @@ class RetentionSweep:
         if committed is None or not partition.restored or partition.dirty:
             return []
         store = partition.store
-        candidates: dict[str, str] = {}
-        if self.retention_us:
-            for uid, _at in store.finalized_since(now_us - self.retention_us, self.limit):
-                candidates[uid] = "retention"
-        if self.ttl_us:
-            for uid, _at in store.idle_since(now_us - self.ttl_us, self.limit - len(candidates)):
-                candidates.setdefault(uid, "ttl")
         found = []
-        for uid, reason in candidates.items():
+        for uid, reason in self._candidates(store, now_us, self.limit).items():
             ages = store.ages(uid)
             try:
                 version = store.version(uid)
@@ -212,7 +208,7 @@ class RetentionSweep:
             self._settle_owed(owed)
         if not self.enabled:
             return 0
-        caught_up = [p for p in restored if lag.get(p.number, self.behind) < self.behind]
+        caught_up = self._caught_up(restored, lag)
         due = {p.number: self.expired(p, now_us) for p in caught_up}
         due = {number: sessions for number, sessions in due.items() if sessions}
         if not due or not probe():  # 1

@@ -117,6 +117,8 @@ class WorkerStats:
     produced: OutputCounts = field(default_factory=OutputCounts)  # task runs, statuses, finalized sessions
     engine: str = "python"  # the engine applying inputs: "native" or "python"
     engine_fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> inputs a native worker gave Python
+    sessions_purged: dict[str, int] = field(default_factory=dict)  # reason (retention, ttl) -> sessions purged
+    live_sessions: dict[int, int] = field(default_factory=dict)  # owned partition -> sessions in its store
 
     def observe_checkpoint(self, size: int, began: float, produced_at: list[int]) -> None:
         """After a checkpoint: its events, its duration (from ``began``, monotonic) and each
@@ -129,6 +131,3 @@ class WorkerStats:
             for at in produced_at:
                 observe((now - at) * 1e-6)
             produced_at.clear()
-
-    sessions_purged: dict[str, int] = field(default_factory=dict)  # reason (retention, ttl) -> sessions purged
-    live_sessions: dict[int, int] = field(default_factory=dict)  # owned partition -> sessions in its store

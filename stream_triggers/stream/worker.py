@@ -146,7 +146,12 @@ class StreamWorker(Lifecycle):
                 if not self.stopping and self._pace.since is None and self._retention.due(now):
                     lag, settle = self.stats.consumer_lag, self._applier.settle
                     self._retention.tick(
-                        now, self._partitions.values(), lag, self._owner_check, settle, self._complete_checkpoint
+                        now,
+                        self._partitions.values(),
+                        lag,
+                        self._owner_check,
+                        settle,
+                        lambda: self._finish_checkpoint(wait=True),
                     )  # (retention purges between checkpoints)
                 self.stats.loop_busy.observe(time.monotonic() - busy_from)
             self._checkpoint_now()  # SIGTERM: the batches in hand are committed before leaving
@@ -350,9 +355,6 @@ class StreamWorker(Lifecycle):
         self._checkpoint.begin(partitions.values(), self._owner_check(taken[0]))
         self._in_flight = taken
         self._finish_checkpoint(wait)
-
-    def _complete_checkpoint(self) -> None:
-        self._finish_checkpoint(wait=True)
 
     def _finish_checkpoint(self, wait: bool) -> None:
         """Move the pending checkpoint on as far as the broker acknowledged (``wait``: to its
