@@ -263,7 +263,10 @@ before decoding, for records without the ``finalized-at`` header."""
 
 
 def _latest_kwargs(state: bytes, kind: int) -> dict[str, Any]:
-    return read_header(state).body[3] if kind == KIND_HEADER else decode_state(state).latest_kwargs
+    """(A header's are read as they are: not a map, they finalize nothing - the session's own
+    read, later, finds what is wrong with them.)"""
+    latest = read_header(state).body[3] if kind == KIND_HEADER else decode_state(state).latest_kwargs
+    return latest if isinstance(latest, dict) else {}
 
 
 def _headers(message: Any) -> Callable[[], Any]:

@@ -21,7 +21,7 @@ from stream_triggers.events.changelog_reader import ChangelogReader
 from stream_triggers.events.codec import decode, encode
 from stream_triggers.events.envelope import event_record
 from stream_triggers.events.records import record_from_input
-from stream_triggers.events.state_format import encode_state
+from stream_triggers.events.state_format import KIND_HEADER, encode_state, pack, prefix
 from stream_triggers.events.state_parts import header_key, instance_key
 from stream_triggers.events.tombstones import FINALIZED_AT, finalized_at, tombstone_headers, tombstone_marks
 from stream_triggers.kafka.topics import Topics
@@ -331,6 +331,28 @@ def test_a_finalized_session_written_before_the_finalized_at_header_ages_from_it
     assert opened.finalized_at == 0 and opened.input_at > 0
     assert store.ages("whole") == SessionAges(77 * S, 77 * S)
     assert store.finalized_since(2**62, 10) == [("whole", 77 * S), ("parts", parts.input_at)]
+    store.close()
+
+
+@pytest.mark.parametrize(("latest", "metadata"), [("sessionFinalized", {}), (7, {"note": "sessionFinalized"})])
+def test_a_header_naming_sessionfinalized_whose_latest_kwargs_are_no_map_does_not_stop_the_restore(
+    tmp_path: Path, latest: Any, metadata: dict[str, Any]
+):
+    """The finalization test reads a header's latest kwargs: bad bytes there are a session's
+    problem (read later, dead-lettered), never the restore's (it would stop every restart)."""
+    bad = prefix(2, KIND_HEADER) + pack([4, 0, [], latest, metadata])
+    value = encode(
+        "SessionSnapshot",
+        {"session_uid": "odd", "produced_at": 5 * S, "state": bad, "input_partition": 0, "applied_offset": 4},
+    )
+    store = PartitionStore(str(tmp_path), "t.events", 0)
+    result = restore(
+        Consumer([Message(TOPICS.changelog, 0, 0, header_key("odd"), value)]),
+        TOPICS.changelog,
+        [Partition(0, store)],
+        timeout_s=5,
+    )  # type: ignore[arg-type]
+    assert result.quarantined == 0 and store.ages("odd") == SessionAges(5 * S, 0)
     store.close()
 
 
