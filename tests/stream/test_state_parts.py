@@ -385,3 +385,18 @@ def test_the_store_lists_every_changelog_key_of_a_session(store: PartitionStore)
     state = ticks(CONFIGURED, 3)
     commit(Partition(0, store, epoch=1), "s", state, 4)
     assert store.changelog_keys("s") == sorted(changelog_keys("s", state.instances))
+
+
+def test_a_store_answers_absent_keys_from_bloom_filters(tmp_path: Path) -> None:
+    """Each new session's first input looks up keys that are not there: the stores' memtables and
+    tables carry whole-key bloom filters, so a miss does not read blocks (RocksDB records the
+    options it opened with in the store's OPTIONS file)."""
+    PartitionStore(str(tmp_path), "t", 0).close()
+    (options_file,) = (tmp_path / "t-0").glob("OPTIONS-*")
+    options = {line.strip() for line in options_file.read_text().splitlines()}
+    assert "filter_policy=bloomfilter" in options
+    assert "memtable_whole_key_filtering=true" in options
+    assert any(
+        line.startswith("memtable_prefix_bloom_size_ratio=0.0") and line != "memtable_prefix_bloom_size_ratio=0.000000"
+        for line in options
+    )
