@@ -19,6 +19,7 @@ from .common import (
     DEFAULT_DURATION_S,
     EVENTS_PER_SESSION,
     HERE,
+    PEER_CHECKER_FETCH_WAIT_MS,
     PEER_VENV,
     QUICK_SESSIONS,
     log,
@@ -68,7 +69,12 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
     ap.add_argument("--quix-fetch-wait-ms", type=int, default=None, help="peer worker --fetch-wait-ms [its 100]")
     ap.add_argument("--worker-fetch-wait-ms", type=int, default=None, help="our worker --fetch-wait-ms [its 10]")
     ap.add_argument("--batch-size", type=int, default=None, help="our worker --batch-size [its default]")
-    ap.add_argument("--checker-fetch-wait-ms", type=int, default=10)
+    ap.add_argument(
+        "--checker-fetch-wait-ms",
+        type=int,
+        default=PEER_CHECKER_FETCH_WAIT_MS,
+        help="our checker's fetch wait [the peer's checker's: both sides' latency read alike; 10 reads ours finer]",
+    )
     ap.add_argument("--latency-skip-s", type=float, default=5.0, help="warm-up left out of the steady latency")
     ap.add_argument("--repeat", type=int, default=1, help="alternate ours/peer N times; figures = medians")
     ap.add_argument("--timeout", type=float, default=900.0, help="per run")
@@ -186,6 +192,9 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
     print()
     what = f"medians of {a.repeat} alternating runs" if a.repeat > 1 else "one run each"
     print(f"stream-triggers vs Quix Streams peer - {mode}, {a.sessions:,} sessions / {n_events:,} events ({what})")
+    if a.rate > 0:
+        polls = f"{a.checker_fetch_wait_ms} ms (ours), {PEER_CHECKER_FETCH_WAIT_MS} ms (the peer's)"
+        print(f"latency read by output checkers polling the broker every {polls}")
     print(report(summary, mine, theirs if quix else None))
     chk = ours.get("checker") or {}
     if chk:

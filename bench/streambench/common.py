@@ -14,6 +14,9 @@ EVENTS_PER_SESSION = 8
 QUICK_SESSIONS = 2_000
 DEFAULT_DURATION_S = 30.0
 STOP_TIMEOUT_S = 30.0
+PEER_CHECKER_FETCH_WAIT_MS = 100
+"""The peer's output checker polls the broker this often (check_outputs.py's default, which its
+bench.py keeps); ours does the same by default, so that both sides' latency is read alike."""
 
 
 def log(message: str) -> None:
