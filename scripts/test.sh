@@ -19,7 +19,9 @@ fi
 .venv/bin/python -c 'from stream_triggers.engine.native import describe; print(describe())'
 .venv/bin/ruff check stream_triggers tests bench
 .venv/bin/python -m pytest "$@"
-# The stream tests once more with every worker on the native engine (the run above is Python's).
+# Once more with every worker on the native engine (the run above is Python's): the stream
+# tests, and every fault test (the native engine is what a worker runs where it is built).
 if [ $# -eq 0 ] && .venv/bin/python -c 'import stream_triggers_native' 2>/dev/null; then
   .venv/bin/python -m pytest tests/stream -m "not slow" --engine native --no-cov -p no:cacheprovider
+  .venv/bin/python -m pytest tests/faults --engine native --no-cov -p no:cacheprovider
 fi
