@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 1.0
 """How often the loop refreshes ``WorkerStats.consumer_lag`` (a local lookup per owned partition)."""
+RESTORE_FETCH_WAIT_MS = 10
+"""The restore's fetch wait, not ``--fetch-wait-ms``: a restore ends with a fetch that finds
+nothing, which Apache Kafka holds for the whole wait (500 ms there would add that to each)."""
 
 
 class StreamWorker(Lifecycle):
@@ -90,7 +93,7 @@ class StreamWorker(Lifecycle):
             f"{group}-restore",
             kafka_config=settings.kafka_config,
             enable_partition_eof=True,
-            fetch_wait_max_ms=settings.fetch_wait_ms,
+            fetch_wait_max_ms=RESTORE_FETCH_WAIT_MS,
         )
         self._producer = clients.producer(
             bootstrap,
