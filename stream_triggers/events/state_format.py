@@ -305,4 +305,3 @@ def state_kind(data: bytes) -> int:
 
 _READERS = {1: _read_v1, 2: _read_v2, 3: _read_v2, 4: _read_v2}
 _BODY_AT = {1: 1, 2: 1, 3: 1 + _EPOCH_BYTES.size, 4: PREFIX_BYTES}
-
