@@ -234,7 +234,6 @@ def list_command(
 )
 @env_option(
     "--dry-run/--publish",
-    env="DRY_RUN",
     default=False,
     show_default=True,
     help="Print what would be replayed and publish nothing.",

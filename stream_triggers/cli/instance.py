@@ -46,7 +46,6 @@ def _wait_options(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
     return env_option(
         "--wait/--no-wait",
-        env="WAIT",
         default=False,
         show_default=True,
         help="Wait until the worker applied the request (exit 0) or rejected it (exit 4 or 5).",
@@ -189,7 +188,6 @@ def replay(ctx: click.Context, instance: str, kwargs_json: str | None, kafka_con
 @click.argument("instance")
 @env_option(
     "--cascade/--no-cascade",
-    env="CASCADE",
     default=False,
     show_default=True,
     help="Fire the task's name as if it had finished (with --result as its result).",
@@ -255,7 +253,6 @@ def mark_logs_resolved(ctx: click.Context, instance: str, kafka_config: dict[str
 )
 @env_option(
     "--cascade/--no-cascade",
-    env="CASCADE",
     default=False,
     show_default=True,
     help="Fire the task's name as a trigger (with --kwargs), as a finished task does.",

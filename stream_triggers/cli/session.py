@@ -131,7 +131,6 @@ def fire(
 @env_option(
     "--json/--text",
     "as_json",
-    env="JSON",
     default=False,
     show_default=True,
     help="Print the session as JSON (for scripts) instead of tables.",

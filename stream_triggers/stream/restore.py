@@ -241,6 +241,11 @@ def _take(
     return uid, epoch, True
 
 
+_FINALIZED_NAME = SESSION_FINALIZED.encode()
+"""Found in the bytes of every finalized state (a key of its latest kwargs): a quick test
+before decoding, for records without the ``finalized-at`` header."""
+
+
 def _ages(snapshot: dict[str, Any], headers: Callable[[], Any], state: bytes, kind: int) -> SessionAges:
     """The session's ages from its newest header or whole record: its ``produced_at``, and when
     it was finalized, from the ``finalized-at`` header.
@@ -255,11 +260,6 @@ def _ages(snapshot: dict[str, Any], headers: Callable[[], Any], state: bytes, ki
     if not at and _FINALIZED_NAME in state and SESSION_FINALIZED in _latest_kwargs(state, kind):
         at = input_at
     return SessionAges(input_at, at)
-
-
-_FINALIZED_NAME = SESSION_FINALIZED.encode()
-"""Found in the bytes of every finalized state (a key of its latest kwargs): a quick test
-before decoding, for records without the ``finalized-at`` header."""
 
 
 def _latest_kwargs(state: bytes, kind: int) -> dict[str, Any]:
