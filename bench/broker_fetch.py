@@ -62,15 +62,26 @@ def consume(bootstrap: str, wait_ms: int, fetches: dict[int, int], stop: threadi
         consumer.close()
 
 
+def _waits(text: str) -> list[int]:
+    """``10,100`` -> ``[10, 100]``; anything else is a usage error naming the option."""
+    try:
+        waits = [int(w) for w in text.split(",") if w]
+    except ValueError:
+        waits = []
+    if not waits or min(waits) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated milliseconds >= 0, got {text!r}")
+    return waits
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fetch-wait-ms", default="10", help="comma-separated: one consumer per value [10]")
+    ap.add_argument("--fetch-wait-ms", type=_waits, default=[10], help="comma-separated: one consumer per value [10]")
     ap.add_argument("--rate", type=int, default=2000, help="records/s produced [2000]")
     ap.add_argument("--alone", type=float, default=10.0, help="seconds of the producer alone first [10]")
     ap.add_argument("--duration", type=float, default=40.0, help="seconds with the consumers [40]")
     ap.add_argument("--window", type=float, default=5.0, help="seconds per printed line [5]")
     a = ap.parse_args()
-    waits = [int(w) for w in a.fetch_wait_ms.split(",") if w]
+    waits: list[int] = a.fetch_wait_ms
 
     broker = EmbeddedBroker()
     broker.start()
