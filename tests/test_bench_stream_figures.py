@@ -10,7 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from streambench.processes import WorkerProcess
+from streambench.cli import parse_args
+from streambench.processes import WorkerProcess, worker_command
 from streambench.report import combine, report
 
 
@@ -64,3 +65,16 @@ def test_the_loop_turn_p99_is_the_bound_of_its_bucket_over_every_worker() -> Non
     assert loop_turn_p99_ms([fast, slow]) == 10.0  # 100 of 101 turns took at most 10 ms
     assert loop_turn_p99_ms([None, {"bounds": bounds, "counts": [0, 0, 0, 1]}]) == float("inf")
     assert loop_turn_p99_ms([None]) is None
+
+
+def test_the_worker_options_reach_our_worker_command_and_only_when_given(tmp_path: Path) -> None:
+    from stream_triggers.kafka.topics import Topics
+
+    def command(*argv: str) -> list[str]:
+        return worker_command(parse_args(list(argv)), "b:1", Topics("p"), "g", tmp_path, tmp_path / "s.json")
+
+    tuned = command(
+        "--worker-fetch-wait-ms", "40", "--worker-fetch-min-bytes", "10000", "--worker-checkpoint-interval-ms", "1000"
+    )
+    assert " --fetch-wait-ms 40 --fetch-min-bytes 10000 --checkpoint-interval-ms 1000" in " ".join(tuned)
+    assert not {"--fetch-wait-ms", "--fetch-min-bytes", "--checkpoint-interval-ms", "--batch-size"} & set(command())

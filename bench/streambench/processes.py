@@ -187,10 +187,14 @@ def worker_command(
     base = [str(script)] if script.exists() else [sys.executable, "-m", "stream_triggers.cli"]
     cmd = base + ["worker", "--bootstrap", bootstrap, "--state-dir", str(state_dir), "--group", group]
     cmd += ["--topic-prefix", topics.prefix, "--stats-out", str(stats)]
-    if a.worker_fetch_wait_ms is not None:
-        cmd += ["--fetch-wait-ms", str(a.worker_fetch_wait_ms)]
-    if a.batch_size is not None:
-        cmd += ["--batch-size", str(a.batch_size)]
+    for option, value in (
+        ("--fetch-wait-ms", a.worker_fetch_wait_ms),
+        ("--fetch-min-bytes", a.worker_fetch_min_bytes),
+        ("--checkpoint-interval-ms", a.worker_checkpoint_interval_ms),
+        ("--batch-size", a.batch_size),
+    ):
+        if value is not None:
+            cmd += [option, str(value)]
     return cmd
 
 

@@ -139,6 +139,14 @@ def _is_endpoint(text: str) -> bool:
     help="Upper bound on input latency when idle.",
 )
 @env_option(
+    "--fetch-min-bytes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="The broker holds an input fetch until this many bytes are there (or --fetch-wait-ms "
+    "passes): fewer, larger fetches under a steady stream, for up to --fetch-wait-ms more latency.",
+)
+@env_option(
     "--session-timeout-ms",
     type=click.IntRange(min=1),
     default=6000,
@@ -191,6 +199,7 @@ def worker(
     batch_size: int,
     checkpoint_interval_ms: int,
     fetch_wait_ms: int,
+    fetch_min_bytes: int,
     session_timeout_ms: int,
     metrics_port: int | None,
     advertise: str | None,
@@ -228,6 +237,7 @@ def worker(
         batch_size=batch_size,
         checkpoint_interval_s=checkpoint_interval_ms / 1000,
         fetch_wait_ms=fetch_wait_ms,
+        fetch_min_bytes=fetch_min_bytes,
         session_timeout_ms=session_timeout_ms,
         restore_timeout_s=restore_timeout,
         engine=engine,

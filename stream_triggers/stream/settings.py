@@ -40,6 +40,11 @@ class WorkerSettings:
     crash repeats that much more output (with the same ``event_id``).  100 ms is also
     Kafka Streams' commit interval under exactly-once."""
     fetch_wait_ms: int = 10
+    fetch_min_bytes: int = 1
+    """The broker holds an input fetch until this many bytes are there (or ``fetch_wait_ms``
+    passes): under a steady stream, fewer and larger fetches, for up to ``fetch_wait_ms``
+    more latency.  On Tansu each fetch that finds records lists the partition's stored
+    batches, so there it saves broker CPU too (docs/operating.md, "The fetch wait")."""
     session_timeout_ms: int = 6_000
     session_cache_size: int = 1_500
     restore_timeout_s: float = 120.0

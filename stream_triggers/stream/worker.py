@@ -84,6 +84,7 @@ class StreamWorker(Lifecycle):
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(300, settings.session_timeout_ms // 6),
             fetch_wait_max_ms=settings.fetch_wait_ms,
+            fetch_min_bytes=settings.fetch_min_bytes,
             queued_min_messages=5_000,  # per partition: two batches ahead, not the whole backlog
             enable_partition_eof=False,
         )

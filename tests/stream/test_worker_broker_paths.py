@@ -179,8 +179,8 @@ def test_batches_share_a_checkpoint_and_a_stop_commits_the_ones_in_hand(
 @pytest.mark.broker
 def test_a_long_input_fetch_wait_does_not_hold_the_restore(start: Start) -> None:
     """A restore ends with a fetch that finds nothing, which the broker holds for the whole
-    wait: the restore fetches with its own short wait, so ``--fetch-wait-ms 500`` (right on
-    Apache Kafka) does not add that to every rebalance."""
-    worker = start(fetch_wait_ms=4000)
+    wait: the restore fetches with its own short wait and no minimum, so ``--fetch-wait-ms
+    500`` (right on Apache Kafka) or a ``--fetch-min-bytes`` does not add that to every rebalance."""
+    worker = start(fetch_wait_ms=4000, fetch_min_bytes=1_000_000)
     assert worker.stats.restores >= 1
     assert worker.stats.restore_seconds < 2.0, f"restore took {worker.stats.restore_seconds:.2f} s"
