@@ -188,7 +188,8 @@ impl NativeCore {
     }
 
     /// The state records of these sessions' changes since they were last encoded, for
-    /// the checkpoint: per session `(uid, store_rows, changelog_rows, task_count)`, where
+    /// the checkpoint: per session `(uid, store_rows, changelog_rows, task_count, finalized)`
+    /// (`finalized`: it has fired `sessionFinalized`, which retention counts from), where
     /// `store_rows` are `(RocksDB key, value or None to delete)` and `changelog_rows`
     /// `(changelog key, SessionSnapshot value)`, in the order to write them.  The bytes
     /// are those `events/state_parts.py` / `state_format.py` write for the same state
@@ -211,6 +212,7 @@ impl NativeCore {
             Vec<stateformat::Row>,
             Vec<(Vec<u8>, Vec<u8>)>,
             usize,
+            bool,
         );
         let sessions = &mut self.core.sessions;
         let encoded: Vec<Encoded> = py.allow_threads(|| {
@@ -236,13 +238,15 @@ impl NativeCore {
                             (key, snapshot)
                         })
                         .collect();
-                    Some((uid, store, changelog, entry.state.tasks.len()))
+                    let state = &entry.state;
+                    let finalized = state.latest_kwargs.contains_key(SESSION_FINALIZED);
+                    Some((uid, store, changelog, state.tasks.len(), finalized))
                 })
                 .collect()
         });
         encoded
             .into_iter()
-            .map(|(uid, store, changelog, tasks)| {
+            .map(|(uid, store, changelog, tasks, finalized)| {
                 let store: Vec<(Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>)> = store
                     .iter()
                     .map(|(k, v)| {
@@ -256,7 +260,7 @@ impl NativeCore {
                     .iter()
                     .map(|(k, v)| (PyBytes::new(py, k), PyBytes::new(py, v)))
                     .collect();
-                (uid, store, changelog, tasks).into_pyobject(py)
+                (uid, store, changelog, tasks, finalized).into_pyobject(py)
             })
             .collect()
     }
@@ -294,14 +298,6 @@ impl NativeCore {
     /// The held session's task count (None: not held): the size bound's multiplier.
     fn task_count(&self, uid: &str) -> Option<usize> {
         self.core.sessions.get(uid).map(|e| e.state.tasks.len())
-    }
-
-    /// Whether the held session has fired `sessionFinalized` (None: not held): retention counts from it.
-    fn finalized(&self, uid: &str) -> Option<bool> {
-        self.core
-            .sessions
-            .get(uid)
-            .map(|e| e.state.latest_kwargs.contains_key(SESSION_FINALIZED))
     }
 
     /// `(tasks, instances, latest_kwargs, metadata)` of a held session, or None.

@@ -231,11 +231,11 @@ class NativeApplier:
             uids = [uid for uid, entry in dirty.items() if type(entry) is NativeEntry]
             if not uids:
                 continue
-            for uid, store_rows, snapshots, tasks in self.core.encode(
+            for uid, store_rows, snapshots, tasks, finalized in self.core.encode(
                 partition.number, partition.epoch, now, self.whole_session_bytes, uids
             ):
                 entry = dirty[uid]
-                entry.native_rows = (store_rows, snapshots, bool(self.core.finalized(uid)))
+                entry.native_rows = (store_rows, snapshots, finalized)
                 entry.tasks = tasks  # type: ignore[attr-defined]
 
     def _entry(self, partition: Partition, uid: str) -> SessionEntry | None:

@@ -96,9 +96,9 @@ def python_rows(python: PythonSide, whole_limit: int) -> tuple[list[Any], list[A
 
 
 def native_rows(core: Any, partition: Partition, whole_limit: int) -> tuple[list[Any], list[Any]]:
-    [(uid, store_rows, snapshots, _tasks)] = core.encode(partition.number, EPOCH, NOW, whole_limit, [UID])
+    [(uid, store_rows, snapshots, _tasks, finalized)] = core.encode(partition.number, EPOCH, NOW, whole_limit, [UID])
     entry = SessionEntry()
-    entry.native_rows = (store_rows, snapshots, bool(core.finalized(UID)))
+    entry.native_rows = (store_rows, snapshots, finalized)
     partition.dirty[uid] = entry
     return commit(partition, whole_limit)
 
@@ -166,9 +166,9 @@ def test_the_store_keys_are_the_stores() -> None:
     core = native.NativeCore("default", TOPICS.task_runs, TOPICS.task_results, TOPICS.sessions)
     config = encoded("ConfigurationUpdated", 1, configuration_json='{"t": {"after": ["a"], "run": "x"}}')
     core.apply_batch(0, [(0, UID.encode(), config)], NOW)
-    [(_, [(whole_key, value)], _, tasks)] = core.encode(0, EPOCH, NOW, 16384, [UID])
+    [(_, [(whole_key, value)], _, tasks, _)] = core.encode(0, EPOCH, NOW, 16384, [UID])
     assert whole_key == PartitionStore.whole_key(UID) and value[:8] == (0).to_bytes(8, "big") and tasks == 1
-    [(_, [(deleted, nothing), (header, _)], _, _)] = core.encode(0, EPOCH, NOW, 0, [UID])
+    [(_, [(deleted, nothing), (header, _)], _, _, _)] = core.encode(0, EPOCH, NOW, 0, [UID])
     assert (deleted, nothing) == (whole_key, None) and header == PART + UID.encode() + b"\xffh"
     assert core.encode(0, EPOCH, NOW, 0, ["not held"]) == []
 
@@ -193,11 +193,11 @@ def load_both(manager: str, records: list[tuple[int, bytes]]) -> int:
         parts = [encode_instance(i, seq, applied, EPOCH) for seq, i in enumerate(state.instances.values())]
         assert core.load_whole(UID, applied, whole) == len(state.tasks)
         assert native_state(core, UID) == comparable(state)
-        [(_, [(_, stored)], _, _)] = core.encode(0, EPOCH, NOW, 1 << 30, [UID])
+        [(_, [(_, stored)], _, _, _)] = core.encode(0, EPOCH, NOW, 1 << 30, [UID])
         assert stored[8:] == whole, "read whole, written whole: the same bytes"
         assert core.load_parts(UID, header, parts[::-1]) == (applied, len(state.tasks))
         assert native_state(core, UID) == comparable(state) and core.in_parts(UID)
-        [(_, [(_, stored)], _, _)] = core.encode(0, EPOCH, NOW, 0, [UID])
+        [(_, [(_, stored)], _, _, _)] = core.encode(0, EPOCH, NOW, 0, [UID])
         assert stored == header, "nothing changed since it was read: the header alone"
         loaded += 1
     return loaded
