@@ -8,6 +8,7 @@ use crate::avro::{current, decode, Writer};
 use crate::errors::{unsupported, Refusal, Rejection};
 use crate::inputs::{input_from_record, Configs, MAX_US, MIN_US};
 use crate::state::{Instance, SessionState, Status};
+use crate::stateformat::PackedTasks;
 use crate::transition::{step, Effect, Input, META_TIMESTAMPS};
 use crate::value::{dumps, py_repr, Map, Style, Value};
 
@@ -55,6 +56,8 @@ pub struct Entry {
     pub applied_offset: i64,
     /// Stored as parts (format 4 header + instances); else whole, or not stored yet.
     pub in_parts: bool,
+    /// Its task configurations as last packed (every state record repeats them).
+    pub packed_tasks: PackedTasks,
 }
 
 impl Entry {
@@ -63,6 +66,7 @@ impl Entry {
             state: SessionState::default(),
             applied_offset: -1,
             in_parts: false,
+            packed_tasks: PackedTasks::default(),
         }
     }
 }
@@ -254,6 +258,7 @@ impl Core {
                 state,
                 applied_offset,
                 in_parts,
+                packed_tasks: PackedTasks::default(),
             },
         );
         tasks

@@ -158,6 +158,36 @@ pub fn pack_tasks(out: &mut Vec<u8>, tasks: &KeyMap<Arc<TaskConfig>>) {
     }
 }
 
+/// A session's packed task configurations, packed again only when they change: a session
+/// changes its configuration rarely, and every state record written for it repeats them.
+///
+/// Held with the configurations it packed: while they stay the same (`Arc::ptr_eq`, and
+/// held here, so no other configuration can take their place in memory), so do the bytes.
+#[derive(Clone, Debug, Default)]
+pub struct PackedTasks {
+    configs: Vec<Arc<TaskConfig>>,
+    bytes: Vec<u8>,
+}
+
+impl PackedTasks {
+    /// `pack_tasks(tasks)`'s bytes (a map's keys are its configurations' names).
+    pub fn of(&mut self, tasks: &KeyMap<Arc<TaskConfig>>) -> &[u8] {
+        let same = !self.bytes.is_empty()
+            && self.configs.len() == tasks.len()
+            && self
+                .configs
+                .iter()
+                .zip(tasks.values())
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if !same {
+            self.bytes.clear();
+            pack_tasks(&mut self.bytes, tasks);
+            self.configs = tasks.values().cloned().collect();
+        }
+        &self.bytes
+    }
+}
+
 /// `TaskConfig.serialize()`: extras, then after (less andEvery), unless, andEvery, run, using, withParams.
 fn pack_directives(out: &mut Vec<u8>, config: &TaskConfig) {
     map_header(out, config.extras().len() + 6);
@@ -246,11 +276,12 @@ fn prefix(epoch: i64, kind: u8, capacity: usize) -> Vec<u8> {
     out
 }
 
-/// A whole session (`encode_state`): `[tasks, instances, latest_kwargs, metadata]`.
-pub fn encode_whole(state: &SessionState, epoch: i64) -> Vec<u8> {
+/// A whole session (`encode_state`): `[tasks, instances, latest_kwargs, metadata]`, with
+/// `tasks` packed (`pack_tasks`).
+pub fn encode_whole(state: &SessionState, tasks: &[u8], epoch: i64) -> Vec<u8> {
     let mut out = prefix(epoch, KIND_WHOLE, 512 + 256 * state.instances.len());
     out.push(0x94);
-    pack_tasks(&mut out, &state.tasks);
+    out.extend_from_slice(tasks);
     array_header(&mut out, state.instances.len());
     for instance in state.instances.values() {
         out.push(0x97);
@@ -261,13 +292,19 @@ pub fn encode_whole(state: &SessionState, epoch: i64) -> Vec<u8> {
     out
 }
 
-/// A header part (`encode_header`): `[applied_offset, instance_count, tasks, latest_kwargs, metadata]`.
-pub fn encode_header(state: &SessionState, applied_offset: i64, epoch: i64) -> Vec<u8> {
+/// A header part (`encode_header`): `[applied_offset, instance_count, tasks, latest_kwargs,
+/// metadata]`, with `tasks` packed.
+pub fn encode_header(
+    state: &SessionState,
+    tasks: &[u8],
+    applied_offset: i64,
+    epoch: i64,
+) -> Vec<u8> {
     let mut out = prefix(epoch, KIND_HEADER, 512);
     out.push(0x95);
     pack_int(&mut out, applied_offset);
     pack_int(&mut out, state.instances.len() as i64);
-    pack_tasks(&mut out, &state.tasks);
+    out.extend_from_slice(tasks);
     pack_map(&mut out, &state.latest_kwargs);
     pack_map(&mut out, &state.metadata);
     out
@@ -326,8 +363,9 @@ pub struct SessionRows {
 pub fn session_rows(uid: &str, entry: &mut Entry, epoch: i64, whole_limit: usize) -> SessionRows {
     let applied = entry.applied_offset;
     let state = &mut entry.state;
+    let tasks = entry.packed_tasks.of(&state.tasks);
     if !entry.in_parts {
-        let whole = encode_whole(state, epoch);
+        let whole = encode_whole(state, tasks, epoch);
         state.changed.clear();
         if whole.len() <= whole_limit {
             return SessionRows {
@@ -349,7 +387,10 @@ pub fn session_rows(uid: &str, entry: &mut Entry, epoch: i64, whole_limit: usize
             ));
         }
     }
-    parts.push((header_key(uid), Some(encode_header(state, applied, epoch))));
+    parts.push((
+        header_key(uid),
+        Some(encode_header(state, tasks, applied, epoch)),
+    ));
     SessionRows {
         parts,
         whole: false,
@@ -447,6 +488,43 @@ mod tests {
             [0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(packed(&Value::Time(0))[..3], [0xc7, 12, 1]);
+    }
+
+    fn tasks(json: &str) -> KeyMap<Arc<TaskConfig>> {
+        let Ok(Value::Map(configuration)) = crate::value::parse(json) else {
+            panic!("not a mapping: {json}");
+        };
+        let mut tasks = KeyMap::default();
+        for config in crate::config::build_task_configs(&configuration).expect("valid") {
+            tasks.insert(config.name.clone(), config);
+        }
+        tasks
+    }
+
+    fn fresh(tasks: &KeyMap<Arc<TaskConfig>>) -> Vec<u8> {
+        let mut out = Vec::new();
+        pack_tasks(&mut out, tasks);
+        out
+    }
+
+    #[test]
+    fn packed_tasks_are_packed_again_when_the_configurations_change() {
+        let mut cache = PackedTasks::default();
+        let none = KeyMap::default();
+        assert_eq!(cache.of(&none), [0x90]);
+        let first = tasks(r#"{"t": {"after": ["a"], "run": "x"}}"#);
+        assert_eq!(cache.of(&first), fresh(&first));
+        let mut changed = first.clone();
+        let other = tasks(r#"{"t": {"after": ["b"], "run": "x"}}"#);
+        changed.insert("t", other.get("t").cloned().expect("t"));
+        assert_eq!(cache.of(&changed), fresh(&changed));
+        assert_ne!(fresh(&changed), fresh(&first));
+        let mut more = changed.clone();
+        let u = tasks(r#"{"u": {"after": ["t"], "run": "y"}}"#);
+        more.insert("u", u.get("u").cloned().expect("u"));
+        assert_eq!(cache.of(&more), fresh(&more));
+        assert_eq!(cache.of(&changed), fresh(&changed));
+        assert_eq!(cache.of(&none), [0x90]);
     }
 
     #[test]
