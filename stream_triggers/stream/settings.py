@@ -44,7 +44,8 @@ class WorkerSettings:
     """The broker holds an input fetch until this many bytes are there (or ``fetch_wait_ms``
     passes): under a steady stream, fewer and larger fetches, for up to ``fetch_wait_ms``
     more latency.  On Tansu each fetch that finds records lists the partition's stored
-    batches, so there it saves broker CPU too (docs/operating.md, "The fetch wait")."""
+    batches, so there it saves broker CPU too (docs/operating.md, "Scaling").  The input
+    consumer's alone: the restore's reads to the end, which would hold its last fetch."""
     session_timeout_ms: int = 6_000
     session_cache_size: int = 1_500
     restore_timeout_s: float = 120.0
