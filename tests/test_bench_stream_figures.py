@@ -74,7 +74,9 @@ def test_the_worker_options_reach_our_worker_command_and_only_when_given(tmp_pat
         return worker_command(parse_args(list(argv)), "b:1", Topics("p"), "g", tmp_path, tmp_path / "s.json")
 
     tuned = command(
-        "--worker-fetch-wait-ms", "40", "--worker-fetch-min-bytes", "10000", "--worker-checkpoint-interval-ms", "1000"
-    )
-    assert " --fetch-wait-ms 40 --fetch-min-bytes 10000 --checkpoint-interval-ms 1000" in " ".join(tuned)
-    assert not {"--fetch-wait-ms", "--fetch-min-bytes", "--checkpoint-interval-ms", "--batch-size"} & set(command())
+        "--worker-fetch-wait-ms", "40", "--worker-linger-ms", "0", "--worker-fetch-min-bytes", "10000",
+        "--worker-checkpoint-interval-ms", "1000",
+    )  # fmt: skip
+    assert " --fetch-wait-ms 40 --linger-ms 0 --fetch-min-bytes 10000 --checkpoint-interval-ms 1000" in " ".join(tuned)
+    options = {"--fetch-wait-ms", "--linger-ms", "--fetch-min-bytes", "--checkpoint-interval-ms", "--batch-size"}
+    assert not options & set(command())

@@ -189,6 +189,7 @@ def worker_command(
     cmd += ["--topic-prefix", topics.prefix, "--stats-out", str(stats)]
     for option, value in (
         ("--fetch-wait-ms", a.worker_fetch_wait_ms),
+        ("--linger-ms", a.worker_linger_ms),
         ("--fetch-min-bytes", a.worker_fetch_min_bytes),
         ("--checkpoint-interval-ms", a.worker_checkpoint_interval_ms),
         ("--batch-size", a.batch_size),

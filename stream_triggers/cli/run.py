@@ -134,9 +134,18 @@ def _is_endpoint(text: str) -> bool:
 @env_option(
     "--fetch-wait-ms",
     type=click.IntRange(min=0),
-    default=10,
+    default=100,
     show_default=True,
-    help="Upper bound on input latency when idle.",
+    help="How long the broker may hold an input fetch that finds nothing (Kafka answers it when "
+    "records arrive; Tansu looks again at half the time left).",
+)
+@env_option(
+    "--linger-ms",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="After a batch that emptied the input queue, wait up to this for a fuller one: fewer, "
+    "larger batches under a steady stream, for up to this much more latency (0: none).",
 )
 @env_option(
     "--fetch-min-bytes",
@@ -199,6 +208,7 @@ def worker(
     batch_size: int,
     checkpoint_interval_ms: int,
     fetch_wait_ms: int,
+    linger_ms: int,
     fetch_min_bytes: int,
     session_timeout_ms: int,
     metrics_port: int | None,
@@ -237,6 +247,7 @@ def worker(
         batch_size=batch_size,
         checkpoint_interval_s=checkpoint_interval_ms / 1000,
         fetch_wait_ms=fetch_wait_ms,
+        linger_s=linger_ms / 1000,
         fetch_min_bytes=fetch_min_bytes,
         session_timeout_ms=session_timeout_ms,
         restore_timeout_s=restore_timeout,

@@ -5,6 +5,12 @@ wait for the first record only (``consume(n, t)`` holds records back until ``n``
 arrive or ``t`` passes).  Under load the batches grow by themselves; idle, a record
 is applied as soon as it is fetched.
 
+The linger: after a turn that emptied the consumer's queue, the next take waits up to
+``linger_s`` for a full batch.  A steady stream is then applied in fewer, larger turns
+(each turn's fixed costs - waking up, the core's call, the producer's requests - are paid
+less often), for up to ``linger_s`` more latency; a lone record is still applied at once,
+and a backlog (full takes) never lingers.
+
 Outputs leave as each batch is applied; its state, store write and offset commit
 (stream/checkpoint.py) wait for a checkpoint, shared by the batches of one
 ``checkpoint_interval_s`` (or ``batch_size`` events), so a paced stream pays one
@@ -17,7 +23,7 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-__all__ = ["TAKE_AT_MOST", "CheckpointPace", "take_batch"]
+__all__ = ["TAKE_AT_MOST", "CheckpointPace", "linger_after", "take_batch"]
 
 
 TAKE_AT_MOST = 1_000
@@ -26,17 +32,24 @@ checkpoint): a backlog's records are applied and let go in chunks, so their mess
 objects never pile up (10,000 at a time held 16 MB more at peak, and ran slower)."""
 
 
-def take_batch(consumer: Consumer, max_messages: int, wait_s: float) -> list[Any]:
-    """What is fetched already (up to ``max_messages``); else the first record within ``wait_s``
-    and whatever arrived with it (a fetch response lands whole: one batch, not two)."""
+def take_batch(consumer: Consumer, max_messages: int, wait_s: float, linger_s: float = 0.0) -> list[Any]:
+    """What is fetched already, or arrives within ``linger_s`` (up to ``max_messages``); else the
+    first record within ``wait_s`` and whatever arrived with it (a fetch response lands whole:
+    one batch, not two)."""
     most = min(max_messages, TAKE_AT_MOST)
-    messages = consumer.consume(most, 0)
+    messages = consumer.consume(most, linger_s)
     if messages:
         return messages
     messages = consumer.consume(1, wait_s)
     if messages and most > 1:
         messages.extend(consumer.consume(most - 1, 0))
     return messages
+
+
+def linger_after(taken: int, max_messages: int, linger_s: float) -> float:
+    """How long the next take lingers: ``linger_s`` after a take that emptied the queue (fewer
+    than it could take, but some), else 0 (idle: wait for the first record; a backlog: no wait)."""
+    return linger_s if 0 < taken < min(max_messages, TAKE_AT_MOST) else 0.0
 
 
 class CheckpointPace:

@@ -39,7 +39,15 @@ class WorkerSettings:
     reader of the changelog then sees a task's output that much before its state, and a
     crash repeats that much more output (with the same ``event_id``).  100 ms is also
     Kafka Streams' commit interval under exactly-once."""
-    fetch_wait_ms: int = 10
+    linger_s: float = 0.02
+    """After a turn that emptied the input queue, the next take waits up to this for a full
+    batch (stream/pace.py): fewer, larger turns under a steady stream, for up to this much
+    more latency; a lone event is applied at once.  0 applies every record as it is fetched."""
+    fetch_wait_ms: int = 100
+    """How long the broker may hold an input fetch that finds nothing.  Apache Kafka answers
+    it when records arrive; Tansu looks again at half the time left, so there a record may
+    wait up to half this more - and a short wait means more fetches, each of which lists
+    the partition's batches (docs/operating.md, "Scaling")."""
     fetch_min_bytes: int = 1
     """The broker holds an input fetch until this many bytes are there (or ``fetch_wait_ms``
     passes): under a steady stream, fewer and larger fetches, for up to ``fetch_wait_ms``

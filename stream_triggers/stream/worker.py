@@ -29,7 +29,7 @@ from stream_triggers.stream.changelog_identity import stores_of_another_changelo
 from stream_triggers.stream.checkpoint import Checkpoint, PartitionsLost, membership_check
 from stream_triggers.stream.native_engine import new_applier
 from stream_triggers.stream.outputs import OutputSink
-from stream_triggers.stream.pace import CheckpointPace, take_batch
+from stream_triggers.stream.pace import CheckpointPace, linger_after, take_batch
 from stream_triggers.stream.partition import Partition
 from stream_triggers.stream.queries import OwnerAdvertiser, ServedState
 from stream_triggers.stream.restore import restore
@@ -128,7 +128,7 @@ class StreamWorker(Lifecycle):
             self.stats.engine,
             extra={"engine": self.stats.engine},
         )
-        lag_due = 0.0
+        lag_due, linger = 0.0, 0.0
         try:
             while not self.stopping:
                 self.heartbeat()
@@ -136,8 +136,9 @@ class StreamWorker(Lifecycle):
                 if now >= lag_due:
                     self.stats.consumer_lag = self.consumer_lag()
                     lag_due = now + LAG_INTERVAL_S
-                messages = take_batch(self._consumer, settings.batch_size, settings.batch_timeout_s)
+                messages = take_batch(self._consumer, settings.batch_size, settings.batch_timeout_s, linger)
                 busy_from = time.monotonic()
+                linger = linger_after(len(messages), settings.batch_size, settings.linger_s)
                 if messages:
                     self._process(messages, busy_from)
                 if self._checkpoint.pending is not None:

@@ -32,6 +32,7 @@ def test_a_negative_interval_is_a_usage_error(tmp_path) -> None:
     [
         ("worker", "--fetch-wait-ms", "-1"),
         ("worker", "--fetch-min-bytes", "0"),
+        ("worker", "--linger-ms", "-1"),
         ("worker", "--session-timeout-ms", "0"),
         ("worker", "--metrics-port", "70000"),
         ("executor", "--session-timeout-ms", "-6000"),

@@ -1,9 +1,10 @@
-"""``--fetch-min-bytes``: the broker holds an input fetch until that much input is there.
+"""How the worker takes its input: ``--fetch-wait-ms``, ``--linger-ms``, ``--fetch-min-bytes``.
 
-Under a steady stream, fewer and larger fetches: fewer loop turns for the worker and, on
-Tansu, fewer listings of the partition's batches (docs/operating.md).  Only the input
-consumer asks for it: the restore must not wait for bytes that never come.  (An out-of-range
-value is a usage error: tests/cli/test_checkpoint_interval.py.)
+Under a steady stream, fewer and larger fetches and turns: less work per event for the
+worker and, on Tansu, fewer listings of the partition's batches (docs/operating.md).  The
+fetch minimum is the input consumer's alone: the restore must not wait for bytes that never
+come.  (Out-of-range values are usage errors: tests/cli/test_checkpoint_interval.py; how the
+loop lingers: tests/stream/test_pace.py.)
 """
 
 from __future__ import annotations
@@ -18,8 +19,18 @@ from stream_triggers.stream.worker import StreamWorker, WorkerSettings
 from tests.support import worker_settings
 
 
-def test_the_default_asks_for_any_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert worker_settings(monkeypatch, ["--state-dir", str(tmp_path)]).fetch_min_bytes == 1
+def test_the_defaults_fetch_any_byte_within_100_ms_and_linger_20_ms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = worker_settings(monkeypatch, ["--state-dir", str(tmp_path)])
+    assert (settings.fetch_min_bytes, settings.fetch_wait_ms, settings.linger_s) == (1, 100, 0.02)
+    assert (WorkerSettings.fetch_wait_ms, WorkerSettings.linger_s) == (100, 0.02)  # the library's defaults too
+
+
+def test_the_linger_option_and_variable_reach_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    by_option = worker_settings(monkeypatch, ["--state-dir", str(tmp_path), "--linger-ms", "0"])
+    by_env = worker_settings(monkeypatch, ["--state-dir", str(tmp_path)], {"STREAM_TRIGGERS_LINGER_MS": "35"})
+    assert (by_option.linger_s, by_env.linger_s) == (0.0, 0.035)
 
 
 def test_the_option_and_the_environment_reach_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

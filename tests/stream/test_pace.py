@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_triggers.stream.pace import TAKE_AT_MOST, CheckpointPace, take_batch
+from stream_triggers.stream.pace import TAKE_AT_MOST, CheckpointPace, linger_after, take_batch
 
 
 class FakeConsumer:
@@ -16,11 +16,9 @@ class FakeConsumer:
 
     def consume(self, max_messages: int, timeout: float) -> list[Any]:
         self.calls.append((max_messages, timeout))
-        if timeout == 0:
-            taken, self.fetched = self.fetched[:max_messages], self.fetched[max_messages:]
-            return taken
-        taken, self.arriving = self.arriving[:max_messages], self.arriving[max_messages:]
-        self.fetched, self.arriving = self.fetched + self.arriving, []  # (a fetch response lands whole)
+        if timeout > 0:  # (a fetch response lands whole, behind what was fetched already)
+            self.fetched, self.arriving = self.fetched + self.arriving, []
+        taken, self.fetched = self.fetched[:max_messages], self.fetched[max_messages:]
         return taken
 
 
@@ -46,6 +44,26 @@ def test_a_backlog_is_taken_in_chunks_whatever_the_batch_size() -> None:
     consumer = FakeConsumer(fetched=list(range(TAKE_AT_MOST + 5)), arriving=[])
     assert take_batch(consumer, 10_000, 0.5) == list(range(TAKE_AT_MOST))  # type: ignore[arg-type]
     assert take_batch(consumer, 10_000, 0.5) == list(range(TAKE_AT_MOST, TAKE_AT_MOST + 5))  # type: ignore[arg-type]
+
+
+def test_a_lingering_take_waits_for_a_full_batch_and_takes_what_came() -> None:
+    consumer = FakeConsumer(fetched=[1, 2], arriving=[3, 4])
+    assert take_batch(consumer, 10, 0.5, linger_s=0.02) == [1, 2, 3, 4]  # type: ignore[arg-type]
+    assert consumer.calls == [(10, 0.02)]
+
+
+def test_a_lingering_take_that_finds_nothing_waits_for_the_first_record_as_usual() -> None:
+    consumer = FakeConsumer(fetched=[], arriving=[])
+    assert take_batch(consumer, 10, 0.5, linger_s=0.02) == []  # type: ignore[arg-type]
+    assert consumer.calls == [(10, 0.02), (1, 0.5)]
+
+
+def test_only_a_take_that_emptied_the_queue_makes_the_next_one_linger() -> None:
+    assert linger_after(3, 5_000, 0.02) == 0.02  # a steady stream: wait for more
+    assert linger_after(0, 5_000, 0.02) == 0.0  # idle: the next record is applied at once
+    assert linger_after(TAKE_AT_MOST, 5_000, 0.02) == 0.0  # a backlog: no waiting
+    assert linger_after(10, 10, 0.02) == 0.0  # a full batch_size smaller than a take
+    assert linger_after(3, 5_000, 0.0) == 0.0  # lingering turned off
 
 
 def test_a_checkpoint_falls_due_after_the_interval_from_the_first_batch_in_hand() -> None:

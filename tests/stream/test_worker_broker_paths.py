@@ -9,9 +9,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import stream_triggers.stream.worker as worker_module
 from stream_triggers.engine import ConfigurationUpdated, TriggerFired
 from stream_triggers.kafka.partitioning import partition_for
 from stream_triggers.kafka.topics import Topics
@@ -184,3 +186,28 @@ def test_a_long_input_fetch_wait_does_not_hold_the_restore(start: Start) -> None
     worker = start(fetch_wait_ms=4000, fetch_min_bytes=1_000_000)
     assert worker.stats.restores >= 1
     assert worker.stats.restore_seconds < 2.0, f"restore took {worker.stats.restore_seconds:.2f} s"
+
+
+@pytest.mark.broker
+def test_after_a_take_that_emptied_the_queue_the_next_one_lingers(
+    start: Start, app: App, readers: Readers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``linger_s`` reaches the loop: a take that found records and emptied the queue makes the
+    next one wait for more; a take that found nothing does not, so a lone event is applied at once."""
+    takes: list[tuple[float, int]] = []
+    real_take = worker_module.take_batch
+
+    def recording_take(consumer: Any, max_messages: int, wait_s: float, linger_s: float = 0.0) -> list[Any]:
+        messages = real_take(consumer, max_messages, wait_s, linger_s)
+        takes.append((linger_s, len(messages)))
+        return messages
+
+    monkeypatch.setattr(worker_module, "take_batch", recording_take)
+    start(linger_s=0.25)
+    app.configure("lingering", {"t": {"after": ["go"], "run": "x", "using": "noop"}})
+    results = readers["task-results"]
+    app.fire("lingering", "go")
+    results.wait_for(lambda _r: results.of("lingering"), "the output")
+    first = next(i for i, (_linger, taken) in enumerate(takes) if taken)
+    assert takes[first][0] == 0.0, "the first event, on an idle worker, was taken without lingering"
+    assert takes[first + 1][0] == 0.25, "the take after it lingered"
