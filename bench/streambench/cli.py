@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
     ap.add_argument("--peer-venv", default=str(PEER_VENV), help="the peer's own virtualenv (made on first use)")
     ap.add_argument("--quix-fetch-wait-ms", type=int, default=None, help="peer worker --fetch-wait-ms [its 100]")
     ap.add_argument("--worker-fetch-wait-ms", type=int, default=None, help="our worker --fetch-wait-ms [its 100]")
-    ap.add_argument("--worker-linger-ms", type=int, default=None, help="our worker --linger-ms [its 20]")
+    ap.add_argument("--worker-linger-ms", type=int, default=None, help="our worker --linger-ms [its 0]")
     ap.add_argument("--worker-fetch-min-bytes", type=int, default=None, help="our worker --fetch-min-bytes [its 1]")
     ap.add_argument(
         "--worker-checkpoint-interval-ms", type=int, default=None, help="our worker --checkpoint-interval-ms [its 100]"

@@ -142,10 +142,10 @@ def _is_endpoint(text: str) -> bool:
 @env_option(
     "--linger-ms",
     type=click.IntRange(min=0),
-    default=20,
+    default=0,
     show_default=True,
     help="After a batch that emptied the input queue, wait up to this for a fuller one: fewer, "
-    "larger batches under a steady stream, for up to this much more latency (0: none).",
+    "larger batches under a steady stream, for up to this much more latency (0: apply each at once).",
 )
 @env_option(
     "--fetch-min-bytes",

@@ -19,12 +19,12 @@ from stream_triggers.stream.worker import StreamWorker, WorkerSettings
 from tests.support import worker_settings
 
 
-def test_the_defaults_fetch_any_byte_within_100_ms_and_linger_20_ms(
+def test_the_defaults_fetch_any_byte_within_100_ms_and_do_not_linger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = worker_settings(monkeypatch, ["--state-dir", str(tmp_path)])
-    assert (settings.fetch_min_bytes, settings.fetch_wait_ms, settings.linger_s) == (1, 100, 0.02)
-    assert (WorkerSettings.fetch_wait_ms, WorkerSettings.linger_s) == (100, 0.02)  # the library's defaults too
+    assert (settings.fetch_min_bytes, settings.fetch_wait_ms, settings.linger_s) == (1, 100, 0.0)
+    assert (WorkerSettings.fetch_wait_ms, WorkerSettings.linger_s) == (100, 0.0)  # the library's defaults too
 
 
 def test_the_linger_option_and_variable_reach_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
