@@ -5,11 +5,11 @@ wait for the first record only (``consume(n, t)`` holds records back until ``n``
 arrive or ``t`` passes).  Under load the batches grow by themselves; idle, a record
 is applied as soon as it is fetched.
 
-The linger (off by default): after a turn that emptied the consumer's queue, the next take waits up to
-``linger_s`` for a full batch.  A steady stream is then applied in fewer, larger turns
-(each turn's fixed costs - waking up, the core's call, the producer's requests - are paid
-less often), for up to ``linger_s`` more latency; a lone record is still applied at once,
-and a backlog (full takes) never lingers.
+The linger (off by default): after a turn that emptied the consumer's queue, the next
+take waits up to ``linger_s`` for a full batch.  A steady stream is then applied in
+fewer, larger turns (each turn's fixed costs - waking up, the core's call, the
+producer's requests - are paid less often), for up to ``linger_s`` more latency; a lone
+record is still applied at once, and a backlog (full takes) never lingers.
 
 Outputs leave as each batch is applied; its state, store write and offset commit
 (stream/checkpoint.py) wait for a checkpoint, shared by the batches of one

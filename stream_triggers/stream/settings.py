@@ -43,8 +43,8 @@ class WorkerSettings:
     """After a turn that emptied the input queue, the next take waits up to this for a full
     batch (stream/pace.py): fewer, larger turns under a steady stream, for up to this much
     more latency; a lone event is applied at once.  0 (the default) applies every record as
-    it is fetched: at 2,000 events/s on Tansu, 20 ms saved about 4 % of the CPU for 8 ms
-    more median latency, 40 ms about 13 % for 10-16 ms more (docs/performance.md)."""
+    it is fetched: at 2,000 events/s on Tansu, 20 ms saved about 6 % of the CPU for 7 ms
+    more median latency, 40 ms about 16 % for about 17 ms more (docs/performance.md)."""
     fetch_wait_ms: int = 100
     """How long the broker may hold an input fetch that finds nothing.  Apache Kafka answers
     it when records arrive; Tansu looks again at half the time left, so there a record may
