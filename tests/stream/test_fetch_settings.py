@@ -27,16 +27,26 @@ def test_the_defaults_fetch_any_byte_within_100_ms_and_do_not_linger(
     assert (WorkerSettings.fetch_wait_ms, WorkerSettings.linger_s) == (100, 0.0)  # the library's defaults too
 
 
-def test_the_linger_option_and_variable_reach_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    by_option = worker_settings(monkeypatch, ["--state-dir", str(tmp_path), "--linger-ms", "0"])
-    by_env = worker_settings(monkeypatch, ["--state-dir", str(tmp_path)], {"STREAM_TRIGGERS_LINGER_MS": "35"})
-    assert (by_option.linger_s, by_env.linger_s) == (0.0, 0.035)
-
-
-def test_the_option_and_the_environment_reach_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    by_option = worker_settings(monkeypatch, ["--state-dir", str(tmp_path), "--fetch-min-bytes", "10000"])
-    by_env = worker_settings(monkeypatch, ["--state-dir", str(tmp_path)], {"STREAM_TRIGGERS_FETCH_MIN_BYTES": "512"})
-    assert (by_option.fetch_min_bytes, by_env.fetch_min_bytes) == (10_000, 512)
+@pytest.mark.parametrize(
+    ("option", "by_option", "by_env", "attribute", "expected"),
+    [
+        ("--linger-ms", "0", "35", "linger_s", (0.0, 0.035)),
+        ("--fetch-min-bytes", "10000", "512", "fetch_min_bytes", (10_000, 512)),
+    ],
+)
+def test_the_option_and_the_environment_reach_the_worker(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    option: str,
+    by_option: str,
+    by_env: str,
+    attribute: str,
+    expected: tuple[float, float],
+) -> None:
+    variable = "STREAM_TRIGGERS_" + option[2:].replace("-", "_").upper()
+    from_option = worker_settings(monkeypatch, ["--state-dir", str(tmp_path), option, by_option])
+    from_env = worker_settings(monkeypatch, ["--state-dir", str(tmp_path)], {variable: by_env})
+    assert (getattr(from_option, attribute), getattr(from_env, attribute)) == expected
 
 
 def test_only_the_input_consumer_asks_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
