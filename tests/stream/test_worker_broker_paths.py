@@ -209,5 +209,6 @@ def test_after_a_take_that_emptied_the_queue_the_next_one_lingers(
     app.fire("lingering", "go")
     results.wait_for(lambda _r: results.of("lingering"), "the output")
     first = next(i for i, (_linger, taken) in enumerate(takes) if taken)
+    wait_until(lambda: len(takes) > first + 1, "the next take (recorded when it returns, after its linger)")
     assert takes[first][0] == 0.0, "the first event, on an idle worker, was taken without lingering"
     assert takes[first + 1][0] == 0.25, "the take after it lingered"
