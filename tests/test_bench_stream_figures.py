@@ -75,8 +75,9 @@ def test_the_worker_options_reach_our_worker_command_and_only_when_given(tmp_pat
 
     tuned = command(
         "--worker-fetch-wait-ms", "40", "--worker-linger-ms", "0", "--worker-fetch-min-bytes", "10000",
-        "--worker-checkpoint-interval-ms", "1000",
+        "--worker-checkpoint-interval-ms", "1000", "--worker-X", "linger.ms=5", "--worker-X", "acks=all",
     )  # fmt: skip
     assert " --fetch-wait-ms 40 --linger-ms 0 --fetch-min-bytes 10000 --checkpoint-interval-ms 1000" in " ".join(tuned)
     options = {"--fetch-wait-ms", "--linger-ms", "--fetch-min-bytes", "--checkpoint-interval-ms", "--batch-size"}
-    assert not options & set(command())
+    assert " -X linger.ms=5 -X acks=all" in " ".join(tuned)
+    assert not (options | {"-X"}) & set(command())

@@ -75,6 +75,14 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
     )
     ap.add_argument("--batch-size", type=int, default=None, help="our worker --batch-size [its default]")
     ap.add_argument(
+        "--worker-X",
+        dest="worker_kafka",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="our worker -X KEY=VALUE (a librdkafka setting; repeatable)",
+    )
+    ap.add_argument(
         "--checker-fetch-wait-ms",
         type=int,
         default=PEER_CHECKER_FETCH_WAIT_MS,

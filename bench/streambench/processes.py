@@ -196,6 +196,8 @@ def worker_command(
     ):
         if value is not None:
             cmd += [option, str(value)]
+    for setting in a.worker_kafka:
+        cmd += ["-X", setting]
     return cmd
 
 
