@@ -1,0 +1,194 @@
+"""The floor under the paced figures: the worker's Kafka loop with no trigger logic at all.
+
+``bench/stream.py --rate 2000`` reports what the worker spends per event when events
+trickle in.  Part of that is not the product's work but the Kafka loop it is built on:
+take what the consumer fetched, produce one record per input (with a delivery report, as
+the worker's outputs have), let the producer send, commit the input offsets every
+checkpoint interval.  This script runs exactly that loop - the worker's own consumer and
+producer settings (``clients.consumer`` / ``clients.producer`` with the worker's options)
+and its take (``stream.pace.take_batch`` / ``linger_after``) - on the same workload, paced
+the same way, on a fresh embedded Tansu broker, and prints what it costs:
+
+* CPU per event of the loop process (between its first and last input), and how that
+  splits between the Python thread and librdkafka's threads;
+* the broker's CPU over the same window;
+* loop turns and events per turn.
+
+No trigger worker built on this loop can spend less per event than the loop does; the gap
+between the two is what the product itself costs.  A benchmark script: it prints figures
+and asserts nothing.  The workload is the peer's (``../shared/peers/quix/gen_workload.py``,
+as in ``bench/stream.py``).
+
+    .venv/bin/python bench/floor.py --rate 2000 --duration 30
+    .venv/bin/python bench/floor.py --rate 2000 --duration 30 --producer-linger-ms 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from check_stream import find_peers_dir, import_gen_workload
+from streambench.processes import stop_process
+from streambench.workload import EventProducer, workload
+
+from stream_triggers.kafka import clients
+from stream_triggers.kafka.topics import Topics, create_topics
+from stream_triggers.ops.broker import EmbeddedBroker
+from stream_triggers.stream.pace import linger_after, take_batch
+from stream_triggers.stream.settings import WorkerSettings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = WorkerSettings(bootstrap="-", state_dir="-")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rate", type=float, default=2000.0, help="input events/s [2000]")
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds of input [30]")
+    ap.add_argument("--sessions", type=int, default=20_000)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--concurrency", type=int, default=1000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--peers-dir", default=None, help="folder of the peer scripts [as bench/stream.py]")
+    ap.add_argument("--fetch-wait-ms", type=int, default=defaults.fetch_wait_ms, help="as the worker's [its default]")
+    ap.add_argument("--linger-ms", type=float, default=defaults.linger_s * 1000, help="as the worker's [its default]")
+    ap.add_argument("--producer-linger-ms", type=int, default=2, help="the worker's producer linger.ms [2]")
+    ap.add_argument("--commit-interval-ms", type=int, default=round(defaults.checkpoint_interval_s * 1000))
+    ap.add_argument("--json", default=None, metavar="FILE", help="write the figures as one JSON object")
+    # The loop process (started by the script itself):
+    ap.add_argument("--loop", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--bootstrap", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--prefix", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--events", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of this process's threads by name (librdkafka names its threads ``rdk:...``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        kind = "librdkafka" if name.startswith("rdk:") else "python" if tid == str(os.getpid()) else "other"
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def loop(a: argparse.Namespace) -> dict[str, Any]:
+    """The worker's loop without the worker: take, produce one record per input, commit."""
+    topics = Topics(a.prefix)
+    consumer = clients.consumer(
+        a.bootstrap,
+        "worker",
+        f"floor-{a.prefix}",
+        fetch_wait_max_ms=a.fetch_wait_ms,
+        queued_min_messages=5_000,
+        enable_partition_eof=False,
+    )
+    producer = clients.producer(a.bootstrap, "worker", linger_ms=a.producer_linger_ms, batch_num_messages=10_000)
+    consumer.subscribe(
+        [topics.events], on_assign=lambda _c, parts: Path(a.ready_file).write_text("ready") if parts else None
+    )
+    acked = [0]
+
+    def delivered(_error: Any, _message: Any) -> None:
+        acked[0] += 1
+
+    seen = turns = 0
+    cpu_first = threads_first = None
+    linger_s, commit_due = 0.0, 0.0
+    while seen < a.events:
+        messages = take_batch(consumer, 1000, 0.01, linger_s)
+        turns += 1
+        linger_s = linger_after(len(messages), 1000, a.linger_ms / 1000)
+        for message in messages:
+            if message.error() is not None:
+                continue
+            if cpu_first is None:
+                cpu_first, threads_first, turns = time.process_time(), thread_cpu_s(), 1
+            producer.produce(topics.task_runs, message.value(), message.key(), on_delivery=delivered)
+            seen += 1
+        producer.poll(0)
+        now = time.monotonic()
+        if messages and now >= commit_due:
+            consumer.commit(asynchronous=True)
+            commit_due = now + a.commit_interval_ms / 1000
+    cpu = time.process_time() - (cpu_first or 0.0)
+    threads = {k: round(v - (threads_first or {}).get(k, 0.0), 2) for k, v in thread_cpu_s().items()}
+    producer.flush(30)
+    consumer.close()
+    return {"events": seen, "cpu_s": round(cpu, 3), "threads_cpu_s": threads, "turns": turns}
+
+
+def broker_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    gen_workload = import_gen_workload(find_peers_dir(a.peers_dir))
+    events = workload(gen_workload, a.sessions, a.seed, a.concurrency)[: int(a.rate * a.duration)]
+    with EmbeddedBroker() as broker:
+        prefix = f"floor{uuid.uuid4().hex[:8]}"
+        create_topics(broker.bootstrap, Topics(prefix), partitions=a.partitions)
+        ready = Path(f"/tmp/{prefix}.ready")
+        out = Path(f"/tmp/{prefix}.json")
+        cmd = [sys.executable, __file__, "--loop", "--bootstrap", broker.bootstrap, "--prefix", prefix]
+        cmd += ["--events", str(len(events)), "--ready-file", str(ready), "--fetch-wait-ms", str(a.fetch_wait_ms)]
+        cmd += ["--linger-ms", str(a.linger_ms), "--producer-linger-ms", str(a.producer_linger_ms)]
+        cmd += ["--commit-interval-ms", str(a.commit_interval_ms)]
+        with out.open("w") as sink:
+            proc = subprocess.Popen(cmd, stdout=sink)
+        try:
+            deadline = time.monotonic() + 60
+            while not ready.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the loop process did not get its partitions")
+                time.sleep(0.1)
+            broker_before = broker_cpu_s(broker.pid or 0)
+            produced = EventProducer(broker.bootstrap, Topics(prefix).events).run(events, a.rate, lambda: None)
+            proc.wait(timeout=120)
+            broker_s = broker_cpu_s(broker.pid or 0) - broker_before
+        finally:
+            stop_process(proc)
+            ready.unlink(missing_ok=True)
+        result = json.loads(out.read_text())
+        out.unlink(missing_ok=True)
+    n = result["events"]
+    return {
+        "settings": {k: getattr(a, k) for k in ("rate", "fetch_wait_ms", "linger_ms", "producer_linger_ms")},
+        "events": n,
+        "produced": produced["produced"],
+        "cpu_us_per_event": round(result["cpu_s"] / n * 1e6, 1),
+        "threads_us_per_event": {k: round(v / n * 1e6, 1) for k, v in result["threads_cpu_s"].items()},
+        "broker_cpu_s": round(broker_s, 2),
+        "events_per_turn": round(n / result["turns"], 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    if a.loop:
+        print(json.dumps(loop(a)))
+        return 0
+    figures = run(a)
+    print(f"the worker's Kafka loop alone, no trigger logic, paced at {a.rate:g} events/s")
+    print(json.dumps(figures, indent=2))
+    if a.json:
+        Path(a.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

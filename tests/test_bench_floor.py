@@ -1,0 +1,52 @@
+"""bench/floor.py's loop: the worker's Kafka loop without the worker, on the embedded broker.
+
+Its figures are never asserted (a benchmark); what is checked is that it is the loop it
+claims to be: the worker's defaults, every input taken once and produced once.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from stream_triggers.kafka.topics import Topics
+from stream_triggers.ops.broker import EmbeddedBroker
+from stream_triggers.stream.settings import WorkerSettings
+from tests.support.readers import read_topic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import floor
+
+
+def test_by_default_it_runs_with_the_worker_s_own_settings() -> None:
+    a = floor.parse_args([])
+    worker = WorkerSettings(bootstrap="-", state_dir="-")
+    assert a.fetch_wait_ms == worker.fetch_wait_ms
+    assert a.linger_ms == worker.linger_s * 1000
+    assert a.commit_interval_ms == round(worker.checkpoint_interval_s * 1000)
+
+
+def test_the_loop_produces_one_record_per_input(broker: EmbeddedBroker, topics: Topics, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    a = floor.parse_args(["--loop", "--bootstrap", broker.bootstrap, "--prefix", topics.prefix, "--events", "30"])
+    a.ready_file = str(ready)
+    result: dict = {}
+    loop = threading.Thread(target=lambda: result.update(floor.loop(a)), daemon=True)
+    loop.start()
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(30):
+        producer.produce(topics.events, f"value-{i}".encode(), f"session-{i % 7}".encode())
+    assert producer.flush(20) == 0
+    loop.join(60)
+    assert not loop.is_alive()
+    assert ready.read_text() == "ready"
+    assert result["events"] == 30 and result["turns"] >= 1 and result["cpu_s"] >= 0
+    assert "python" in result["threads_cpu_s"]
+    outputs = read_topic(broker.bootstrap, topics.task_runs)
+    assert sorted((record.key, record.raw) for record in outputs) == sorted(
+        (f"session-{i % 7}".encode(), f"value-{i}".encode()) for i in range(30)
+    )
