@@ -10,7 +10,8 @@ and its take (``stream.pace.take_batch`` / ``linger_after``) - on the same workl
 the same way, on a fresh embedded Tansu broker, and prints what it costs:
 
 * CPU per event of the loop process (between its first and last input), and how that
-  splits between the Python thread and librdkafka's threads;
+  splits between the Python thread and librdkafka's threads (those still running at the
+  end, in 10 ms clock ticks: the split is coarse on short runs);
 * the broker's CPU over the same window;
 * loop turns and events per turn.
 
@@ -68,6 +69,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--events", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
+
+
+def args_for(stream: argparse.Namespace) -> argparse.Namespace:
+    """This script's options for a ``bench/stream.py`` run (``--floor``): the same workload,
+    rate and duration, and our worker's settings as that run passes them."""
+    argv = ["--rate", str(stream.rate), "--duration", str(stream.duration), "--sessions", str(stream.sessions)]
+    argv += ["--seed", str(stream.seed), "--concurrency", str(stream.concurrency)]
+    argv += ["--partitions", str(stream.partitions)]
+    if stream.peers_dir:
+        argv += ["--peers-dir", stream.peers_dir]
+    for option, value in (
+        ("--fetch-wait-ms", stream.worker_fetch_wait_ms),
+        ("--linger-ms", stream.worker_linger_ms),
+        ("--commit-interval-ms", stream.worker_checkpoint_interval_ms),
+    ):
+        if value is not None:
+            argv += [option, str(value)]
+    return parse_args(argv)
 
 
 def thread_cpu_s() -> dict[str, float]:

@@ -50,3 +50,21 @@ def test_the_loop_produces_one_record_per_input(broker: EmbeddedBroker, topics: 
     assert sorted((record.key, record.raw) for record in outputs) == sorted(
         (f"session-{i % 7}".encode(), f"value-{i}".encode()) for i in range(30)
     )
+
+
+def test_stream_py_floor_runs_it_with_that_run_s_workload_and_worker_settings() -> None:
+    from streambench.cli import floor_line, floor_summary, parse_args
+
+    stream = parse_args(["--rate", "500", "--duration", "12", "--worker-linger-ms", "20", "--floor"])
+    a = floor.args_for(stream)
+    assert (a.rate, a.duration, a.sessions, a.seed) == (500, 12, stream.sessions, stream.seed)
+    assert (a.concurrency, a.partitions) == (stream.concurrency, stream.partitions)
+    assert a.linger_ms == 20
+    assert (a.fetch_wait_ms, a.commit_interval_ms) == (100, 100)  # the worker's defaults: not given
+    runs = [
+        {"cpu_us_per_event": c, "broker_cpu_s": 5.0, "events_per_turn": 10.0, "threads_us_per_event": {"python": 4.0}}
+        for c in (12.0, 14.0, 13.0)
+    ]
+    summary = floor_summary(runs)
+    assert summary["cpu_us_per_event"] == 13.0 and summary["runs"] == runs
+    assert "13 µs per event (last run: python 4.0)" in floor_line(summary)

@@ -8,6 +8,7 @@ import math
 import os
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -93,6 +94,11 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
     ap.add_argument("--timeout", type=float, default=900.0, help="per run")
     ap.add_argument("--run-dir", default=None, help="keep logs, stats and peer results here [default: a temp dir]")
     ap.add_argument("--py-spy", default=None, metavar="FILE", help="profile worker0 with py-spy (.svg/.txt/.json)")
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="paced: also run bench/floor.py (the worker's Kafka loop alone) in every repeat, and report it",
+    )
     ap.add_argument("--json", default=None, metavar="FILE", help="write every figure as one JSON object")
     a = ap.parse_args(argv)
     if a.quick:
@@ -111,6 +117,29 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
     if a.join_at is not None and a.kill_at is not None:
         ap.error("--join-at and --kill-at are separate runs")
     return a
+
+
+def run_floor(a: argparse.Namespace) -> dict[str, Any]:
+    """bench/floor.py with this run's workload, rate and worker settings (its own fresh broker)."""
+    sys.path.insert(0, str(HERE))
+    import floor
+
+    log("the Kafka loop alone (bench/floor.py)")
+    return floor.run(floor.args_for(a))
+
+
+def floor_summary(floors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The floor's figures over the repeats (medians), with each run's."""
+    keys = ("cpu_us_per_event", "broker_cpu_s", "events_per_turn")
+    return {**{key: statistics.median(f[key] for f in floors) for key in keys}, "runs": floors}
+
+
+def floor_line(floor: dict[str, Any]) -> str:
+    split = ", ".join(f"{k} {v}" for k, v in floor["runs"][-1]["threads_us_per_event"].items())
+    return (
+        f"the Kafka loop alone (bench/floor.py, no trigger logic): {floor['cpu_us_per_event']:g} µs per event"
+        f" (last run: {split}), broker CPU {floor['broker_cpu_s']:g} s, {floor['events_per_turn']:g} events per turn"
+    )
 
 
 def main(argv: list[str] | None = None, description: str | None = None) -> int:
@@ -141,6 +170,7 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
     runs_ours: list[dict[str, Any]] = []
     runs_quix: list[dict[str, Any]] = []
     quix_error = None
+    floors: list[dict[str, Any]] = []
     for r in range(a.repeat):
         # Alternate ours and the peer's, so that both see the machine's load alike.
         here = run_dir / f"run{r}" if a.repeat > 1 else run_dir
@@ -158,6 +188,8 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
             except RuntimeError as exc:
                 quix_error = str(exc)
                 log(f"peer figures are null: {quix_error}")
+        if a.floor and a.rate > 0:
+            floors.append(run_floor(a))
     quix = runs_quix[-1] if runs_quix and quix_error is None else None
     ours = runs_ours[-1]
     mine = combine([o["figures"] for o in runs_ours])
@@ -200,6 +232,7 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
     summary["error"] = "; ".join(o["error"] for o in runs_ours if o.get("error")) or None
     summary["ours"] = [run_details(o) for o in runs_ours]
     summary["quix"] = [{**q["summary"], "topic_bytes": q.get("topic_bytes")} for q in runs_quix] if quix else None
+    summary["floor"] = floor_summary(floors) if floors else None
     summary["run_dir"] = str(run_dir) if keep or not mine.get("outputs_correct") else None
 
     print()
@@ -209,6 +242,8 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
         polls = f"{a.checker_fetch_wait_ms} ms (ours), {PEER_CHECKER_FETCH_WAIT_MS} ms (the peer's)"
         print(f"latency read by output checkers polling the broker every {polls}")
     print(report(summary, mine, theirs if quix else None))
+    if summary["floor"]:
+        print(floor_line(summary["floor"]))
     chk = ours.get("checker") or {}
     if chk:
         print(
