@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 from rocksdict import (
@@ -60,6 +60,7 @@ _AGE = b"a:"
 _BY_INPUT = b"t:"  # t:<last input at, 8 bytes big-endian><uid>
 _BY_FINALIZED = b"f:"  # f:<finalized at><uid>
 _AGES = struct.Struct(">qq")
+_NO_TIME = bytes(8)  # a packed time of 0: not finalized (and where a negative time is indexed)
 _CHECKPOINT = b"m:changelog-offset"
 _MAX_EPOCH = b"m:max-epoch"
 _LIVE = b"m:sessions"
@@ -354,6 +355,7 @@ class PartitionStore:
         keys = [uid.encode() for uid in ages]
         previous = self._db.get([_AGE + key for key in keys])
         live = start = self.live_sessions
+        put, delete, cursor = batch.put, batch.delete, self._cursor  # (once per session at every checkpoint)
         for key, new, old in zip(keys, ages.values(), previous, strict=True):
             packed = None if new is None else _AGES.pack(*new)
             if old == packed:
@@ -361,18 +363,21 @@ class PartitionStore:
             if old is None:
                 live += 1
             else:
-                _index_rows(key, SessionAges(*_AGES.unpack(old)), batch.delete)
+                for index in _index_keys(key, old):
+                    delete(index)
             if new is None:
                 if old is not None:
                     live -= 1
-                    batch.delete(_AGE + key)
+                    delete(_AGE + key)
                 continue
-            batch.put(_AGE + key, packed)
-            _index_rows(key, new, lambda index: batch.put(index, b""))
-            cursor = self._cursor
-            for prefix, at in ((_BY_INPUT, new.input_at), (_BY_FINALIZED, new.finalized_at)):
-                if at and at < cursor.get(prefix, 0):
-                    cursor[prefix] = at
+            put(_AGE + key, packed)
+            for index in _index_keys(key, packed):
+                put(index, b"")
+            input_at, finalized_at = new
+            if input_at and input_at < cursor.get(_BY_INPUT, 0):
+                cursor[_BY_INPUT] = input_at
+            if finalized_at and finalized_at < cursor.get(_BY_FINALIZED, 0):
+                cursor[_BY_FINALIZED] = finalized_at
         if live != start:
             batch.put(_LIVE, _OFFSET.pack(max(0, live)))
 
@@ -409,8 +414,10 @@ def _bounded(end: bytes) -> ReadOptions:
     return options
 
 
-def _index_rows(key: bytes, ages: SessionAges, apply: Callable[[bytes], None]) -> None:
-    """Put or delete (``apply``) a session's index entries for ``ages``."""
-    apply(_BY_INPUT + _OFFSET.pack(max(0, ages.input_at)) + key)
-    if ages.finalized_at:
-        apply(_BY_FINALIZED + _OFFSET.pack(max(0, ages.finalized_at)) + key)
+def _index_keys(key: bytes, packed: bytes) -> tuple[bytes, ...]:
+    """A session's index entries for its packed ages (a time before the epoch is indexed as 0)."""
+    input_at, finalized_at = packed[:8], packed[8:]
+    by_input = _BY_INPUT + (_NO_TIME if input_at[0] & 0x80 else input_at) + key
+    if finalized_at == _NO_TIME:
+        return (by_input,)
+    return by_input, _BY_FINALIZED + (_NO_TIME if finalized_at[0] & 0x80 else finalized_at) + key
