@@ -5,10 +5,9 @@ A session is kept as the changelog has it (docs/state-format.md): in parts (form
 -> an instance part restore read before its batch's header), or, until its next
 change, as one whole-session value (``s:`` + uid -> applied offset + state).  Every
 batch write also records the changelog offset the store now reflects (the checkpoint).
-Both land in one atomic write batch, so after any
-crash the store is a consistent, possibly older, point of the changelog; restore
-replays the changelog from the checkpoint.  That is also why the write-ahead log is
-off: losing unflushed writes only means a longer restore.
+Both land in one atomic write batch, so after any crash the store is a consistent,
+possibly older, point of the changelog; restore replays the changelog from the checkpoint.
+That is also why the write-ahead log is off: losing unflushed writes only means a longer restore.
 
 Beside each session the store keeps its **ages** (``a:`` + uid -> when its last input
 was applied, when it was finalized; µs) and two indexes ordered by those times (``t:``
@@ -373,11 +372,9 @@ class PartitionStore:
             put(_AGE + key, packed)
             for index in _index_keys(key, packed):
                 put(index, b"")
-            input_at, finalized_at = new
-            if input_at and input_at < cursor.get(_BY_INPUT, 0):
-                cursor[_BY_INPUT] = input_at
-            if finalized_at and finalized_at < cursor.get(_BY_FINALIZED, 0):
-                cursor[_BY_FINALIZED] = finalized_at
+            for prefix, at in ((_BY_INPUT, new.input_at), (_BY_FINALIZED, new.finalized_at)):
+                if at and at < cursor.get(prefix, 0):
+                    cursor[prefix] = at
         if live != start:
             batch.put(_LIVE, _OFFSET.pack(max(0, live)))
 
