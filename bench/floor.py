@@ -31,11 +31,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
 from check_stream import find_peers_dir, import_gen_workload
 from streambench.processes import stop_process
 from streambench.workload import EventProducer, workload
@@ -59,7 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--peers-dir", default=None, help="folder of the peer scripts [as bench/stream.py]")
     ap.add_argument("--fetch-wait-ms", type=int, default=defaults.fetch_wait_ms, help="as the worker's [its default]")
     ap.add_argument("--linger-ms", type=float, default=defaults.linger_s * 1000, help="as the worker's [its default]")
-    ap.add_argument("--producer-linger-ms", type=int, default=2, help="the worker's producer linger.ms [2]")
+    linger = WorkerSettings.producer_options()["linger_ms"]
+    ap.add_argument(
+        "--producer-linger-ms", type=int, default=linger, help=f"the worker producer's linger.ms [{linger}]"
+    )
     ap.add_argument("--commit-interval-ms", type=int, default=round(defaults.checkpoint_interval_s * 1000))
     ap.add_argument("--json", default=None, metavar="FILE", help="write the figures as one JSON object")
     # The loop process (started by the script itself):
@@ -107,30 +112,30 @@ def thread_cpu_s() -> dict[str, float]:
 def loop(a: argparse.Namespace) -> dict[str, Any]:
     """The worker's loop without the worker: take, produce one record per input, commit."""
     topics = Topics(a.prefix)
-    consumer = clients.consumer(
-        a.bootstrap,
-        "worker",
-        f"floor-{a.prefix}",
-        fetch_wait_max_ms=a.fetch_wait_ms,
-        queued_min_messages=5_000,
-        enable_partition_eof=False,
+    settings = WorkerSettings(
+        bootstrap=a.bootstrap,
+        state_dir="-",
+        fetch_wait_ms=a.fetch_wait_ms,
+        linger_s=a.linger_ms / 1000,
+        checkpoint_interval_s=a.commit_interval_ms / 1000,
     )
-    producer = clients.producer(a.bootstrap, "worker", linger_ms=a.producer_linger_ms, batch_num_messages=10_000)
+    consumer = clients.consumer(a.bootstrap, "worker", f"floor-{a.prefix}", **settings.input_consumer_options())
+    producer_options = {**settings.producer_options(), "linger_ms": a.producer_linger_ms}
+    producer = clients.producer(a.bootstrap, "worker", **producer_options)
     consumer.subscribe(
         [topics.events], on_assign=lambda _c, parts: Path(a.ready_file).write_text("ready") if parts else None
     )
-    acked = [0]
 
     def delivered(_error: Any, _message: Any) -> None:
-        acked[0] += 1
+        """A Python call per output's delivery report, as the worker's outputs have."""
 
     seen = turns = 0
     cpu_first = threads_first = None
     linger_s, commit_due = 0.0, 0.0
     while seen < a.events:
-        messages = take_batch(consumer, 1000, 0.01, linger_s)
+        messages = take_batch(consumer, settings.batch_size, settings.batch_timeout_s, linger_s)
         turns += 1
-        linger_s = linger_after(len(messages), 1000, a.linger_ms / 1000)
+        linger_s = linger_after(len(messages), settings.batch_size, settings.linger_s)
         for message in messages:
             if message.error() is not None:
                 continue
@@ -142,7 +147,7 @@ def loop(a: argparse.Namespace) -> dict[str, Any]:
         now = time.monotonic()
         if messages and now >= commit_due:
             consumer.commit(asynchronous=True)
-            commit_due = now + a.commit_interval_ms / 1000
+            commit_due = now + settings.checkpoint_interval_s
     cpu = time.process_time() - (cpu_first or 0.0)
     threads = {k: round(v - (threads_first or {}).get(k, 0.0), 2) for k, v in thread_cpu_s().items()}
     producer.flush(30)
@@ -151,8 +156,7 @@ def loop(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def broker_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(psutil.Process(pid).cpu_times()[:2])
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
@@ -161,8 +165,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     with EmbeddedBroker() as broker:
         prefix = f"floor{uuid.uuid4().hex[:8]}"
         create_topics(broker.bootstrap, Topics(prefix), partitions=a.partitions)
-        ready = Path(f"/tmp/{prefix}.ready")
-        out = Path(f"/tmp/{prefix}.json")
+        files = tempfile.TemporaryDirectory(prefix="floor-")
+        ready, out = Path(files.name) / "ready", Path(files.name) / "figures.json"
         cmd = [sys.executable, __file__, "--loop", "--bootstrap", broker.bootstrap, "--prefix", prefix]
         cmd += ["--events", str(len(events)), "--ready-file", str(ready), "--fetch-wait-ms", str(a.fetch_wait_ms)]
         cmd += ["--linger-ms", str(a.linger_ms), "--producer-linger-ms", str(a.producer_linger_ms)]
@@ -179,11 +183,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             produced = EventProducer(broker.bootstrap, Topics(prefix).events).run(events, a.rate, lambda: None)
             proc.wait(timeout=120)
             broker_s = broker_cpu_s(broker.pid or 0) - broker_before
+            result = json.loads(out.read_text())
         finally:
             stop_process(proc)
-            ready.unlink(missing_ok=True)
-        result = json.loads(out.read_text())
-        out.unlink(missing_ok=True)
+            files.cleanup()
     n = result["events"]
     return {
         "settings": {k: getattr(a, k) for k in ("rate", "fetch_wait_ms", "linger_ms", "producer_linger_ms")},

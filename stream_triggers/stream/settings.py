@@ -95,6 +95,22 @@ class WorkerSettings:
     advertise: str | None = None
     """``host:port`` where readers reach this worker's ``/sessions/`` endpoint (None: not advertised)."""
 
+    def input_consumer_options(self) -> dict[str, Any]:
+        """The input consumer's settings (``clients.consumer`` keywords; the user's come on top)."""
+        return {
+            "session_timeout_ms": self.session_timeout_ms,
+            "heartbeat_interval_ms": max(300, self.session_timeout_ms // 6),
+            "fetch_wait_max_ms": self.fetch_wait_ms,
+            "fetch_min_bytes": self.fetch_min_bytes,
+            "queued_min_messages": 5_000,  # per partition: two batches ahead, not the whole backlog
+            "enable_partition_eof": False,
+        }
+
+    @staticmethod
+    def producer_options() -> dict[str, Any]:
+        """The worker producer's settings (outputs and state records; ``clients.producer`` keywords)."""
+        return {"linger_ms": 2, "batch_num_messages": 10_000, "queue_buffering_max_messages": 2_000_000}
+
 
 @dataclass
 class WorkerStats:

@@ -81,12 +81,7 @@ class StreamWorker(Lifecycle):
             "worker",
             group,
             kafka_config={**settings.kafka_config, **settings.consumer_config},
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=max(300, settings.session_timeout_ms // 6),
-            fetch_wait_max_ms=settings.fetch_wait_ms,
-            fetch_min_bytes=settings.fetch_min_bytes,
-            queued_min_messages=5_000,  # per partition: two batches ahead, not the whole backlog
-            enable_partition_eof=False,
+            **settings.input_consumer_options(),
         )
         self._restorer = clients.consumer(
             bootstrap,
@@ -100,9 +95,7 @@ class StreamWorker(Lifecycle):
             bootstrap,
             "worker",
             kafka_config={**settings.kafka_config, **settings.producer_config},
-            linger_ms=2,
-            batch_num_messages=10_000,
-            queue_buffering_max_messages=2_000_000,
+            **settings.producer_options(),
         )
         self._checkpoint = Checkpoint(self._producer, self._consumer, self.topics, settings.whole_session_bytes)
         self.served = ServedState()
