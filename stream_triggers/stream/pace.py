@@ -15,6 +15,11 @@ Outputs leave as each batch is applied; its state, store write and offset commit
 (stream/checkpoint.py) wait for a checkpoint, shared by the batches of one
 ``checkpoint_interval_s`` (or ``batch_size`` events), so a paced stream pays one
 checkpoint per interval rather than one per small batch.
+
+The wait for a first record is the time until the loop has something else to do: a
+checkpoint in flight to move on (``batch_timeout_s``), the batches in hand to checkpoint
+(:meth:`CheckpointPace.wait_s`), a retention sweep, or at most ``idle_wait_s``.  A record
+ends it at once.  An idle worker woke every 10 ms for nothing, which was most of its CPU.
 """
 
 from __future__ import annotations
@@ -71,6 +76,12 @@ class CheckpointPace:
 
     def due(self, now: float) -> bool:
         return self.since is not None and (now - self.since >= self.interval_s or self.events >= self.max_events)
+
+    def wait_s(self, now: float, idle_s: float, sweep_at: float) -> float:
+        """How long the next take may wait for a record: until the batches in hand are due for
+        their checkpoint, with none in hand until the retention sweep is (``sweep_at``); at most ``idle_s``."""
+        due_at = sweep_at if self.since is None else self.since + self.interval_s
+        return min(idle_s, max(0.0, due_at - now))
 
     def take(self) -> tuple[float, int] | None:
         """Start a checkpoint (or forget the batches in hand): when the first began and their events; None if none."""

@@ -30,6 +30,13 @@ class WorkerSettings:
     so this bounds a worker's memory on a backlog (10,000: about 15 MB more at peak, for
     about a tenth more events/s on the benchmark's preload)."""
     batch_timeout_s: float = 0.01
+    """How long a take waits for a record while a checkpoint is in flight: the loop moves it
+    on as the broker acknowledges its records (delivery reports do not wake a take)."""
+    idle_wait_s: float = 0.1
+    """How long a take waits for a record otherwise: until the checkpoint of the batches in
+    hand is due or the retention sweep is, at most this (stream/pace.py).  A record ends the
+    wait at once, so this costs no latency; it bounds how late a stop is noticed, and an idle
+    worker wakes ten times a second rather than a hundred."""
     checkpoint_interval_s: float = 0.1
     """Batches applied within this (and under ``batch_size`` events) share one checkpoint (stream/checkpoint.py).
 

@@ -129,7 +129,10 @@ class StreamWorker(Lifecycle):
                 if now >= lag_due:
                     self.stats.consumer_lag = self.consumer_lag()
                     lag_due = now + LAG_INTERVAL_S
-                messages = take_batch(self._consumer, settings.batch_size, settings.batch_timeout_s, linger)
+                wait = self._pace.wait_s(now, settings.idle_wait_s, self._retention.due_at)
+                if self._checkpoint.pending is not None:
+                    wait = settings.batch_timeout_s  # (moved on as the broker acknowledges it)
+                messages = take_batch(self._consumer, settings.batch_size, wait, linger)
                 busy_from = time.monotonic()
                 linger = linger_after(len(messages), settings.batch_size, settings.linger_s)
                 if messages:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from stream_triggers.stream.pace import TAKE_AT_MOST, CheckpointPace, linger_after, take_batch
 
 
@@ -83,3 +85,16 @@ def test_a_checkpoint_falls_due_at_batch_size_events_whatever_the_time() -> None
     assert not pace.due(5.0)
     pace.applied(5.0, 4)
     assert pace.due(5.0)
+
+
+def test_a_take_waits_until_the_checkpoint_in_hand_falls_due_and_idle_until_the_sweep() -> None:
+    """The wait for a first record ends when the loop has something else to do, at most ``idle_s``."""
+    pace = CheckpointPace(interval_s=0.1, max_events=1_000)
+    assert pace.wait_s(10.0, idle_s=0.5, sweep_at=10.25) == 0.25  # nothing in hand: until the sweep
+    assert pace.wait_s(10.0, idle_s=0.5, sweep_at=99.0) == 0.5  # at most the idle wait
+    assert pace.wait_s(10.0, idle_s=0.5, sweep_at=9.0) == 0.0  # a sweep overdue: no wait
+    pace.applied(10.0, 3)
+    assert pace.wait_s(10.0625, idle_s=0.5, sweep_at=10.001) == pytest.approx(0.0375)  # in hand: until its checkpoint
+    assert pace.wait_s(10.25, idle_s=0.5, sweep_at=99.0) == 0.0  # due (or overdue)
+    pace.take()
+    assert pace.wait_s(10.25, idle_s=0.5, sweep_at=99.0) == 0.5

@@ -212,3 +212,28 @@ def test_after_a_take_that_emptied_the_queue_the_next_one_lingers(
     wait_until(lambda: len(takes) > first + 1, "the next take (recorded when it returns, after its linger)")
     assert takes[first][0] == 0.0, "the first event, on an idle worker, was taken without lingering"
     assert takes[first + 1][0] == 0.25, "the take after it lingered"
+
+
+@pytest.mark.broker
+def test_an_idle_take_waits_long_and_one_with_batches_in_hand_only_until_their_checkpoint(
+    start: Start, app: App, readers: Readers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing to do the loop waits up to ``idle_wait_s`` for a record (which ends the wait
+    at once); with batches in hand only until their checkpoint falls due, so it is not late."""
+    takes: list[tuple[float, int]] = []
+    real_take = worker_module.take_batch
+
+    def recording_take(consumer: Any, max_messages: int, wait_s: float, linger_s: float = 0.0) -> list[Any]:
+        messages = real_take(consumer, max_messages, wait_s, linger_s)
+        takes.append((wait_s, len(messages)))
+        return messages
+
+    monkeypatch.setattr(worker_module, "take_batch", recording_take)
+    start(idle_wait_s=2.0, checkpoint_interval_s=0.2, purge_interval_s=3600.0)
+    wait_until(lambda: any(wait == 2.0 for wait, _taken in takes), "an idle take")
+    app.configure("idle", {"t": {"after": ["go"], "run": "x", "using": "noop"}})
+    app.fire("idle", "go")
+    readers["task-results"].wait_for(lambda _r: readers["task-results"].of("idle"), "the output")
+    wait_until(lambda: app.state("idle") is not None, "the state, at the checkpoint")
+    first = next(i for i, (_wait, taken) in enumerate(takes) if taken)
+    assert 0.0 <= takes[first + 1][0] <= 0.2, "with a batch in hand, the take waited only until its checkpoint"
