@@ -28,13 +28,18 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-__all__ = ["TAKE_AT_MOST", "CheckpointPace", "linger_after", "take_batch"]
+__all__ = ["TAKE_AT_MOST", "WAIT_AT_LEAST", "CheckpointPace", "linger_after", "take_batch"]
 
 
 TAKE_AT_MOST = 1_000
 """Records taken from the consumer at a time, however large ``batch_size`` (events per
 checkpoint): a backlog's records are applied and let go in chunks, so their message
 objects never pile up (10,000 at a time held 16 MB more at peak, and ran slower)."""
+
+
+WAIT_AT_LEAST = 0.001
+"""The shortest wait for a record: the client counts whole milliseconds, so a shorter one
+returns at once, and the loop would spin through the last millisecond before a checkpoint."""
 
 
 def take_batch(consumer: Consumer, max_messages: int, wait_s: float, linger_s: float = 0.0) -> list[Any]:
@@ -80,8 +85,8 @@ class CheckpointPace:
     def wait_s(self, now: float, idle_s: float, sweep_at: float) -> float:
         """How long the next take may wait for a record: until the batches in hand are due for
         their checkpoint, with none in hand until the retention sweep is (``sweep_at``); at most ``idle_s``."""
-        due_at = sweep_at if self.since is None else self.since + self.interval_s
-        return min(idle_s, max(0.0, due_at - now))
+        left = (sweep_at if self.since is None else self.since + self.interval_s) - now
+        return 0.0 if left <= 0 else min(idle_s, max(left, WAIT_AT_LEAST))
 
     def take(self) -> tuple[float, int] | None:
         """Start a checkpoint (or forget the batches in hand): when the first began and their events; None if none."""

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from stream_triggers.stream.pace import TAKE_AT_MOST, CheckpointPace, linger_after, take_batch
+from stream_triggers.stream.pace import TAKE_AT_MOST, WAIT_AT_LEAST, CheckpointPace, linger_after, take_batch
 
 
 class FakeConsumer:
@@ -95,6 +95,8 @@ def test_a_take_waits_until_the_checkpoint_in_hand_falls_due_and_idle_until_the_
     assert pace.wait_s(10.0, idle_s=0.5, sweep_at=9.0) == 0.0  # a sweep overdue: no wait
     pace.applied(10.0, 3)
     assert pace.wait_s(10.0625, idle_s=0.5, sweep_at=10.001) == pytest.approx(0.0375)  # in hand: until its checkpoint
-    assert pace.wait_s(10.25, idle_s=0.5, sweep_at=99.0) == 0.0  # due (or overdue)
+    assert pace.wait_s(10.0998, idle_s=0.5, sweep_at=99.0) == WAIT_AT_LEAST  # (whole milliseconds: not 0)
+    assert pace.wait_s(10.1, idle_s=0.5, sweep_at=99.0) == 0.0  # due
+    assert pace.wait_s(10.25, idle_s=0.5, sweep_at=99.0) == 0.0  # overdue
     pace.take()
     assert pace.wait_s(10.25, idle_s=0.5, sweep_at=99.0) == 0.5
