@@ -6,7 +6,8 @@ take what the consumer fetched, produce one record per input (with a delivery re
 the worker's outputs have), let the producer send, commit the input offsets every
 checkpoint interval.  This script runs exactly that loop - the worker's own consumer and
 producer settings (``clients.consumer`` / ``clients.producer`` with the worker's options)
-and its take (``stream.pace.take_batch`` / ``linger_after``) - on the same workload, paced
+and its take and pace (``stream.pace``: ``take_batch``, ``linger_after``, ``CheckpointPace``,
+waiting for a record until the next commit is due) - on the same workload, paced
 the same way, on a fresh embedded Tansu broker, and prints what it costs:
 
 * CPU per event of the loop process (between its first and last input), and how that
@@ -45,7 +46,7 @@ from streambench.workload import EventProducer, workload
 from stream_triggers.kafka import clients
 from stream_triggers.kafka.topics import Topics, create_topics
 from stream_triggers.ops.broker import EmbeddedBroker
-from stream_triggers.stream.pace import linger_after, take_batch
+from stream_triggers.stream.pace import CheckpointPace, linger_after, take_batch
 from stream_triggers.stream.settings import WorkerSettings
 
 
@@ -131,9 +132,10 @@ def loop(a: argparse.Namespace) -> dict[str, Any]:
 
     seen = turns = 0
     cpu_first = threads_first = None
-    linger_s, commit_due = 0.0, 0.0
+    linger_s, pace = 0.0, CheckpointPace(settings.checkpoint_interval_s, settings.batch_size)
     while seen < a.events:
-        messages = take_batch(consumer, settings.batch_size, settings.batch_timeout_s, linger_s)
+        wait_s = pace.wait_s(time.monotonic(), settings.idle_wait_s, float("inf"))
+        messages = take_batch(consumer, settings.batch_size, wait_s, linger_s)
         turns += 1
         linger_s = linger_after(len(messages), settings.batch_size, settings.linger_s)
         for message in messages:
@@ -145,9 +147,11 @@ def loop(a: argparse.Namespace) -> dict[str, Any]:
             seen += 1
         producer.poll(0)
         now = time.monotonic()
-        if messages and now >= commit_due:
+        if messages:
+            pace.applied(now, len(messages))
+        if pace.due(now):
             consumer.commit(asynchronous=True)
-            commit_due = now + settings.checkpoint_interval_s
+            pace.take()
     cpu = time.process_time() - (cpu_first or 0.0)
     threads = {k: round(v - (threads_first or {}).get(k, 0.0), 2) for k, v in thread_cpu_s().items()}
     producer.flush(30)
