@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -56,6 +56,26 @@ def start(broker: EmbeddedBroker, topics: Topics, tmp_path: Path) -> Iterator[St
 def dead_letters(readers: Readers, uid: str) -> list[str]:
     readers["dead-letter"].poll()
     return [record["reason"] for record in readers["dead-letter"].of(uid)]
+
+
+class Take(NamedTuple):
+    wait_s: float
+    linger_s: float
+    taken: int
+
+
+def record_takes(monkeypatch: pytest.MonkeyPatch) -> list[Take]:
+    """Every take of the worker's loop from now on: its waits and how many records it returned."""
+    takes: list[Take] = []
+    real_take = worker_module.take_batch
+
+    def recording_take(consumer: Any, max_messages: int, wait_s: float, linger_s: float = 0.0) -> list[Any]:
+        messages = real_take(consumer, max_messages, wait_s, linger_s)
+        takes.append(Take(wait_s, linger_s, len(messages)))
+        return messages
+
+    monkeypatch.setattr(worker_module, "take_batch", recording_take)
+    return takes
 
 
 class ExplodingHook(FinalizingTriggerManager):
@@ -194,24 +214,16 @@ def test_after_a_take_that_emptied_the_queue_the_next_one_lingers(
 ) -> None:
     """``linger_s`` reaches the loop: a take that found records and emptied the queue makes the
     next one wait for more; a take that found nothing does not, so a lone event is applied at once."""
-    takes: list[tuple[float, int]] = []
-    real_take = worker_module.take_batch
-
-    def recording_take(consumer: Any, max_messages: int, wait_s: float, linger_s: float = 0.0) -> list[Any]:
-        messages = real_take(consumer, max_messages, wait_s, linger_s)
-        takes.append((linger_s, len(messages)))
-        return messages
-
-    monkeypatch.setattr(worker_module, "take_batch", recording_take)
+    takes = record_takes(monkeypatch)
     start(linger_s=0.25)
     app.configure("lingering", {"t": {"after": ["go"], "run": "x", "using": "noop"}})
     results = readers["task-results"]
     app.fire("lingering", "go")
     results.wait_for(lambda _r: results.of("lingering"), "the output")
-    first = next(i for i, (_linger, taken) in enumerate(takes) if taken)
+    first = next(i for i, take in enumerate(takes) if take.taken)
     wait_until(lambda: len(takes) > first + 1, "the next take (recorded when it returns, after its linger)")
-    assert takes[first][0] == 0.0, "the first event, on an idle worker, was taken without lingering"
-    assert takes[first + 1][0] == 0.25, "the take after it lingered"
+    assert takes[first].linger_s == 0.0, "the first event, on an idle worker, was taken without lingering"
+    assert takes[first + 1].linger_s == 0.25, "the take after it lingered"
 
 
 @pytest.mark.broker
@@ -220,20 +232,12 @@ def test_an_idle_take_waits_long_and_one_with_batches_in_hand_only_until_their_c
 ) -> None:
     """With nothing to do the loop waits up to ``idle_wait_s`` for a record (which ends the wait
     at once); with batches in hand only until their checkpoint falls due, so it is not late."""
-    takes: list[tuple[float, int]] = []
-    real_take = worker_module.take_batch
-
-    def recording_take(consumer: Any, max_messages: int, wait_s: float, linger_s: float = 0.0) -> list[Any]:
-        messages = real_take(consumer, max_messages, wait_s, linger_s)
-        takes.append((wait_s, len(messages)))
-        return messages
-
-    monkeypatch.setattr(worker_module, "take_batch", recording_take)
+    takes = record_takes(monkeypatch)
     start(idle_wait_s=2.0, checkpoint_interval_s=0.2, purge_interval_s=3600.0)
-    wait_until(lambda: any(wait == 2.0 for wait, _taken in takes), "an idle take")
+    wait_until(lambda: any(take.wait_s == 2.0 for take in takes), "an idle take")
     app.configure("idle", {"t": {"after": ["go"], "run": "x", "using": "noop"}})
     app.fire("idle", "go")
     readers["task-results"].wait_for(lambda _r: readers["task-results"].of("idle"), "the output")
     wait_until(lambda: app.state("idle") is not None, "the state, at the checkpoint")
-    first = next(i for i, (_wait, taken) in enumerate(takes) if taken)
-    assert 0.0 <= takes[first + 1][0] <= 0.2, "with a batch in hand, the take waited only until its checkpoint"
+    first = next(i for i, take in enumerate(takes) if take.taken)
+    assert 0.0 <= takes[first + 1].wait_s <= 0.2, "with a batch in hand, the take waited only until its checkpoint"
