@@ -1,14 +1,16 @@
-"""What an idle worker costs: CPU per second of a ``stream-triggers worker`` with nothing to do.
+"""What an idle worker (or executor) costs: CPU per second of a process with nothing to do.
 
 Most deployments of a triggers service are idle most of the time, so the cost of waiting
 matters as much as the cost per event.  This script starts a fresh embedded Tansu broker,
-makes the topics, starts one worker (the CLI, as a user would), lets it join and restore,
-then samples for ``--seconds``: the worker's CPU (its main thread apart from librdkafka's
-and RocksDB's threads, in 10 ms clock ticks) and the broker's.  Worker options after
-``--`` are passed on.  A benchmark script: it prints figures and asserts nothing.
+makes the topics, starts one ``stream-triggers worker`` (or ``executor``: the CLI, as a
+user would), lets it join and restore, then samples for ``--seconds``: the process's CPU
+(its main thread apart from librdkafka's and RocksDB's threads, in 10 ms clock ticks) and
+the broker's.  Options after ``--`` are passed on.  A benchmark script: it prints figures
+and asserts nothing.
 
     .venv/bin/python bench/idle.py
     .venv/bin/python bench/idle.py --seconds 60 -- --fetch-wait-ms 500
+    .venv/bin/python bench/idle.py --process executor
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds sampled [20]")
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds after the worker is ready, not sampled [10]")
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--process", choices=("worker", "executor"), default="worker", help="what to start [worker]")
     ap.add_argument("--json", help="also write the figures to this file")
-    ap.add_argument("worker_args", nargs="*", help="options for `stream-triggers worker` (after --)")
+    ap.add_argument("process_args", nargs="*", help="options for the process (after --)")
     return ap.parse_args(argv)
 
 
@@ -53,25 +56,28 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
         prefix = f"idle{uuid.uuid4().hex[:8]}"
         create_topics(broker.bootstrap, Topics(prefix), partitions=a.partitions)
         script = Path(sys.executable).with_name("stream-triggers")
-        cmd = [str(script), "worker", "--bootstrap", broker.bootstrap, "--state-dir", state_dir]
-        cmd += ["--group", prefix, "--topic-prefix", prefix, "--stats-out", f"{state_dir}/stats.json", *a.worker_args]
+        cmd = [str(script), a.process, "--bootstrap", broker.bootstrap, "--group", prefix, "--topic-prefix", prefix]
+        if a.process == "worker":
+            cmd += ["--state-dir", state_dir, "--stats-out", f"{state_dir}/stats.json"]
+        cmd += a.process_args
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             time.sleep(a.warmup)
-            worker, tansu = psutil.Process(proc.pid), psutil.Process(broker.pid)
-            before = cpu_s(worker), cpu_s(worker, main_thread=True), cpu_s(tansu), time.monotonic()
+            process, tansu = psutil.Process(proc.pid), psutil.Process(broker.pid)
+            before = cpu_s(process), cpu_s(process, main_thread=True), cpu_s(tansu), time.monotonic()
             time.sleep(a.seconds)
-            after = cpu_s(worker), cpu_s(worker, main_thread=True), cpu_s(tansu), time.monotonic()
+            after = cpu_s(process), cpu_s(process, main_thread=True), cpu_s(tansu), time.monotonic()
             if proc.poll() is not None:
-                raise SystemExit(f"the worker exited ({proc.returncode}) while sampled: {' '.join(cmd)}")
+                raise SystemExit(f"the {a.process} exited ({proc.returncode}) while sampled: {' '.join(cmd)}")
         finally:
             stop_process(proc)
     elapsed = after[3] - before[3]
-    worker_ms, main_ms, broker_ms = (round(1000 * (after[i] - before[i]) / elapsed, 2) for i in range(3))
+    process_ms, main_ms, broker_ms = (round(1000 * (after[i] - before[i]) / elapsed, 2) for i in range(3))
     return {
+        "process": a.process,
         "seconds": round(elapsed, 1),
-        "worker_cpu_ms_per_s": worker_ms,
-        "worker_main_thread_cpu_ms_per_s": main_ms,
+        "cpu_ms_per_s": process_ms,
+        "main_thread_cpu_ms_per_s": main_ms,
         "broker_cpu_ms_per_s": broker_ms,
         "command": " ".join(cmd),
     }
@@ -81,10 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     figures = measure(a)
     print(f"idle for {figures['seconds']} s, CPU per second:")
-    main_thread = figures["worker_main_thread_cpu_ms_per_s"]
-    print(f"  worker  {figures['worker_cpu_ms_per_s']:8.2f} ms  (main thread {main_thread} ms)")
-    print(f"  broker  {figures['broker_cpu_ms_per_s']:8.2f} ms")
-    print(f"worker: {figures['command']}")
+    name, main_thread = figures["process"], figures["main_thread_cpu_ms_per_s"]
+    print(f"  {name:8} {figures['cpu_ms_per_s']:8.2f} ms  (main thread {main_thread} ms)")
+    print(f"  {'broker':8} {figures['broker_cpu_ms_per_s']:8.2f} ms")
+    print(f"{name}: {figures['command']}")
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=2))
 

@@ -330,6 +330,14 @@ def worker(
     show_default=True,
     help="Requests taken and not yet reported (queued, running, cooling down) beyond which fetching pauses.",
 )
+@env_option(
+    "--fetch-wait-ms",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="How long the broker may hold a fetch of task requests that finds nothing (Kafka answers "
+    "it when records arrive; Tansu looks again at half the time left).",
+)
 @kafka_options
 def executor(
     bootstrap: str,
@@ -341,6 +349,7 @@ def executor(
     session_timeout_ms: int,
     metrics_port: int | None,
     max_in_flight: int,
+    fetch_wait_ms: int,
     kafka_config: dict[str, str],
 ) -> None:
     """Run a task executor: run requested TriggerTasks and report their outcome."""
@@ -356,6 +365,7 @@ def executor(
         concurrency=concurrency,
         max_in_flight=max_in_flight,
         session_timeout_ms=session_timeout_ms,
+        fetch_wait_ms=fetch_wait_ms,
         kafka_config=kafka_config,
     )
     instance = TaskExecutor(settings)

@@ -26,7 +26,11 @@ class ExecutorSettings:
     """Requests taken and not yet reported (queued for the pool, running, cooling down)
     beyond which fetching pauses; queued ones are handed back on revoke and shutdown."""
     session_timeout_ms: int = 6_000
-    fetch_wait_ms: int = 10
+    fetch_wait_ms: int = 100
+    """How long the broker may hold a fetch of task requests that finds nothing.  Apache Kafka
+    answers it when a request arrives; Tansu looks again at half the time left, so there a
+    request may wait up to half this more.  With 10 an idle executor fetched a hundred times a
+    second, which kept an idle Tansu at 8 % of a core (``bench/idle.py --process executor``)."""
     max_poll_interval_ms: int = 300_000
     report_timeout_s: float = 10.0
     """How long one attempt to report an outcome waits for the broker's acknowledgement.

@@ -37,6 +37,7 @@ def test_a_negative_interval_is_a_usage_error(tmp_path) -> None:
         ("worker", "--metrics-port", "70000"),
         ("executor", "--session-timeout-ms", "-6000"),
         ("executor", "--metrics-port", "0"),
+        ("executor", "--fetch-wait-ms", "-1"),
     ],
 )
 def test_an_out_of_range_setting_is_a_usage_error_naming_it(tmp_path, command: str, option: str, value: str) -> None:

@@ -126,7 +126,7 @@ class Captured:
         pass
 
 
-def test_worker_and_executor_get_the_settings_restore_timeout_and_max_in_flight(
+def test_worker_and_executor_get_the_settings_restore_timeout_max_in_flight_and_fetch_wait(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr("stream_triggers.cli.run.check_broker", lambda *args, **kwargs: set())
@@ -154,6 +154,13 @@ def test_worker_and_executor_get_the_settings_restore_timeout_and_max_in_flight(
     assert Captured.settings.max_in_flight == 12
     done = CliRunner().invoke(cli, ["executor", *options, "--max-in-flight", "3"], env=env)
     assert Captured.settings.max_in_flight == 3
+    assert Captured.settings.fetch_wait_ms == 100  # the default, as the worker's
+    # the deployment files' STREAM_TRIGGERS_FETCH_WAIT_MS reaches executors as well as workers
+    done = CliRunner().invoke(cli, ["executor", *options], env={**env, "STREAM_TRIGGERS_FETCH_WAIT_MS": "500"})
+    assert done.exit_code == 0, done.output
+    assert Captured.settings.fetch_wait_ms == 500
+    CliRunner().invoke(cli, ["executor", *options, "--fetch-wait-ms", "25"], env=env)
+    assert Captured.settings.fetch_wait_ms == 25
 
 
 # -- against the broker --------------------------------------------------------------------------
