@@ -27,6 +27,7 @@ __all__ = [
     "check_name",
     "check_state_dir",
     "fail",
+    "fetch_wait_option",
     "json_arg",
     "json_mapping_arg",
     "prefix_option",
@@ -63,6 +64,19 @@ def bootstrap_option(f: Callable[..., Any]) -> Callable[..., Any]:
         required=True,
         help="Kafka bootstrap servers (host:port).",
     )(f)
+
+
+def fetch_wait_option(fetched: str) -> Callable[[Any], Any]:
+    """``--fetch-wait-ms`` of a process that consumes ``fetched`` (worker and executor: one
+    environment variable, so a deployment sets both at once)."""
+    return env_option(
+        "--fetch-wait-ms",
+        type=click.IntRange(min=0),
+        default=100,
+        show_default=True,
+        help=f"How long the broker may hold a fetch of {fetched} that finds nothing (Kafka answers it "
+        "when records arrive; Tansu looks again at half the time left).",
+    )
 
 
 def _legal_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -18,6 +18,7 @@ from stream_triggers.cli.options import (
     check_state_dir,
     env_option,
     fail,
+    fetch_wait_option,
     prefix_option,
 )
 
@@ -131,14 +132,7 @@ def _is_endpoint(text: str) -> bool:
     show_default=True,
     help="Longest time applied batches wait for their checkpoint (state, RocksDB write, offset commit).",
 )
-@env_option(
-    "--fetch-wait-ms",
-    type=click.IntRange(min=0),
-    default=100,
-    show_default=True,
-    help="How long the broker may hold an input fetch that finds nothing (Kafka answers it when "
-    "records arrive; Tansu looks again at half the time left).",
-)
+@fetch_wait_option("input events")
 @env_option(
     "--linger-ms",
     type=click.IntRange(min=0),
@@ -330,14 +324,7 @@ def worker(
     show_default=True,
     help="Requests taken and not yet reported (queued, running, cooling down) beyond which fetching pauses.",
 )
-@env_option(
-    "--fetch-wait-ms",
-    type=click.IntRange(min=0),
-    default=100,
-    show_default=True,
-    help="How long the broker may hold a fetch of task requests that finds nothing (Kafka answers "
-    "it when records arrive; Tansu looks again at half the time left).",
-)
+@fetch_wait_option("task requests")
 @kafka_options
 def executor(
     bootstrap: str,
