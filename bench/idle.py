@@ -35,7 +35,7 @@ from stream_triggers.ops.broker import EmbeddedBroker
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds sampled [20]")
-    ap.add_argument("--warmup", type=float, default=10.0, help="seconds after the worker is ready, not sampled [10]")
+    ap.add_argument("--warmup", type=float, default=10.0, help="seconds from start to sampling (join, restore) [10]")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--process", choices=("worker", "executor"), default="worker", help="what to start [worker]")
     ap.add_argument("--json", help="also write the figures to this file")

@@ -17,7 +17,7 @@ Outputs leave as each batch is applied; its state, store write and offset commit
 checkpoint per interval rather than one per small batch.
 
 The wait for a first record is the time until the loop has something else to do: a
-checkpoint in flight to move on (``batch_timeout_s``), the batches in hand to checkpoint
+checkpoint in flight to move on (``in_flight_wait_s``), the batches in hand to checkpoint
 (:meth:`CheckpointPace.wait_s`), a retention sweep, or at most ``idle_wait_s``.  A record
 ends it at once.  An idle worker woke every 10 ms for nothing, which was most of its CPU.
 """

@@ -29,7 +29,7 @@ class WorkerSettings:
     """Most events per checkpoint: the sessions they change stay cached until it completes,
     so this bounds a worker's memory on a backlog (10,000: about 15 MB more at peak, for
     about a tenth more events/s on the benchmark's preload)."""
-    batch_timeout_s: float = 0.01
+    in_flight_wait_s: float = 0.01
     """How long a take waits for a record while a checkpoint is in flight: the loop moves it
     on as the broker acknowledges its records (delivery reports do not wake a take)."""
     idle_wait_s: float = 0.1

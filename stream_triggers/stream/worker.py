@@ -129,9 +129,10 @@ class StreamWorker(Lifecycle):
                 if now >= lag_due:
                     self.stats.consumer_lag = self.consumer_lag()
                     lag_due = now + LAG_INTERVAL_S
-                wait = self._pace.wait_s(now, settings.idle_wait_s, self._retention.due_at)
-                if self._checkpoint.pending is not None:
-                    wait = settings.batch_timeout_s  # (moved on as the broker acknowledges it)
+                if self._checkpoint.pending is not None:  # (moved on as the broker acknowledges it)
+                    wait = settings.in_flight_wait_s
+                else:
+                    wait = self._pace.wait_s(now, settings.idle_wait_s, self._retention.due_at)
                 messages = take_batch(self._consumer, settings.batch_size, wait, linger)
                 busy_from = time.monotonic()
                 linger = linger_after(len(messages), settings.batch_size, settings.linger_s)
