@@ -81,3 +81,28 @@ def test_the_worker_options_reach_our_worker_command_and_only_when_given(tmp_pat
     options = {"--fetch-wait-ms", "--linger-ms", "--fetch-min-bytes", "--checkpoint-interval-ms", "--batch-size"}
     assert " -X linger.ms=5 -X acks=all" in " ".join(tuned)
     assert not (options | {"-X"}) & set(command())
+
+
+def test_a_worker_peak_rss_is_its_own_not_the_harness_rss_when_it_was_spawned() -> None:
+    """Linux's ``wait4`` counts the parent's RSS at spawn in the child's ``ru_maxrss``: a
+    harness grown large reported a small worker as large.  The sampler reads the child's own
+    high-water mark, which one sample suffices for."""
+    import os
+    import subprocess
+    import time
+
+    from streambench.processes import Sampler
+
+    ballast = bytearray(300 * 2**20)
+    for at in range(0, len(ballast), 4096):  # (touched: resident)
+        ballast[at] = 1
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.0)"])
+    sampler = Sampler(period=0.05)
+    sampler.add("child", child.pid)
+    sampler.start()
+    time.sleep(0.5)
+    os.wait4(child.pid, 0)  # (its ru_maxrss here: over 300 MB, the ballast's)
+    sampler.stop()
+    del ballast
+    peak = sampler.peak_rss_mb("child")
+    assert peak is not None and 1 < peak < 100

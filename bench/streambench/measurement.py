@@ -212,8 +212,9 @@ def worker_details(w: WorkerProcess, sampler: Sampler) -> dict[str, Any]:
     d: dict[str, Any] = {"pid": w.pid, "exit_status": w.status, "killed": w.killed_at is not None}
     if w.rusage is not None:
         d["cpu_total_s"] = round(w.rusage.ru_utime + w.rusage.ru_stime, 3)
+        # (Linux counts in ru_maxrss the harness's RSS when it spawned the worker: see Sampler.)
         d["maxrss_mb"] = round(w.rusage.ru_maxrss / 1024, 1)  # Linux: KiB
-    d["psutil_peak_rss_mb"] = sampler.peak_rss_mb(w.name)
+    d["peak_rss_mb"] = sampler.peak_rss_mb(w.name)
     d["stats"] = w.stats()
     d["engine"] = w.engine()
     return d
@@ -259,12 +260,7 @@ def our_figures(
             f["startup_s"] = round(t0 - workers[0].started_at, 3)
         f["broker_cpu_s"] = sampler.cpu_between("broker", t0, t1)
         f["loop_turn_p99_ms"] = loop_turn_p99_ms([s.get("loop_busy") for s in stats])
-    rss = [
-        x
-        for d in res["workers"]
-        for x in (d.get("maxrss_mb"), d.get("psutil_peak_rss_mb"))
-        if isinstance(x, (int, float))
-    ]
+    rss = [d["peak_rss_mb"] for d in res["workers"] if isinstance(d.get("peak_rss_mb"), (int, float))]
     f["peak_rss_mb"] = max(rss) if rss else None
     f["broker_peak_rss_mb"] = sampler.peak_rss_mb("broker")
     # Preloaded events wait in the topic before any worker runs: latency means nothing there.

@@ -7,8 +7,11 @@ import json
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from stream_triggers.ops.broker import BrokerError, EmbeddedBroker
 
@@ -22,6 +25,8 @@ from .topicsize import list_topics, per_event_figures, try_bytes_written
 
 PEER_OUTPUT_TOPIC = "task-runs"  # bench.py's --output-topic default
 PEER_ENGINE = "quixstreams"  # the peer's worker: plain Python on Quix Streams (no native trigger engine)
+PEER_WORKER_SCRIPT = "quix_triggers.py"
+PEER_WORKER = "peer-worker-"  # + pid: the peer's worker processes in our sampler
 
 
 def ensure_peer_venv(venv: Path) -> str:
@@ -105,7 +110,7 @@ def _run_bench(
         # Its own session, so that a hung peer run can be ended with its whole group by PID.
         proc = subprocess.Popen(cmd, stdout=bench_log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            proc.wait(a.timeout + 300)
+            wait_sampling_workers(proc, sampler, a.timeout + 300)
         except BaseException as exc:  # timeout, or Ctrl-C: end the peer's run and what it started
             stop_group(proc)
             if isinstance(exc, subprocess.TimeoutExpired):
@@ -125,6 +130,12 @@ def _run_bench(
         t1 = max(s["t_last_in"] for s in stats)
         figures["broker_cpu_s"] = sampler.cpu_between("broker", t0, t1)
     figures["broker_peak_rss_mb"] = sampler.peak_rss_mb("broker")
+    # The workers' own high-water marks, measured as ours are (bench.py's wait4 figure also
+    # counts its own RSS when it spawned them: see Sampler); kept beside it.
+    peaks = [sampler.peak_rss_mb(name) for name in sampler.names() if name.startswith(PEER_WORKER)]
+    figures["peak_rss_mb_wait4"] = figures["peak_rss_mb"]
+    if peaks and None not in peaks:
+        figures["peak_rss_mb"] = max(peaks)
     log("measuring the peer's changelog and output topics")
     try:
         changelogs = [name for name in list_topics(bootstrap) if name.startswith("changelog")]
@@ -133,6 +144,37 @@ def _run_bench(
         sizes = {"error": f"{type(exc).__name__}: {exc}"}
     figures.update(per_event_figures(sizes))
     return {"command": shlex.join(cmd), "figures": figures, "summary": summary, "topic_bytes": sizes}
+
+
+def wait_sampling_workers(proc: subprocess.Popen[bytes], sampler: Sampler, timeout: float) -> None:
+    """Wait for the peer's bench.py, adding every worker it starts to ``sampler``.
+
+    One sample of a worker is enough for its peak RSS (its high-water mark counts from its
+    start); a worker is found within a fifth of a second, and lives for seconds.
+    """
+    deadline = time.monotonic() + timeout
+    bench = psutil.Process(proc.pid)
+    added: set[int] = set()
+    while True:
+        try:
+            proc.wait(0.2)
+            return
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(proc.args, timeout) from None
+        try:
+            children = bench.children(recursive=True)
+        except psutil.Error:
+            continue
+        for child in children:
+            if child.pid in added:
+                continue
+            try:  # (a child not yet past exec shows bench.py's command line: looked at again next time)
+                if any(part.endswith(PEER_WORKER_SCRIPT) for part in child.cmdline()):
+                    sampler.add(f"{PEER_WORKER}{child.pid}", child.pid)
+                    added.add(child.pid)
+            except psutil.Error:
+                pass
 
 
 def quix_figures(a: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:

@@ -52,14 +52,33 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT_S) -
     return proc.returncode, rusage
 
 
+def high_water_mark(pid: int) -> int:
+    """Bytes of the process's RSS high-water mark (``VmHWM``; 0 where /proc does not say)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 class Sampler(threading.Thread):
-    """CPU seconds and RSS of named processes every ``period`` s (psutil)."""
+    """CPU seconds, RSS and RSS high-water mark of named processes every ``period`` s (psutil).
+
+    The peak RSS of a process is its own high-water mark (``VmHWM``: every page it ever
+    held at once, sampled peaks in between included), not ``wait4``'s ``ru_maxrss``:
+    Linux counts in that the parent's RSS when it spawned the child (a 300 MB parent's
+    ``/bin/true`` reports 300 MB), so a worker started late in a long run reported the
+    harness's memory as its own.
+    """
 
     def __init__(self, period: float = 0.2) -> None:
         super().__init__(daemon=True, name="sampler")
         self.period = period
         self.procs: dict[str, psutil.Process] = {}
-        self.samples: dict[str, list[tuple[float, float, int]]] = {}
+        self.samples: dict[str, list[tuple[float, float, int, int]]] = {}
         self.lock = threading.Lock()
         self.done = threading.Event()
 
@@ -79,7 +98,8 @@ class Sampler(threading.Thread):
             for name, proc in items:
                 try:
                     cpu = proc.cpu_times()
-                    self.samples[name].append((now, cpu.user + cpu.system, proc.memory_info().rss))
+                    rss = proc.memory_info().rss
+                    self.samples[name].append((now, cpu.user + cpu.system, rss, max(rss, high_water_mark(proc.pid))))
                 except psutil.Error:
                     pass
             self.done.wait(self.period)
@@ -90,8 +110,13 @@ class Sampler(threading.Thread):
             self.join(5)
 
     def peak_rss_mb(self, name: str) -> float | None:
+        """The process's peak RSS: its high-water mark at the last sample (MB)."""
         samples = self.samples.get(name)
-        return round(max(s[2] for s in samples) / 2**20, 1) if samples else None
+        return round(max(s[3] for s in samples) / 2**20, 1) if samples else None
+
+    def names(self) -> list[str]:
+        with self.lock:
+            return list(self.procs)
 
     def cpu_between(self, name: str, t0: float, t1: float) -> float | None:
         samples = self.samples.get(name) or []
