@@ -49,6 +49,7 @@ def test_quick_run_outputs_every_expected_record_exactly_once(tmp_path: Path) ->
     for key in numbers:
         assert isinstance(figures[key], (int, float)) and not isinstance(figures[key], bool), key
     assert figures["engine"] in ("python", "native"), figures["engine"]
+    assert figures["machine"].endswith(f"{figures['cpus']} CPUs") and f"machine: {figures['machine']}" in run.stdout
     sizes = figures["ours"][0]["topic_bytes"]
     assert sizes["changelog_bytes"] > 0 and sizes["output_bytes"] > 0, sizes
     assert figures["output_bytes_per_event"] == round(sizes["output_bytes"] / 1600, 2)

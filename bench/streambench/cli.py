@@ -27,7 +27,7 @@ from .common import (
 )
 from .measurement import run_ours
 from .peer import run_quix
-from .report import combine, git_describe, ratio, report, run_details
+from .report import combine, git_describe, machine, ratio, report, run_details
 
 ALWAYS = (
     "engine",
@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
         "figures_are": "medians of the runs" if a.repeat > 1 else "one run",
         "git": git_describe(),
         "cpus": os.cpu_count(),
+        "machine": machine(),
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     keys = sorted({*mine, *(theirs or {}), *ALWAYS} - {"outputs_complete"})
@@ -238,6 +239,7 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
     print()
     what = f"medians of {a.repeat} alternating runs" if a.repeat > 1 else "one run each"
     print(f"stream-triggers vs Quix Streams peer - {mode}, {a.sessions:,} sessions / {n_events:,} events ({what})")
+    print(f"machine: {summary['machine']}")
     if a.rate > 0:
         polls = f"{a.checker_fetch_wait_ms} ms (ours), {PEER_CHECKER_FETCH_WAIT_MS} ms (the peer's)"
         print(f"latency read by output checkers polling the broker every {polls}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import subprocess
 from typing import Any
@@ -90,6 +92,17 @@ def git_describe() -> dict[str, Any]:
         "commit": head.stdout.strip() or None,
         "stream_triggers_modified": sorted(line[3:] for line in dirty.stdout.splitlines()),
     }
+
+
+def machine() -> str:
+    """The processor and its count, printed with the figures: only ratios from one machine compare."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
 
 
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
