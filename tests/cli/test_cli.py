@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -444,8 +445,18 @@ def test_demo_runs_to_success() -> None:
     assert re.search(r"stopped worker \(pid \d+, exit code 0\)", out)
 
 
+# Ctrl-C as a terminal delivers it, whatever this test run inherited: a shell starts a
+# background job with SIGINT ignored, an ignored signal stays ignored across exec, and
+# Python then leaves it ignored (the demo would run to its end, exit 0).
+_WITH_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])",
+]
+
+
 def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
-    proc = Proc("demo", ["demo"], tmp_path / "demo.log")
+    proc = Proc("demo", ["demo"], tmp_path / "demo.log", wrapper=_WITH_CTRL_C)
     try:
         proc.wait_log("triggers fired", timeout=60)
         children = psutil.Process(proc.pid).children(recursive=True)
