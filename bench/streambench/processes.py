@@ -65,7 +65,7 @@ def high_water_mark(pid: int) -> int:
 
 
 class Sampler(threading.Thread):
-    """CPU seconds, RSS and RSS high-water mark of named processes every ``period`` s (psutil).
+    """CPU seconds and RSS high-water mark of named processes every ``period`` s (psutil).
 
     The peak RSS of a process is its own high-water mark (``VmHWM``: every page it ever
     held at once, sampled peaks in between included), not ``wait4``'s ``ru_maxrss``:
@@ -78,7 +78,8 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True, name="sampler")
         self.period = period
         self.procs: dict[str, psutil.Process] = {}
-        self.samples: dict[str, list[tuple[float, float, int, int]]] = {}
+        self.samples: dict[str, list[tuple[float, float, int]]] = {}
+        """name -> ``(time, CPU seconds, RSS high-water mark in bytes)`` per sample."""
         self.lock = threading.Lock()
         self.done = threading.Event()
 
@@ -98,8 +99,8 @@ class Sampler(threading.Thread):
             for name, proc in items:
                 try:
                     cpu = proc.cpu_times()
-                    rss = proc.memory_info().rss
-                    self.samples[name].append((now, cpu.user + cpu.system, rss, max(rss, high_water_mark(proc.pid))))
+                    peak = max(proc.memory_info().rss, high_water_mark(proc.pid))  # (RSS where /proc has no VmHWM)
+                    self.samples[name].append((now, cpu.user + cpu.system, peak))
                 except psutil.Error:
                     pass
             self.done.wait(self.period)
@@ -112,7 +113,7 @@ class Sampler(threading.Thread):
     def peak_rss_mb(self, name: str) -> float | None:
         """The process's peak RSS: its high-water mark at the last sample (MB)."""
         samples = self.samples.get(name)
-        return round(max(s[3] for s in samples) / 2**20, 1) if samples else None
+        return round(max(s[2] for s in samples) / 2**20, 1) if samples else None
 
     def names(self) -> list[str]:
         with self.lock:
