@@ -22,9 +22,8 @@ fi
 # (2 by default, each with its own broker; 0 runs them in this one) halve the wall time.
 JOBS=(-n "${TEST_WORKERS:-2}" --dist worksteal)
 .venv/bin/python -m pytest "${JOBS[@]}" "$@"
-# Once more with every worker on the native engine (the run above is Python's): the stream
-# tests, and every fault test (the native engine is what a worker runs where it is built).
+# Once more with every worker on the native engine (the run above is Python's): every
+# stream and fault test (the native engine is what a worker runs where it is built).
 if [ $# -eq 0 ] && .venv/bin/python -c 'import stream_triggers_native' 2>/dev/null; then
-  .venv/bin/python -m pytest "${JOBS[@]}" tests/stream -m "not slow" --engine native --no-cov -p no:cacheprovider
-  .venv/bin/python -m pytest "${JOBS[@]}" tests/faults --engine native --no-cov -p no:cacheprovider
+  .venv/bin/python -m pytest "${JOBS[@]}" tests/stream tests/faults --engine native --no-cov -p no:cacheprovider
 fi
