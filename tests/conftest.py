@@ -49,7 +49,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """A Tansu broker on a free loopback port (in-memory: a fresh cluster every run)."""
+    """A Tansu broker on a free loopback port (in-memory: a fresh cluster every run).
+
+    One per pytest process: under pytest-xdist (``scripts/test.sh``) each worker starts its own.
+    """
     with running_broker(tmp_path_factory.mktemp("broker") / "tansu.log") as running:
         yield running
 
