@@ -31,7 +31,7 @@ Modes:
 * preload (default): produce everything, then start the worker(s) and drain.
   events/s = input events / (last - first applied event, from the worker's
   ``--stats-out``); CPU µs per event = worker process CPU between those two moments /
-  events; peak RSS = max(wait4 ``ru_maxrss``, psutil samples); startup = process start
+  events; peak RSS = the worker's own high-water mark (``VmHWM``); startup = process start
   to first event applied.
 * paced (``--rate 2000 [--duration 30]``): workers start first, then events are produced
   at the rate; latency = receive time in the checker - the cause's ``produced_at``.

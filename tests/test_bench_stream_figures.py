@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from streambench.cli import parse_args
-from streambench.processes import WorkerProcess, worker_command
+from streambench.processes import Sampler, WorkerProcess, worker_command
 from streambench.report import combine, report
 
 
@@ -87,12 +90,6 @@ def test_a_worker_peak_rss_is_its_own_not_the_harness_rss_when_it_was_spawned() 
     """Linux's ``wait4`` counts the parent's RSS at spawn in the child's ``ru_maxrss``: a
     harness grown large reported a small worker as large.  The sampler reads the child's own
     high-water mark, which one sample suffices for."""
-    import os
-    import subprocess
-    import time
-
-    from streambench.processes import Sampler
-
     ballast = bytearray(300 * 2**20)
     for at in range(0, len(ballast), 4096):  # (touched: resident)
         ballast[at] = 1
