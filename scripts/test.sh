@@ -3,6 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# The tests mostly wait on brokers and worker processes: TEST_WORKERS pytest processes
+# (2 by default, each with its own broker; 0 runs them in this one) halve the wall time.
+WORKERS=${TEST_WORKERS:-2}
+if ! [[ $WORKERS =~ ^[0-9]+$ ]]; then
+  echo "TEST_WORKERS=$WORKERS: give a number of pytest processes (0 runs the tests in one)" >&2
+  exit 2
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
@@ -18,9 +25,7 @@ else
 fi
 .venv/bin/python -c 'from stream_triggers.engine.native import describe; print(describe())'
 .venv/bin/ruff check stream_triggers tests bench
-# The tests mostly wait on brokers and worker processes: TEST_WORKERS pytest processes
-# (2 by default, each with its own broker; 0 runs them in this one) halve the wall time.
-JOBS=(-n "${TEST_WORKERS:-2}" --dist worksteal)
+JOBS=(-n "$WORKERS" --dist worksteal)
 .venv/bin/python -m pytest "${JOBS[@]}" "$@"
 # Once more with every worker on the native engine (the run above is Python's): every
 # stream and fault test (the native engine is what a worker runs where it is built).
