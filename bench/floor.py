@@ -14,7 +14,11 @@ the same way, on a fresh embedded Tansu broker, and prints what it costs:
   splits between the Python thread and librdkafka's threads (those still running at the
   end, in 10 ms clock ticks: the split is coarse on short runs);
 * the broker's CPU over the same window;
-* loop turns and events per turn.
+* loop turns and events per turn;
+* how long an input took from its producer to the loop's take (the record's create
+  timestamp to the take, steady: after the first ``--latency-skip-s``).  This is the
+  broker's part of the worker's latency: the generator's request, the broker's append,
+  the fetch and its wait.  The worker's own "cause to output produced" adds its turn on top.
 
 No trigger worker built on this loop can spend less per event than the loop does; the gap
 between the two is what the product itself costs.  A benchmark script: it prints figures
@@ -39,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from check_stream import find_peers_dir, import_gen_workload
+from check_stream import find_peers_dir, import_gen_workload, latency_summary
 from streambench.processes import stop_process
 from streambench.workload import EventProducer, workload
 
@@ -67,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--producer-linger-ms", type=int, default=linger, help=f"the worker producer's linger.ms [{linger}]"
     )
     ap.add_argument("--commit-interval-ms", type=int, default=round(defaults.checkpoint_interval_s * 1000))
+    ap.add_argument("--latency-skip-s", type=float, default=5.0, help="warm-up left out of the latency [5]")
     ap.add_argument("--json", default=None, metavar="FILE", help="write the figures as one JSON object")
     # The loop process (started by the script itself):
     ap.add_argument("--loop", action="store_true", help=argparse.SUPPRESS)
@@ -82,7 +87,7 @@ def args_for(stream: argparse.Namespace) -> argparse.Namespace:
     rate and duration, and our worker's settings as that run passes them."""
     argv = ["--rate", str(stream.rate), "--duration", str(stream.duration), "--sessions", str(stream.sessions)]
     argv += ["--seed", str(stream.seed), "--concurrency", str(stream.concurrency)]
-    argv += ["--partitions", str(stream.partitions)]
+    argv += ["--partitions", str(stream.partitions), "--latency-skip-s", str(stream.latency_skip_s)]
     if stream.peers_dir:
         argv += ["--peers-dir", stream.peers_dir]
     for option, value in (
@@ -132,18 +137,23 @@ def loop(a: argparse.Namespace) -> dict[str, Any]:
 
     seen = turns = 0
     cpu_first = threads_first = None
+    created_ms: list[int] = []  # each input's create timestamp, and when it was taken
+    taken_ms: list[float] = []
     linger_s, pace = 0.0, CheckpointPace(settings.checkpoint_interval_s, settings.batch_size)
     while seen < a.events:
         wait_s = pace.wait_s(time.monotonic(), settings.idle_wait_s, float("inf"))
         messages = take_batch(consumer, settings.batch_size, wait_s, linger_s)
         turns += 1
         linger_s = linger_after(len(messages), settings.batch_size, settings.linger_s)
+        now_ms = time.time() * 1000
         for message in messages:
             if message.error() is not None:
                 continue
             if cpu_first is None:
                 cpu_first, threads_first, turns = time.process_time(), thread_cpu_s(), 1
             producer.produce(topics.task_runs, message.value(), message.key(), on_delivery=delivered)
+            created_ms.append(message.timestamp()[1])
+            taken_ms.append(now_ms)
             seen += 1
         producer.poll(0)
         now = time.monotonic()
@@ -156,7 +166,9 @@ def loop(a: argparse.Namespace) -> dict[str, Any]:
     threads = {k: round(v - (threads_first or {}).get(k, 0.0), 2) for k, v in thread_cpu_s().items()}
     producer.flush(30)
     consumer.close()
-    return {"events": seen, "cpu_s": round(cpu, 3), "threads_cpu_s": threads, "turns": turns}
+    steady_from = (created_ms[0] if created_ms else 0) + a.latency_skip_s * 1000
+    latency = latency_summary([t - c for c, t in zip(created_ms, taken_ms, strict=True) if c >= steady_from])
+    return {"events": seen, "cpu_s": round(cpu, 3), "threads_cpu_s": threads, "turns": turns, "latency_ms": latency}
 
 
 def broker_cpu_s(pid: int) -> float:
@@ -174,7 +186,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         cmd = [sys.executable, __file__, "--loop", "--bootstrap", broker.bootstrap, "--prefix", prefix]
         cmd += ["--events", str(len(events)), "--ready-file", str(ready), "--fetch-wait-ms", str(a.fetch_wait_ms)]
         cmd += ["--linger-ms", str(a.linger_ms), "--producer-linger-ms", str(a.producer_linger_ms)]
-        cmd += ["--commit-interval-ms", str(a.commit_interval_ms)]
+        cmd += ["--commit-interval-ms", str(a.commit_interval_ms), "--latency-skip-s", str(a.latency_skip_s)]
         with out.open("w") as sink:
             proc = subprocess.Popen(cmd, stdout=sink)
         try:
@@ -200,6 +212,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "threads_us_per_event": {k: round(v / n * 1e6, 1) for k, v in result["threads_cpu_s"].items()},
         "broker_cpu_s": round(broker_s, 2),
         "events_per_turn": round(n / result["turns"], 1),
+        "steady_input_to_take_ms": result["latency_ms"],
     }
 
 

@@ -32,7 +32,8 @@ def test_by_default_it_runs_with_the_worker_s_own_settings() -> None:
 
 def test_the_loop_produces_one_record_per_input(broker: EmbeddedBroker, topics: Topics, tmp_path: Path) -> None:
     ready = tmp_path / "ready"
-    a = floor.parse_args(["--loop", "--bootstrap", broker.bootstrap, "--prefix", topics.prefix, "--events", "30"])
+    argv = ["--loop", "--bootstrap", broker.bootstrap, "--prefix", topics.prefix, "--events", "30"]
+    a = floor.parse_args([*argv, "--latency-skip-s", "0"])
     a.ready_file = str(ready)
     result: dict = {}
     loop = threading.Thread(target=lambda: result.update(floor.loop(a)), daemon=True)
@@ -46,6 +47,8 @@ def test_the_loop_produces_one_record_per_input(broker: EmbeddedBroker, topics: 
     assert ready.read_text() == "ready"
     assert result["events"] == 30 and result["turns"] >= 1 and result["cpu_s"] >= 0
     assert "python" in result["threads_cpu_s"]
+    # Every input's time from its producer to the take, none left out with no warm-up.
+    assert result["latency_ms"]["n"] == 30 and 0 <= result["latency_ms"]["p50"] <= result["latency_ms"]["max"]
     outputs = read_topic(broker.bootstrap, topics.task_runs)
     assert sorted((record.key, record.raw) for record in outputs) == sorted(
         (f"session-{i % 7}".encode(), f"value-{i}".encode()) for i in range(30)
@@ -61,10 +64,19 @@ def test_stream_py_floor_runs_it_with_that_run_s_workload_and_worker_settings() 
     assert (a.concurrency, a.partitions) == (stream.concurrency, stream.partitions)
     assert a.linger_ms == 20
     assert (a.fetch_wait_ms, a.commit_interval_ms) == (100, 100)  # the worker's defaults: not given
+    assert a.latency_skip_s == stream.latency_skip_s
     runs = [
-        {"cpu_us_per_event": c, "broker_cpu_s": 5.0, "events_per_turn": 10.0, "threads_us_per_event": {"python": 4.0}}
+        {
+            "cpu_us_per_event": c,
+            "broker_cpu_s": 5.0,
+            "events_per_turn": 10.0,
+            "threads_us_per_event": {"python": 4.0},
+            "steady_input_to_take_ms": {"p99": c * 10},
+        }
         for c in (12.0, 14.0, 13.0)
     ]
     summary = floor_summary(runs)
     assert summary["cpu_us_per_event"] == 13.0 and summary["runs"] == runs
+    assert summary["steady_input_to_take_p99_ms"] == 130.0
     assert "13 µs per event (last run: python 4.0)" in floor_line(summary)
+    assert "steady p99 from input produced to taken 130.0 ms" in floor_line(summary)

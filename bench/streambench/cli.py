@@ -131,14 +131,17 @@ def run_floor(a: argparse.Namespace) -> dict[str, Any]:
 def floor_summary(floors: list[dict[str, Any]]) -> dict[str, Any]:
     """The floor's figures over the repeats (medians), with each run's."""
     keys = ("cpu_us_per_event", "broker_cpu_s", "events_per_turn")
-    return {**{key: statistics.median(f[key] for f in floors) for key in keys}, "runs": floors}
+    p99s = [f["steady_input_to_take_ms"]["p99"] for f in floors if f.get("steady_input_to_take_ms")]
+    steady_p99 = {"steady_input_to_take_p99_ms": statistics.median(p99s) if p99s else None}
+    return {**{key: statistics.median(f[key] for f in floors) for key in keys}, **steady_p99, "runs": floors}
 
 
 def floor_line(floor: dict[str, Any]) -> str:
     split = ", ".join(f"{k} {v}" for k, v in floor["runs"][-1]["threads_us_per_event"].items())
     return (
         f"the Kafka loop alone (bench/floor.py, no trigger logic): {floor['cpu_us_per_event']:g} µs per event"
-        f" (last run: {split}), broker CPU {floor['broker_cpu_s']:g} s, {floor['events_per_turn']:g} events per turn"
+        f" (last run: {split}), broker CPU {floor['broker_cpu_s']:g} s, {floor['events_per_turn']:g} events per turn,"
+        f" steady p99 from input produced to taken {floor['steady_input_to_take_p99_ms']} ms"
     )
 
 
