@@ -226,7 +226,7 @@ class TaskContext:
         if isinstance(logger, Mapping) and context is None:
             logger, context = None, logger
         tracker = _LevelTracker()
-        local = _LocalLogger(f"stream_triggers.tasks.{self.instance_name}", logger or _task_log)
+        local = _LocalLogger(f"stream_triggers.tasks.{self.instance_name}", logger or _task_log, logger is None)
         local.addHandler(tracker)
         adapter = _ContextAdapter(local, {"context": dict(context or {})})
         try:
@@ -248,15 +248,21 @@ class _LevelTracker(logging.Handler):
 
 
 class _LocalLogger(logging.Logger):
-    """Records every level (for tracking) and forwards what ``target`` would log."""
+    """Tracks the levels of its records and forwards what ``target`` would log.
 
-    def __init__(self, name: str, target: logging.Logger) -> None:
+    With no logger given every level is tracked, as the original's own ``LocalLogger``
+    recorded everything; a logger the task passes decides, as it did in the original,
+    where the tracking handler sat on that logger: a record it would drop is not counted.
+    """
+
+    def __init__(self, name: str, target: logging.Logger, every_level: bool) -> None:
         super().__init__(name, logging.NOTSET)
         self.propagate = False
         self.target = target
+        self.every_level = every_level
 
     def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging API
-        return True
+        return self.every_level or self.target.isEnabledFor(level)
 
     def callHandlers(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging API
         super().callHandlers(record)

@@ -176,8 +176,9 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
                 return Err(rejected(
                     "operation_not_allowed",
                     format!(
-                        "Instance \"{}\" in {} state cannot be replayed!",
+                        "Instance \"{} ({})\" in {} state cannot be replayed!",
                         current.name,
+                        current.status.as_str(),
                         current.status.as_str()
                     ),
                 ));
@@ -194,8 +195,9 @@ pub fn step(state: &mut SessionState, input: &Input, at: i64) -> Result<Vec<Effe
                 return Err(rejected(
                     "operation_not_allowed",
                     format!(
-                        "Instance \"{}\" in {} state cannot be skipped!",
+                        "Instance \"{} ({})\" in {} state cannot be skipped!",
                         current.name,
+                        current.status.as_str(),
                         current.status.as_str()
                     ),
                 ));

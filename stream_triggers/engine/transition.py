@@ -201,7 +201,7 @@ def _retry(draft: Draft, event: RetryRequested, effects: list[Effect]) -> None:
 def _replay_requested(draft: Draft, event: ReplayRequested, effects: list[Effect]) -> None:
     instance = _existing(draft, event.instance)
     if not instance.can_replay:
-        raise OperationNotAllowed(f'Instance "{instance.name}" in {instance.status} state cannot be replayed!')
+        raise OperationNotAllowed(f'Instance "{instance}" in {instance.status} state cannot be replayed!')
     _replay(draft, instance, event.replacement_kwargs, None, event.at, effects)
 
 
@@ -239,7 +239,7 @@ def _replay(
 def _skip(draft: Draft, event: SkipRequested, effects: list[Effect]) -> None:
     instance = _existing(draft, event.instance)
     if not instance.can_skip:
-        raise OperationNotAllowed(f'Instance "{instance.name}" in {instance.status} state cannot be skipped!')
+        raise OperationNotAllowed(f'Instance "{instance}" in {instance.status} state cannot be skipped!')
     result = dict(event.result or {})
     skipped = _set_status(
         draft, instance, Status.SKIPPED, {"cascade": event.cascade, "result": result}, event.at, effects

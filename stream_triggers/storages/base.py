@@ -27,6 +27,7 @@ from stream_triggers.engine import (
     Input,
     SessionState,
     UnknownInstance,
+    build_task_configs,
     checked_instance,
     new_instance,
     step,
@@ -138,6 +139,12 @@ class BaseTriggerStorage:
         """Original-framework backends: persist ``self._configs``, ``_instances``, ``_metas``."""
         raise NotImplementedError(f"{type(self).__name__} must implement _save_state (or _save).")
 
+    def _load_default_configuration(self) -> Mapping[str, Mapping[str, Any]] | None:
+        """The configuration a session starts with when none is stored (as for
+        ``update_configuration``); None: start with none.  Loaded, not saved: ``save()``
+        stores it with the session's first change, as the original did."""
+        return None
+
     @staticmethod
     def _serialize(objects: Mapping[str, Any], optimize_for_backend: bool = True) -> dict[str, Any]:
         """``{name: obj.serialize()}`` for task configs or instances (for ``_save``)."""
@@ -156,7 +163,11 @@ class BaseTriggerStorage:
     def state(self) -> SessionState:
         if self._state is None:
             loaded, self._version = self._load_state()
-            self._state = EMPTY if loaded is None else loaded
+            state = EMPTY if loaded is None else loaded
+            if not state.tasks and (default := self._load_default_configuration()):
+                tasks = build_task_configs(default)  # validated as update_configuration's
+                state = SessionState.build(tasks, state.instances, state.latest_kwargs, state.metadata)
+            self._state = state
         return self._state
 
     def invalidate_cache(self) -> None:

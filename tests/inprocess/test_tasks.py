@@ -393,6 +393,28 @@ def test_log_records_carry_context_variables(session: Session, app_log: Any) -> 
     assert warning.context == {"app_version": "1.2", "page": 3}
 
 
+class QuietLogger(TriggerTask):
+    """Logs through a logger of its own that is set to WARNING."""
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        logger = logging.getLogger(f"{__name__}.quiet")
+        logger.setLevel(logging.WARNING)
+        with context.get_logger_context(logger) as log:
+            log.info("not for this logger")
+            if context.trigger_kwargs["go"]["warn"]:
+                log.warning("for this logger")
+        return {}
+
+
+def test_a_logger_the_task_passes_decides_which_records_count(session: Session) -> None:
+    # The original put its level tracker on that logger: a record it drops is not recorded.
+    session.manager.update_configuration({"t_quiet": {"after": [], "andEvery": "go", "run": QuietLogger.name}})
+    session.fire("go", {"warn": False})
+    session.fire("go", {"warn": True})
+    assert session.storage["t_quiet#0"].log_level == logging.NOTSET
+    assert session.storage["t_quiet#1"].log_level == logging.WARNING
+
+
 class PositionalContext(TriggerTask):
     """Passes the context dict positionally, as the logging docs show."""
 
