@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
+import sys
 import threading
 import unittest
 from collections.abc import Mapping
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import stream_triggers
 import stream_triggers.runners
 from stream_triggers.manager import TriggerManager
 from stream_triggers.runners import DEFAULT_TASK_RUNNER, BaseTaskRunner, ThreadingTaskRunner, task_runners
@@ -214,3 +217,28 @@ def test_every_new_home_in_the_porting_table_exists() -> None:
             except ImportError:
                 target = getattr(importlib.import_module(module), attribute, None)
             assert target is not None, f"porting.md names {path}, which does not exist"
+
+
+# -- the package's top level ---------------------------------------------------------------
+
+
+def test_the_package_offers_what_the_original_package_did() -> None:
+    # ``from triggers import TriggerManager`` (the cookbook) ports by the package name alone.
+    from stream_triggers import BaseTriggerStorage as Storage
+    from stream_triggers import TriggerManager as Manager
+    from stream_triggers import storage_backends, trigger_managers
+    from stream_triggers.manager import trigger_managers as managers
+    from stream_triggers.storages import storage_backends as storages
+
+    assert (Manager, Storage) == (TriggerManager, BaseTriggerStorage)
+    assert (trigger_managers, storage_backends) == (managers, storages)
+    manager = trigger_managers.get("default", storage_backends.get("memory", "top-level"))
+    assert isinstance(manager, Manager)
+    with pytest.raises(AttributeError, match="no attribute 'CacheStorageBackend'"):
+        stream_triggers.CacheStorageBackend  # noqa: B018
+
+
+def test_importing_the_package_imports_none_of_them() -> None:
+    code = "import sys, stream_triggers; print(sorted(m for m in sys.modules if m.startswith('stream_triggers.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
