@@ -250,9 +250,9 @@ class _LevelTracker(logging.Handler):
 class _LocalLogger(logging.Logger):
     """Tracks the levels of its records and forwards what ``target`` would log.
 
-    With no logger given every level is tracked, as the original's own ``LocalLogger``
-    recorded everything; a logger the task passes decides, as it did in the original,
-    where the tracking handler sat on that logger: a record it would drop is not counted.
+    With no logger given, every level is tracked (the original's own ``LocalLogger``
+    recorded everything).  A logger the task passes decides instead: the original put the
+    tracking handler on that logger, so a record it drops is not counted.
     """
 
     def __init__(self, name: str, target: logging.Logger, every_level: bool) -> None:
