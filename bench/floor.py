@@ -197,7 +197,13 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(0.1)
             broker_before = broker_cpu_s(broker.pid or 0)
             produced = EventProducer(broker.bootstrap, Topics(prefix).events).run(events, a.rate, lambda: None)
-            proc.wait(timeout=120)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(
+                    f"the loop had not taken all {len(events)} inputs 120 s after the last was produced:"
+                    " the broker did not keep up with its fetches (a shorter --fetch-wait-ms loads Tansu more)"
+                ) from None
             broker_s = broker_cpu_s(broker.pid or 0) - broker_before
             result = json.loads(out.read_text())
         finally:
