@@ -137,8 +137,8 @@ def loop(a: argparse.Namespace) -> dict[str, Any]:
 
     seen = turns = 0
     cpu_first = threads_first = None
-    created_ms: list[int] = []  # each input's create timestamp, and when it was taken
-    taken_ms: list[float] = []
+    steady_from_ms = float("inf")  # inputs created from then on are timed (after the warm-up)
+    latencies_ms: list[float] = []  # each such input's create timestamp to its take
     linger_s, pace = 0.0, CheckpointPace(settings.checkpoint_interval_s, settings.batch_size)
     while seen < a.events:
         wait_s = pace.wait_s(time.monotonic(), settings.idle_wait_s, float("inf"))
@@ -149,11 +149,13 @@ def loop(a: argparse.Namespace) -> dict[str, Any]:
         for message in messages:
             if message.error() is not None:
                 continue
+            created_ms = message.timestamp()[1]
             if cpu_first is None:
                 cpu_first, threads_first, turns = time.process_time(), thread_cpu_s(), 1
+                steady_from_ms = created_ms + a.latency_skip_s * 1000
             producer.produce(topics.task_runs, message.value(), message.key(), on_delivery=delivered)
-            created_ms.append(message.timestamp()[1])
-            taken_ms.append(now_ms)
+            if created_ms >= steady_from_ms:
+                latencies_ms.append(now_ms - created_ms)
             seen += 1
         producer.poll(0)
         now = time.monotonic()
@@ -166,8 +168,7 @@ def loop(a: argparse.Namespace) -> dict[str, Any]:
     threads = {k: round(v - (threads_first or {}).get(k, 0.0), 2) for k, v in thread_cpu_s().items()}
     producer.flush(30)
     consumer.close()
-    steady_from = (created_ms[0] if created_ms else 0) + a.latency_skip_s * 1000
-    latency = latency_summary([t - c for c, t in zip(created_ms, taken_ms, strict=True) if c >= steady_from])
+    latency = latency_summary(latencies_ms)
     return {"events": seen, "cpu_s": round(cpu, 3), "threads_cpu_s": threads, "turns": turns, "latency_ms": latency}
 
 
